@@ -1,0 +1,316 @@
+//! The one configuration document (TOML), parsed once into typed structs. Errors name the
+//! key and the problem; secrets are wrapped so that they never print.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::wechat::crypto::MsgCrypt;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config: {key}: {problem}")]
+    Invalid { key: String, problem: String },
+    #[error("config: {0}")]
+    Syntax(String),
+    #[error("config: cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config: set WXDESK_CONFIG (the TOML document) or WXDESK_CONFIG_FILE (its path)")]
+    NotSet,
+}
+
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), problem: problem.into() }
+}
+
+/// A secret string: usable, comparable, never printed.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    store: StoreConfig,
+    #[serde(default)]
+    wechat: WechatConfig,
+    #[serde(default)]
+    callback: CallbackConfig,
+    #[serde(default)]
+    apps: Vec<AppConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "backend", rename_all = "snake_case", deny_unknown_fields)]
+pub enum StoreConfig {
+    /// A local directory; no server, survives restarts.
+    Embedded { path: PathBuf },
+    /// DynamoDB and S3; endpoints come from the standard AWS_ENDPOINT_URL* variables.
+    Aws {
+        dedup_table: String,
+        #[serde(default)]
+        tokens_table: Option<String>,
+        #[serde(default)]
+        media_bucket: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WechatConfig {
+    pub api_base: String,
+}
+
+impl Default for WechatConfig {
+    fn default() -> Self {
+        Self { api_base: "https://api.weixin.qq.com".into() }
+    }
+}
+
+/// How the push callback behaves; every field has a production default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallbackConfig {
+    /// Pushes whose `timestamp` is further than this from now are refused; 0 turns the
+    /// check off (only for replaying recorded events).
+    pub max_timestamp_skew_secs: u64,
+    /// The whole handler answers within this, whatever the desk does (WeChat waits 5 s).
+    pub reply_deadline_ms: u64,
+    pub max_body_bytes: usize,
+    /// How long an inbox (dedup) record lives.
+    pub inbox_ttl_secs: u64,
+    /// Events answered `success` without being forwarded to the desk.
+    pub skip_events: Vec<String>,
+}
+
+impl Default for CallbackConfig {
+    fn default() -> Self {
+        Self {
+            max_timestamp_skew_secs: 300,
+            reply_deadline_ms: 4500,
+            max_body_bytes: 64 * 1024,
+            inbox_ttl_secs: 3 * 24 * 3600,
+            skip_events: [
+                "LOCATION",
+                "VIEW",
+                "TEMPLATESENDJOBFINISH",
+                "MASSSENDJOBFINISH",
+                "kf_create_session",
+                "kf_close_session",
+                "kf_switch_session",
+                "view_miniprogram",
+                "subscribe_msg_popup_event",
+                "subscribe_msg_change_event",
+                "subscribe_msg_sent_event",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AppKind {
+    OfficialAccount,
+    MiniProgram,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    pub appid: String,
+    pub kind: AppKind,
+    pub token: Secret,
+    /// Present: compatible/safe mode is supported.
+    #[serde(default)]
+    pub encoding_aes_key: Option<Secret>,
+    /// The key before a rotation: pushes encrypted with it are still accepted.
+    #[serde(default)]
+    pub previous_encoding_aes_key: Option<Secret>,
+    pub secret: Secret,
+    /// Overrides `[callback] skip_events` for this account.
+    #[serde(default)]
+    pub skip_events: Option<Vec<String>>,
+    pub desk: DeskConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DeskConfig {
+    /// Udesk's "simulated WeChat middleware" channel: WeChat XML in, passive reply out.
+    UdeskWechat { url: String },
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub store: StoreConfig,
+    pub wechat: WechatConfig,
+    pub callback: CallbackConfig,
+    pub apps: Vec<AppConfig>,
+    by_appid: HashMap<String, usize>,
+}
+
+impl Config {
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| syntax_error(text, &e))?;
+        let mut by_appid = HashMap::new();
+        for (i, app) in raw.apps.iter().enumerate() {
+            let key = |k: &str| format!("apps[{i}].{k}");
+            if app.appid.is_empty() || !app.appid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+                return Err(invalid(key("appid"), "must be non-empty letters, digits, '_' or '-'"));
+            }
+            if by_appid.insert(app.appid.clone(), i).is_some() {
+                return Err(invalid(key("appid"), format!("{} is configured twice", app.appid)));
+            }
+            if app.token.expose().is_empty() {
+                return Err(invalid(key("token"), "must not be empty"));
+            }
+            for (name, k) in [("encoding_aes_key", &app.encoding_aes_key), ("previous_encoding_aes_key", &app.previous_encoding_aes_key)] {
+                if let Some(k) = k {
+                    MsgCrypt::new(k.expose()).map_err(|e| invalid(key(name), e.to_string()))?;
+                }
+            }
+            if app.previous_encoding_aes_key.is_some() && app.encoding_aes_key.is_none() {
+                return Err(invalid(key("previous_encoding_aes_key"), "needs encoding_aes_key as well"));
+            }
+            match &app.desk {
+                DeskConfig::UdeskWechat { url } => check_url(url).map_err(|p| invalid(key("desk.url"), p))?,
+            }
+        }
+        check_url(&raw.wechat.api_base).map_err(|p| invalid("wechat.api_base", p))?;
+        match &raw.store {
+            StoreConfig::Embedded { path } if path.as_os_str().is_empty() => return Err(invalid("store.path", "must not be empty")),
+            StoreConfig::Aws { dedup_table, .. } if dedup_table.is_empty() => return Err(invalid("store.dedup_table", "must not be empty")),
+            _ => {}
+        }
+        let cb = &raw.callback;
+        if !(100..=4900).contains(&cb.reply_deadline_ms) {
+            return Err(invalid("callback.reply_deadline_ms", "must be between 100 and 4900 (WeChat gives up after 5000)"));
+        }
+        if cb.max_body_bytes < 1024 {
+            return Err(invalid("callback.max_body_bytes", "must be at least 1024"));
+        }
+        if cb.inbox_ttl_secs < 60 {
+            return Err(invalid("callback.inbox_ttl_secs", "must be at least 60 (WeChat retries for about 15 s)"));
+        }
+        Ok(Config { store: raw.store, wechat: raw.wechat, callback: raw.callback, apps: raw.apps, by_appid })
+    }
+
+    pub fn load_file(path: &str) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::parse(&text)
+    }
+
+    /// Lambda: the document in `WXDESK_CONFIG`, or a file named by `WXDESK_CONFIG_FILE`.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        if let Ok(text) = std::env::var("WXDESK_CONFIG") {
+            return Self::parse(&text);
+        }
+        if let Ok(path) = std::env::var("WXDESK_CONFIG_FILE") {
+            return Self::load_file(&path);
+        }
+        Err(ConfigError::NotSet)
+    }
+
+    pub fn app(&self, appid: &str) -> Option<&AppConfig> {
+        self.by_appid.get(appid).map(|&i| &self.apps[i])
+    }
+}
+
+impl AppConfig {
+    pub fn skips_event(&self, event: &str, global: &CallbackConfig) -> bool {
+        self.skip_events.as_ref().unwrap_or(&global.skip_events).iter().any(|e| e == event)
+    }
+}
+
+/// toml's own Display quotes the offending source line, which may hold a secret: report the
+/// line number and the message only.
+fn syntax_error(text: &str, e: &toml::de::Error) -> ConfigError {
+    let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+    match line {
+        Some(l) => ConfigError::Syntax(format!("line {l}: {}", e.message())),
+        None => ConfigError::Syntax(e.message().to_owned()),
+    }
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    match url.split_once("://") {
+        Some(("http" | "https", rest)) if !rest.is_empty() => Ok(()),
+        _ => Err(format!("{url:?} is not an http(s) URL")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[store]
+backend = "embedded"
+path = ".wxdesk-data"
+
+[[apps]]
+appid = "wx1234"
+kind = "official_account"
+token = "tok"
+encoding_aes_key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+secret = "s3cr3t-value"
+[apps.desk]
+kind = "udesk_wechat"
+url = "https://demo.udesk.cn/weixin/abc"
+"#;
+
+    #[test]
+    fn parses_the_documented_shape() {
+        let c = Config::parse(GOOD).unwrap();
+        assert_eq!(c.store, StoreConfig::Embedded { path: ".wxdesk-data".into() });
+        assert_eq!(c.wechat.api_base, "https://api.weixin.qq.com");
+        let app = c.app("wx1234").unwrap();
+        assert_eq!(app.kind, AppKind::OfficialAccount);
+        assert!(app.skips_event("LOCATION", &c.callback));
+        assert!(!app.skips_event("subscribe", &c.callback));
+        assert!(c.app("wx9999").is_none());
+        // Secrets never show in Debug output.
+        assert!(!format!("{c:?}").contains("s3cr3t-value"));
+        assert!(!format!("{c:?}").contains("AAAAAAAAAAAA"));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            (GOOD.replace("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "short"), "apps[0].encoding_aes_key"),
+            (GOOD.replace("https://demo.udesk.cn/weixin/abc", "ftp://x"), "apps[0].desk.url"),
+            (GOOD.replace("token = \"tok\"", "token = \"\""), "apps[0].token"),
+            (GOOD.replace("appid = \"wx1234\"", "appid = \"wx/12\""), "apps[0].appid"),
+            (GOOD.replace("kind = \"official_account\"", "kind = \"shop\""), "unknown variant"),
+            (GOOD.replace("secret = ", "secrett = "), "secrett"),
+            (GOOD.replace("backend = \"embedded\"", "backend = \"redis\""), "redis"),
+            (format!("{GOOD}\n[callback]\nreply_deadline_ms = 6000\n"), "callback.reply_deadline_ms"),
+            (format!("{GOOD}{}", GOOD.split("[[apps]]").nth(1).map(|a| format!("[[apps]]{a}")).unwrap()), "configured twice"),
+        ];
+        for (text, needle) in cases {
+            let err = Config::parse(&text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{needle:?} not in {err:?}");
+            assert!(!err.contains("s3cr3t-value"));
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! Desk connectors: one module per customer-service desk. A connector takes a customer
+//! message and returns what the desk wants WeChat to answer.
+
+pub mod udesk_wechat;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::wechat::message::Message;
+
+/// What the desk answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeskReply {
+    /// Nothing to say now (agents answer later through the send API).
+    Empty,
+    /// A passive-reply XML document, already checked to be one.
+    Passive(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeskError {
+    #[error("the desk did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("could not reach the desk: {0}")]
+    Transport(String),
+    #[error("the desk answered HTTP {0}")]
+    Status(u16),
+    #[error("the desk's answer is not a passive reply ({0}); WeChat gets `success` instead")]
+    UnexpectedAnswer(String),
+}
+
+#[async_trait]
+pub trait Desk: Send + Sync {
+    /// `xml` is the message as WeChat XML (as received, or converted from JSON).
+    async fn forward(&self, msg: &Message, xml: &str, timeout: Duration) -> Result<DeskReply, DeskError>;
+}
+
+/// One HTTP client for every outbound call: pooled, keep-alive, bounded connect time.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .pool_idle_timeout(Duration::from_secs(50))
+        .user_agent(concat!("wxdesk/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}

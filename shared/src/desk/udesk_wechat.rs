@@ -1,0 +1,80 @@
+//! Udesk's "simulated WeChat middleware" channel (seed 001 §1): POST the customer's message
+//! as WeChat XML to the channel URL; Udesk answers "" or a passive-reply XML, which goes
+//! back to WeChat unchanged.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{Desk, DeskError, DeskReply};
+use crate::wechat::message::Message;
+use crate::wechat::xml::Doc;
+
+pub struct UdeskWechat {
+    client: reqwest::Client,
+    url: String,
+}
+
+impl UdeskWechat {
+    pub fn new(client: reqwest::Client, url: impl Into<String>) -> Self {
+        Self { client, url: url.into() }
+    }
+}
+
+/// Judges a desk answer: empty or `success` → nothing to say; a `<xml>` document with a
+/// MsgType → a passive reply; anything else (an HTML error page served with 200, say)
+/// must not reach the customer's screen.
+pub fn judge_answer(body: &str) -> Result<DeskReply, DeskError> {
+    let trimmed = body.trim();
+    if trimmed.is_empty() || trimmed.eq_ignore_ascii_case("success") {
+        return Ok(DeskReply::Empty);
+    }
+    match Doc::parse_xml(trimmed) {
+        Ok(doc) if doc.get("MsgType").is_some_and(|t| !t.is_empty()) => Ok(DeskReply::Passive(trimmed.to_owned())),
+        Ok(_) => Err(DeskError::UnexpectedAnswer("XML without MsgType".into())),
+        Err(e) => Err(DeskError::UnexpectedAnswer(e.to_string())),
+    }
+}
+
+#[async_trait]
+impl Desk for UdeskWechat {
+    async fn forward(&self, _msg: &Message, xml: &str, timeout: Duration) -> Result<DeskReply, DeskError> {
+        let sent = self
+            .client
+            .post(&self.url)
+            .header("Content-Type", "text/xml; charset=utf-8")
+            .body(xml.to_owned())
+            .timeout(timeout)
+            .send()
+            .await
+            // The channel URL carries Udesk's channel token: keep it out of errors.
+            .map_err(|e| if e.is_timeout() { DeskError::Timeout(timeout) } else { DeskError::Transport(e.without_url().to_string()) })?;
+        let status = sent.status();
+        if !status.is_success() {
+            return Err(DeskError::Status(status.as_u16()));
+        }
+        let body = sent
+            .text()
+            .await
+            .map_err(|e| if e.is_timeout() { DeskError::Timeout(timeout) } else { DeskError::Transport(e.without_url().to_string()) })?;
+        judge_answer(&body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn judges_the_seed_answers() {
+        assert_eq!(judge_answer("").unwrap(), DeskReply::Empty);
+        assert_eq!(judge_answer("  success\n").unwrap(), DeskReply::Empty);
+        // The seed's example return.
+        let seed = "<xml>\n  <ToUserName><![CDATA[toUser]]></ToUserName>\n  <FromUserName><![CDATA[fromUser]]></FromUserName>\n  \
+                    <CreateTime>12345678</CreateTime>\n  <MsgType><![CDATA[text]]></MsgType>\n  <Content><![CDATA[Hello]]></Content>\n</xml>";
+        assert!(matches!(judge_answer(seed).unwrap(), DeskReply::Passive(x) if x.contains("Hello")));
+        assert!(judge_answer("<html><body>502 Bad Gateway</body></html>").is_err());
+        assert!(judge_answer("<xml><Content>x</Content></xml>").is_err());
+        assert!(judge_answer("{\"ok\":true}").is_err());
+    }
+}

@@ -1,0 +1,229 @@
+//! `GET|POST /wechat/{appid}`: the URL an Official Account or Mini Program configures as its
+//! message-push URL. Verifies, decrypts, de-duplicates, forwards to the account's desk and
+//! answers WeChat within its 5 s deadline.
+
+use std::time::{Duration, Instant};
+
+use tracing::{error, info, warn};
+
+use crate::config::AppConfig;
+use crate::desk::DeskReply;
+use crate::http::{Request, Response};
+use crate::services::{AppCrypto, Services};
+use crate::store::{Claim, NewClaim, Outcome, new_claim_id};
+use crate::wechat::crypto::{CryptoError, MsgCrypt};
+use crate::wechat::message::{Format, Message};
+use crate::wechat::reply::{SUCCESS, encrypt_field, encrypt_reply};
+use crate::wechat::signature::{matches, msg_signature, push_signature};
+use crate::wechat::xml::Doc;
+
+/// Time kept back from the desk call to record its outcome before the deadline.
+const RECORD_RESERVE: Duration = Duration::from_millis(250);
+/// A claim's lease outlives any handler that is still alive (the deadline is < 5 s), so
+/// only a crashed handler's claim is ever taken over.
+const LEASE_MARGIN_MS: i64 = 1500;
+
+fn refuse(status: u16, appid: &str, why: &str) -> Response {
+    warn!(appid, status, reason = why, "push refused");
+    Response::text(status, why)
+}
+
+pub async fn handle(svc: &Services, appid: &str, req: &Request) -> Response {
+    let started = Instant::now();
+    let Some(app) = svc.config.app(appid) else {
+        return refuse(404, appid, "unknown appid");
+    };
+    let (Some(signature), Some(timestamp), Some(nonce)) = (req.query("signature"), req.query("timestamp"), req.query("nonce")) else {
+        return refuse(401, appid, "missing signature, timestamp or nonce");
+    };
+    let Ok(ts) = timestamp.parse::<i64>() else {
+        return refuse(400, appid, "timestamp is not a number");
+    };
+    let skew = svc.config.callback.max_timestamp_skew_secs;
+    if skew > 0 && svc.clock.unix_secs().abs_diff(ts) > skew {
+        return refuse(403, appid, "timestamp too far from now (replayed or clock skew)");
+    }
+    if !matches(&push_signature(app.token.expose(), timestamp, nonce), signature) {
+        return refuse(401, appid, "signature mismatch");
+    }
+    match req.method {
+        http::Method::GET => match req.query("echostr") {
+            Some(echo) => {
+                info!(appid, "URL verification passed");
+                Response::text(200, echo)
+            }
+            None => refuse(400, appid, "missing echostr"),
+        },
+        http::Method::POST => push(svc, app, req, timestamp, nonce, started).await,
+        _ => refuse(405, appid, "method not allowed"),
+    }
+}
+
+/// How the push arrived, which decides how the answer is wrapped.
+struct Envelope<'a> {
+    format: Format,
+    crypt: Option<&'a MsgCrypt>,
+}
+
+async fn push(svc: &Services, app: &AppConfig, req: &Request, timestamp: &str, nonce: &str, started: Instant) -> Response {
+    let appid = app.appid.as_str();
+    if req.body.len() > svc.config.callback.max_body_bytes {
+        return refuse(413, appid, "body too large");
+    }
+    let Ok(body) = std::str::from_utf8(&req.body) else {
+        return refuse(400, appid, "body is not UTF-8");
+    };
+    let Some(format) = Format::detect(body) else {
+        return refuse(400, appid, "body is neither XML nor JSON");
+    };
+    let (plaintext, crypt) = if req.query("encrypt_type") == Some("aes") {
+        match decrypt(app, svc.crypto(appid), req, body, format, timestamp, nonce) {
+            Ok(v) => v,
+            Err((status, why)) => return refuse(status, appid, &why),
+        }
+    } else {
+        (body.to_owned(), None)
+    };
+    let msg = match Message::parse(&plaintext) {
+        Ok(m) => m,
+        Err(e) => return refuse(400, appid, &format!("unreadable message: {e}")),
+    };
+    let env = Envelope { format: msg.format, crypt };
+    if let Some(ev) = msg.event()
+        && app.skips_event(ev.name(), &svc.config.callback)
+    {
+        info!(appid, event = ev.name(), "event not forwarded (skip_events)");
+        return Response::text(200, SUCCESS);
+    }
+    let Some(desk) = svc.desk(appid) else {
+        return refuse(500, appid, "no desk configured");
+    };
+    // The desk gets WeChat XML: the decrypted document as received, or the JSON converted.
+    let payload = match msg.format {
+        Format::Xml => plaintext,
+        Format::Json => msg.to_xml(),
+    };
+    let key = msg.dedup_key(appid);
+    let deadline = started + Duration::from_millis(svc.config.callback.reply_deadline_ms);
+    let now_ms = svc.clock.unix_ms();
+    let claim_id = new_claim_id();
+    let claim = svc
+        .inbox
+        .claim(&NewClaim {
+            key: &key,
+            appid,
+            payload: &payload,
+            claim_id: &claim_id,
+            now_ms,
+            lease_until_ms: now_ms + svc.config.callback.reply_deadline_ms as i64 + LEASE_MARGIN_MS,
+            expires_at: now_ms / 1000 + svc.config.callback.inbox_ttl_secs as i64,
+        })
+        .await;
+    let owned = match claim {
+        Ok(Claim::Won { attempt, .. }) => {
+            if attempt > 1 {
+                info!(appid, key = %key, attempt, "redelivering an entry whose earlier delivery did not finish");
+            }
+            true
+        }
+        Ok(Claim::InFlight) => {
+            info!(appid, key = %key, "duplicate push while the first is in flight: not forwarded");
+            return Response::text(200, SUCCESS);
+        }
+        Ok(Claim::Answered(answer)) => {
+            info!(appid, key = %key, "duplicate push: answering as before");
+            return render(&answer, &env, app, svc, nonce);
+        }
+        Err(e) => {
+            // Losing the message is worse than a possible duplicate: forward without dedup.
+            error!(appid, key = %key, error = %e, "inbox unavailable; forwarding without dedup");
+            false
+        }
+    };
+
+    let budget = deadline.saturating_duration_since(Instant::now()).saturating_sub(RECORD_RESERVE);
+    let result = match tokio::time::timeout(budget, desk.forward(&msg, &payload, budget)).await {
+        Ok(r) => r,
+        Err(_) => Err(crate::desk::DeskError::Timeout(budget)),
+    };
+    let (outcome_text, answer) = match &result {
+        Ok(DeskReply::Empty) => (None, String::new()),
+        Ok(DeskReply::Passive(xml)) => (None, xml.clone()),
+        Err(e) => (Some(e.to_string()), String::new()),
+    };
+    if let Some(why) = &outcome_text {
+        warn!(appid, key = %key, error = %why, "desk delivery failed; WeChat gets `success`, entry left undelivered");
+    }
+    if owned {
+        let outcome = match &outcome_text {
+            Some(why) => Outcome::Undelivered(why),
+            None => Outcome::Answered(&answer),
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, svc.inbox.finish(&key, &claim_id, outcome)).await {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => warn!(appid, key = %key, "inbox entry was taken over by another handler"),
+            Ok(Err(e)) => error!(appid, key = %key, error = %e, "could not record the delivery outcome"),
+            Err(_) => error!(appid, key = %key, "recording the delivery outcome timed out"),
+        }
+    }
+    render(&answer, &env, app, svc, nonce)
+}
+
+type Refusal = (u16, String);
+
+fn decrypt<'a>(
+    app: &AppConfig,
+    crypto: Option<&'a AppCrypto>,
+    req: &Request,
+    body: &str,
+    format: Format,
+    timestamp: &str,
+    nonce: &str,
+) -> Result<(String, Option<&'a MsgCrypt>), Refusal> {
+    let crypto = crypto.ok_or((400, "push is encrypted but this app has no encoding_aes_key".to_owned()))?;
+    let sig = req.query("msg_signature").ok_or((401, "encrypted push without msg_signature".to_owned()))?;
+    let encrypt = encrypt_field(body, format).ok_or((400, "encrypted push without an Encrypt field".to_owned()))?;
+    if !matches(&msg_signature(app.token.expose(), timestamp, nonce, &encrypt), sig) {
+        return Err((401, "msg_signature mismatch".to_owned()));
+    }
+    let first = crypto.current.decrypt(&encrypt, &app.appid);
+    match (first, &crypto.previous) {
+        (Ok(plain), _) => Ok((plain, Some(&crypto.current))),
+        // During a key rotation, pushes already in flight were encrypted with the old key.
+        (Err(e), Some(prev)) if e != CryptoError::ReceiveIdMismatch => match prev.decrypt(&encrypt, &app.appid) {
+            Ok(plain) => Ok((plain, Some(prev))),
+            Err(_) => Err((400, format!("cannot decrypt: {e}"))),
+        },
+        (Err(e), _) => Err((400, format!("cannot decrypt: {e}"))),
+    }
+}
+
+/// Turns the desk's answer into WeChat's: empty → `success`; a passive reply as is, as
+/// JSON for a JSON push, encrypted when the push was.
+fn render(answer: &str, env: &Envelope<'_>, app: &AppConfig, svc: &Services, nonce: &str) -> Response {
+    if answer.trim().is_empty() {
+        return Response::text(200, SUCCESS);
+    }
+    let plain = match env.format {
+        Format::Xml => answer.to_owned(),
+        Format::Json => match Doc::parse_xml(answer) {
+            Ok(doc) => doc.to_json().to_string(),
+            Err(e) => {
+                error!(appid = %app.appid, error = %e, "stored answer is not XML; answering success");
+                return Response::text(200, SUCCESS);
+            }
+        },
+    };
+    let body = match env.crypt {
+        Some(crypt) => {
+            let ts = svc.clock.unix_secs().to_string();
+            encrypt_reply(&plain, env.format, crypt, app.token.expose(), &app.appid, &ts, nonce)
+        }
+        None => plain,
+    };
+    match env.format {
+        Format::Xml => Response::xml(body),
+        Format::Json => Response::json(body),
+    }
+}

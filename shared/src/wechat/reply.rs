@@ -1,0 +1,86 @@
+//! The encrypted envelope around pushes and passive replies in compatible/safe mode, in
+//! the push's own format (XML for Official Accounts, XML or JSON for Mini Programs).
+
+use super::crypto::MsgCrypt;
+use super::message::Format;
+use super::signature::msg_signature;
+use super::xml::{Doc, Value};
+
+/// The body WeChat expects when there is nothing to say: no retry, nothing shown.
+pub const SUCCESS: &str = "success";
+
+/// Pulls the `Encrypt` field out of an encrypted push body.
+pub fn encrypt_field(body: &str, format: Format) -> Option<String> {
+    let doc = match format {
+        Format::Xml => Doc::parse_xml(body).ok()?,
+        Format::Json => Doc::parse_json(body).ok()?,
+    };
+    doc.get("Encrypt").filter(|s| !s.is_empty()).map(str::to_owned)
+}
+
+/// Encrypts a passive reply and wraps it as WeChat expects: Encrypt, MsgSignature over the
+/// reply's own TimeStamp and Nonce.
+pub fn encrypt_reply(
+    plaintext: &str,
+    format: Format,
+    crypt: &MsgCrypt,
+    token: &str,
+    appid: &str,
+    timestamp: &str,
+    nonce: &str,
+) -> String {
+    let encrypt = crypt.encrypt(plaintext, appid);
+    wrap_encrypted(&encrypt, format, token, timestamp, nonce)
+}
+
+pub fn wrap_encrypted(encrypt: &str, format: Format, token: &str, timestamp: &str, nonce: &str) -> String {
+    let signature = msg_signature(token, timestamp, nonce, encrypt);
+    match format {
+        Format::Xml => {
+            let mut doc = Doc::default();
+            doc.push("Encrypt", Value::text(encrypt));
+            doc.push("MsgSignature", Value::text(signature));
+            doc.push("TimeStamp", Value::number(timestamp));
+            doc.push("Nonce", Value::text(nonce));
+            doc.to_xml()
+        }
+        Format::Json => {
+            let ts: serde_json::Value = timestamp.parse::<i64>().map(Into::into).unwrap_or_else(|_| timestamp.into());
+            serde_json::json!({
+                "Encrypt": encrypt,
+                "MsgSignature": signature,
+                "TimeStamp": ts,
+                "Nonce": nonce,
+            })
+            .to_string()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn official_json_reply_envelope() {
+        let enc = "ELGduP2YcVatjqIS+eZbp80MNLoAUWvzzyJxgGzxZO/5sAvd070Bs6qrLARC9nVHm48Y4hyRbtzve1L32tmxSQ==";
+        let body = wrap_encrypted(enc, Format::Json, "AAAAA", "1713424427", "415670741");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["Encrypt"], enc);
+        assert_eq!(v["MsgSignature"], "1b9339964ed2e271e7c7b6ff2b0ef902fc94dea1");
+        assert_eq!(v["TimeStamp"], 1713424427);
+        assert_eq!(v["Nonce"], "415670741");
+    }
+
+    #[test]
+    fn xml_reply_envelope_round_trips() {
+        let crypt = MsgCrypt::new(&"A".repeat(43)).unwrap();
+        let body = encrypt_reply("<xml><MsgType>text</MsgType></xml>", Format::Xml, &crypt, "tok", "wxapp", "1700000000", "n1");
+        let doc = Doc::parse_xml(&body).unwrap();
+        let enc = doc.get("Encrypt").unwrap();
+        assert_eq!(doc.get("MsgSignature").unwrap(), msg_signature("tok", "1700000000", "n1", enc));
+        assert_eq!(doc.get("TimeStamp"), Some("1700000000"));
+        assert_eq!(crypt.decrypt(enc, "wxapp").unwrap(), "<xml><MsgType>text</MsgType></xml>");
+        assert_eq!(encrypt_field(&body, Format::Xml).as_deref(), Some(enc));
+    }
+}

@@ -1,0 +1,84 @@
+//! The SHA-1 signatures WeChat puts on every push (`signature`) and on encrypted bodies
+//! (`msg_signature`): sha1 over the byte-wise sorted parts, joined with no separator.
+
+use sha1::{Digest, Sha1};
+use subtle::ConstantTimeEq;
+
+/// Lower-case hex SHA-1 of the parts after sorting them byte-wise.
+pub fn sign(parts: &[&str]) -> String {
+    let mut sorted: Vec<&str> = parts.to_vec();
+    sorted.sort_unstable();
+    let mut hasher = Sha1::new();
+    for part in sorted {
+        hasher.update(part.as_bytes());
+    }
+    hex_lower(&hasher.finalize())
+}
+
+/// `signature` of a push or of the URL verification: sha1(sort(token, timestamp, nonce)).
+pub fn push_signature(token: &str, timestamp: &str, nonce: &str) -> String {
+    sign(&[token, timestamp, nonce])
+}
+
+/// `msg_signature` of an encrypted body: sha1(sort(token, timestamp, nonce, Encrypt)).
+pub fn msg_signature(token: &str, timestamp: &str, nonce: &str, encrypt: &str) -> String {
+    sign(&[token, timestamp, nonce, encrypt])
+}
+
+/// Compares a received hex signature with the expected one in constant time, ignoring
+/// the hex case (WeChat sends lower case; some proxies upper-case query values).
+pub fn matches(expected_lower_hex: &str, received: &str) -> bool {
+    if expected_lower_hex.len() != received.len() {
+        return false;
+    }
+    let received = received.to_ascii_lowercase();
+    expected_lower_hex.as_bytes().ct_eq(received.as_bytes()).into()
+}
+
+pub(crate) fn hex_lower(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(HEX[(b >> 4) as usize] as char);
+        out.push(HEX[(b & 0x0f) as usize] as char);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Official example, developers.weixin.qq.com /miniprogram/dev/framework/server-ability/message-push.html
+    #[test]
+    fn official_url_verification_vector() {
+        let sig = push_signature("AAAAA", "1714036504", "1514711492");
+        assert_eq!(sig, "f464b24fc39322e44b38aa78f5edd27bd1441696");
+        assert!(matches(&sig, "f464b24fc39322e44b38aa78f5edd27bd1441696"));
+        assert!(matches(&sig, "F464B24FC39322E44B38AA78F5EDD27BD1441696"));
+        assert!(!matches(&sig, "f464b24fc39322e44b38aa78f5edd27bd1441697"));
+        assert!(!matches(&sig, "f464"));
+    }
+
+    #[test]
+    fn official_plain_push_vector() {
+        assert_eq!(
+            push_signature("AAAAA", "1714037059", "486452656"),
+            "899cf89e464efb63f54ddac96b0a0a235f53aa78"
+        );
+    }
+
+    #[test]
+    fn official_encrypted_push_signatures() {
+        let encrypt = include_str!("../../../tests/fixtures/official_vector_encrypt.txt").trim();
+        assert_eq!(
+            msg_signature("AAAAA", "1714112445", "415670741", encrypt),
+            "046e02f8204d34f8ba5fa3b1db94908f3df2e9b3"
+        );
+        // In safe mode `signature` is still sha1(token, timestamp, nonce).
+        assert_eq!(
+            push_signature("AAAAA", "1714112445", "415670741"),
+            "6c5c811b55cc85e0e1b54100749188c20beb3f5d"
+        );
+    }
+}

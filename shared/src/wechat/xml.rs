@@ -1,0 +1,280 @@
+//! The small XML dialect WeChat speaks: one `<xml>` root whose children are text leaves
+//! (strings in CDATA, numbers bare) or shallow nested groups (`<Articles><item>…`).
+//! Also the JSON form Mini Programs use for the same documents.
+
+use quick_xml::Reader;
+use quick_xml::events::Event;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum XmlError {
+    #[error("malformed XML: {0}")]
+    Malformed(String),
+    #[error("the XML document has no <xml> root element")]
+    NoRoot,
+    #[error("XML nesting deeper than {0} levels")]
+    TooDeep(usize),
+    #[error("malformed JSON: {0}")]
+    Json(String),
+    #[error("the JSON document is not an object")]
+    NotAnObject,
+}
+
+const MAX_DEPTH: usize = 8;
+
+/// An element's content: a text leaf or child elements in document order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    /// `cdata` records whether the text came in CDATA, which WeChat uses for strings and
+    /// not for numbers; it decides the JSON type when converting.
+    Text { text: String, cdata: bool },
+    Children(Vec<(String, Value)>),
+}
+
+impl Value {
+    pub fn text(s: impl Into<String>) -> Self {
+        Value::Text { text: s.into(), cdata: true }
+    }
+    pub fn number(n: impl ToString) -> Self {
+        Value::Text { text: n.to_string(), cdata: false }
+    }
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Value::Text { text, .. } => Some(text),
+            Value::Children(c) if c.is_empty() => Some(""),
+            Value::Children(_) => None,
+        }
+    }
+}
+
+/// A WeChat document: the ordered children of `<xml>`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Doc {
+    pub fields: Vec<(String, Value)>,
+}
+
+impl Doc {
+    /// First text value of a top-level field.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.fields.iter().find(|(k, _)| k == name).and_then(|(_, v)| v.as_text())
+    }
+
+    pub fn get_value(&self, name: &str) -> Option<&Value> {
+        self.fields.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+    }
+
+    pub fn push(&mut self, name: impl Into<String>, value: Value) {
+        self.fields.push((name.into(), value));
+    }
+
+    pub fn parse_xml(input: &str) -> Result<Doc, XmlError> {
+        let mut reader = Reader::from_str(input);
+        // Stack of open elements: (name, children, text buffer, saw cdata).
+        let mut stack: Vec<(String, Vec<(String, Value)>, String, bool)> = Vec::new();
+        let mut root: Option<Vec<(String, Value)>> = None;
+        loop {
+            let ev = reader.read_event().map_err(|e| XmlError::Malformed(e.to_string()))?;
+            match ev {
+                Event::Start(s) => {
+                    if root.is_some() {
+                        return Err(XmlError::Malformed("content after the root element".into()));
+                    }
+                    if stack.len() >= MAX_DEPTH {
+                        return Err(XmlError::TooDeep(MAX_DEPTH));
+                    }
+                    stack.push((s.name().into_inner().to_owned(), Vec::new(), String::new(), false));
+                }
+                Event::Empty(s) => {
+                    let name = s.name().into_inner().to_owned();
+                    match stack.last_mut() {
+                        Some(top) => top.1.push((name, Value::Text { text: String::new(), cdata: false })),
+                        None => root = Some(Vec::new()),
+                    }
+                }
+                Event::Text(t) => {
+                    if let Some(top) = stack.last_mut() {
+                        top.2.push_str(&t.xml10_content());
+                    } else if !t.xml10_content().trim().is_empty() {
+                        return Err(XmlError::Malformed("text outside the root element".into()));
+                    }
+                }
+                Event::GeneralRef(r) => {
+                    if let Some(top) = stack.last_mut() {
+                        top.2.push('&');
+                        top.2.push_str(&r.into_inner());
+                        top.2.push(';');
+                    }
+                }
+                Event::CData(c) => {
+                    if let Some(top) = stack.last_mut() {
+                        // Keep CDATA text apart from escaped text: mark it and append raw,
+                        // escaping `&` so the single unescape pass below restores it verbatim.
+                        top.2.push_str(&quick_xml::escape::minimal_escape(c.xml10_content().as_ref()));
+                        top.3 = true;
+                    }
+                }
+                Event::End(_) => {
+                    let (name, children, text, cdata) = stack.pop().ok_or_else(|| XmlError::Malformed("unbalanced end tag".into()))?;
+                    let value = if children.is_empty() {
+                        let text = quick_xml::escape::unescape(&text)
+                            .map_err(|e| XmlError::Malformed(e.to_string()))?
+                            .into_owned();
+                        Value::Text { text, cdata }
+                    } else {
+                        Value::Children(children)
+                    };
+                    match stack.last_mut() {
+                        Some(parent) => parent.1.push((name, value)),
+                        None => {
+                            root = Some(match value {
+                                Value::Children(c) => c,
+                                Value::Text { .. } => Vec::new(),
+                            })
+                        }
+                    }
+                }
+                Event::Eof => break,
+                Event::Decl(_) | Event::PI(_) | Event::Comment(_) | Event::DocType(_) => {}
+            }
+        }
+        if !stack.is_empty() {
+            return Err(XmlError::Malformed("unexpected end of document".into()));
+        }
+        root.map(|fields| Doc { fields }).ok_or(XmlError::NoRoot)
+    }
+
+    /// Parses a Mini Program JSON push. Numbers become bare text, strings CDATA text.
+    pub fn parse_json(input: &str) -> Result<Doc, XmlError> {
+        let v: serde_json::Value = serde_json::from_str(input).map_err(|e| XmlError::Json(e.to_string()))?;
+        match v {
+            serde_json::Value::Object(map) => Ok(Doc {
+                fields: map.into_iter().flat_map(|(k, v)| json_to_values(k, v, 0)).collect(),
+            }),
+            _ => Err(XmlError::NotAnObject),
+        }
+    }
+
+    pub fn to_xml(&self) -> String {
+        let mut out = String::with_capacity(256);
+        out.push_str("<xml>");
+        write_children(&mut out, &self.fields);
+        out.push_str("</xml>");
+        out
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        children_to_json(&self.fields)
+    }
+}
+
+fn json_to_values(key: String, v: serde_json::Value, depth: usize) -> Vec<(String, Value)> {
+    use serde_json::Value as J;
+    match v {
+        J::Null => vec![(key, Value::Text { text: String::new(), cdata: false })],
+        J::Bool(b) => vec![(key, Value::number(b))],
+        J::Number(n) => vec![(key, Value::number(n))],
+        J::String(s) => vec![(key, Value::text(s))],
+        J::Array(items) => items
+            .into_iter()
+            .flat_map(|item| json_to_values(key.clone(), item, depth + 1))
+            .collect(),
+        J::Object(map) if depth < MAX_DEPTH => vec![(
+            key,
+            Value::Children(map.into_iter().flat_map(|(k, v)| json_to_values(k, v, depth + 1)).collect()),
+        )],
+        J::Object(map) => vec![(key, Value::text(serde_json::Value::Object(map).to_string()))],
+    }
+}
+
+fn write_children(out: &mut String, fields: &[(String, Value)]) {
+    for (name, value) in fields {
+        out.push('<');
+        out.push_str(name);
+        out.push('>');
+        match value {
+            Value::Text { text, cdata: true } => write_cdata(out, text),
+            Value::Text { text, cdata: false } => out.push_str(&quick_xml::escape::escape(text.as_str())),
+            Value::Children(c) => write_children(out, c),
+        }
+        out.push_str("</");
+        out.push_str(name);
+        out.push('>');
+    }
+}
+
+fn write_cdata(out: &mut String, text: &str) {
+    out.push_str("<![CDATA[");
+    // `]]>` cannot appear inside CDATA: close and reopen around it.
+    out.push_str(&text.replace("]]>", "]]]]><![CDATA[>"));
+    out.push_str("]]>");
+}
+
+fn children_to_json(fields: &[(String, Value)]) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    for (name, value) in fields {
+        let v = match value {
+            Value::Text { text, cdata: false } => text
+                .parse::<i64>()
+                .map(serde_json::Value::from)
+                .unwrap_or_else(|_| serde_json::Value::String(text.clone())),
+            Value::Text { text, cdata: true } => serde_json::Value::String(text.clone()),
+            Value::Children(c) => children_to_json(c),
+        };
+        // Repeated siblings (`<item>` lists) become arrays.
+        match map.get_mut(name) {
+            Some(serde_json::Value::Array(arr)) if fields.iter().filter(|(n, _)| n == name).count() > 1 => arr.push(v),
+            Some(existing) => {
+                let first = existing.take();
+                *existing = serde_json::Value::Array(vec![first, v]);
+            }
+            None => {
+                map.insert(name.clone(), v);
+            }
+        }
+    }
+    serde_json::Value::Object(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_cdata_numbers_entities_and_nesting() {
+        let doc = Doc::parse_xml(
+            "<?xml version=\"1.0\"?>\n<xml>\n <ToUserName><![CDATA[gh_1]]></ToUserName>\n <CreateTime>1348831860</CreateTime>\n \
+             <Content><![CDATA[a < b & c]]></Content><Title>x &amp; y &#20013;</Title>\
+             <Articles><item><Title><![CDATA[t1]]></Title></item><item><Title><![CDATA[t2]]></Title></item></Articles><Empty/></xml>",
+        )
+        .unwrap();
+        assert_eq!(doc.get("ToUserName"), Some("gh_1"));
+        assert_eq!(doc.get("CreateTime"), Some("1348831860"));
+        assert_eq!(doc.get("Content"), Some("a < b & c"));
+        assert_eq!(doc.get("Title"), Some("x & y 中"));
+        assert_eq!(doc.get("Empty"), Some(""));
+        let json = doc.to_json();
+        assert_eq!(json["CreateTime"], 1348831860);
+        assert_eq!(json["ToUserName"], "gh_1");
+        assert_eq!(json["Articles"]["item"][1]["Title"], "t2");
+    }
+
+    #[test]
+    fn xml_round_trip_keeps_text_verbatim() {
+        let mut doc = Doc::default();
+        doc.push("Content", Value::text("tricky ]]> and <tags> & more"));
+        doc.push("CreateTime", Value::number(12));
+        let back = Doc::parse_xml(&doc.to_xml()).unwrap();
+        assert_eq!(back.get("Content"), Some("tricky ]]> and <tags> & more"));
+        assert_eq!(back.get("CreateTime"), Some("12"));
+    }
+
+    #[test]
+    fn malformed_inputs_are_errors() {
+        for bad in ["<xml><a></xml>", "<xml><a>1</a>", "", "not xml", "<xml></xml><xml></xml>", "<xml><a>&bogus;</a></xml>"] {
+            assert!(Doc::parse_xml(bad).is_err(), "{bad:?} parsed");
+        }
+        assert_eq!(Doc::parse_json("[1]"), Err(XmlError::NotAnObject));
+        assert!(matches!(Doc::parse_json("{"), Err(XmlError::Json(_))));
+        let deep = format!("<xml>{}{}</xml>", "<a>".repeat(20), "</a>".repeat(20));
+        assert_eq!(Doc::parse_xml(&deep), Err(XmlError::TooDeep(MAX_DEPTH)));
+    }
+}
