@@ -15,13 +15,19 @@ pub enum ConfigError {
     #[error("config: {0}")]
     Syntax(String),
     #[error("config: cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("config: set WXDESK_CONFIG (the TOML document) or WXDESK_CONFIG_FILE (its path)")]
     NotSet,
 }
 
 fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key: key.into(), problem: problem.into() }
+    ConfigError::Invalid {
+        key: key.into(),
+        problem: problem.into(),
+    }
 }
 
 /// A secret string: usable, comparable, never printed.
@@ -79,7 +85,9 @@ pub struct WechatConfig {
 
 impl Default for WechatConfig {
     fn default() -> Self {
-        Self { api_base: "https://api.weixin.qq.com".into() }
+        Self {
+            api_base: "https://api.weixin.qq.com".into(),
+        }
     }
 }
 
@@ -175,48 +183,86 @@ impl Config {
         let mut by_appid = HashMap::new();
         for (i, app) in raw.apps.iter().enumerate() {
             let key = |k: &str| format!("apps[{i}].{k}");
-            if app.appid.is_empty() || !app.appid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-                return Err(invalid(key("appid"), "must be non-empty letters, digits, '_' or '-'"));
+            if app.appid.is_empty()
+                || !app
+                    .appid
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                return Err(invalid(
+                    key("appid"),
+                    "must be non-empty letters, digits, '_' or '-'",
+                ));
             }
             if by_appid.insert(app.appid.clone(), i).is_some() {
-                return Err(invalid(key("appid"), format!("{} is configured twice", app.appid)));
+                return Err(invalid(
+                    key("appid"),
+                    format!("{} is configured twice", app.appid),
+                ));
             }
             if app.token.expose().is_empty() {
                 return Err(invalid(key("token"), "must not be empty"));
             }
-            for (name, k) in [("encoding_aes_key", &app.encoding_aes_key), ("previous_encoding_aes_key", &app.previous_encoding_aes_key)] {
+            for (name, k) in [
+                ("encoding_aes_key", &app.encoding_aes_key),
+                ("previous_encoding_aes_key", &app.previous_encoding_aes_key),
+            ] {
                 if let Some(k) = k {
                     MsgCrypt::new(k.expose()).map_err(|e| invalid(key(name), e.to_string()))?;
                 }
             }
             if app.previous_encoding_aes_key.is_some() && app.encoding_aes_key.is_none() {
-                return Err(invalid(key("previous_encoding_aes_key"), "needs encoding_aes_key as well"));
+                return Err(invalid(
+                    key("previous_encoding_aes_key"),
+                    "needs encoding_aes_key as well",
+                ));
             }
             match &app.desk {
-                DeskConfig::UdeskWechat { url } => check_url(url).map_err(|p| invalid(key("desk.url"), p))?,
+                DeskConfig::UdeskWechat { url } => {
+                    check_url(url).map_err(|p| invalid(key("desk.url"), p))?
+                }
             }
         }
         check_url(&raw.wechat.api_base).map_err(|p| invalid("wechat.api_base", p))?;
         match &raw.store {
-            StoreConfig::Embedded { path } if path.as_os_str().is_empty() => return Err(invalid("store.path", "must not be empty")),
-            StoreConfig::Aws { dedup_table, .. } if dedup_table.is_empty() => return Err(invalid("store.dedup_table", "must not be empty")),
+            StoreConfig::Embedded { path } if path.as_os_str().is_empty() => {
+                return Err(invalid("store.path", "must not be empty"));
+            }
+            StoreConfig::Aws { dedup_table, .. } if dedup_table.is_empty() => {
+                return Err(invalid("store.dedup_table", "must not be empty"));
+            }
             _ => {}
         }
         let cb = &raw.callback;
         if !(100..=4900).contains(&cb.reply_deadline_ms) {
-            return Err(invalid("callback.reply_deadline_ms", "must be between 100 and 4900 (WeChat gives up after 5000)"));
+            return Err(invalid(
+                "callback.reply_deadline_ms",
+                "must be between 100 and 4900 (WeChat gives up after 5000)",
+            ));
         }
         if cb.max_body_bytes < 1024 {
             return Err(invalid("callback.max_body_bytes", "must be at least 1024"));
         }
         if cb.inbox_ttl_secs < 60 {
-            return Err(invalid("callback.inbox_ttl_secs", "must be at least 60 (WeChat retries for about 15 s)"));
+            return Err(invalid(
+                "callback.inbox_ttl_secs",
+                "must be at least 60 (WeChat retries for about 15 s)",
+            ));
         }
-        Ok(Config { store: raw.store, wechat: raw.wechat, callback: raw.callback, apps: raw.apps, by_appid })
+        Ok(Config {
+            store: raw.store,
+            wechat: raw.wechat,
+            callback: raw.callback,
+            apps: raw.apps,
+            by_appid,
+        })
     }
 
     pub fn load_file(path: &str) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Self::parse(&text)
     }
 
@@ -238,14 +284,20 @@ impl Config {
 
 impl AppConfig {
     pub fn skips_event(&self, event: &str, global: &CallbackConfig) -> bool {
-        self.skip_events.as_ref().unwrap_or(&global.skip_events).iter().any(|e| e == event)
+        self.skip_events
+            .as_ref()
+            .unwrap_or(&global.skip_events)
+            .iter()
+            .any(|e| e == event)
     }
 }
 
 /// toml's own Display quotes the offending source line, which may hold a secret: report the
 /// line number and the message only.
 fn syntax_error(text: &str, e: &toml::de::Error) -> ConfigError {
-    let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+    let line = e
+        .span()
+        .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
     match line {
         Some(l) => ConfigError::Syntax(format!("line {l}: {}", e.message())),
         None => ConfigError::Syntax(e.message().to_owned()),
@@ -282,7 +334,12 @@ url = "https://demo.udesk.cn/weixin/abc"
     #[test]
     fn parses_the_documented_shape() {
         let c = Config::parse(GOOD).unwrap();
-        assert_eq!(c.store, StoreConfig::Embedded { path: ".wxdesk-data".into() });
+        assert_eq!(
+            c.store,
+            StoreConfig::Embedded {
+                path: ".wxdesk-data".into()
+            }
+        );
         assert_eq!(c.wechat.api_base, "https://api.weixin.qq.com");
         let app = c.app("wx1234").unwrap();
         assert_eq!(app.kind, AppKind::OfficialAccount);
@@ -297,15 +354,45 @@ url = "https://demo.udesk.cn/weixin/abc"
     #[test]
     fn errors_name_the_key() {
         let cases = [
-            (GOOD.replace("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "short"), "apps[0].encoding_aes_key"),
-            (GOOD.replace("https://demo.udesk.cn/weixin/abc", "ftp://x"), "apps[0].desk.url"),
-            (GOOD.replace("token = \"tok\"", "token = \"\""), "apps[0].token"),
-            (GOOD.replace("appid = \"wx1234\"", "appid = \"wx/12\""), "apps[0].appid"),
-            (GOOD.replace("kind = \"official_account\"", "kind = \"shop\""), "unknown variant"),
+            (
+                GOOD.replace("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "short"),
+                "apps[0].encoding_aes_key",
+            ),
+            (
+                GOOD.replace("https://demo.udesk.cn/weixin/abc", "ftp://x"),
+                "apps[0].desk.url",
+            ),
+            (
+                GOOD.replace("token = \"tok\"", "token = \"\""),
+                "apps[0].token",
+            ),
+            (
+                GOOD.replace("appid = \"wx1234\"", "appid = \"wx/12\""),
+                "apps[0].appid",
+            ),
+            (
+                GOOD.replace("kind = \"official_account\"", "kind = \"shop\""),
+                "unknown variant",
+            ),
             (GOOD.replace("secret = ", "secrett = "), "secrett"),
-            (GOOD.replace("backend = \"embedded\"", "backend = \"redis\""), "redis"),
-            (format!("{GOOD}\n[callback]\nreply_deadline_ms = 6000\n"), "callback.reply_deadline_ms"),
-            (format!("{GOOD}{}", GOOD.split("[[apps]]").nth(1).map(|a| format!("[[apps]]{a}")).unwrap()), "configured twice"),
+            (
+                GOOD.replace("backend = \"embedded\"", "backend = \"redis\""),
+                "redis",
+            ),
+            (
+                format!("{GOOD}\n[callback]\nreply_deadline_ms = 6000\n"),
+                "callback.reply_deadline_ms",
+            ),
+            (
+                format!(
+                    "{GOOD}{}",
+                    GOOD.split("[[apps]]")
+                        .nth(1)
+                        .map(|a| format!("[[apps]]{a}"))
+                        .unwrap()
+                ),
+                "configured twice",
+            ),
         ];
         for (text, needle) in cases {
             let err = Config::parse(&text).unwrap_err().to_string();

@@ -16,11 +16,16 @@ pub struct Request {
 
 impl Request {
     pub fn query(&self, name: &str) -> Option<&str> {
-        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn parse_query(raw: &str) -> Vec<(String, String)> {
-        form_urlencoded::parse(raw.as_bytes()).into_owned().collect()
+        form_urlencoded::parse(raw.as_bytes())
+            .into_owned()
+            .collect()
     }
 }
 
@@ -33,13 +38,25 @@ pub struct Response {
 
 impl Response {
     pub fn text(status: u16, body: impl Into<String>) -> Self {
-        Self { status, content_type: "text/plain; charset=utf-8", body: Bytes::from(body.into()) }
+        Self {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: Bytes::from(body.into()),
+        }
     }
     pub fn xml(body: impl Into<String>) -> Self {
-        Self { status: 200, content_type: "text/xml; charset=utf-8", body: Bytes::from(body.into()) }
+        Self {
+            status: 200,
+            content_type: "text/xml; charset=utf-8",
+            body: Bytes::from(body.into()),
+        }
     }
     pub fn json(body: impl Into<String>) -> Self {
-        Self { status: 200, content_type: "application/json; charset=utf-8", body: Bytes::from(body.into()) }
+        Self {
+            status: 200,
+            content_type: "application/json; charset=utf-8",
+            body: Bytes::from(body.into()),
+        }
     }
     pub fn body_str(&self) -> &str {
         std::str::from_utf8(&self.body).unwrap_or("")
@@ -64,14 +81,19 @@ pub fn route(path: &str) -> Option<Route> {
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let i = segs.iter().position(|s| *s == "wechat")?;
     match &segs[i..] {
-        ["wechat", appid] => Some(Route { kind: RouteKind::WechatCallback, appid: (*appid).to_owned() }),
+        ["wechat", appid] => Some(Route {
+            kind: RouteKind::WechatCallback,
+            appid: (*appid).to_owned(),
+        }),
         _ => None,
     }
 }
 
 pub async fn dispatch(svc: &Services, route: &Route, req: &Request) -> Response {
     match route.kind {
-        RouteKind::WechatCallback => crate::source::wechat_push::handle(svc, &route.appid, req).await,
+        RouteKind::WechatCallback => {
+            crate::source::wechat_push::handle(svc, &route.appid, req).await
+        }
     }
 }
 
@@ -88,15 +110,29 @@ pub mod lambda {
     pub fn to_request(req: &lambda_http::Request) -> Request {
         let query = req
             .query_string_parameters_ref()
-            .map(|q| q.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect())
-            .unwrap_or_else(|| req.uri().query().map(Request::parse_query).unwrap_or_default());
+            .map(|q| {
+                q.iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect()
+            })
+            .unwrap_or_else(|| {
+                req.uri()
+                    .query()
+                    .map(Request::parse_query)
+                    .unwrap_or_default()
+            });
         let body = match req.body() {
             Body::Empty => bytes::Bytes::new(),
             Body::Text(t) => bytes::Bytes::copy_from_slice(t.as_bytes()),
             Body::Binary(b) => bytes::Bytes::copy_from_slice(b),
             _ => bytes::Bytes::new(),
         };
-        Request { method: req.method().clone(), path: req.uri().path().to_owned(), query, body }
+        Request {
+            method: req.method().clone(),
+            path: req.uri().path().to_owned(),
+            query,
+            body,
+        }
     }
 
     pub fn to_lambda_response(resp: Response) -> lambda_http::Response<Body> {
@@ -116,7 +152,10 @@ pub mod lambda {
     /// else from the path itself.
     pub async fn handle(svc: &Services, kind: RouteKind, req: lambda_http::Request) -> Response {
         let request = to_request(&req);
-        let from_params = req.path_parameters_ref().and_then(|p| p.first("appid")).map(str::to_owned);
+        let from_params = req
+            .path_parameters_ref()
+            .and_then(|p| p.first("appid"))
+            .map(str::to_owned);
         let found = match (from_params, route(&request.path)) {
             (Some(appid), _) => Some(super::Route { kind, appid }),
             (None, Some(r)) if r.kind == kind => Some(r),
@@ -143,7 +182,9 @@ pub mod lambda {
         };
         lambda_http::run(service_fn(move |req| {
             let svc = svc.clone();
-            async move { Ok::<_, std::convert::Infallible>(to_lambda_response(handle(&svc, kind, req).await)) }
+            async move {
+                Ok::<_, std::convert::Infallible>(to_lambda_response(handle(&svc, kind, req).await))
+            }
         }))
         .await
     }

@@ -48,22 +48,41 @@ impl Services {
         Self::build(Config::from_env()?).await
     }
 
-    pub fn with_parts(config: Config, inbox: Arc<dyn InboxStore>, clock: Arc<dyn Clock>) -> Services {
+    pub fn with_parts(
+        config: Config,
+        inbox: Arc<dyn InboxStore>,
+        clock: Arc<dyn Clock>,
+    ) -> Services {
         let client = http_client();
         let mut desks: HashMap<String, Arc<dyn Desk>> = HashMap::new();
         let mut crypto = HashMap::new();
         for app in &config.apps {
             let desk: Arc<dyn Desk> = match &app.desk {
-                DeskConfig::UdeskWechat { url } => Arc::new(UdeskWechat::new(client.clone(), url.clone())),
+                DeskConfig::UdeskWechat { url } => {
+                    Arc::new(UdeskWechat::new(client.clone(), url.clone()))
+                }
             };
             desks.insert(app.appid.clone(), desk);
             // Keys were validated when the config was parsed.
-            if let Some(current) = app.encoding_aes_key.as_ref().and_then(|k| MsgCrypt::new(k.expose()).ok()) {
-                let previous = app.previous_encoding_aes_key.as_ref().and_then(|k| MsgCrypt::new(k.expose()).ok());
+            if let Some(current) = app
+                .encoding_aes_key
+                .as_ref()
+                .and_then(|k| MsgCrypt::new(k.expose()).ok())
+            {
+                let previous = app
+                    .previous_encoding_aes_key
+                    .as_ref()
+                    .and_then(|k| MsgCrypt::new(k.expose()).ok());
                 crypto.insert(app.appid.clone(), AppCrypto { current, previous });
             }
         }
-        Services { config, inbox, clock, desks, crypto }
+        Services {
+            config,
+            inbox,
+            clock,
+            desks,
+            crypto,
+        }
     }
 
     pub fn desk(&self, appid: &str) -> Option<&Arc<dyn Desk>> {

@@ -1,1 +1,317 @@
+//! Test harness: stand-ins that speak the real wire formats over loopback (a Udesk
+//! simulated-WeChat channel), a moto server for DynamoDB/S3, signed WeChat pushes, and the
+//! local server started in-process on a free port.
 
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use wxdesk::wechat::crypto::MsgCrypt;
+use wxdesk::wechat::signature::{msg_signature, push_signature};
+use wxdesk::wechat::xml::{Doc, Value};
+
+/// What a stand-in answers: status, content type, body, after an optional delay.
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+    pub delay: Duration,
+}
+
+type Handler = Arc<dyn Fn(&hyper::Method, &str, &str) -> Answer + Send + Sync>;
+
+/// A loopback HTTP server that records every request it gets.
+pub struct StandIn {
+    pub addr: SocketAddr,
+    pub requests: Arc<Mutex<Vec<(String, String)>>>,
+    hits: Arc<AtomicUsize>,
+}
+
+impl StandIn {
+    pub async fn start(handler: Handler) -> StandIn {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        let requests: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (reqs, h) = (requests.clone(), hits.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (reqs, h, handler) = (reqs.clone(), h.clone(), handler.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let (reqs, h, handler) = (reqs.clone(), h.clone(), handler.clone());
+                        async move {
+                            let method = req.method().clone();
+                            let uri = req.uri().to_string();
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let body = String::from_utf8_lossy(&body).into_owned();
+                            h.fetch_add(1, Ordering::SeqCst);
+                            reqs.lock().unwrap().push((uri.clone(), body.clone()));
+                            let answer = handler(&method, &uri, &body);
+                            if !answer.delay.is_zero() {
+                                tokio::time::sleep(answer.delay).await;
+                            }
+                            let mut resp =
+                                hyper::Response::new(Full::new(Bytes::from(answer.body)));
+                            *resp.status_mut() =
+                                hyper::StatusCode::from_u16(answer.status).unwrap();
+                            Ok::<_, Infallible>(resp)
+                        }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        StandIn {
+            addr,
+            requests,
+            hits,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    pub fn bodies(&self) -> Vec<String> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, b)| b.clone())
+            .collect()
+    }
+}
+
+/// A stand-in Udesk simulated-WeChat channel (seed 001 §1). It takes WeChat XML and, by
+/// the text content, answers: `quiet` → "", `slow` → a reply after 6 s, `fail` → HTTP
+/// 500, `garbage` → an HTML page with 200; anything else → a passive text reply
+/// "echo: <content>" with To/From swapped, as the seed's example shows.
+pub async fn udesk_wechat() -> StandIn {
+    StandIn::start(Arc::new(|_m, _uri, body| {
+        let Ok(doc) = Doc::parse_xml(body) else {
+            return Answer {
+                status: 400,
+                body: "bad xml".into(),
+                delay: Duration::ZERO,
+            };
+        };
+        let content = doc.get("Content").unwrap_or("").to_owned();
+        let reply = || {
+            let mut r = Doc::default();
+            r.push(
+                "ToUserName",
+                Value::text(doc.get("FromUserName").unwrap_or("")),
+            );
+            r.push(
+                "FromUserName",
+                Value::text(doc.get("ToUserName").unwrap_or("")),
+            );
+            r.push("CreateTime", Value::number(12345678));
+            r.push("MsgType", Value::text("text"));
+            r.push("Content", Value::text(format!("echo: {content}")));
+            r.to_xml()
+        };
+        match content.as_str() {
+            "quiet" => Answer {
+                status: 200,
+                body: String::new(),
+                delay: Duration::ZERO,
+            },
+            "slow" => Answer {
+                status: 200,
+                body: reply(),
+                delay: Duration::from_secs(6),
+            },
+            "fail" => Answer {
+                status: 500,
+                body: "<html>oops</html>".into(),
+                delay: Duration::ZERO,
+            },
+            "garbage" => Answer {
+                status: 200,
+                body: "<html><body>Bad Gateway</body></html>".into(),
+                delay: Duration::ZERO,
+            },
+            _ => Answer {
+                status: 200,
+                body: reply(),
+                delay: Duration::ZERO,
+            },
+        }
+    }))
+    .await
+}
+
+pub const TOKEN: &str = "test-token";
+pub const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+pub const APPID: &str = "wxtest0000000001";
+pub const MP_APPID: &str = "wxtestmp00000002";
+
+/// Config for tests: one Official Account and one Mini Program, both on `desk_url`.
+pub fn config_text(store: &str, desk_url: &str, extra: &str) -> String {
+    format!(
+        r#"
+{store}
+{extra}
+[[apps]]
+appid = "{APPID}"
+kind = "official_account"
+token = "{TOKEN}"
+encoding_aes_key = "{AES_KEY}"
+secret = "test-secret"
+[apps.desk]
+kind = "udesk_wechat"
+url = "{desk_url}"
+
+[[apps]]
+appid = "{MP_APPID}"
+kind = "mini_program"
+token = "{TOKEN}"
+encoding_aes_key = "{AES_KEY}"
+secret = "test-secret"
+[apps.desk]
+kind = "udesk_wechat"
+url = "{desk_url}"
+"#
+    )
+}
+
+pub fn now_secs() -> i64 {
+    wxdesk::clock::unix_ms() / 1000
+}
+
+/// Query string of a plain push signed like WeChat signs it.
+pub fn plain_query(timestamp: i64, nonce: &str) -> String {
+    let ts = timestamp.to_string();
+    format!(
+        "signature={}&timestamp={ts}&nonce={nonce}&openid=oUser",
+        push_signature(TOKEN, &ts, nonce)
+    )
+}
+
+/// Encrypts `plaintext` for `appid` like WeChat's safe mode: (query, body).
+pub fn safe_mode_push(
+    appid: &str,
+    plaintext: &str,
+    json: bool,
+    timestamp: i64,
+    nonce: &str,
+) -> (String, String) {
+    let crypt = MsgCrypt::new(AES_KEY).unwrap();
+    let enc = crypt.encrypt(plaintext, appid);
+    let ts = timestamp.to_string();
+    let query = format!(
+        "signature={}&timestamp={ts}&nonce={nonce}&openid=oUser&encrypt_type=aes&msg_signature={}",
+        push_signature(TOKEN, &ts, nonce),
+        msg_signature(TOKEN, &ts, nonce, &enc)
+    );
+    let body = if json {
+        serde_json::json!({"ToUserName": "gh_test", "Encrypt": enc}).to_string()
+    } else {
+        format!(
+            "<xml><ToUserName><![CDATA[gh_test]]></ToUserName><Encrypt><![CDATA[{enc}]]></Encrypt></xml>"
+        )
+    };
+    (query, body)
+}
+
+pub fn text_push(content: &str, msg_id: u64, create_time: i64) -> String {
+    format!(
+        "<xml><ToUserName><![CDATA[gh_test]]></ToUserName><FromUserName><![CDATA[oUser]]></FromUserName>\
+         <CreateTime>{create_time}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[{content}]]></Content>\
+         <MsgId>{msg_id}</MsgId></xml>"
+    )
+}
+
+/// Starts the local server in-process on a free loopback port; returns its base URL.
+pub async fn start_local(svc: Arc<wxdesk::Services>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(wxdesk::local::serve(svc, listener, std::future::pending()));
+    format!("http://{addr}")
+}
+
+/// A moto server (DynamoDB + S3) shared by the tests of one test binary: the one named by
+/// `WXDESK_MOTO_URL`, else one started here on a free loopback port. A watchdog shell stops
+/// it when this test process ends.
+pub fn moto() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        // SAFETY-free: set before any AWS client reads them; the values are dummies.
+        let url = match std::env::var("WXDESK_MOTO_URL") {
+            Ok(u) => u,
+            Err(_) => {
+                let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+                let script = format!(
+                    "python3 -m moto.server -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; \
+                     while kill -0 {pid} 2>/dev/null; do sleep 1; done; kill $m",
+                    pid = std::process::id()
+                );
+                std::process::Command::new("sh").arg("-c").arg(script).spawn().expect(
+                    "cannot start moto: install it with `pip install 'moto[server]'` or set WXDESK_MOTO_URL",
+                );
+                let url = format!("http://127.0.0.1:{port}");
+                let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "moto did not start on port {port}: is `moto[server]` installed (pip install 'moto[server]')?"
+                    );
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                url
+            }
+        };
+        url
+    })
+}
+
+/// An AWS SDK config pointed at moto with dummy credentials.
+pub async fn moto_sdk_config() -> aws_config::SdkConfig {
+    let url = moto();
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(url)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "test", "test", None, None, "moto",
+        ))
+        .load()
+        .await
+}
+
+/// A fresh, uniquely named inbox table in moto.
+pub async fn moto_inbox() -> wxdesk::store::aws::AwsStore {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let cfg = moto_sdk_config().await;
+    let ddb = aws_sdk_dynamodb::Client::new(&cfg);
+    let table = format!(
+        "inbox-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    );
+    wxdesk::store::aws::create_dedup_table(&ddb, &table)
+        .await
+        .expect("create table in moto");
+    wxdesk::store::aws::AwsStore::new(ddb, table)
+}

@@ -1,1 +1,57 @@
-fn main() {}
+//! `wxdesk-local --config <file.toml> --listen 127.0.0.1:8080`: every route on one port.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+const USAGE: &str = "usage: wxdesk-local --config <file.toml> [--listen 127.0.0.1:8080]";
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    wxdesk::telemetry::init();
+    let mut config = None;
+    let mut listen = "127.0.0.1:8080".to_owned();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match (arg.as_str(), args.next()) {
+            ("--config", Some(v)) => config = Some(v),
+            ("--listen", Some(v)) => listen = v,
+            _ => {
+                eprintln!("{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let Some(config) = config else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let svc = match wxdesk::Config::load_file(&config) {
+        Ok(c) => wxdesk::Services::build(c).await,
+        Err(e) => Err(e.into()),
+    };
+    let svc = match svc {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("wxdesk-local: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(&listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("wxdesk-local: cannot listen on {listen}: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    tracing::info!(listen = %listen, apps = svc.config.apps.len(), "wxdesk-local serving /wechat/{{appid}}");
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    match wxdesk::local::serve(svc, listener, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wxdesk-local: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

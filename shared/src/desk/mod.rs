@@ -33,7 +33,12 @@ pub enum DeskError {
 #[async_trait]
 pub trait Desk: Send + Sync {
     /// `xml` is the message as WeChat XML (as received, or converted from JSON).
-    async fn forward(&self, msg: &Message, xml: &str, timeout: Duration) -> Result<DeskReply, DeskError>;
+    async fn forward(
+        &self,
+        msg: &Message,
+        xml: &str,
+        timeout: Duration,
+    ) -> Result<DeskReply, DeskError>;
 }
 
 /// One HTTP client for every outbound call: pooled, keep-alive, bounded connect time.

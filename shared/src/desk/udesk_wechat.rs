@@ -17,7 +17,10 @@ pub struct UdeskWechat {
 
 impl UdeskWechat {
     pub fn new(client: reqwest::Client, url: impl Into<String>) -> Self {
-        Self { client, url: url.into() }
+        Self {
+            client,
+            url: url.into(),
+        }
     }
 }
 
@@ -30,7 +33,9 @@ pub fn judge_answer(body: &str) -> Result<DeskReply, DeskError> {
         return Ok(DeskReply::Empty);
     }
     match Doc::parse_xml(trimmed) {
-        Ok(doc) if doc.get("MsgType").is_some_and(|t| !t.is_empty()) => Ok(DeskReply::Passive(trimmed.to_owned())),
+        Ok(doc) if doc.get("MsgType").is_some_and(|t| !t.is_empty()) => {
+            Ok(DeskReply::Passive(trimmed.to_owned()))
+        }
         Ok(_) => Err(DeskError::UnexpectedAnswer("XML without MsgType".into())),
         Err(e) => Err(DeskError::UnexpectedAnswer(e.to_string())),
     }
@@ -38,7 +43,12 @@ pub fn judge_answer(body: &str) -> Result<DeskReply, DeskError> {
 
 #[async_trait]
 impl Desk for UdeskWechat {
-    async fn forward(&self, _msg: &Message, xml: &str, timeout: Duration) -> Result<DeskReply, DeskError> {
+    async fn forward(
+        &self,
+        _msg: &Message,
+        xml: &str,
+        timeout: Duration,
+    ) -> Result<DeskReply, DeskError> {
         let sent = self
             .client
             .post(&self.url)
@@ -48,15 +58,24 @@ impl Desk for UdeskWechat {
             .send()
             .await
             // The channel URL carries Udesk's channel token: keep it out of errors.
-            .map_err(|e| if e.is_timeout() { DeskError::Timeout(timeout) } else { DeskError::Transport(e.without_url().to_string()) })?;
+            .map_err(|e| {
+                if e.is_timeout() {
+                    DeskError::Timeout(timeout)
+                } else {
+                    DeskError::Transport(e.without_url().to_string())
+                }
+            })?;
         let status = sent.status();
         if !status.is_success() {
             return Err(DeskError::Status(status.as_u16()));
         }
-        let body = sent
-            .text()
-            .await
-            .map_err(|e| if e.is_timeout() { DeskError::Timeout(timeout) } else { DeskError::Transport(e.without_url().to_string()) })?;
+        let body = sent.text().await.map_err(|e| {
+            if e.is_timeout() {
+                DeskError::Timeout(timeout)
+            } else {
+                DeskError::Transport(e.without_url().to_string())
+            }
+        })?;
         judge_answer(&body)
     }
 }
@@ -72,7 +91,9 @@ mod tests {
         // The seed's example return.
         let seed = "<xml>\n  <ToUserName><![CDATA[toUser]]></ToUserName>\n  <FromUserName><![CDATA[fromUser]]></FromUserName>\n  \
                     <CreateTime>12345678</CreateTime>\n  <MsgType><![CDATA[text]]></MsgType>\n  <Content><![CDATA[Hello]]></Content>\n</xml>";
-        assert!(matches!(judge_answer(seed).unwrap(), DeskReply::Passive(x) if x.contains("Hello")));
+        assert!(
+            matches!(judge_answer(seed).unwrap(), DeskReply::Passive(x) if x.contains("Hello"))
+        );
         assert!(judge_answer("<html><body>502 Bad Gateway</body></html>").is_err());
         assert!(judge_answer("<xml><Content>x</Content></xml>").is_err());
         assert!(judge_answer("{\"ok\":true}").is_err());

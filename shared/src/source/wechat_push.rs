@@ -33,7 +33,11 @@ pub async fn handle(svc: &Services, appid: &str, req: &Request) -> Response {
     let Some(app) = svc.config.app(appid) else {
         return refuse(404, appid, "unknown appid");
     };
-    let (Some(signature), Some(timestamp), Some(nonce)) = (req.query("signature"), req.query("timestamp"), req.query("nonce")) else {
+    let (Some(signature), Some(timestamp), Some(nonce)) = (
+        req.query("signature"),
+        req.query("timestamp"),
+        req.query("nonce"),
+    ) else {
         return refuse(401, appid, "missing signature, timestamp or nonce");
     };
     let Ok(ts) = timestamp.parse::<i64>() else {
@@ -41,9 +45,16 @@ pub async fn handle(svc: &Services, appid: &str, req: &Request) -> Response {
     };
     let skew = svc.config.callback.max_timestamp_skew_secs;
     if skew > 0 && svc.clock.unix_secs().abs_diff(ts) > skew {
-        return refuse(403, appid, "timestamp too far from now (replayed or clock skew)");
+        return refuse(
+            403,
+            appid,
+            "timestamp too far from now (replayed or clock skew)",
+        );
     }
-    if !matches(&push_signature(app.token.expose(), timestamp, nonce), signature) {
+    if !matches(
+        &push_signature(app.token.expose(), timestamp, nonce),
+        signature,
+    ) {
         return refuse(401, appid, "signature mismatch");
     }
     match req.method {
@@ -65,7 +76,14 @@ struct Envelope<'a> {
     crypt: Option<&'a MsgCrypt>,
 }
 
-async fn push(svc: &Services, app: &AppConfig, req: &Request, timestamp: &str, nonce: &str, started: Instant) -> Response {
+async fn push(
+    svc: &Services,
+    app: &AppConfig,
+    req: &Request,
+    timestamp: &str,
+    nonce: &str,
+    started: Instant,
+) -> Response {
     let appid = app.appid.as_str();
     if req.body.len() > svc.config.callback.max_body_bytes {
         return refuse(413, appid, "body too large");
@@ -88,11 +106,18 @@ async fn push(svc: &Services, app: &AppConfig, req: &Request, timestamp: &str, n
         Ok(m) => m,
         Err(e) => return refuse(400, appid, &format!("unreadable message: {e}")),
     };
-    let env = Envelope { format: msg.format, crypt };
+    let env = Envelope {
+        format: msg.format,
+        crypt,
+    };
     if let Some(ev) = msg.event()
         && app.skips_event(ev.name(), &svc.config.callback)
     {
-        info!(appid, event = ev.name(), "event not forwarded (skip_events)");
+        info!(
+            appid,
+            event = ev.name(),
+            "event not forwarded (skip_events)"
+        );
         return Response::text(200, SUCCESS);
     }
     let Some(desk) = svc.desk(appid) else {
@@ -141,7 +166,9 @@ async fn push(svc: &Services, app: &AppConfig, req: &Request, timestamp: &str, n
         }
     };
 
-    let budget = deadline.saturating_duration_since(Instant::now()).saturating_sub(RECORD_RESERVE);
+    let budget = deadline
+        .saturating_duration_since(Instant::now())
+        .saturating_sub(RECORD_RESERVE);
     let result = match tokio::time::timeout(budget, desk.forward(&msg, &payload, budget)).await {
         Ok(r) => r,
         Err(_) => Err(crate::desk::DeskError::Timeout(budget)),
@@ -162,8 +189,12 @@ async fn push(svc: &Services, app: &AppConfig, req: &Request, timestamp: &str, n
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, svc.inbox.finish(&key, &claim_id, outcome)).await {
             Ok(Ok(true)) => {}
-            Ok(Ok(false)) => warn!(appid, key = %key, "inbox entry was taken over by another handler"),
-            Ok(Err(e)) => error!(appid, key = %key, error = %e, "could not record the delivery outcome"),
+            Ok(Ok(false)) => {
+                warn!(appid, key = %key, "inbox entry was taken over by another handler")
+            }
+            Ok(Err(e)) => {
+                error!(appid, key = %key, error = %e, "could not record the delivery outcome")
+            }
             Err(_) => error!(appid, key = %key, "recording the delivery outcome timed out"),
         }
     }
@@ -181,27 +212,44 @@ fn decrypt<'a>(
     timestamp: &str,
     nonce: &str,
 ) -> Result<(String, Option<&'a MsgCrypt>), Refusal> {
-    let crypto = crypto.ok_or((400, "push is encrypted but this app has no encoding_aes_key".to_owned()))?;
-    let sig = req.query("msg_signature").ok_or((401, "encrypted push without msg_signature".to_owned()))?;
-    let encrypt = encrypt_field(body, format).ok_or((400, "encrypted push without an Encrypt field".to_owned()))?;
-    if !matches(&msg_signature(app.token.expose(), timestamp, nonce, &encrypt), sig) {
+    let crypto = crypto.ok_or((
+        400,
+        "push is encrypted but this app has no encoding_aes_key".to_owned(),
+    ))?;
+    let sig = req
+        .query("msg_signature")
+        .ok_or((401, "encrypted push without msg_signature".to_owned()))?;
+    let encrypt = encrypt_field(body, format)
+        .ok_or((400, "encrypted push without an Encrypt field".to_owned()))?;
+    if !matches(
+        &msg_signature(app.token.expose(), timestamp, nonce, &encrypt),
+        sig,
+    ) {
         return Err((401, "msg_signature mismatch".to_owned()));
     }
     let first = crypto.current.decrypt(&encrypt, &app.appid);
     match (first, &crypto.previous) {
         (Ok(plain), _) => Ok((plain, Some(&crypto.current))),
         // During a key rotation, pushes already in flight were encrypted with the old key.
-        (Err(e), Some(prev)) if e != CryptoError::ReceiveIdMismatch => match prev.decrypt(&encrypt, &app.appid) {
-            Ok(plain) => Ok((plain, Some(prev))),
-            Err(_) => Err((400, format!("cannot decrypt: {e}"))),
-        },
+        (Err(e), Some(prev)) if e != CryptoError::ReceiveIdMismatch => {
+            match prev.decrypt(&encrypt, &app.appid) {
+                Ok(plain) => Ok((plain, Some(prev))),
+                Err(_) => Err((400, format!("cannot decrypt: {e}"))),
+            }
+        }
         (Err(e), _) => Err((400, format!("cannot decrypt: {e}"))),
     }
 }
 
 /// Turns the desk's answer into WeChat's: empty → `success`; a passive reply as is, as
 /// JSON for a JSON push, encrypted when the push was.
-fn render(answer: &str, env: &Envelope<'_>, app: &AppConfig, svc: &Services, nonce: &str) -> Response {
+fn render(
+    answer: &str,
+    env: &Envelope<'_>,
+    app: &AppConfig,
+    svc: &Services,
+    nonce: &str,
+) -> Response {
     if answer.trim().is_empty() {
         return Response::text(200, SUCCESS);
     }
@@ -218,7 +266,15 @@ fn render(answer: &str, env: &Envelope<'_>, app: &AppConfig, svc: &Services, non
     let body = match env.crypt {
         Some(crypt) => {
             let ts = svc.clock.unix_secs().to_string();
-            encrypt_reply(&plain, env.format, crypt, app.token.expose(), &app.appid, &ts, nonce)
+            encrypt_reply(
+                &plain,
+                env.format,
+                crypt,
+                app.token.expose(),
+                &app.appid,
+                &ts,
+                nonce,
+            )
         }
         None => plain,
     };

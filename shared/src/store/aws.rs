@@ -23,14 +23,23 @@ pub struct AwsStore {
     dedup_table: String,
 }
 
-fn sdk_err<E: std::error::Error + Send + Sync + 'static, R: std::fmt::Debug>(what: &str, e: SdkError<E, R>) -> StoreError {
+fn sdk_err<E: std::error::Error + Send + Sync + 'static, R: std::fmt::Debug>(
+    what: &str,
+    e: SdkError<E, R>,
+) -> StoreError {
     // DisplayErrorContext gives the service's own message, not just "service error".
-    StoreError::Unavailable(format!("{what}: {}", aws_sdk_dynamodb::error::DisplayErrorContext(&e)))
+    StoreError::Unavailable(format!(
+        "{what}: {}",
+        aws_sdk_dynamodb::error::DisplayErrorContext(&e)
+    ))
 }
 
 impl AwsStore {
     pub fn new(ddb: Client, dedup_table: impl Into<String>) -> Self {
-        Self { ddb, dedup_table: dedup_table.into() }
+        Self {
+            ddb,
+            dedup_table: dedup_table.into(),
+        }
     }
 
     /// Clients from the standard AWS environment (region, credentials, AWS_ENDPOINT_URL*).
@@ -101,7 +110,10 @@ fn n(v: i64) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-fn entry_from_item(key: &str, item: &HashMap<String, AttributeValue>) -> Result<InboxEntry, StoreError> {
+fn entry_from_item(
+    key: &str,
+    item: &HashMap<String, AttributeValue>,
+) -> Result<InboxEntry, StoreError> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("{key}: {what}"));
     let get_s = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
     let get_n = |k: &str| -> Result<i64, StoreError> {
@@ -115,7 +127,10 @@ fn entry_from_item(key: &str, item: &HashMap<String, AttributeValue>) -> Result<
         key: key.to_owned(),
         appid: get_s("appid").unwrap_or_default(),
         payload: get_s("payload").unwrap_or_default(),
-        state: get_s("state").as_deref().and_then(EntryState::parse).ok_or_else(|| corrupt("bad state"))?,
+        state: get_s("state")
+            .as_deref()
+            .and_then(EntryState::parse)
+            .ok_or_else(|| corrupt("bad state"))?,
         claim_id: get_s("claim_id").unwrap_or_default(),
         attempts: u32::try_from(get_n("attempts")?).map_err(|_| corrupt("bad attempts"))?,
         answer: get_s("answer"),
@@ -174,9 +189,17 @@ impl InboxStore for AwsStore {
                     .and_then(|v| v.as_n().ok())
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(1);
-                Ok(Claim::Won { claim_id: c.claim_id.to_owned(), attempt })
+                Ok(Claim::Won {
+                    claim_id: c.claim_id.to_owned(),
+                    attempt,
+                })
             }
-            Err(SdkError::ServiceError(se)) if matches!(se.err(), UpdateItemError::ConditionalCheckFailedException(_)) => {
+            Err(SdkError::ServiceError(se))
+                if matches!(
+                    se.err(),
+                    UpdateItemError::ConditionalCheckFailedException(_)
+                ) =>
+            {
                 let old = match se.into_err() {
                     UpdateItemError::ConditionalCheckFailedException(e) => e.item,
                     _ => None,
@@ -193,7 +216,12 @@ impl InboxStore for AwsStore {
         }
     }
 
-    async fn finish(&self, key: &str, claim_id: &str, outcome: Outcome<'_>) -> Result<bool, StoreError> {
+    async fn finish(
+        &self,
+        key: &str,
+        claim_id: &str,
+        outcome: Outcome<'_>,
+    ) -> Result<bool, StoreError> {
         let (state, field, text) = match outcome {
             Outcome::Answered(a) => (EntryState::Answered, "answer", a),
             Outcome::Undelivered(r) => (EntryState::Undelivered, "last_error", r),
@@ -216,12 +244,22 @@ impl InboxStore for AwsStore {
             .await;
         match result {
             Ok(_) => Ok(true),
-            Err(SdkError::ServiceError(se)) if matches!(se.err(), UpdateItemError::ConditionalCheckFailedException(_)) => Ok(false),
+            Err(SdkError::ServiceError(se))
+                if matches!(
+                    se.err(),
+                    UpdateItemError::ConditionalCheckFailedException(_)
+                ) =>
+            {
+                Ok(false)
+            }
             Err(e) => Err(sdk_err("UpdateItem (finish)", e)),
         }
     }
 
     async fn get(&self, key: &str, now_ms: i64) -> Result<Option<InboxEntry>, StoreError> {
-        Ok(self.read(key).await?.filter(|e| e.expires_at * 1000 > now_ms))
+        Ok(self
+            .read(key)
+            .await?
+            .filter(|e| e.expires_at * 1000 > now_ms))
     }
 }

@@ -21,7 +21,13 @@ const SWEEP_EVERY: Duration = Duration::from_secs(600);
 
 enum Op {
     Claim(InboxEntry, i64, oneshot::Sender<Result<Claim, StoreError>>),
-    Finish { key: String, claim_id: String, answered: bool, text: String, reply: oneshot::Sender<Result<bool, StoreError>> },
+    Finish {
+        key: String,
+        claim_id: String,
+        answered: bool,
+        text: String,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
 }
 
 pub struct EmbeddedStore {
@@ -36,9 +42,12 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 
 impl EmbeddedStore {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+        })?;
         let file = dir.join("wxdesk.redb");
-        let db = Database::create(&file).map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", file.display())))?;
+        let db = Database::create(&file)
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", file.display())))?;
         let w = db.begin_write().map_err(unavailable)?;
         w.open_table(INBOX).map_err(unavailable)?;
         w.commit().map_err(unavailable)?;
@@ -49,16 +58,27 @@ impl EmbeddedStore {
             .name("wxdesk-store-writer".into())
             .spawn(move || writer_loop(&wdb, &rx))
             .map_err(unavailable)?;
-        Ok(Self { db, writer: tx, dir: dir.to_owned() })
+        Ok(Self {
+            db,
+            writer: tx,
+            dir: dir.to_owned(),
+        })
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    async fn send<T>(&self, op: Op, rx: oneshot::Receiver<Result<T, StoreError>>) -> Result<T, StoreError> {
-        self.writer.send(op).map_err(|_| StoreError::Unavailable("store writer stopped".into()))?;
-        rx.await.map_err(|_| StoreError::Unavailable("store writer stopped".into()))?
+    async fn send<T>(
+        &self,
+        op: Op,
+        rx: oneshot::Receiver<Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        self.writer
+            .send(op)
+            .map_err(|_| StoreError::Unavailable("store writer stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("store writer stopped".into()))?
     }
 }
 
@@ -94,7 +114,11 @@ fn apply_batch(db: &Database, batch: Vec<Op>, sweep: bool) {
             if sweep {
                 let now_s = crate::clock::unix_ms() / 1000;
                 table
-                    .retain(|_, v| serde_json::from_slice::<InboxEntry>(v).map(|e| e.expires_at > now_s).unwrap_or(false))
+                    .retain(|_, v| {
+                        serde_json::from_slice::<InboxEntry>(v)
+                            .map(|e| e.expires_at > now_s)
+                            .unwrap_or(false)
+                    })
                     .map_err(unavailable)?;
             }
             for op in batch {
@@ -104,18 +128,33 @@ fn apply_batch(db: &Database, batch: Vec<Op>, sweep: bool) {
                         let result = match decide(existing.as_ref(), claim_now_ms) {
                             Some(found) => found,
                             None => {
-                                let attempt = existing.as_ref().filter(|e| e.expires_at * 1000 > claim_now_ms).map_or(0, |e| e.attempts) + 1;
+                                let attempt = existing
+                                    .as_ref()
+                                    .filter(|e| e.expires_at * 1000 > claim_now_ms)
+                                    .map_or(0, |e| e.attempts)
+                                    + 1;
                                 let mut entry = entry;
                                 entry.attempts = attempt;
                                 write_entry(&mut table, &entry)?;
-                                Claim::Won { claim_id: entry.claim_id, attempt }
+                                Claim::Won {
+                                    claim_id: entry.claim_id,
+                                    attempt,
+                                }
                             }
                         };
                         replies.push(Reply::Claim(reply, result));
                     }
-                    Op::Finish { key, claim_id, answered, text, reply } => {
+                    Op::Finish {
+                        key,
+                        claim_id,
+                        answered,
+                        text,
+                        reply,
+                    } => {
                         let owned = match read_entry(&table, &key)? {
-                            Some(mut e) if e.claim_id == claim_id && e.state == EntryState::InFlight => {
+                            Some(mut e)
+                                if e.claim_id == claim_id && e.state == EntryState::InFlight =>
+                            {
                                 if answered {
                                     e.state = EntryState::Answered;
                                     e.answer = Some(text);
@@ -150,16 +189,26 @@ fn apply_batch(db: &Database, batch: Vec<Op>, sweep: bool) {
     }
 }
 
-fn read_entry(table: &impl ReadableTable<&'static str, &'static [u8]>, key: &str) -> Result<Option<InboxEntry>, StoreError> {
+fn read_entry(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<InboxEntry>, StoreError> {
     match table.get(key).map_err(unavailable)? {
-        Some(v) => serde_json::from_slice(v.value()).map(Some).map_err(|e| StoreError::Corrupt(format!("{key}: {e}"))),
+        Some(v) => serde_json::from_slice(v.value())
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt(format!("{key}: {e}"))),
         None => Ok(None),
     }
 }
 
-fn write_entry(table: &mut redb::Table<&'static str, &'static [u8]>, e: &InboxEntry) -> Result<(), StoreError> {
+fn write_entry(
+    table: &mut redb::Table<&'static str, &'static [u8]>,
+    e: &InboxEntry,
+) -> Result<(), StoreError> {
     let bytes = serde_json::to_vec(e).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    table.insert(e.key.as_str(), bytes.as_slice()).map_err(unavailable)?;
+    table
+        .insert(e.key.as_str(), bytes.as_slice())
+        .map_err(unavailable)?;
     Ok(())
 }
 
@@ -182,14 +231,28 @@ impl InboxStore for EmbeddedStore {
         self.send(Op::Claim(entry, c.now_ms, tx), rx).await
     }
 
-    async fn finish(&self, key: &str, claim_id: &str, outcome: Outcome<'_>) -> Result<bool, StoreError> {
+    async fn finish(
+        &self,
+        key: &str,
+        claim_id: &str,
+        outcome: Outcome<'_>,
+    ) -> Result<bool, StoreError> {
         let (answered, text) = match outcome {
             Outcome::Answered(a) => (true, a.to_owned()),
             Outcome::Undelivered(r) => (false, r.to_owned()),
         };
         let (tx, rx) = oneshot::channel();
-        self.send(Op::Finish { key: key.to_owned(), claim_id: claim_id.to_owned(), answered, text, reply: tx }, rx)
-            .await
+        self.send(
+            Op::Finish {
+                key: key.to_owned(),
+                claim_id: claim_id.to_owned(),
+                answered,
+                text,
+                reply: tx,
+            },
+            rx,
+        )
+        .await
     }
 
     async fn get(&self, key: &str, now_ms: i64) -> Result<Option<InboxEntry>, StoreError> {

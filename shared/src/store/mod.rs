@@ -94,7 +94,12 @@ pub enum Outcome<'a> {
 pub trait InboxStore: Send + Sync {
     async fn claim(&self, c: &NewClaim<'_>) -> Result<Claim, StoreError>;
     /// Records the result, only if `claim_id` still owns the entry.
-    async fn finish(&self, key: &str, claim_id: &str, outcome: Outcome<'_>) -> Result<bool, StoreError>;
+    async fn finish(
+        &self,
+        key: &str,
+        claim_id: &str,
+        outcome: Outcome<'_>,
+    ) -> Result<bool, StoreError>;
     /// The live entry (expired ones read as absent).
     async fn get(&self, key: &str, now_ms: i64) -> Result<Option<InboxEntry>, StoreError>;
 }

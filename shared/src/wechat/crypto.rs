@@ -24,9 +24,13 @@ pub enum CryptoError {
     BadBase64,
     #[error("the ciphertext length {0} is not a whole number of AES blocks")]
     BadCiphertextLength(usize),
-    #[error("decryption produced invalid padding: the message was encrypted with another EncodingAESKey")]
+    #[error(
+        "decryption produced invalid padding: the message was encrypted with another EncodingAESKey"
+    )]
     BadPadding,
-    #[error("the decrypted buffer is malformed (declared message length {declared}, buffer {actual} bytes)")]
+    #[error(
+        "the decrypted buffer is malformed (declared message length {declared}, buffer {actual} bytes)"
+    )]
     BadBuffer { declared: usize, actual: usize },
     #[error("the decrypted message is not UTF-8")]
     NotUtf8,
@@ -49,7 +53,9 @@ impl std::fmt::Debug for MsgCrypt {
 
 impl MsgCrypt {
     pub fn new(encoding_aes_key: &str) -> Result<Self, CryptoError> {
-        if encoding_aes_key.len() != 43 || !encoding_aes_key.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        if encoding_aes_key.len() != 43
+            || !encoding_aes_key.bytes().all(|b| b.is_ascii_alphanumeric())
+        {
             return Err(CryptoError::BadKeyLength(encoding_aes_key.chars().count()));
         }
         let mut padded = String::with_capacity(44);
@@ -88,22 +94,35 @@ impl MsgCrypt {
         if buf.is_empty() || buf.len() % 16 != 0 {
             return Err(CryptoError::BadCiphertextLength(buf.len()));
         }
-        let dec = cbc::Decryptor::<Aes256>::new_from_slices(&self.key, self.iv()).map_err(|_| CryptoError::BadKey)?;
+        let dec = cbc::Decryptor::<Aes256>::new_from_slices(&self.key, self.iv())
+            .map_err(|_| CryptoError::BadKey)?;
         let plain = dec
             .decrypt_padded::<NoPadding>(&mut buf)
             .map_err(|_| CryptoError::BadCiphertextLength(0))?;
         let pad = *plain.last().ok_or(CryptoError::BadPadding)? as usize;
-        if !(1..=WX_BLOCK).contains(&pad) || pad > plain.len() || !plain[plain.len() - pad..].iter().all(|&b| b as usize == pad) {
+        if !(1..=WX_BLOCK).contains(&pad)
+            || pad > plain.len()
+            || !plain[plain.len() - pad..]
+                .iter()
+                .all(|&b| b as usize == pad)
+        {
             return Err(CryptoError::BadPadding);
         }
         let content = &plain[..plain.len() - pad];
         if content.len() < 20 {
-            return Err(CryptoError::BadBuffer { declared: 0, actual: content.len() });
+            return Err(CryptoError::BadBuffer {
+                declared: 0,
+                actual: content.len(),
+            });
         }
-        let declared = u32::from_be_bytes([content[16], content[17], content[18], content[19]]) as usize;
+        let declared =
+            u32::from_be_bytes([content[16], content[17], content[18], content[19]]) as usize;
         let rest = &content[20..];
         if declared > rest.len() {
-            return Err(CryptoError::BadBuffer { declared, actual: content.len() });
+            return Err(CryptoError::BadBuffer {
+                declared,
+                actual: content.len(),
+            });
         }
         let msg = std::str::from_utf8(&rest[..declared]).map_err(|_| CryptoError::NotUtf8)?;
         let rid = std::str::from_utf8(&rest[declared..]).map_err(|_| CryptoError::NotUtf8)?;
@@ -127,7 +146,8 @@ impl MsgCrypt {
         buf.extend_from_slice(msg.as_bytes());
         buf.extend_from_slice(receive_id.as_bytes());
         buf.resize(len + pad, pad as u8);
-        let enc = cbc::Encryptor::<Aes256>::new_from_slices(&self.key, self.iv()).expect("key is 32 bytes, iv 16");
+        let enc = cbc::Encryptor::<Aes256>::new_from_slices(&self.key, self.iv())
+            .expect("key is 32 bytes, iv 16");
         let total = buf.len();
         let ct = enc
             .encrypt_padded::<NoPadding>(&mut buf, total)
@@ -177,7 +197,10 @@ mod tests {
     #[test]
     fn rejects_a_foreign_receive_id() {
         let crypt = MsgCrypt::new(KEY).unwrap();
-        assert_eq!(crypt.decrypt(official_encrypt(), "wx0000000000000000"), Err(CryptoError::ReceiveIdMismatch));
+        assert_eq!(
+            crypt.decrypt(official_encrypt(), "wx0000000000000000"),
+            Err(CryptoError::ReceiveIdMismatch)
+        );
     }
 
     #[test]
@@ -185,19 +208,40 @@ mod tests {
         let other = MsgCrypt::new("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG").unwrap();
         let err = other.decrypt(official_encrypt(), APPID).unwrap_err();
         assert!(
-            matches!(err, CryptoError::BadPadding | CryptoError::BadBuffer { .. } | CryptoError::NotUtf8 | CryptoError::ReceiveIdMismatch),
+            matches!(
+                err,
+                CryptoError::BadPadding
+                    | CryptoError::BadBuffer { .. }
+                    | CryptoError::NotUtf8
+                    | CryptoError::ReceiveIdMismatch
+            ),
             "{err:?}"
         );
     }
 
     #[test]
     fn bad_inputs() {
-        assert!(matches!(MsgCrypt::new("short"), Err(CryptoError::BadKeyLength(5))));
-        assert!(matches!(MsgCrypt::new(&"A".repeat(42).add_char('!')), Err(CryptoError::BadKeyLength(43))));
+        assert!(matches!(
+            MsgCrypt::new("short"),
+            Err(CryptoError::BadKeyLength(5))
+        ));
+        assert!(matches!(
+            MsgCrypt::new(&"A".repeat(42).add_char('!')),
+            Err(CryptoError::BadKeyLength(43))
+        ));
         let crypt = MsgCrypt::new(KEY).unwrap();
-        assert_eq!(crypt.decrypt("not base64!!", APPID), Err(CryptoError::BadBase64));
-        assert_eq!(crypt.decrypt("AAAA", APPID), Err(CryptoError::BadCiphertextLength(3)));
-        assert_eq!(crypt.decrypt("", APPID), Err(CryptoError::BadCiphertextLength(0)));
+        assert_eq!(
+            crypt.decrypt("not base64!!", APPID),
+            Err(CryptoError::BadBase64)
+        );
+        assert_eq!(
+            crypt.decrypt("AAAA", APPID),
+            Err(CryptoError::BadCiphertextLength(3))
+        );
+        assert_eq!(
+            crypt.decrypt("", APPID),
+            Err(CryptoError::BadCiphertextLength(0))
+        );
     }
 
     #[test]

@@ -14,7 +14,12 @@ pub enum Format {
 
 impl Format {
     pub fn detect(body: &str) -> Option<Format> {
-        match body.trim_start_matches('\u{feff}').trim_start().as_bytes().first()? {
+        match body
+            .trim_start_matches('\u{feff}')
+            .trim_start()
+            .as_bytes()
+            .first()?
+        {
             b'<' => Some(Format::Xml),
             b'{' => Some(Format::Json),
             _ => None,
@@ -36,33 +41,95 @@ pub enum MessageError {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Kind {
-    Text { content: String, bizmsgmenuid: Option<String> },
-    Image { pic_url: String, media_id: String },
-    Voice { media_id: String, format: String, recognition: Option<String> },
-    Video { media_id: String, thumb_media_id: String },
-    ShortVideo { media_id: String, thumb_media_id: String },
-    Location { latitude: String, longitude: String, scale: String, label: String },
-    Link { title: String, description: String, url: String },
-    MiniProgramPage { title: String, app_id: String, page_path: String, thumb_url: String, thumb_media_id: String },
+    Text {
+        content: String,
+        bizmsgmenuid: Option<String>,
+    },
+    Image {
+        pic_url: String,
+        media_id: String,
+    },
+    Voice {
+        media_id: String,
+        format: String,
+        recognition: Option<String>,
+    },
+    Video {
+        media_id: String,
+        thumb_media_id: String,
+    },
+    ShortVideo {
+        media_id: String,
+        thumb_media_id: String,
+    },
+    Location {
+        latitude: String,
+        longitude: String,
+        scale: String,
+        label: String,
+    },
+    Link {
+        title: String,
+        description: String,
+        url: String,
+    },
+    MiniProgramPage {
+        title: String,
+        app_id: String,
+        page_path: String,
+        thumb_url: String,
+        thumb_media_id: String,
+    },
     Event(Event),
-    Unknown { msg_type: String },
+    Unknown {
+        msg_type: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// `scene` is the `qrscene_` suffix when the user followed through a parametric QR code.
-    Subscribe { scene: Option<String>, ticket: Option<String> },
+    Subscribe {
+        scene: Option<String>,
+        ticket: Option<String>,
+    },
     Unsubscribe,
-    Scan { scene: String, ticket: Option<String> },
-    Location { latitude: String, longitude: String, precision: String },
-    Click { key: String },
-    View { url: String, menu_id: Option<String> },
-    TemplateSendJobFinish { msg_id: String, status: String },
-    KfCreateSession { kf_account: String },
-    KfCloseSession { kf_account: String },
-    KfSwitchSession { from_kf_account: String, to_kf_account: String },
-    UserEnterTempSession { session_from: String },
-    Other { event: String },
+    Scan {
+        scene: String,
+        ticket: Option<String>,
+    },
+    Location {
+        latitude: String,
+        longitude: String,
+        precision: String,
+    },
+    Click {
+        key: String,
+    },
+    View {
+        url: String,
+        menu_id: Option<String>,
+    },
+    TemplateSendJobFinish {
+        msg_id: String,
+        status: String,
+    },
+    KfCreateSession {
+        kf_account: String,
+    },
+    KfCloseSession {
+        kf_account: String,
+    },
+    KfSwitchSession {
+        from_kf_account: String,
+        to_kf_account: String,
+    },
+    UserEnterTempSession {
+        session_from: String,
+    },
+    Other {
+        event: String,
+    },
 }
 
 impl Event {
@@ -111,7 +178,12 @@ impl Message {
     pub fn from_doc(doc: Doc, format: Format) -> Result<Message, MessageError> {
         let f = |name: &str| doc.get(name).unwrap_or("").to_owned();
         let opt = |name: &str| doc.get(name).filter(|v| !v.is_empty()).map(str::to_owned);
-        let req = |name: &'static str| doc.get(name).filter(|v| !v.is_empty()).map(str::to_owned).ok_or(MessageError::Missing(name));
+        let req = |name: &'static str| {
+            doc.get(name)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+                .ok_or(MessageError::Missing(name))
+        };
 
         let from_user = req("FromUserName")?;
         let to_user = f("ToUserName");
@@ -119,25 +191,48 @@ impl Message {
         let create_time = ct
             .trim()
             .parse::<i64>()
-            .map_err(|_| MessageError::NotANumber { field: "CreateTime", value: ct.clone() })?;
+            .map_err(|_| MessageError::NotANumber {
+                field: "CreateTime",
+                value: ct.clone(),
+            })?;
         let msg_type = req("MsgType")?;
         // Messages carry MsgId; template/mass-send events MsgID. Kept as text: it is 64-bit
         // and some JSON pushes send it as a string.
         let msg_id = opt("MsgId");
 
         let kind = match msg_type.as_str() {
-            "text" => Kind::Text { content: f("Content"), bizmsgmenuid: opt("bizmsgmenuid") },
-            "image" => Kind::Image { pic_url: f("PicUrl"), media_id: f("MediaId") },
-            "voice" => Kind::Voice { media_id: f("MediaId"), format: f("Format"), recognition: opt("Recognition") },
-            "video" => Kind::Video { media_id: f("MediaId"), thumb_media_id: f("ThumbMediaId") },
-            "shortvideo" => Kind::ShortVideo { media_id: f("MediaId"), thumb_media_id: f("ThumbMediaId") },
+            "text" => Kind::Text {
+                content: f("Content"),
+                bizmsgmenuid: opt("bizmsgmenuid"),
+            },
+            "image" => Kind::Image {
+                pic_url: f("PicUrl"),
+                media_id: f("MediaId"),
+            },
+            "voice" => Kind::Voice {
+                media_id: f("MediaId"),
+                format: f("Format"),
+                recognition: opt("Recognition"),
+            },
+            "video" => Kind::Video {
+                media_id: f("MediaId"),
+                thumb_media_id: f("ThumbMediaId"),
+            },
+            "shortvideo" => Kind::ShortVideo {
+                media_id: f("MediaId"),
+                thumb_media_id: f("ThumbMediaId"),
+            },
             "location" => Kind::Location {
                 latitude: f("Location_X"),
                 longitude: f("Location_Y"),
                 scale: f("Scale"),
                 label: f("Label"),
             },
-            "link" => Kind::Link { title: f("Title"), description: f("Description"), url: f("Url") },
+            "link" => Kind::Link {
+                title: f("Title"),
+                description: f("Description"),
+                url: f("Url"),
+            },
             "miniprogrampage" => Kind::MiniProgramPage {
                 title: f("Title"),
                 app_id: f("AppId"),
@@ -146,9 +241,19 @@ impl Message {
                 thumb_media_id: f("ThumbMediaId"),
             },
             "event" => Kind::Event(parse_event(&doc)?),
-            other => Kind::Unknown { msg_type: other.to_owned() },
+            other => Kind::Unknown {
+                msg_type: other.to_owned(),
+            },
         };
-        Ok(Message { to_user, from_user, create_time, msg_id, kind, doc, format })
+        Ok(Message {
+            to_user,
+            from_user,
+            create_time,
+            msg_id,
+            kind,
+            doc,
+            format,
+        })
     }
 
     pub fn event(&self) -> Option<&Event> {
@@ -168,7 +273,12 @@ impl Message {
     pub fn dedup_key(&self, appid: &str) -> String {
         match (&self.kind, &self.msg_id) {
             (Kind::Event(e), _) => {
-                let mut key = format!("{appid}#evt#{}#{}#{}", self.from_user, self.create_time, e.name());
+                let mut key = format!(
+                    "{appid}#evt#{}#{}#{}",
+                    self.from_user,
+                    self.create_time,
+                    e.name()
+                );
                 if let Some(k) = self.doc.get("EventKey").filter(|k| !k.is_empty()) {
                     key.push('#');
                     key.push_str(k);
@@ -177,7 +287,12 @@ impl Message {
             }
             (_, Some(id)) => format!("{appid}#msg#{id}#{}#{}", self.from_user, self.create_time),
             // A message type without MsgId: fall back to the event rule with the type.
-            (_, None) => format!("{appid}#typ#{}#{}#{}", self.from_user, self.create_time, self.msg_type()),
+            (_, None) => format!(
+                "{appid}#typ#{}#{}#{}",
+                self.from_user,
+                self.create_time,
+                self.msg_type()
+            ),
         }
     }
 
@@ -191,23 +306,50 @@ impl Message {
 fn parse_event(doc: &Doc) -> Result<Event, MessageError> {
     let f = |name: &str| doc.get(name).unwrap_or("").to_owned();
     let opt = |name: &str| doc.get(name).filter(|v| !v.is_empty()).map(str::to_owned);
-    let event = doc.get("Event").filter(|v| !v.is_empty()).ok_or(MessageError::Missing("Event"))?;
+    let event = doc
+        .get("Event")
+        .filter(|v| !v.is_empty())
+        .ok_or(MessageError::Missing("Event"))?;
     Ok(match event {
         "subscribe" => Event::Subscribe {
             scene: opt("EventKey").and_then(|k| k.strip_prefix("qrscene_").map(str::to_owned)),
             ticket: opt("Ticket"),
         },
         "unsubscribe" => Event::Unsubscribe,
-        "SCAN" => Event::Scan { scene: f("EventKey"), ticket: opt("Ticket") },
-        "LOCATION" => Event::Location { latitude: f("Latitude"), longitude: f("Longitude"), precision: f("Precision") },
+        "SCAN" => Event::Scan {
+            scene: f("EventKey"),
+            ticket: opt("Ticket"),
+        },
+        "LOCATION" => Event::Location {
+            latitude: f("Latitude"),
+            longitude: f("Longitude"),
+            precision: f("Precision"),
+        },
         "CLICK" => Event::Click { key: f("EventKey") },
-        "VIEW" => Event::View { url: f("EventKey"), menu_id: opt("MenuId") },
-        "TEMPLATESENDJOBFINISH" => Event::TemplateSendJobFinish { msg_id: f("MsgID"), status: f("Status") },
-        "kf_create_session" => Event::KfCreateSession { kf_account: f("KfAccount") },
-        "kf_close_session" => Event::KfCloseSession { kf_account: f("KfAccount") },
-        "kf_switch_session" => Event::KfSwitchSession { from_kf_account: f("FromKfAccount"), to_kf_account: f("ToKfAccount") },
-        "user_enter_tempsession" => Event::UserEnterTempSession { session_from: f("SessionFrom") },
-        other => Event::Other { event: other.to_owned() },
+        "VIEW" => Event::View {
+            url: f("EventKey"),
+            menu_id: opt("MenuId"),
+        },
+        "TEMPLATESENDJOBFINISH" => Event::TemplateSendJobFinish {
+            msg_id: f("MsgID"),
+            status: f("Status"),
+        },
+        "kf_create_session" => Event::KfCreateSession {
+            kf_account: f("KfAccount"),
+        },
+        "kf_close_session" => Event::KfCloseSession {
+            kf_account: f("KfAccount"),
+        },
+        "kf_switch_session" => Event::KfSwitchSession {
+            from_kf_account: f("FromKfAccount"),
+            to_kf_account: f("ToKfAccount"),
+        },
+        "user_enter_tempsession" => Event::UserEnterTempSession {
+            session_from: f("SessionFrom"),
+        },
+        other => Event::Other {
+            event: other.to_owned(),
+        },
     })
 }
 
@@ -225,23 +367,91 @@ mod tests {
     #[test]
     fn every_message_type() {
         let cases: Vec<(String, Kind)> = vec![
-            (xml("<MsgType><![CDATA[text]]></MsgType><Content><![CDATA[hi]]></Content><MsgId>1</MsgId><bizmsgmenuid>101</bizmsgmenuid>"),
-             Kind::Text { content: "hi".into(), bizmsgmenuid: Some("101".into()) }),
-            (xml("<MsgType><![CDATA[image]]></MsgType><PicUrl><![CDATA[http://p]]></PicUrl><MediaId><![CDATA[m]]></MediaId><MsgId>2</MsgId>"),
-             Kind::Image { pic_url: "http://p".into(), media_id: "m".into() }),
-            (xml("<MsgType><![CDATA[voice]]></MsgType><MediaId><![CDATA[m]]></MediaId><Format><![CDATA[amr]]></Format><Recognition><![CDATA[]]></Recognition><MsgId>3</MsgId>"),
-             Kind::Voice { media_id: "m".into(), format: "amr".into(), recognition: None }),
-            (xml("<MsgType><![CDATA[video]]></MsgType><MediaId><![CDATA[m]]></MediaId><ThumbMediaId><![CDATA[t]]></ThumbMediaId><MsgId>4</MsgId>"),
-             Kind::Video { media_id: "m".into(), thumb_media_id: "t".into() }),
-            (xml("<MsgType><![CDATA[shortvideo]]></MsgType><MediaId><![CDATA[m]]></MediaId><ThumbMediaId><![CDATA[t]]></ThumbMediaId><MsgId>5</MsgId>"),
-             Kind::ShortVideo { media_id: "m".into(), thumb_media_id: "t".into() }),
-            (xml("<MsgType><![CDATA[location]]></MsgType><Location_X>23.134521</Location_X><Location_Y>113.358803</Location_Y><Scale>20</Scale><Label><![CDATA[Guangzhou]]></Label><MsgId>6</MsgId>"),
-             Kind::Location { latitude: "23.134521".into(), longitude: "113.358803".into(), scale: "20".into(), label: "Guangzhou".into() }),
-            (xml("<MsgType><![CDATA[link]]></MsgType><Title><![CDATA[T]]></Title><Description><![CDATA[D]]></Description><Url><![CDATA[http://u]]></Url><MsgId>7</MsgId>"),
-             Kind::Link { title: "T".into(), description: "D".into(), url: "http://u".into() }),
-            (xml("<MsgType><![CDATA[miniprogrampage]]></MsgType><Title><![CDATA[T]]></Title><AppId><![CDATA[wxmp]]></AppId><PagePath><![CDATA[p/i]]></PagePath><ThumbUrl><![CDATA[http://t]]></ThumbUrl><ThumbMediaId><![CDATA[tm]]></ThumbMediaId><MsgId>8</MsgId>"),
-             Kind::MiniProgramPage { title: "T".into(), app_id: "wxmp".into(), page_path: "p/i".into(), thumb_url: "http://t".into(), thumb_media_id: "tm".into() }),
-            (xml("<MsgType><![CDATA[hologram]]></MsgType><MsgId>9</MsgId>"), Kind::Unknown { msg_type: "hologram".into() }),
+            (
+                xml(
+                    "<MsgType><![CDATA[text]]></MsgType><Content><![CDATA[hi]]></Content><MsgId>1</MsgId><bizmsgmenuid>101</bizmsgmenuid>",
+                ),
+                Kind::Text {
+                    content: "hi".into(),
+                    bizmsgmenuid: Some("101".into()),
+                },
+            ),
+            (
+                xml(
+                    "<MsgType><![CDATA[image]]></MsgType><PicUrl><![CDATA[http://p]]></PicUrl><MediaId><![CDATA[m]]></MediaId><MsgId>2</MsgId>",
+                ),
+                Kind::Image {
+                    pic_url: "http://p".into(),
+                    media_id: "m".into(),
+                },
+            ),
+            (
+                xml(
+                    "<MsgType><![CDATA[voice]]></MsgType><MediaId><![CDATA[m]]></MediaId><Format><![CDATA[amr]]></Format><Recognition><![CDATA[]]></Recognition><MsgId>3</MsgId>",
+                ),
+                Kind::Voice {
+                    media_id: "m".into(),
+                    format: "amr".into(),
+                    recognition: None,
+                },
+            ),
+            (
+                xml(
+                    "<MsgType><![CDATA[video]]></MsgType><MediaId><![CDATA[m]]></MediaId><ThumbMediaId><![CDATA[t]]></ThumbMediaId><MsgId>4</MsgId>",
+                ),
+                Kind::Video {
+                    media_id: "m".into(),
+                    thumb_media_id: "t".into(),
+                },
+            ),
+            (
+                xml(
+                    "<MsgType><![CDATA[shortvideo]]></MsgType><MediaId><![CDATA[m]]></MediaId><ThumbMediaId><![CDATA[t]]></ThumbMediaId><MsgId>5</MsgId>",
+                ),
+                Kind::ShortVideo {
+                    media_id: "m".into(),
+                    thumb_media_id: "t".into(),
+                },
+            ),
+            (
+                xml(
+                    "<MsgType><![CDATA[location]]></MsgType><Location_X>23.134521</Location_X><Location_Y>113.358803</Location_Y><Scale>20</Scale><Label><![CDATA[Guangzhou]]></Label><MsgId>6</MsgId>",
+                ),
+                Kind::Location {
+                    latitude: "23.134521".into(),
+                    longitude: "113.358803".into(),
+                    scale: "20".into(),
+                    label: "Guangzhou".into(),
+                },
+            ),
+            (
+                xml(
+                    "<MsgType><![CDATA[link]]></MsgType><Title><![CDATA[T]]></Title><Description><![CDATA[D]]></Description><Url><![CDATA[http://u]]></Url><MsgId>7</MsgId>",
+                ),
+                Kind::Link {
+                    title: "T".into(),
+                    description: "D".into(),
+                    url: "http://u".into(),
+                },
+            ),
+            (
+                xml(
+                    "<MsgType><![CDATA[miniprogrampage]]></MsgType><Title><![CDATA[T]]></Title><AppId><![CDATA[wxmp]]></AppId><PagePath><![CDATA[p/i]]></PagePath><ThumbUrl><![CDATA[http://t]]></ThumbUrl><ThumbMediaId><![CDATA[tm]]></ThumbMediaId><MsgId>8</MsgId>",
+                ),
+                Kind::MiniProgramPage {
+                    title: "T".into(),
+                    app_id: "wxmp".into(),
+                    page_path: "p/i".into(),
+                    thumb_url: "http://t".into(),
+                    thumb_media_id: "tm".into(),
+                },
+            ),
+            (
+                xml("<MsgType><![CDATA[hologram]]></MsgType><MsgId>9</MsgId>"),
+                Kind::Unknown {
+                    msg_type: "hologram".into(),
+                },
+            ),
         ];
         for (body, kind) in cases {
             let m = Message::parse(&body).unwrap();
@@ -255,72 +465,191 @@ mod tests {
 
     #[test]
     fn every_event_type() {
-        let ev = |fields: &str| Message::parse(&xml(&format!("<MsgType><![CDATA[event]]></MsgType>{fields}"))).unwrap().event().cloned().unwrap();
-        assert_eq!(ev("<Event><![CDATA[subscribe]]></Event><EventKey><![CDATA[]]></EventKey>"), Event::Subscribe { scene: None, ticket: None });
+        let ev = |fields: &str| {
+            Message::parse(&xml(&format!(
+                "<MsgType><![CDATA[event]]></MsgType>{fields}"
+            )))
+            .unwrap()
+            .event()
+            .cloned()
+            .unwrap()
+        };
         assert_eq!(
-            ev("<Event><![CDATA[subscribe]]></Event><EventKey><![CDATA[qrscene_123]]></EventKey><Ticket><![CDATA[TK]]></Ticket>"),
-            Event::Subscribe { scene: Some("123".into()), ticket: Some("TK".into()) }
-        );
-        assert_eq!(ev("<Event><![CDATA[unsubscribe]]></Event>"), Event::Unsubscribe);
-        assert_eq!(ev("<Event><![CDATA[SCAN]]></Event><EventKey><![CDATA[123]]></EventKey><Ticket><![CDATA[TK]]></Ticket>"), Event::Scan { scene: "123".into(), ticket: Some("TK".into()) });
-        assert_eq!(
-            ev("<Event><![CDATA[LOCATION]]></Event><Latitude>23.1</Latitude><Longitude>113.3</Longitude><Precision>119.3</Precision>"),
-            Event::Location { latitude: "23.1".into(), longitude: "113.3".into(), precision: "119.3".into() }
-        );
-        assert_eq!(ev("<Event><![CDATA[CLICK]]></Event><EventKey><![CDATA[V1001]]></EventKey>"), Event::Click { key: "V1001".into() });
-        assert_eq!(ev("<Event><![CDATA[VIEW]]></Event><EventKey><![CDATA[http://x]]></EventKey><MenuId>3</MenuId>"), Event::View { url: "http://x".into(), menu_id: Some("3".into()) });
-        assert_eq!(
-            ev("<Event><![CDATA[TEMPLATESENDJOBFINISH]]></Event><MsgID>200163836</MsgID><Status><![CDATA[failed:user block]]></Status>"),
-            Event::TemplateSendJobFinish { msg_id: "200163836".into(), status: "failed:user block".into() }
-        );
-        assert_eq!(ev("<Event><![CDATA[kf_create_session]]></Event><KfAccount><![CDATA[a@b]]></KfAccount>"), Event::KfCreateSession { kf_account: "a@b".into() });
-        assert_eq!(ev("<Event><![CDATA[kf_close_session]]></Event><KfAccount><![CDATA[a@b]]></KfAccount>"), Event::KfCloseSession { kf_account: "a@b".into() });
-        assert_eq!(
-            ev("<Event><![CDATA[kf_switch_session]]></Event><FromKfAccount><![CDATA[a@b]]></FromKfAccount><ToKfAccount><![CDATA[c@b]]></ToKfAccount>"),
-            Event::KfSwitchSession { from_kf_account: "a@b".into(), to_kf_account: "c@b".into() }
+            ev("<Event><![CDATA[subscribe]]></Event><EventKey><![CDATA[]]></EventKey>"),
+            Event::Subscribe {
+                scene: None,
+                ticket: None
+            }
         );
         assert_eq!(
-            ev("<Event><![CDATA[user_enter_tempsession]]></Event><SessionFrom><![CDATA[sf]]></SessionFrom>"),
-            Event::UserEnterTempSession { session_from: "sf".into() }
+            ev(
+                "<Event><![CDATA[subscribe]]></Event><EventKey><![CDATA[qrscene_123]]></EventKey><Ticket><![CDATA[TK]]></Ticket>"
+            ),
+            Event::Subscribe {
+                scene: Some("123".into()),
+                ticket: Some("TK".into())
+            }
         );
-        assert_eq!(ev("<Event><![CDATA[brand_new]]></Event>"), Event::Other { event: "brand_new".into() });
+        assert_eq!(
+            ev("<Event><![CDATA[unsubscribe]]></Event>"),
+            Event::Unsubscribe
+        );
+        assert_eq!(
+            ev(
+                "<Event><![CDATA[SCAN]]></Event><EventKey><![CDATA[123]]></EventKey><Ticket><![CDATA[TK]]></Ticket>"
+            ),
+            Event::Scan {
+                scene: "123".into(),
+                ticket: Some("TK".into())
+            }
+        );
+        assert_eq!(
+            ev(
+                "<Event><![CDATA[LOCATION]]></Event><Latitude>23.1</Latitude><Longitude>113.3</Longitude><Precision>119.3</Precision>"
+            ),
+            Event::Location {
+                latitude: "23.1".into(),
+                longitude: "113.3".into(),
+                precision: "119.3".into()
+            }
+        );
+        assert_eq!(
+            ev("<Event><![CDATA[CLICK]]></Event><EventKey><![CDATA[V1001]]></EventKey>"),
+            Event::Click {
+                key: "V1001".into()
+            }
+        );
+        assert_eq!(
+            ev(
+                "<Event><![CDATA[VIEW]]></Event><EventKey><![CDATA[http://x]]></EventKey><MenuId>3</MenuId>"
+            ),
+            Event::View {
+                url: "http://x".into(),
+                menu_id: Some("3".into())
+            }
+        );
+        assert_eq!(
+            ev(
+                "<Event><![CDATA[TEMPLATESENDJOBFINISH]]></Event><MsgID>200163836</MsgID><Status><![CDATA[failed:user block]]></Status>"
+            ),
+            Event::TemplateSendJobFinish {
+                msg_id: "200163836".into(),
+                status: "failed:user block".into()
+            }
+        );
+        assert_eq!(
+            ev(
+                "<Event><![CDATA[kf_create_session]]></Event><KfAccount><![CDATA[a@b]]></KfAccount>"
+            ),
+            Event::KfCreateSession {
+                kf_account: "a@b".into()
+            }
+        );
+        assert_eq!(
+            ev("<Event><![CDATA[kf_close_session]]></Event><KfAccount><![CDATA[a@b]]></KfAccount>"),
+            Event::KfCloseSession {
+                kf_account: "a@b".into()
+            }
+        );
+        assert_eq!(
+            ev(
+                "<Event><![CDATA[kf_switch_session]]></Event><FromKfAccount><![CDATA[a@b]]></FromKfAccount><ToKfAccount><![CDATA[c@b]]></ToKfAccount>"
+            ),
+            Event::KfSwitchSession {
+                from_kf_account: "a@b".into(),
+                to_kf_account: "c@b".into()
+            }
+        );
+        assert_eq!(
+            ev(
+                "<Event><![CDATA[user_enter_tempsession]]></Event><SessionFrom><![CDATA[sf]]></SessionFrom>"
+            ),
+            Event::UserEnterTempSession {
+                session_from: "sf".into()
+            }
+        );
+        assert_eq!(
+            ev("<Event><![CDATA[brand_new]]></Event>"),
+            Event::Other {
+                event: "brand_new".into()
+            }
+        );
     }
 
     #[test]
     fn mini_program_json_pushes_from_the_seed() {
         let text = Message::parse(r#"{"ToUserName":"toUser","FromUserName":"fromUser","CreateTime":1482048670,"MsgType":"text","Content":"this is a test","MsgId":1234567890123456}"#).unwrap();
         assert_eq!(text.format, Format::Json);
-        assert_eq!(text.kind, Kind::Text { content: "this is a test".into(), bizmsgmenuid: None });
+        assert_eq!(
+            text.kind,
+            Kind::Text {
+                content: "this is a test".into(),
+                bizmsgmenuid: None
+            }
+        );
         assert_eq!(text.msg_id.as_deref(), Some("1234567890123456"));
         // The XML sent to the desk is the seed's XML form: strings in CDATA, numbers bare.
         let x = text.to_xml();
-        assert!(x.contains("<MsgType><![CDATA[text]]></MsgType>") && x.contains("<CreateTime>1482048670</CreateTime>"), "{x}");
+        assert!(
+            x.contains("<MsgType><![CDATA[text]]></MsgType>")
+                && x.contains("<CreateTime>1482048670</CreateTime>"),
+            "{x}"
+        );
         assert_eq!(Message::parse(&x).unwrap().kind, text.kind);
         // MsgId as a string (cloud-function example) parses the same.
         let s = Message::parse(r#"{"FromUserName":"f","CreateTime":"1482048670","MsgType":"text","Content":"x","MsgId":"1234567890123456"}"#).unwrap();
         assert_eq!(s.msg_id.as_deref(), Some("1234567890123456"));
         let enter = Message::parse(r#"{"ToUserName":"toUser","FromUserName":"fromUser","CreateTime":1482048670,"MsgType":"event","Event":"user_enter_tempsession","SessionFrom":"sessionFrom"}"#).unwrap();
-        assert_eq!(enter.event(), Some(&Event::UserEnterTempSession { session_from: "sessionFrom".into() }));
+        assert_eq!(
+            enter.event(),
+            Some(&Event::UserEnterTempSession {
+                session_from: "sessionFrom".into()
+            })
+        );
     }
 
     #[test]
     fn dedup_keys_follow_the_rules() {
-        let m = Message::parse(&xml("<MsgType>text</MsgType><Content>a</Content><MsgId>42</MsgId>")).unwrap();
+        let m = Message::parse(&xml(
+            "<MsgType>text</MsgType><Content>a</Content><MsgId>42</MsgId>",
+        ))
+        .unwrap();
         assert_eq!(m.dedup_key("wxA"), "wxA#msg#42#oUser#1700000000");
         assert_ne!(m.dedup_key("wxA"), m.dedup_key("wxB"));
-        let e = Message::parse(&xml("<MsgType>event</MsgType><Event>CLICK</Event><EventKey>K1</EventKey>")).unwrap();
+        let e = Message::parse(&xml(
+            "<MsgType>event</MsgType><Event>CLICK</Event><EventKey>K1</EventKey>",
+        ))
+        .unwrap();
         assert_eq!(e.dedup_key("wxA"), "wxA#evt#oUser#1700000000#CLICK#K1");
-        let e2 = Message::parse(&xml("<MsgType>event</MsgType><Event>CLICK</Event><EventKey>K2</EventKey>")).unwrap();
+        let e2 = Message::parse(&xml(
+            "<MsgType>event</MsgType><Event>CLICK</Event><EventKey>K2</EventKey>",
+        ))
+        .unwrap();
         assert_ne!(e.dedup_key("wxA"), e2.dedup_key("wxA"));
     }
 
     #[test]
     fn bad_pushes_are_errors() {
         assert_eq!(Message::parse("hello"), Err(MessageError::UnknownFormat));
-        assert_eq!(Message::parse("<xml><MsgType>text</MsgType><CreateTime>1</CreateTime></xml>"), Err(MessageError::Missing("FromUserName")));
-        assert!(matches!(Message::parse(&xml("<MsgType>text</MsgType>").replace("1700000000", "soon")), Err(MessageError::NotANumber { .. })));
-        assert_eq!(Message::parse(&xml("<MsgType>event</MsgType>")), Err(MessageError::Missing("Event")));
-        assert!(matches!(Message::parse("<xml><FromUserName>a</Fr"), Err(MessageError::Syntax(_))));
-        assert!(matches!(Message::parse("{\"FromUserName\": "), Err(MessageError::Syntax(_))));
+        assert_eq!(
+            Message::parse("<xml><MsgType>text</MsgType><CreateTime>1</CreateTime></xml>"),
+            Err(MessageError::Missing("FromUserName"))
+        );
+        assert!(matches!(
+            Message::parse(&xml("<MsgType>text</MsgType>").replace("1700000000", "soon")),
+            Err(MessageError::NotANumber { .. })
+        ));
+        assert_eq!(
+            Message::parse(&xml("<MsgType>event</MsgType>")),
+            Err(MessageError::Missing("Event"))
+        );
+        assert!(matches!(
+            Message::parse("<xml><FromUserName>a</Fr"),
+            Err(MessageError::Syntax(_))
+        ));
+        assert!(matches!(
+            Message::parse("{\"FromUserName\": "),
+            Err(MessageError::Syntax(_))
+        ));
     }
 }

@@ -15,7 +15,9 @@ pub fn encrypt_field(body: &str, format: Format) -> Option<String> {
         Format::Xml => Doc::parse_xml(body).ok()?,
         Format::Json => Doc::parse_json(body).ok()?,
     };
-    doc.get("Encrypt").filter(|s| !s.is_empty()).map(str::to_owned)
+    doc.get("Encrypt")
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
 }
 
 /// Encrypts a passive reply and wraps it as WeChat expects: Encrypt, MsgSignature over the
@@ -33,7 +35,13 @@ pub fn encrypt_reply(
     wrap_encrypted(&encrypt, format, token, timestamp, nonce)
 }
 
-pub fn wrap_encrypted(encrypt: &str, format: Format, token: &str, timestamp: &str, nonce: &str) -> String {
+pub fn wrap_encrypted(
+    encrypt: &str,
+    format: Format,
+    token: &str,
+    timestamp: &str,
+    nonce: &str,
+) -> String {
     let signature = msg_signature(token, timestamp, nonce, encrypt);
     match format {
         Format::Xml => {
@@ -45,7 +53,10 @@ pub fn wrap_encrypted(encrypt: &str, format: Format, token: &str, timestamp: &st
             doc.to_xml()
         }
         Format::Json => {
-            let ts: serde_json::Value = timestamp.parse::<i64>().map(Into::into).unwrap_or_else(|_| timestamp.into());
+            let ts: serde_json::Value = timestamp
+                .parse::<i64>()
+                .map(Into::into)
+                .unwrap_or_else(|_| timestamp.into());
             serde_json::json!({
                 "Encrypt": encrypt,
                 "MsgSignature": signature,
@@ -67,7 +78,10 @@ mod tests {
         let body = wrap_encrypted(enc, Format::Json, "AAAAA", "1713424427", "415670741");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["Encrypt"], enc);
-        assert_eq!(v["MsgSignature"], "1b9339964ed2e271e7c7b6ff2b0ef902fc94dea1");
+        assert_eq!(
+            v["MsgSignature"],
+            "1b9339964ed2e271e7c7b6ff2b0ef902fc94dea1"
+        );
         assert_eq!(v["TimeStamp"], 1713424427);
         assert_eq!(v["Nonce"], "415670741");
     }
@@ -75,12 +89,26 @@ mod tests {
     #[test]
     fn xml_reply_envelope_round_trips() {
         let crypt = MsgCrypt::new(&"A".repeat(43)).unwrap();
-        let body = encrypt_reply("<xml><MsgType>text</MsgType></xml>", Format::Xml, &crypt, "tok", "wxapp", "1700000000", "n1");
+        let body = encrypt_reply(
+            "<xml><MsgType>text</MsgType></xml>",
+            Format::Xml,
+            &crypt,
+            "tok",
+            "wxapp",
+            "1700000000",
+            "n1",
+        );
         let doc = Doc::parse_xml(&body).unwrap();
         let enc = doc.get("Encrypt").unwrap();
-        assert_eq!(doc.get("MsgSignature").unwrap(), msg_signature("tok", "1700000000", "n1", enc));
+        assert_eq!(
+            doc.get("MsgSignature").unwrap(),
+            msg_signature("tok", "1700000000", "n1", enc)
+        );
         assert_eq!(doc.get("TimeStamp"), Some("1700000000"));
-        assert_eq!(crypt.decrypt(enc, "wxapp").unwrap(), "<xml><MsgType>text</MsgType></xml>");
+        assert_eq!(
+            crypt.decrypt(enc, "wxapp").unwrap(),
+            "<xml><MsgType>text</MsgType></xml>"
+        );
         assert_eq!(encrypt_field(&body, Format::Xml).as_deref(), Some(enc));
     }
 }

@@ -32,7 +32,10 @@ pub fn matches(expected_lower_hex: &str, received: &str) -> bool {
         return false;
     }
     let received = received.to_ascii_lowercase();
-    expected_lower_hex.as_bytes().ct_eq(received.as_bytes()).into()
+    expected_lower_hex
+        .as_bytes()
+        .ct_eq(received.as_bytes())
+        .into()
 }
 
 pub(crate) fn hex_lower(bytes: &[u8]) -> String {

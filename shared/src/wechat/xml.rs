@@ -26,16 +26,25 @@ const MAX_DEPTH: usize = 8;
 pub enum Value {
     /// `cdata` records whether the text came in CDATA, which WeChat uses for strings and
     /// not for numbers; it decides the JSON type when converting.
-    Text { text: String, cdata: bool },
+    Text {
+        text: String,
+        cdata: bool,
+    },
     Children(Vec<(String, Value)>),
 }
 
 impl Value {
     pub fn text(s: impl Into<String>) -> Self {
-        Value::Text { text: s.into(), cdata: true }
+        Value::Text {
+            text: s.into(),
+            cdata: true,
+        }
     }
     pub fn number(n: impl ToString) -> Self {
-        Value::Text { text: n.to_string(), cdata: false }
+        Value::Text {
+            text: n.to_string(),
+            cdata: false,
+        }
     }
     pub fn as_text(&self) -> Option<&str> {
         match self {
@@ -55,7 +64,10 @@ pub struct Doc {
 impl Doc {
     /// First text value of a top-level field.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.fields.iter().find(|(k, _)| k == name).and_then(|(_, v)| v.as_text())
+        self.fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.as_text())
     }
 
     pub fn get_value(&self, name: &str) -> Option<&Value> {
@@ -72,7 +84,9 @@ impl Doc {
         let mut stack: Vec<(String, Vec<(String, Value)>, String, bool)> = Vec::new();
         let mut root: Option<Vec<(String, Value)>> = None;
         loop {
-            let ev = reader.read_event().map_err(|e| XmlError::Malformed(e.to_string()))?;
+            let ev = reader
+                .read_event()
+                .map_err(|e| XmlError::Malformed(e.to_string()))?;
             match ev {
                 Event::Start(s) => {
                     if root.is_some() {
@@ -81,12 +95,23 @@ impl Doc {
                     if stack.len() >= MAX_DEPTH {
                         return Err(XmlError::TooDeep(MAX_DEPTH));
                     }
-                    stack.push((s.name().into_inner().to_owned(), Vec::new(), String::new(), false));
+                    stack.push((
+                        s.name().into_inner().to_owned(),
+                        Vec::new(),
+                        String::new(),
+                        false,
+                    ));
                 }
                 Event::Empty(s) => {
                     let name = s.name().into_inner().to_owned();
                     match stack.last_mut() {
-                        Some(top) => top.1.push((name, Value::Text { text: String::new(), cdata: false })),
+                        Some(top) => top.1.push((
+                            name,
+                            Value::Text {
+                                text: String::new(),
+                                cdata: false,
+                            },
+                        )),
                         None => root = Some(Vec::new()),
                     }
                 }
@@ -108,12 +133,16 @@ impl Doc {
                     if let Some(top) = stack.last_mut() {
                         // Keep CDATA text apart from escaped text: mark it and append raw,
                         // escaping `&` so the single unescape pass below restores it verbatim.
-                        top.2.push_str(&quick_xml::escape::minimal_escape(c.xml10_content().as_ref()));
+                        top.2.push_str(&quick_xml::escape::minimal_escape(
+                            c.xml10_content().as_ref(),
+                        ));
                         top.3 = true;
                     }
                 }
                 Event::End(_) => {
-                    let (name, children, text, cdata) = stack.pop().ok_or_else(|| XmlError::Malformed("unbalanced end tag".into()))?;
+                    let (name, children, text, cdata) = stack
+                        .pop()
+                        .ok_or_else(|| XmlError::Malformed("unbalanced end tag".into()))?;
                     let value = if children.is_empty() {
                         let text = quick_xml::escape::unescape(&text)
                             .map_err(|e| XmlError::Malformed(e.to_string()))?
@@ -144,10 +173,14 @@ impl Doc {
 
     /// Parses a Mini Program JSON push. Numbers become bare text, strings CDATA text.
     pub fn parse_json(input: &str) -> Result<Doc, XmlError> {
-        let v: serde_json::Value = serde_json::from_str(input).map_err(|e| XmlError::Json(e.to_string()))?;
+        let v: serde_json::Value =
+            serde_json::from_str(input).map_err(|e| XmlError::Json(e.to_string()))?;
         match v {
             serde_json::Value::Object(map) => Ok(Doc {
-                fields: map.into_iter().flat_map(|(k, v)| json_to_values(k, v, 0)).collect(),
+                fields: map
+                    .into_iter()
+                    .flat_map(|(k, v)| json_to_values(k, v, 0))
+                    .collect(),
             }),
             _ => Err(XmlError::NotAnObject),
         }
@@ -169,7 +202,13 @@ impl Doc {
 fn json_to_values(key: String, v: serde_json::Value, depth: usize) -> Vec<(String, Value)> {
     use serde_json::Value as J;
     match v {
-        J::Null => vec![(key, Value::Text { text: String::new(), cdata: false })],
+        J::Null => vec![(
+            key,
+            Value::Text {
+                text: String::new(),
+                cdata: false,
+            },
+        )],
         J::Bool(b) => vec![(key, Value::number(b))],
         J::Number(n) => vec![(key, Value::number(n))],
         J::String(s) => vec![(key, Value::text(s))],
@@ -179,7 +218,11 @@ fn json_to_values(key: String, v: serde_json::Value, depth: usize) -> Vec<(Strin
             .collect(),
         J::Object(map) if depth < MAX_DEPTH => vec![(
             key,
-            Value::Children(map.into_iter().flat_map(|(k, v)| json_to_values(k, v, depth + 1)).collect()),
+            Value::Children(
+                map.into_iter()
+                    .flat_map(|(k, v)| json_to_values(k, v, depth + 1))
+                    .collect(),
+            ),
         )],
         J::Object(map) => vec![(key, Value::text(serde_json::Value::Object(map).to_string()))],
     }
@@ -192,7 +235,9 @@ fn write_children(out: &mut String, fields: &[(String, Value)]) {
         out.push('>');
         match value {
             Value::Text { text, cdata: true } => write_cdata(out, text),
-            Value::Text { text, cdata: false } => out.push_str(&quick_xml::escape::escape(text.as_str())),
+            Value::Text { text, cdata: false } => {
+                out.push_str(&quick_xml::escape::escape(text.as_str()))
+            }
             Value::Children(c) => write_children(out, c),
         }
         out.push_str("</");
@@ -221,7 +266,11 @@ fn children_to_json(fields: &[(String, Value)]) -> serde_json::Value {
         };
         // Repeated siblings (`<item>` lists) become arrays.
         match map.get_mut(name) {
-            Some(serde_json::Value::Array(arr)) if fields.iter().filter(|(n, _)| n == name).count() > 1 => arr.push(v),
+            Some(serde_json::Value::Array(arr))
+                if fields.iter().filter(|(n, _)| n == name).count() > 1 =>
+            {
+                arr.push(v)
+            }
             Some(existing) => {
                 let first = existing.take();
                 *existing = serde_json::Value::Array(vec![first, v]);
@@ -269,7 +318,14 @@ mod tests {
 
     #[test]
     fn malformed_inputs_are_errors() {
-        for bad in ["<xml><a></xml>", "<xml><a>1</a>", "", "not xml", "<xml></xml><xml></xml>", "<xml><a>&bogus;</a></xml>"] {
+        for bad in [
+            "<xml><a></xml>",
+            "<xml><a>1</a>",
+            "",
+            "not xml",
+            "<xml></xml><xml></xml>",
+            "<xml><a>&bogus;</a></xml>",
+        ] {
             assert!(Doc::parse_xml(bad).is_err(), "{bad:?} parsed");
         }
         assert_eq!(Doc::parse_json("[1]"), Err(XmlError::NotAnObject));
