@@ -253,18 +253,19 @@ pub async fn start_local(svc: Arc<wxdesk::Services>) -> String {
 }
 
 /// A moto server (DynamoDB + S3) shared by the tests of one test binary: the one named by
-/// `WXDESK_MOTO_URL`, else one started here on a free loopback port. A watchdog shell stops
-/// it when this test process ends.
+/// `WXDESK_MOTO_URL`, else one started here on a free loopback port through
+/// `tests/moto_server.py` (moto with requests serialised, see there). A watchdog shell
+/// stops it when this test process ends.
 pub fn moto() -> &'static str {
     static URL: OnceLock<String> = OnceLock::new();
     URL.get_or_init(|| {
-        // SAFETY-free: set before any AWS client reads them; the values are dummies.
         let url = match std::env::var("WXDESK_MOTO_URL") {
             Ok(u) => u,
             Err(_) => {
                 let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+                let launcher = concat!(env!("CARGO_MANIFEST_DIR"), "/moto_server.py");
                 let script = format!(
-                    "python3 -m moto.server -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; \
+                    "python3 {launcher} {port} >/dev/null 2>&1 & m=$!; \
                      while kill -0 {pid} 2>/dev/null; do sleep 1; done; kill $m",
                     pid = std::process::id()
                 );
