@@ -1,0 +1,139 @@
+"""Regenerates the API Gateway (HTTP API, payload v2) sample events in this folder.
+
+Signs and encrypts with its own WXBizMsgCrypt (Python `cryptography`), independent of the
+Rust code the events test. Credentials come from events/wxdesk.toml (test values only).
+usage: python3 events/generate.py
+"""
+
+import base64
+import hashlib
+import json
+import os
+import struct
+import urllib.parse
+
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+OA, MP, TOKEN = "wxevents00000001", "wxeventsmp000002", "events-token"
+AES_KEY = "eventsAESkey0000000000000000000000000000001"
+TS, NONCE, OPENID = 1714112445, "1320562132", "oEventsUser0000000000000001"
+
+
+def sha1_sorted(*parts):
+    return hashlib.sha1("".join(sorted(parts)).encode()).hexdigest()
+
+
+def wx_encrypt(msg, appid, key_b64, random16=b"0123456789abcdef"):
+    key = base64.b64decode(key_b64 + "=")
+    raw = random16 + struct.pack(">I", len(msg.encode())) + msg.encode() + appid.encode()
+    pad = 32 - len(raw) % 32
+    raw += bytes([pad]) * pad
+    enc = Cipher(algorithms.AES(key), modes.CBC(key[:16])).encryptor()
+    return base64.b64encode(enc.update(raw) + enc.finalize()).decode()
+
+
+def event(method, appid, query, body="", content_type="text/xml"):
+    raw_query = urllib.parse.urlencode(query)
+    path = f"/wechat/{appid}"
+    return {
+        "version": "2.0",
+        "routeKey": "ANY /wechat/{appid}",
+        "rawPath": path,
+        "rawQueryString": raw_query,
+        "headers": {"content-type": content_type, "host": "example.execute-api.us-east-1.amazonaws.com", "user-agent": "Mozilla/4.0"},
+        "queryStringParameters": query,
+        "pathParameters": {"appid": appid},
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "example",
+            "domainName": "example.execute-api.us-east-1.amazonaws.com",
+            "domainPrefix": "example",
+            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "101.226.103.0", "userAgent": "Mozilla/4.0"},
+            "requestId": "sample-request-id",
+            "routeKey": "ANY /wechat/{appid}",
+            "stage": "$default",
+            "time": "26/Apr/2024:06:20:45 +0000",
+            "timeEpoch": TS * 1000,
+        },
+        "body": body,
+        "isBase64Encoded": False,
+    }
+
+
+def plain_query(ts=TS, nonce=NONCE):
+    return {"signature": sha1_sorted(TOKEN, str(ts), nonce), "timestamp": str(ts), "nonce": nonce, "openid": OPENID}
+
+
+def xml_push(msg_type, fields, msg_id=None):
+    parts = [f"<ToUserName><![CDATA[gh_events0001]]></ToUserName>", f"<FromUserName><![CDATA[{OPENID}]]></FromUserName>",
+             f"<CreateTime>{TS}</CreateTime>", f"<MsgType><![CDATA[{msg_type}]]></MsgType>"]
+    for k, v in fields:
+        parts.append(f"<{k}>{v}</{k}>" if isinstance(v, (int, float)) else f"<{k}><![CDATA[{v}]]></{k}>")
+    if msg_id is not None:
+        parts.append(f"<MsgId>{msg_id}</MsgId>")
+    return "<xml>" + "".join(parts) + "</xml>"
+
+
+def json_push(msg_type, fields, msg_id=None):
+    d = {"ToUserName": "gh_eventsmp02", "FromUserName": OPENID, "CreateTime": TS, "MsgType": msg_type}
+    d.update(fields)
+    if msg_id is not None:
+        d["MsgId"] = msg_id
+    return json.dumps(d, ensure_ascii=False)
+
+
+def main():
+    out = {}
+    out["verify-get"] = event("GET", OA, dict(plain_query(), echostr="4375120948345356249"), "")
+    messages = {
+        "text": ("text", [("Content", "When do the new children's clothes arrive?")], 24000000000000001),
+        "image": ("image", [("PicUrl", "http://mmbiz.qpic.cn/sample.jpg"), ("MediaId", "media_image_1")], 24000000000000002),
+        "voice": ("voice", [("MediaId", "media_voice_1"), ("Format", "amr"), ("Recognition", "")], 24000000000000003),
+        "video": ("video", [("MediaId", "media_video_1"), ("ThumbMediaId", "thumb_1")], 24000000000000004),
+        "shortvideo": ("shortvideo", [("MediaId", "media_sv_1"), ("ThumbMediaId", "thumb_2")], 24000000000000005),
+        "location": ("location", [("Location_X", 23.134521), ("Location_Y", 113.358803), ("Scale", 20), ("Label", "Guangzhou")], 24000000000000006),
+        "link": ("link", [("Title", "Order 1234"), ("Description", "my order"), ("Url", "https://example.com/o/1234")], 24000000000000007),
+    }
+    for name, (t, f, mid) in messages.items():
+        out[f"message-{name}"] = event("POST", OA, plain_query(), xml_push(t, f, mid))
+    events = {
+        "subscribe": [("Event", "subscribe"), ("EventKey", "")],
+        "subscribe-qrscene": [("Event", "subscribe"), ("EventKey", "qrscene_123123"), ("Ticket", "TICKET")],
+        "unsubscribe": [("Event", "unsubscribe"), ("EventKey", "")],
+        "scan": [("Event", "SCAN"), ("EventKey", "123123"), ("Ticket", "TICKET")],
+        "location": [("Event", "LOCATION"), ("Latitude", 23.137466), ("Longitude", 113.352425), ("Precision", 119.385040)],
+        "click": [("Event", "CLICK"), ("EventKey", "CONTACT_AGENT")],
+        "view": [("Event", "VIEW"), ("EventKey", "https://example.com/shop"), ("MenuId", 1)],
+        "templatesendjobfinish": [("Event", "TEMPLATESENDJOBFINISH"), ("MsgID", 200163836), ("Status", "success")],
+        "kf-create-session": [("Event", "kf_create_session"), ("KfAccount", "test1@test")],
+        "kf-close-session": [("Event", "kf_close_session"), ("KfAccount", "test1@test")],
+        "kf-switch-session": [("Event", "kf_switch_session"), ("FromKfAccount", "test1@test"), ("ToKfAccount", "test2@test")],
+    }
+    for name, f in events.items():
+        out[f"event-{name}"] = event("POST", OA, plain_query(), xml_push("event", f))
+    # Mini Program pushes in JSON (seed 003) under an XML content type, as some arrive.
+    out["mp-json-text"] = event("POST", MP, plain_query(), json_push("text", {"Content": "this is a test"}, 1234567890123456), "text/xml")
+    out["mp-json-miniprogrampage"] = event("POST", MP, plain_query(), json_push("miniprogrampage", {
+        "Title": "Spring sale", "AppId": MP, "PagePath": "pages/sale/index", "ThumbUrl": "http://mmbiz.qpic.cn/t.jpg", "ThumbMediaId": "thumb_3"}, 24000000000000008))
+    out["mp-json-user-enter-tempsession"] = event("POST", MP, plain_query(), json_push("event", {"Event": "user_enter_tempsession", "SessionFrom": "sessionFrom"}))
+    # Safe mode, XML.
+    plain = xml_push("text", [("Content", "safe mode hello")], 24000000000000009)
+    enc = wx_encrypt(plain, OA, AES_KEY)
+    q = dict(plain_query(), encrypt_type="aes", msg_signature=sha1_sorted(TOKEN, str(TS), NONCE, enc))
+    out["safe-mode-text"] = event("POST", OA, q, f"<xml><ToUserName><![CDATA[gh_events0001]]></ToUserName><Encrypt><![CDATA[{enc}]]></Encrypt></xml>")
+    # The official encrypted JSON vector, verbatim.
+    official = "+qdx1OKCy+5JPCBFWw70tm0fJGb2Jmeia4FCB7kao+/Q5c/ohsOzQHi8khUOb05JCpj0JB4RvQMkUyus8TPxLKJGQqcvZqzDpVzazhZv6JsXUnnR8XGT740XgXZUXQ7vJVnAG+tE8NUd4yFyjPy7GgiaviNrlCTj+l5kdfMuFUPpRSrfMZuMcp3Fn2Pede2IuQrKEYwKSqFIZoNqJ4M8EajAsjLY2km32IIjdf8YL/P50F7mStwntrA2cPDrM1kb6mOcfBgRtWygb3VIYnSeOBrebufAlr7F9mFUPAJGj04="
+    oq = {"signature": "6c5c811b55cc85e0e1b54100749188c20beb3f5d", "timestamp": "1714112445", "nonce": "415670741",
+          "openid": "o9AgO5Kd5ggOC-bXrbNODIiE3bGY", "encrypt_type": "aes", "msg_signature": "046e02f8204d34f8ba5fa3b1db94908f3df2e9b3"}
+    assert sha1_sorted("AAAAA", "1714112445", "415670741", official) == oq["msg_signature"]
+    out["official-encrypted-json"] = event("POST", "wxba5fad812f8e6fb9", oq, json.dumps({"ToUserName": "gh_97417a04a28d", "Encrypt": official}), "application/json")
+    for name, ev in out.items():
+        with open(os.path.join(HERE, f"{name}.json"), "w") as f:
+            json.dump(ev, f, indent=2, ensure_ascii=False)
+            f.write("\n")
+    print(f"wrote {len(out)} events")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+//! Every sample in events/ through the Lambda handler (lambda_http's own API Gateway v2
+//! parsing), against a stand-in Udesk, with the answer each must get.
+
+use std::sync::Arc;
+
+use wxdesk::http::RouteKind;
+use wxdesk::wechat::crypto::MsgCrypt;
+use wxdesk::wechat::signature::msg_signature;
+use wxdesk::wechat::xml::Doc;
+use wxdesk_tests::*;
+
+const EVENTS_CONFIG: &str = include_str!("../../events/wxdesk.toml");
+const EVENTS_AES_KEY: &str = "eventsAESkey0000000000000000000000000000001";
+
+enum Expect {
+    Echo(&'static str),
+    Body(&'static str),
+    Skipped,
+    EncryptedXml(&'static str, &'static str),
+    EncryptedJson(&'static str, &'static str),
+}
+
+fn expectation(name: &str) -> Option<Expect> {
+    use Expect::*;
+    Some(match name {
+        "verify-get" => Body("4375120948345356249"),
+        "message-text" => Echo("echo: When do the new children's clothes arrive?"),
+        "message-image" | "message-voice" | "message-video" | "message-shortvideo"
+        | "message-location" | "message-link" => Echo("echo: "),
+        "event-subscribe"
+        | "event-subscribe-qrscene"
+        | "event-unsubscribe"
+        | "event-scan"
+        | "event-click" => Echo("echo: "),
+        "event-location"
+        | "event-view"
+        | "event-templatesendjobfinish"
+        | "event-kf-create-session"
+        | "event-kf-close-session"
+        | "event-kf-switch-session" => Skipped,
+        "mp-json-text" => Echo("echo: this is a test"),
+        "mp-json-miniprogrampage" | "mp-json-user-enter-tempsession" => Echo("echo: "),
+        "safe-mode-text" => EncryptedXml("wxevents00000001", "echo: safe mode hello"),
+        "official-encrypted-json" => EncryptedJson("wxba5fad812f8e6fb9", "echo: "),
+        _ => return None,
+    })
+}
+
+#[tokio::test]
+async fn every_sample_event_gets_its_answer() {
+    let desk = udesk_wechat().await;
+    let dir = std::env::temp_dir().join(format!("wxdesk-events-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = EVENTS_CONFIG
+        .replace(
+            "http://127.0.0.1:8081/weixin/events",
+            &desk.url("/weixin/events"),
+        )
+        .replace("\".wxdesk-data/events\"", &format!("{dir:?}"));
+    let svc = Arc::new(
+        wxdesk::Services::build(wxdesk::Config::parse(&text).unwrap())
+            .await
+            .unwrap(),
+    );
+
+    let events_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../events");
+    let mut names: Vec<String> = std::fs::read_dir(events_dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|n| n.strip_suffix(".json").map(str::to_owned))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 24, "{names:?}");
+    for name in names {
+        let expect = expectation(&name)
+            .unwrap_or_else(|| panic!("events/{name}.json has no expectation in this test"));
+        let raw = std::fs::read_to_string(format!("{events_dir}/{name}.json")).unwrap();
+        let req = lambda_http::request::from_str(&raw).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let hits_before = desk.hits();
+        let resp = wxdesk::http::lambda::handle(&svc, RouteKind::WechatCallback, req).await;
+        let body = resp.body_str().to_owned();
+        assert_eq!(resp.status, 200, "{name}: {body}");
+        match expect {
+            Expect::Body(b) => assert_eq!(body, b, "{name}"),
+            Expect::Skipped => {
+                assert_eq!(body, "success", "{name}");
+                assert_eq!(desk.hits(), hits_before, "{name} must not reach the desk");
+            }
+            Expect::Echo(content) => {
+                let doc = if body.starts_with('{') {
+                    Doc::parse_json(&body)
+                } else {
+                    Doc::parse_xml(&body)
+                }
+                .unwrap_or_else(|e| panic!("{name}: {e}: {body}"));
+                assert_eq!(doc.get("Content"), Some(content), "{name}");
+                assert_eq!(doc.get("MsgType"), Some("text"), "{name}");
+                assert_eq!(desk.hits(), hits_before + 1, "{name}");
+            }
+            Expect::EncryptedXml(appid, content) => {
+                let doc = Doc::parse_xml(&body).unwrap();
+                let enc = doc.get("Encrypt").unwrap();
+                assert_eq!(
+                    doc.get("MsgSignature").unwrap(),
+                    msg_signature(
+                        "events-token",
+                        doc.get("TimeStamp").unwrap(),
+                        doc.get("Nonce").unwrap(),
+                        enc
+                    )
+                );
+                let plain = MsgCrypt::new(EVENTS_AES_KEY)
+                    .unwrap()
+                    .decrypt(enc, appid)
+                    .unwrap();
+                assert_eq!(
+                    Doc::parse_xml(&plain).unwrap().get("Content"),
+                    Some(content),
+                    "{name}"
+                );
+            }
+            Expect::EncryptedJson(appid, content) => {
+                let v: serde_json::Value =
+                    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{name}: {e}: {body}"));
+                let enc = v["Encrypt"].as_str().unwrap();
+                assert_eq!(
+                    v["MsgSignature"],
+                    msg_signature(
+                        "AAAAA",
+                        &v["TimeStamp"].to_string(),
+                        v["Nonce"].as_str().unwrap(),
+                        enc
+                    )
+                );
+                let plain = MsgCrypt::new(&"A".repeat(43))
+                    .unwrap()
+                    .decrypt(enc, appid)
+                    .unwrap();
+                let inner: serde_json::Value = serde_json::from_str(&plain).unwrap();
+                assert_eq!(inner["Content"], content, "{name}");
+                // The desk got the official vector's event as WeChat XML.
+                let sent = Doc::parse_xml(desk.bodies().last().unwrap()).unwrap();
+                assert_eq!(sent.get("Event"), Some("debug_demo"));
+                assert_eq!(sent.get("debug_str"), Some("hello world"));
+            }
+        }
+    }
+    // No fixture carries a real secret: the only key material is test values.
+    for entry in std::fs::read_dir(events_dir).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        assert!(!text.contains("test-secret") && !text.contains("\"secret\""));
+    }
+}
