@@ -1,1 +1,87 @@
-fn main() {}
+//! The push pipeline without I/O: verify + decrypt + parse + dedup key + encrypted reply,
+//! for a safe-mode text push (XML) and the official encrypted JSON vector.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use wxdesk::wechat::crypto::MsgCrypt;
+use wxdesk::wechat::message::{Format, Message};
+use wxdesk::wechat::reply::{encrypt_field, encrypt_reply};
+use wxdesk::wechat::signature::{matches, msg_signature, push_signature};
+
+const TOKEN: &str = "bench-token";
+const APPID: &str = "wxbench000000001";
+const REPLY: &str = "<xml><ToUserName><![CDATA[oUser]]></ToUserName><FromUserName><![CDATA[gh_bench]]></FromUserName>\
+<CreateTime>1714112445</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[An agent will be with you shortly]]></Content></xml>";
+
+fn pipeline(
+    crypt: &MsgCrypt,
+    token: &str,
+    appid: &str,
+    ts: &str,
+    nonce: &str,
+    sig: &str,
+    msg_sig: &str,
+    body: &str,
+    format: Format,
+) -> String {
+    assert!(matches(&push_signature(token, ts, nonce), sig));
+    let enc = encrypt_field(body, format).expect("Encrypt");
+    assert!(matches(&msg_signature(token, ts, nonce, &enc), msg_sig));
+    let plain = crypt.decrypt(&enc, appid).expect("decrypt");
+    let msg = Message::parse(&plain).expect("parse");
+    black_box(msg.dedup_key(appid));
+    encrypt_reply(REPLY, format, crypt, token, appid, ts, nonce)
+}
+
+fn bench(c: &mut Criterion) {
+    let key = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+    let crypt = MsgCrypt::new(key).unwrap();
+    let (ts, nonce) = ("1714112445", "415670741");
+    let push = "<xml><ToUserName><![CDATA[gh_bench]]></ToUserName><FromUserName><![CDATA[oUser0000000000000000000001]]></FromUserName>\
+<CreateTime>1714112445</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[When do the new children's clothes arrive?]]></Content>\
+<MsgId>24000000000000001</MsgId></xml>";
+    let enc = crypt.encrypt(push, APPID);
+    let body = format!(
+        "<xml><ToUserName><![CDATA[gh_bench]]></ToUserName><Encrypt><![CDATA[{enc}]]></Encrypt></xml>"
+    );
+    let sig = push_signature(TOKEN, ts, nonce);
+    let msig = msg_signature(TOKEN, ts, nonce, &enc);
+    c.bench_function("safe_mode_xml_text_push", |b| {
+        b.iter(|| {
+            pipeline(
+                &crypt,
+                TOKEN,
+                APPID,
+                ts,
+                nonce,
+                &sig,
+                &msig,
+                black_box(&body),
+                Format::Xml,
+            )
+        })
+    });
+
+    let official = MsgCrypt::new(&"A".repeat(43)).unwrap();
+    let oenc = include_str!("../../tests/fixtures/official_vector_encrypt.txt").trim();
+    let obody = format!("{{\"ToUserName\":\"gh_97417a04a28d\",\"Encrypt\":\"{oenc}\"}}");
+    c.bench_function("official_json_vector", |b| {
+        b.iter(|| {
+            pipeline(
+                &official,
+                "AAAAA",
+                "wxba5fad812f8e6fb9",
+                "1714112445",
+                "415670741",
+                "6c5c811b55cc85e0e1b54100749188c20beb3f5d",
+                "046e02f8204d34f8ba5fa3b1db94908f3df2e9b3",
+                black_box(&obody),
+                Format::Json,
+            )
+        })
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -53,7 +53,8 @@ impl std::fmt::Debug for Secret {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    store: StoreConfig,
+    #[serde(default)]
+    store: Option<StoreConfig>,
     #[serde(default)]
     wechat: WechatConfig,
     #[serde(default)]
@@ -179,6 +180,11 @@ pub struct Config {
 
 impl Config {
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        Self::parse_with_store(text, None)
+    }
+
+    /// Parses with `[store]` supplied from outside (deployments name their own tables).
+    pub fn parse_with_store(text: &str, store: Option<StoreConfig>) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| syntax_error(text, &e))?;
         let mut by_appid = HashMap::new();
         for (i, app) in raw.apps.iter().enumerate() {
@@ -224,7 +230,10 @@ impl Config {
             }
         }
         check_url(&raw.wechat.api_base).map_err(|p| invalid("wechat.api_base", p))?;
-        match &raw.store {
+        let store = store
+            .or(raw.store)
+            .ok_or_else(|| invalid("store", "missing: add a [store] section"))?;
+        match &store {
             StoreConfig::Embedded { path } if path.as_os_str().is_empty() => {
                 return Err(invalid("store.path", "must not be empty"));
             }
@@ -250,7 +259,7 @@ impl Config {
             ));
         }
         Ok(Config {
-            store: raw.store,
+            store,
             wechat: raw.wechat,
             callback: raw.callback,
             apps: raw.apps,
@@ -267,14 +276,31 @@ impl Config {
     }
 
     /// Lambda: the document in `WXDESK_CONFIG`, or a file named by `WXDESK_CONFIG_FILE`.
+    /// When template.yaml sets `WXDESK_DEDUP_TABLE` (and `WXDESK_TOKENS_TABLE`,
+    /// `WXDESK_MEDIA_BUCKET`), those resources replace the document's `[store]`.
     pub fn from_env() -> Result<Config, ConfigError> {
-        if let Ok(text) = std::env::var("WXDESK_CONFIG") {
-            return Self::parse(&text);
-        }
-        if let Ok(path) = std::env::var("WXDESK_CONFIG_FILE") {
-            return Self::load_file(&path);
-        }
-        Err(ConfigError::NotSet)
+        let text = match (
+            std::env::var("WXDESK_CONFIG"),
+            std::env::var("WXDESK_CONFIG_FILE"),
+        ) {
+            (Ok(text), _) => text,
+            (Err(_), Ok(path)) => std::fs::read_to_string(&path)
+                .map_err(|source| ConfigError::Read { path, source })?,
+            _ => return Err(ConfigError::NotSet),
+        };
+        let store = std::env::var("WXDESK_DEDUP_TABLE")
+            .ok()
+            .filter(|t| !t.is_empty())
+            .map(|dedup_table| StoreConfig::Aws {
+                dedup_table,
+                tokens_table: std::env::var("WXDESK_TOKENS_TABLE")
+                    .ok()
+                    .filter(|t| !t.is_empty()),
+                media_bucket: std::env::var("WXDESK_MEDIA_BUCKET")
+                    .ok()
+                    .filter(|t| !t.is_empty()),
+            });
+        Self::parse_with_store(&text, store)
     }
 
     pub fn app(&self, appid: &str) -> Option<&AppConfig> {
@@ -349,6 +375,37 @@ url = "https://demo.udesk.cn/weixin/abc"
         // Secrets never show in Debug output.
         assert!(!format!("{c:?}").contains("s3cr3t-value"));
         assert!(!format!("{c:?}").contains("AAAAAAAAAAAA"));
+    }
+
+    #[test]
+    fn deployments_supply_the_store() {
+        let no_store = GOOD.replace(
+            "[store]\nbackend = \"embedded\"\npath = \".wxdesk-data\"\n",
+            "",
+        );
+        assert!(
+            Config::parse(&no_store)
+                .unwrap_err()
+                .to_string()
+                .contains("[store]")
+        );
+        let aws = StoreConfig::Aws {
+            dedup_table: "t".into(),
+            tokens_table: None,
+            media_bucket: None,
+        };
+        assert_eq!(
+            Config::parse_with_store(&no_store, Some(aws.clone()))
+                .unwrap()
+                .store,
+            aws
+        );
+        assert_eq!(
+            Config::parse_with_store(GOOD, Some(aws.clone()))
+                .unwrap()
+                .store,
+            aws
+        );
     }
 
     #[test]

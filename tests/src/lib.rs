@@ -259,7 +259,7 @@ pub async fn start_local(svc: Arc<wxdesk::Services>) -> String {
 pub fn moto() -> &'static str {
     static URL: OnceLock<String> = OnceLock::new();
     URL.get_or_init(|| {
-        let url = match std::env::var("WXDESK_MOTO_URL") {
+        match std::env::var("WXDESK_MOTO_URL") {
             Ok(u) => u,
             Err(_) => {
                 let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -269,6 +269,8 @@ pub fn moto() -> &'static str {
                      while kill -0 {pid} 2>/dev/null; do sleep 1; done; kill $m",
                     pid = std::process::id()
                 );
+                // The watchdog shell lives as long as this process; nothing waits for it.
+                #[allow(clippy::zombie_processes)]
                 std::process::Command::new("sh").arg("-c").arg(script).spawn().expect(
                     "cannot start moto: install it with `pip install 'moto[server]'` or set WXDESK_MOTO_URL",
                 );
@@ -283,8 +285,7 @@ pub fn moto() -> &'static str {
                 }
                 url
             }
-        };
-        url
+        }
     })
 }
 

@@ -21,6 +21,14 @@ pub enum XmlError {
 
 const MAX_DEPTH: usize = 8;
 
+/// An element being read: name, children so far, text so far, whether any text was CDATA.
+struct Open {
+    name: String,
+    children: Vec<(String, Value)>,
+    text: String,
+    cdata: bool,
+}
+
 /// An element's content: a text leaf or child elements in document order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Value {
@@ -80,8 +88,7 @@ impl Doc {
 
     pub fn parse_xml(input: &str) -> Result<Doc, XmlError> {
         let mut reader = Reader::from_str(input);
-        // Stack of open elements: (name, children, text buffer, saw cdata).
-        let mut stack: Vec<(String, Vec<(String, Value)>, String, bool)> = Vec::new();
+        let mut stack: Vec<Open> = Vec::new();
         let mut root: Option<Vec<(String, Value)>> = None;
         loop {
             let ev = reader
@@ -95,17 +102,17 @@ impl Doc {
                     if stack.len() >= MAX_DEPTH {
                         return Err(XmlError::TooDeep(MAX_DEPTH));
                     }
-                    stack.push((
-                        s.name().into_inner().to_owned(),
-                        Vec::new(),
-                        String::new(),
-                        false,
-                    ));
+                    stack.push(Open {
+                        name: s.name().into_inner().to_owned(),
+                        children: Vec::new(),
+                        text: String::new(),
+                        cdata: false,
+                    });
                 }
                 Event::Empty(s) => {
                     let name = s.name().into_inner().to_owned();
                     match stack.last_mut() {
-                        Some(top) => top.1.push((
+                        Some(top) => top.children.push((
                             name,
                             Value::Text {
                                 text: String::new(),
@@ -117,30 +124,35 @@ impl Doc {
                 }
                 Event::Text(t) => {
                     if let Some(top) = stack.last_mut() {
-                        top.2.push_str(&t.xml10_content());
+                        top.text.push_str(&t.xml10_content());
                     } else if !t.xml10_content().trim().is_empty() {
                         return Err(XmlError::Malformed("text outside the root element".into()));
                     }
                 }
                 Event::GeneralRef(r) => {
                     if let Some(top) = stack.last_mut() {
-                        top.2.push('&');
-                        top.2.push_str(&r.into_inner());
-                        top.2.push(';');
+                        top.text.push('&');
+                        top.text.push_str(&r.into_inner());
+                        top.text.push(';');
                     }
                 }
                 Event::CData(c) => {
                     if let Some(top) = stack.last_mut() {
                         // Keep CDATA text apart from escaped text: mark it and append raw,
                         // escaping `&` so the single unescape pass below restores it verbatim.
-                        top.2.push_str(&quick_xml::escape::minimal_escape(
+                        top.text.push_str(&quick_xml::escape::minimal_escape(
                             c.xml10_content().as_ref(),
                         ));
-                        top.3 = true;
+                        top.cdata = true;
                     }
                 }
                 Event::End(_) => {
-                    let (name, children, text, cdata) = stack
+                    let Open {
+                        name,
+                        children,
+                        text,
+                        cdata,
+                    } = stack
                         .pop()
                         .ok_or_else(|| XmlError::Malformed("unbalanced end tag".into()))?;
                     let value = if children.is_empty() {
@@ -152,7 +164,7 @@ impl Doc {
                         Value::Children(children)
                     };
                     match stack.last_mut() {
-                        Some(parent) => parent.1.push((name, value)),
+                        Some(parent) => parent.children.push((name, value)),
                         None => {
                             root = Some(match value {
                                 Value::Children(c) => c,
