@@ -41,6 +41,15 @@ pub fn judge_answer(body: &str) -> Result<DeskReply, DeskError> {
     }
 }
 
+/// The channel URL carries Udesk's channel token: keep it out of errors.
+fn transport_error(e: reqwest::Error, timeout: Duration) -> DeskError {
+    if e.is_timeout() {
+        DeskError::Timeout(timeout)
+    } else {
+        DeskError::Transport(e.without_url().to_string())
+    }
+}
+
 #[async_trait]
 impl Desk for UdeskWechat {
     async fn forward(
@@ -57,25 +66,12 @@ impl Desk for UdeskWechat {
             .timeout(timeout)
             .send()
             .await
-            // The channel URL carries Udesk's channel token: keep it out of errors.
-            .map_err(|e| {
-                if e.is_timeout() {
-                    DeskError::Timeout(timeout)
-                } else {
-                    DeskError::Transport(e.without_url().to_string())
-                }
-            })?;
+            .map_err(|e| transport_error(e, timeout))?;
         let status = sent.status();
         if !status.is_success() {
             return Err(DeskError::Status(status.as_u16()));
         }
-        let body = sent.text().await.map_err(|e| {
-            if e.is_timeout() {
-                DeskError::Timeout(timeout)
-            } else {
-                DeskError::Transport(e.without_url().to_string())
-            }
-        })?;
+        let body = sent.text().await.map_err(|e| transport_error(e, timeout))?;
         judge_answer(&body)
     }
 }

@@ -176,17 +176,10 @@ impl Message {
     }
 
     pub fn from_doc(doc: Doc, format: Format) -> Result<Message, MessageError> {
-        let f = |name: &str| doc.get(name).unwrap_or("").to_owned();
-        let opt = |name: &str| doc.get(name).filter(|v| !v.is_empty()).map(str::to_owned);
-        let req = |name: &'static str| {
-            doc.get(name)
-                .filter(|v| !v.is_empty())
-                .map(str::to_owned)
-                .ok_or(MessageError::Missing(name))
-        };
+        let req = |name: &'static str| doc.non_empty(name).ok_or(MessageError::Missing(name));
 
         let from_user = req("FromUserName")?;
-        let to_user = f("ToUserName");
+        let to_user = doc.text("ToUserName");
         let ct = req("CreateTime")?;
         let create_time = ct
             .trim()
@@ -198,47 +191,47 @@ impl Message {
         let msg_type = req("MsgType")?;
         // Messages carry MsgId; template/mass-send events MsgID. Kept as text: it is 64-bit
         // and some JSON pushes send it as a string.
-        let msg_id = opt("MsgId");
+        let msg_id = doc.non_empty("MsgId");
 
         let kind = match msg_type.as_str() {
             "text" => Kind::Text {
-                content: f("Content"),
-                bizmsgmenuid: opt("bizmsgmenuid"),
+                content: doc.text("Content"),
+                bizmsgmenuid: doc.non_empty("bizmsgmenuid"),
             },
             "image" => Kind::Image {
-                pic_url: f("PicUrl"),
-                media_id: f("MediaId"),
+                pic_url: doc.text("PicUrl"),
+                media_id: doc.text("MediaId"),
             },
             "voice" => Kind::Voice {
-                media_id: f("MediaId"),
-                format: f("Format"),
-                recognition: opt("Recognition"),
+                media_id: doc.text("MediaId"),
+                format: doc.text("Format"),
+                recognition: doc.non_empty("Recognition"),
             },
             "video" => Kind::Video {
-                media_id: f("MediaId"),
-                thumb_media_id: f("ThumbMediaId"),
+                media_id: doc.text("MediaId"),
+                thumb_media_id: doc.text("ThumbMediaId"),
             },
             "shortvideo" => Kind::ShortVideo {
-                media_id: f("MediaId"),
-                thumb_media_id: f("ThumbMediaId"),
+                media_id: doc.text("MediaId"),
+                thumb_media_id: doc.text("ThumbMediaId"),
             },
             "location" => Kind::Location {
-                latitude: f("Location_X"),
-                longitude: f("Location_Y"),
-                scale: f("Scale"),
-                label: f("Label"),
+                latitude: doc.text("Location_X"),
+                longitude: doc.text("Location_Y"),
+                scale: doc.text("Scale"),
+                label: doc.text("Label"),
             },
             "link" => Kind::Link {
-                title: f("Title"),
-                description: f("Description"),
-                url: f("Url"),
+                title: doc.text("Title"),
+                description: doc.text("Description"),
+                url: doc.text("Url"),
             },
             "miniprogrampage" => Kind::MiniProgramPage {
-                title: f("Title"),
-                app_id: f("AppId"),
-                page_path: f("PagePath"),
-                thumb_url: f("ThumbUrl"),
-                thumb_media_id: f("ThumbMediaId"),
+                title: doc.text("Title"),
+                app_id: doc.text("AppId"),
+                page_path: doc.text("PagePath"),
+                thumb_url: doc.text("ThumbUrl"),
+                thumb_media_id: doc.text("ThumbMediaId"),
             },
             "event" => Kind::Event(parse_event(&doc)?),
             other => Kind::Unknown {
@@ -304,48 +297,50 @@ impl Message {
 }
 
 fn parse_event(doc: &Doc) -> Result<Event, MessageError> {
-    let f = |name: &str| doc.get(name).unwrap_or("").to_owned();
-    let opt = |name: &str| doc.get(name).filter(|v| !v.is_empty()).map(str::to_owned);
     let event = doc
         .get("Event")
         .filter(|v| !v.is_empty())
         .ok_or(MessageError::Missing("Event"))?;
     Ok(match event {
         "subscribe" => Event::Subscribe {
-            scene: opt("EventKey").and_then(|k| k.strip_prefix("qrscene_").map(str::to_owned)),
-            ticket: opt("Ticket"),
+            scene: doc
+                .non_empty("EventKey")
+                .and_then(|k| k.strip_prefix("qrscene_").map(str::to_owned)),
+            ticket: doc.non_empty("Ticket"),
         },
         "unsubscribe" => Event::Unsubscribe,
         "SCAN" => Event::Scan {
-            scene: f("EventKey"),
-            ticket: opt("Ticket"),
+            scene: doc.text("EventKey"),
+            ticket: doc.non_empty("Ticket"),
         },
         "LOCATION" => Event::Location {
-            latitude: f("Latitude"),
-            longitude: f("Longitude"),
-            precision: f("Precision"),
+            latitude: doc.text("Latitude"),
+            longitude: doc.text("Longitude"),
+            precision: doc.text("Precision"),
         },
-        "CLICK" => Event::Click { key: f("EventKey") },
+        "CLICK" => Event::Click {
+            key: doc.text("EventKey"),
+        },
         "VIEW" => Event::View {
-            url: f("EventKey"),
-            menu_id: opt("MenuId"),
+            url: doc.text("EventKey"),
+            menu_id: doc.non_empty("MenuId"),
         },
         "TEMPLATESENDJOBFINISH" => Event::TemplateSendJobFinish {
-            msg_id: f("MsgID"),
-            status: f("Status"),
+            msg_id: doc.text("MsgID"),
+            status: doc.text("Status"),
         },
         "kf_create_session" => Event::KfCreateSession {
-            kf_account: f("KfAccount"),
+            kf_account: doc.text("KfAccount"),
         },
         "kf_close_session" => Event::KfCloseSession {
-            kf_account: f("KfAccount"),
+            kf_account: doc.text("KfAccount"),
         },
         "kf_switch_session" => Event::KfSwitchSession {
-            from_kf_account: f("FromKfAccount"),
-            to_kf_account: f("ToKfAccount"),
+            from_kf_account: doc.text("FromKfAccount"),
+            to_kf_account: doc.text("ToKfAccount"),
         },
         "user_enter_tempsession" => Event::UserEnterTempSession {
-            session_from: f("SessionFrom"),
+            session_from: doc.text("SessionFrom"),
         },
         other => Event::Other {
             event: other.to_owned(),

@@ -78,6 +78,16 @@ impl Doc {
             .and_then(|(_, v)| v.as_text())
     }
 
+    /// A top-level text field, "" when absent.
+    pub fn text(&self, name: &str) -> String {
+        self.get(name).unwrap_or("").to_owned()
+    }
+
+    /// A top-level text field, None when absent or empty.
+    pub fn non_empty(&self, name: &str) -> Option<String> {
+        self.get(name).filter(|v| !v.is_empty()).map(str::to_owned)
+    }
+
     pub fn get_value(&self, name: &str) -> Option<&Value> {
         self.fields.iter().find(|(k, _)| k == name).map(|(_, v)| v)
     }
