@@ -42,6 +42,11 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
+    /// Constant-time equality with a presented value.
+    pub fn matches(&self, presented: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.len() == presented.len() && bool::from(self.0.as_bytes().ct_eq(presented.as_bytes()))
+    }
 }
 
 impl std::fmt::Debug for Secret {
@@ -59,6 +64,8 @@ struct RawConfig {
     wechat: WechatConfig,
     #[serde(default)]
     callback: CallbackConfig,
+    #[serde(default)]
+    media: MediaConfig,
     #[serde(default)]
     apps: Vec<AppConfig>,
 }
@@ -82,12 +89,42 @@ pub enum StoreConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct WechatConfig {
     pub api_base: String,
+    /// Each call to WeChat's API gives up after this.
+    pub timeout_ms: u64,
+    /// Readers use a stored access_token while it has more than this left.
+    pub token_min_valid_secs: u64,
+    /// The scheduled refresher renews tokens with less than this left (keep it above the
+    /// schedule's period plus `token_min_valid_secs`).
+    pub token_refresh_window_secs: u64,
 }
 
 impl Default for WechatConfig {
     fn default() -> Self {
         Self {
             api_base: "https://api.weixin.qq.com".into(),
+            timeout_ms: 4000,
+            token_min_valid_secs: 300,
+            token_refresh_window_secs: 1500,
+        }
+    }
+}
+
+/// Media staged on its way between WeChat and a desk.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// Larger downloads are answered with a redirect to a presigned URL (API Gateway and
+    /// Lambda cap a response near 6 MB, and base64 makes bytes a third larger).
+    pub max_inline_bytes: u64,
+    /// Lifetime of those presigned URLs.
+    pub presign_secs: u64,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            max_inline_bytes: 4 * 1024 * 1024,
+            presign_secs: 300,
         }
     }
 }
@@ -155,6 +192,13 @@ pub struct AppConfig {
     #[serde(default)]
     pub previous_encoding_aes_key: Option<Secret>,
     pub secret: Secret,
+    /// Get tokens from `cgi-bin/stable_token` instead of `cgi-bin/token`.
+    #[serde(default)]
+    pub stable_token: bool,
+    /// The secret path segment of the Udesk simulated domain (`/udesk/{appid}/{key}`);
+    /// without it the simulated domain is closed for this account.
+    #[serde(default)]
+    pub gateway_key: Option<Secret>,
     /// Overrides `[callback] skip_events` for this account.
     #[serde(default)]
     pub skip_events: Option<Vec<String>>,
@@ -174,6 +218,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub wechat: WechatConfig,
     pub callback: CallbackConfig,
+    pub media: MediaConfig,
     pub apps: Vec<AppConfig>,
     by_appid: HashMap<String, usize>,
 }
@@ -223,6 +268,21 @@ impl Config {
                     "needs encoding_aes_key as well",
                 ));
             }
+            if let Some(k) = &app.gateway_key
+                && (k.expose().len() < 16
+                    || !k
+                        .expose()
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+            {
+                return Err(invalid(
+                    key("gateway_key"),
+                    "must be at least 16 letters, digits, '-' or '_' (it is a URL path segment and a password)",
+                ));
+            }
+            if app.secret.expose().is_empty() {
+                return Err(invalid(key("secret"), "must not be empty"));
+            }
             match &app.desk {
                 DeskConfig::UdeskWechat { url } => {
                     check_url(url).map_err(|p| invalid(key("desk.url"), p))?
@@ -230,6 +290,32 @@ impl Config {
             }
         }
         check_url(&raw.wechat.api_base).map_err(|p| invalid("wechat.api_base", p))?;
+        if !(500..=30_000).contains(&raw.wechat.timeout_ms) {
+            return Err(invalid(
+                "wechat.timeout_ms",
+                "must be between 500 and 30000",
+            ));
+        }
+        if raw.wechat.token_min_valid_secs < 30 || raw.wechat.token_min_valid_secs > 3600 {
+            return Err(invalid(
+                "wechat.token_min_valid_secs",
+                "must be between 30 and 3600 (tokens live 7200 s)",
+            ));
+        }
+        if raw.wechat.token_refresh_window_secs <= raw.wechat.token_min_valid_secs
+            || raw.wechat.token_refresh_window_secs > 6000
+        {
+            return Err(invalid(
+                "wechat.token_refresh_window_secs",
+                "must be above token_min_valid_secs and at most 6000",
+            ));
+        }
+        if raw.media.presign_secs < 10 || raw.media.presign_secs > 7 * 24 * 3600 {
+            return Err(invalid(
+                "media.presign_secs",
+                "must be between 10 and 604800",
+            ));
+        }
         let store = store
             .or(raw.store)
             .ok_or_else(|| invalid("store", "missing: add a [store] section"))?;
@@ -262,6 +348,7 @@ impl Config {
             store,
             wechat: raw.wechat,
             callback: raw.callback,
+            media: raw.media,
             apps: raw.apps,
             by_appid,
         })

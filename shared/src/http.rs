@@ -1,20 +1,27 @@
 //! Transport-neutral requests and responses, the route table, and the adapter that lets the
 //! same handlers serve API Gateway (lambda_http) and the local server.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 
 use crate::services::Services;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Request {
     pub method: http::Method,
     pub path: String,
     /// Decoded query parameters in order.
     pub query: Vec<(String, String)>,
+    pub headers: http::HeaderMap,
     pub body: Bytes,
 }
 
 impl Request {
+    pub fn header(&self, name: http::header::HeaderName) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
     pub fn query(&self, name: &str) -> Option<&str> {
         self.query
             .iter()
@@ -32,31 +39,56 @@ impl Request {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     pub status: u16,
-    pub content_type: &'static str,
+    pub content_type: Cow<'static, str>,
+    /// Headers beyond Content-Type.
+    pub headers: Vec<(http::header::HeaderName, String)>,
     pub body: Bytes,
 }
 
 impl Response {
-    pub fn text(status: u16, body: impl Into<String>) -> Self {
+    fn new(status: u16, content_type: &'static str, body: impl Into<Bytes>) -> Self {
         Self {
             status,
-            content_type: "text/plain; charset=utf-8",
-            body: Bytes::from(body.into()),
+            content_type: Cow::Borrowed(content_type),
+            headers: Vec::new(),
+            body: body.into(),
         }
+    }
+    pub fn text(status: u16, body: impl Into<String>) -> Self {
+        Self::new(status, "text/plain; charset=utf-8", body.into())
     }
     pub fn xml(body: impl Into<String>) -> Self {
-        Self {
-            status: 200,
-            content_type: "text/xml; charset=utf-8",
-            body: Bytes::from(body.into()),
-        }
+        Self::new(200, "text/xml; charset=utf-8", body.into())
     }
     pub fn json(body: impl Into<String>) -> Self {
+        Self::new(200, "application/json; charset=utf-8", body.into())
+    }
+    pub fn json_status(status: u16, body: &serde_json::Value) -> Self {
+        Self::new(status, "application/json; charset=utf-8", body.to_string())
+    }
+    pub fn bytes(content_type: String, body: Bytes) -> Self {
         Self {
             status: 200,
-            content_type: "application/json; charset=utf-8",
-            body: Bytes::from(body.into()),
+            content_type: Cow::Owned(content_type),
+            headers: Vec::new(),
+            body,
         }
+    }
+    pub fn redirect(location: String) -> Self {
+        let mut r = Self::new(302, "text/plain; charset=utf-8", "");
+        r.headers.push((http::header::LOCATION, location));
+        r
+    }
+    pub fn with_header(mut self, name: http::header::HeaderName, value: String) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+    /// Text-like bodies go to API Gateway as text, everything else base64-encoded.
+    pub fn is_text(&self) -> bool {
+        let ct = self.content_type.as_ref();
+        ct.starts_with("text/")
+            || ct.starts_with("application/json")
+            || ct.starts_with("application/xml")
     }
     pub fn body_str(&self) -> &str {
         std::str::from_utf8(&self.body).unwrap_or("")
@@ -68,23 +100,70 @@ impl Response {
 pub enum RouteKind {
     /// `GET|POST /wechat/{appid}`
     WechatCallback,
+    /// `GET|POST /udesk/{appid}/{key}` (or `/udesk/{key}?appid=`): Udesk's simulated
+    /// WeChat domain, told apart by method and query.
+    UdeskGateway,
+    /// `GET /udesk/{appid}/{key}/template/get_all_private_template`
+    UdeskTemplateList,
+    /// `POST /udesk/{appid}/{key}/message/template/send`
+    UdeskTemplateSend,
+}
+
+impl RouteKind {
+    pub fn is_udesk(self) -> bool {
+        matches!(
+            self,
+            RouteKind::UdeskGateway | RouteKind::UdeskTemplateList | RouteKind::UdeskTemplateSend
+        )
+    }
+
+    /// The largest request body the route takes.
+    pub fn max_body_bytes(self, config: &crate::Config) -> usize {
+        match self {
+            RouteKind::WechatCallback => config.callback.max_body_bytes,
+            // A 10 MB video plus the multipart framing.
+            RouteKind::UdeskGateway => 11 * 1024 * 1024,
+            RouteKind::UdeskTemplateList | RouteKind::UdeskTemplateSend => 256 * 1024,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     pub kind: RouteKind,
+    /// From the path; empty when the request names it in `?appid=` instead.
     pub appid: String,
+    /// The secret path segment of routes that have one.
+    pub key: Option<crate::config::Secret>,
 }
 
 /// Matches a request path (leading API Gateway stage segments are tolerated).
 pub fn route(path: &str) -> Option<Route> {
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let i = segs.iter().position(|s| *s == "wechat")?;
+    let i = segs.iter().position(|s| *s == "wechat" || *s == "udesk")?;
+    let r = |kind, appid: &str, key: Option<&str>| {
+        Some(Route {
+            kind,
+            appid: appid.to_owned(),
+            key: key.map(crate::config::Secret::new),
+        })
+    };
     match &segs[i..] {
-        ["wechat", appid] => Some(Route {
-            kind: RouteKind::WechatCallback,
-            appid: (*appid).to_owned(),
-        }),
+        ["wechat", appid] => r(RouteKind::WechatCallback, appid, None),
+        ["udesk", rest @ ..] => {
+            let (base, kind) = match rest {
+                [base @ .., "template", "get_all_private_template"] => {
+                    (base, RouteKind::UdeskTemplateList)
+                }
+                [base @ .., "message", "template", "send"] => (base, RouteKind::UdeskTemplateSend),
+                base => (base, RouteKind::UdeskGateway),
+            };
+            match base {
+                [appid, key] => r(kind, appid, Some(key)),
+                [key] => r(kind, "", Some(key)),
+                _ => None,
+            }
+        }
         _ => None,
     }
 }
@@ -94,7 +173,70 @@ pub async fn dispatch(svc: &Services, route: &Route, req: &Request) -> Response 
         RouteKind::WechatCallback => {
             crate::source::wechat_push::handle(svc, &route.appid, req).await
         }
+        RouteKind::UdeskGateway | RouteKind::UdeskTemplateList | RouteKind::UdeskTemplateSend => {
+            crate::desk::udesk_wechat::gateway::handle(svc, route, req).await
+        }
     }
+}
+
+/// The one file part named `field` of a multipart/form-data body: (file name, content
+/// type, bytes).
+pub fn multipart_part(
+    content_type: &str,
+    body: &Bytes,
+    field: &str,
+) -> Result<(String, String, Bytes), String> {
+    let boundary = content_type
+        .split(';')
+        .find_map(|p| {
+            let (k, v) = p.trim().split_once('=')?;
+            k.eq_ignore_ascii_case("boundary")
+                .then(|| v.trim().trim_matches('"').to_owned())
+        })
+        .filter(|b| !b.is_empty())
+        .ok_or("the request is not multipart/form-data with a boundary")?;
+    let delim = format!("--{boundary}");
+    let data = body.as_ref();
+    let mut pos = find(data, delim.as_bytes(), 0).ok_or("no multipart boundary in the body")?;
+    loop {
+        let start = pos + delim.len();
+        if data[start..].starts_with(b"--") {
+            return Err(format!("no part named {field:?}"));
+        }
+        let head_start = start + 2; // CRLF after the boundary
+        let head_end =
+            find(data, b"\r\n\r\n", head_start).ok_or("a multipart part has no header end")?;
+        let headers = String::from_utf8_lossy(&data[head_start.min(head_end)..head_end]);
+        let next = find(data, format!("\r\n{delim}").as_bytes(), head_end + 4)
+            .ok_or("a multipart part is not terminated")?;
+        let mut name = None;
+        let mut filename = String::new();
+        let mut ct = String::from("application/octet-stream");
+        for line in headers.split("\r\n") {
+            let Some((k, v)) = line.split_once(':') else {
+                continue;
+            };
+            if k.trim().eq_ignore_ascii_case("content-disposition") {
+                for p in v.split(';').map(str::trim) {
+                    if let Some(n) = p.strip_prefix("name=") {
+                        name = Some(n.trim_matches('"').to_owned());
+                    } else if let Some(f) = p.strip_prefix("filename=") {
+                        filename = f.trim_matches('"').to_owned();
+                    }
+                }
+            } else if k.trim().eq_ignore_ascii_case("content-type") {
+                ct = v.trim().to_owned();
+            }
+        }
+        if name.as_deref() == Some(field) {
+            return Ok((filename, ct, body.slice(head_end + 4..next)));
+        }
+        pos = next + 2;
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
+    memchr::memmem::find(hay.get(from..)?, needle).map(|i| i + from)
 }
 
 pub mod lambda {
@@ -131,19 +273,31 @@ pub mod lambda {
             method: req.method().clone(),
             path: req.uri().path().to_owned(),
             query,
+            headers: req.headers().clone(),
             body,
         }
     }
 
     pub fn to_lambda_response(resp: Response) -> lambda_http::Response<Body> {
-        let body = match String::from_utf8(resp.body.to_vec()) {
-            Ok(s) if s.is_empty() => Body::Empty,
-            Ok(s) => Body::Text(s),
-            Err(e) => Body::Binary(e.into_bytes()),
+        let text = resp.is_text();
+        let body = if resp.body.is_empty() {
+            Body::Empty
+        } else if text {
+            match String::from_utf8(resp.body.to_vec()) {
+                Ok(s) => Body::Text(s),
+                Err(e) => Body::Binary(e.into_bytes()),
+            }
+        } else {
+            // lambda_http base64-encodes binary bodies for API Gateway.
+            Body::Binary(resp.body.to_vec())
         };
-        lambda_http::Response::builder()
+        let mut builder = lambda_http::Response::builder()
             .status(resp.status)
-            .header("Content-Type", resp.content_type)
+            .header("Content-Type", resp.content_type.as_ref());
+        for (name, value) in &resp.headers {
+            builder = builder.header(name, value);
+        }
+        builder
             .body(body)
             .unwrap_or_else(|_| lambda_http::Response::new(Body::Empty))
     }
@@ -152,14 +306,28 @@ pub mod lambda {
     /// else from the path itself.
     pub async fn handle(svc: &Services, kind: RouteKind, req: lambda_http::Request) -> Response {
         let request = to_request(&req);
-        let from_params = req
-            .path_parameters_ref()
-            .and_then(|p| p.first("appid"))
-            .map(str::to_owned);
-        let found = match (from_params, route(&request.path)) {
-            (Some(appid), _) => Some(super::Route { kind, appid }),
-            (None, Some(r)) if r.kind == kind => Some(r),
-            _ => None,
+        let found = match route(&request.path) {
+            Some(r) if r.kind == kind => Some(r),
+            // The simulated-domain function serves every Udesk path it is given.
+            Some(r) if kind == RouteKind::UdeskGateway && r.kind.is_udesk() => Some(r),
+            // A custom domain's base path can hide the route's own prefix: fall back on
+            // what API Gateway matched.
+            _ => req.path_parameters_ref().and_then(|p| {
+                let key = p.first("key").map(crate::config::Secret::new);
+                p.first("appid")
+                    .map(|appid| super::Route {
+                        kind,
+                        appid: appid.to_owned(),
+                        key: key.clone(),
+                    })
+                    .or_else(|| {
+                        key.map(|k| super::Route {
+                            kind,
+                            appid: String::new(),
+                            key: Some(k),
+                        })
+                    })
+            }),
         };
         match found {
             Some(r) => dispatch(svc, &r, &request).await,

@@ -8,6 +8,7 @@ pub mod desk;
 pub mod http;
 #[cfg(feature = "local")]
 pub mod local;
+pub mod refresher;
 pub mod services;
 pub mod source;
 pub mod store;

@@ -23,11 +23,11 @@ async fn serve_one(svc: &Services, req: hyper::Request<hyper::body::Incoming>) -
     };
     // Read at most one byte more than allowed, so an oversize body is refused without
     // being buffered whole.
-    let limit = svc.config.callback.max_body_bytes;
+    let limit = r.kind.max_body_bytes(&svc.config);
     let body = match Limited::new(body, limit + 1).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => {
-            tracing::warn!(appid = %r.appid, "request body over the limit or unreadable");
+            tracing::warn!(appid = %r.appid, limit, "request body over the limit or unreadable");
             return Response::text(413, "body too large");
         }
     };
@@ -43,6 +43,7 @@ async fn serve_one(svc: &Services, req: hyper::Request<hyper::body::Incoming>) -
             method: parts.method,
             path,
             query,
+            headers: parts.headers,
             body,
         },
     )
@@ -53,10 +54,15 @@ fn to_hyper(resp: Response) -> hyper::Response<Full<Bytes>> {
     let mut out = hyper::Response::new(Full::new(resp.body));
     *out.status_mut() =
         http::StatusCode::from_u16(resp.status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
-    out.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static(resp.content_type),
-    );
+    let headers = out.headers_mut();
+    if let Ok(v) = http::HeaderValue::from_str(&resp.content_type) {
+        headers.insert(http::header::CONTENT_TYPE, v);
+    }
+    for (name, value) in resp.headers {
+        if let Ok(v) = http::HeaderValue::from_str(&value) {
+            headers.append(name, v);
+        }
+    }
     out
 }
 

@@ -7,8 +7,13 @@ use std::sync::Arc;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError, DeskConfig, StoreConfig};
 use crate::desk::{Desk, http_client, udesk_wechat::UdeskWechat};
-use crate::store::{InboxStore, StoreError, aws::AwsStore, embedded::EmbeddedStore};
+use crate::store::aws::{AwsStore, AwsTokens, S3Media};
+use crate::store::embedded::{EmbeddedMedia, EmbeddedStore};
+use crate::store::{InboxStore, MediaStore, NotConfigured, StoreError, TokenStore};
+use crate::wechat::api::WechatApi;
 use crate::wechat::crypto::MsgCrypt;
+use crate::wechat::media::Media;
+use crate::wechat::token::TokenAuthority;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
@@ -25,9 +30,65 @@ pub struct AppCrypto {
     pub previous: Option<MsgCrypt>,
 }
 
+/// The three stores, from one backend.
+#[derive(Clone)]
+pub struct Stores {
+    pub inbox: Arc<dyn InboxStore>,
+    pub tokens: Arc<dyn TokenStore>,
+    pub media: Arc<dyn MediaStore>,
+}
+
+impl Stores {
+    pub async fn open(config: &StoreConfig) -> Result<Stores, StoreError> {
+        Ok(match config {
+            StoreConfig::Embedded { path } => {
+                let db = Arc::new(EmbeddedStore::open(path)?);
+                Stores {
+                    inbox: db.clone(),
+                    tokens: db,
+                    media: Arc::new(EmbeddedMedia::open(&path.join("media"))?),
+                }
+            }
+            StoreConfig::Aws {
+                dedup_table,
+                tokens_table,
+                media_bucket,
+            } => {
+                let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+                let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+                Stores {
+                    inbox: Arc::new(AwsStore::new(ddb.clone(), dedup_table)),
+                    tokens: match tokens_table {
+                        Some(t) => Arc::new(AwsTokens::new(ddb, t)),
+                        None => Arc::new(NotConfigured("store.tokens_table (WXDESK_TOKENS_TABLE)")),
+                    },
+                    media: match media_bucket {
+                        Some(b) => {
+                            // Custom endpoints (moto, MinIO, LocalStack) want path-style
+                            // URLs; AWS itself takes virtual-hosted ones.
+                            let custom = std::env::var_os("AWS_ENDPOINT_URL_S3")
+                                .or_else(|| std::env::var_os("AWS_ENDPOINT_URL"))
+                                .is_some();
+                            let s3 = aws_sdk_s3::Client::from_conf(
+                                aws_sdk_s3::config::Builder::from(&sdk)
+                                    .force_path_style(custom)
+                                    .build(),
+                            );
+                            Arc::new(S3Media::new(s3, b))
+                        }
+                        None => Arc::new(NotConfigured("store.media_bucket (WXDESK_MEDIA_BUCKET)")),
+                    },
+                }
+            }
+        })
+    }
+}
+
 pub struct Services {
     pub config: Config,
     pub inbox: Arc<dyn InboxStore>,
+    pub media_store: Arc<dyn MediaStore>,
+    pub wechat: Arc<WechatApi>,
     pub clock: Arc<dyn Clock>,
     desks: HashMap<String, Arc<dyn Desk>>,
     crypto: HashMap<String, AppCrypto>,
@@ -36,11 +97,8 @@ pub struct Services {
 impl Services {
     /// Builds services on the store the config names.
     pub async fn build(config: Config) -> Result<Services, InitError> {
-        let inbox: Arc<dyn InboxStore> = match &config.store {
-            StoreConfig::Embedded { path } => Arc::new(EmbeddedStore::open(path)?),
-            StoreConfig::Aws { dedup_table, .. } => Arc::new(AwsStore::from_env(dedup_table).await),
-        };
-        Ok(Self::with_parts(config, inbox, Arc::new(SystemClock)))
+        let stores = Stores::open(&config.store).await?;
+        Ok(Self::with_parts(config, stores, Arc::new(SystemClock)))
     }
 
     /// Lambda init: config from WXDESK_CONFIG / WXDESK_CONFIG_FILE.
@@ -48,12 +106,15 @@ impl Services {
         Self::build(Config::from_env()?).await
     }
 
-    pub fn with_parts(
-        config: Config,
-        inbox: Arc<dyn InboxStore>,
-        clock: Arc<dyn Clock>,
-    ) -> Services {
+    pub fn with_parts(config: Config, stores: Stores, clock: Arc<dyn Clock>) -> Services {
         let client = http_client();
+        let tokens = Arc::new(TokenAuthority::new(
+            stores.tokens,
+            client.clone(),
+            &config.wechat,
+            clock.clone(),
+        ));
+        let wechat = Arc::new(WechatApi::new(client.clone(), &config.wechat, tokens));
         let mut desks: HashMap<String, Arc<dyn Desk>> = HashMap::new();
         let mut crypto = HashMap::new();
         for app in &config.apps {
@@ -78,7 +139,9 @@ impl Services {
         }
         Services {
             config,
-            inbox,
+            inbox: stores.inbox,
+            media_store: stores.media,
+            wechat,
             clock,
             desks,
             crypto,
@@ -91,5 +154,12 @@ impl Services {
 
     pub fn crypto(&self, appid: &str) -> Option<&AppCrypto> {
         self.crypto.get(appid)
+    }
+
+    pub fn media(&self) -> Media<'_> {
+        Media {
+            api: &self.wechat,
+            store: self.media_store.as_ref(),
+        }
     }
 }

@@ -18,7 +18,9 @@ use wxdesk::wechat::crypto::MsgCrypt;
 use wxdesk::wechat::signature::{msg_signature, push_signature};
 use wxdesk::wechat::xml::{Doc, Value};
 
-/// What a stand-in answers: status, content type, body, after an optional delay.
+pub mod wechat;
+
+/// What a stand-in answers: status, body, after an optional delay.
 pub struct Answer {
     pub status: u16,
     pub body: String,
@@ -26,6 +28,35 @@ pub struct Answer {
 }
 
 type Handler = Arc<dyn Fn(&hyper::Method, &str, &str) -> Answer + Send + Sync>;
+
+/// A request as a stand-in saw it.
+pub struct Seen {
+    pub method: hyper::Method,
+    pub uri: String,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+}
+
+/// A stand-in's full answer: status, headers, bytes, after an optional delay.
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Bytes,
+    pub delay: Duration,
+}
+
+impl Reply {
+    pub fn json(v: serde_json::Value) -> Reply {
+        Reply {
+            status: 200,
+            headers: vec![("content-type", "application/json; encoding=utf-8".into())],
+            body: Bytes::from(v.to_string()),
+            delay: Duration::ZERO,
+        }
+    }
+}
+
+pub type RawHandler = Arc<dyn Fn(&Seen) -> Reply + Send + Sync>;
 
 /// A loopback HTTP server that records every request it gets.
 pub struct StandIn {
@@ -36,6 +67,23 @@ pub struct StandIn {
 
 impl StandIn {
     pub async fn start(handler: Handler) -> StandIn {
+        Self::start_raw(Arc::new(move |seen: &Seen| {
+            let a = handler(
+                &seen.method,
+                &seen.uri,
+                &String::from_utf8_lossy(&seen.body),
+            );
+            Reply {
+                status: a.status,
+                headers: Vec::new(),
+                body: Bytes::from(a.body),
+                delay: a.delay,
+            }
+        }))
+        .await
+    }
+
+    pub async fn start_raw(handler: RawHandler) -> StandIn {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
@@ -50,25 +98,33 @@ impl StandIn {
                     let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         let (reqs, h, handler) = (reqs.clone(), h.clone(), handler.clone());
                         async move {
-                            let method = req.method().clone();
-                            let uri = req.uri().to_string();
-                            let body = req
-                                .into_body()
+                            let (parts, body) = req.into_parts();
+                            let body = body
                                 .collect()
                                 .await
                                 .map(|b| b.to_bytes())
                                 .unwrap_or_default();
-                            let body = String::from_utf8_lossy(&body).into_owned();
+                            let seen = Seen {
+                                method: parts.method,
+                                uri: parts.uri.to_string(),
+                                headers: parts.headers,
+                                body,
+                            };
                             h.fetch_add(1, Ordering::SeqCst);
-                            reqs.lock().unwrap().push((uri.clone(), body.clone()));
-                            let answer = handler(&method, &uri, &body);
+                            reqs.lock().unwrap().push((
+                                seen.uri.clone(),
+                                String::from_utf8_lossy(&seen.body).into_owned(),
+                            ));
+                            let answer = handler(&seen);
                             if !answer.delay.is_zero() {
                                 tokio::time::sleep(answer.delay).await;
                             }
-                            let mut resp =
-                                hyper::Response::new(Full::new(Bytes::from(answer.body)));
+                            let mut resp = hyper::Response::new(Full::new(answer.body));
                             *resp.status_mut() =
                                 hyper::StatusCode::from_u16(answer.status).unwrap();
+                            for (k, v) in answer.headers {
+                                resp.headers_mut().insert(k, v.parse().unwrap());
+                            }
                             Ok::<_, Infallible>(resp)
                         }
                     });
@@ -104,7 +160,7 @@ impl StandIn {
 }
 
 /// A stand-in Udesk simulated-WeChat channel (seed 001 §1). It takes WeChat XML and, by
-/// the text content, answers: `quiet` → "", `slow` → a reply after 6 s, `fail` → HTTP
+/// the text content, answers: `transfer` → a transfer_customer_service reply, `quiet` → "", `slow` → a reply after 6 s, `fail` → HTTP
 /// 500, `garbage` → an HTML page with 200; anything else → a passive text reply
 /// "echo: <content>" with To/From swapped, as the seed's example shows.
 pub async fn udesk_wechat() -> StandIn {
@@ -133,6 +189,16 @@ pub async fn udesk_wechat() -> StandIn {
             r.to_xml()
         };
         match content.as_str() {
+            "transfer" => Answer {
+                status: 200,
+                body: format!(
+                    "<xml><ToUserName><![CDATA[{}]]></ToUserName><FromUserName><![CDATA[{}]]></FromUserName>\
+                     <CreateTime>12345678</CreateTime><MsgType><![CDATA[transfer_customer_service]]></MsgType></xml>",
+                    doc.get("FromUserName").unwrap_or(""),
+                    doc.get("ToUserName").unwrap_or("")
+                ),
+                delay: Duration::ZERO,
+            },
             "quiet" => Answer {
                 status: 200,
                 body: String::new(),
@@ -167,6 +233,7 @@ pub const TOKEN: &str = "test-token";
 pub const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
 pub const APPID: &str = "wxtest0000000001";
 pub const MP_APPID: &str = "wxtestmp00000002";
+pub const GATEWAY_KEY: &str = "gw-test-key-0123456789";
 
 /// Config for tests: one Official Account and one Mini Program, both on `desk_url`.
 pub fn config_text(store: &str, desk_url: &str, extra: &str) -> String {
@@ -180,6 +247,7 @@ kind = "official_account"
 token = "{TOKEN}"
 encoding_aes_key = "{AES_KEY}"
 secret = "test-secret"
+gateway_key = "{GATEWAY_KEY}"
 [apps.desk]
 kind = "udesk_wechat"
 url = "{desk_url}"
@@ -190,6 +258,7 @@ kind = "mini_program"
 token = "{TOKEN}"
 encoding_aes_key = "{AES_KEY}"
 secret = "test-secret"
+gateway_key = "{GATEWAY_KEY}"
 [apps.desk]
 kind = "udesk_wechat"
 url = "{desk_url}"
@@ -316,4 +385,32 @@ pub async fn moto_inbox() -> wxdesk::store::aws::AwsStore {
         .await
         .expect("create table in moto");
     wxdesk::store::aws::AwsStore::new(ddb, table)
+}
+
+/// All three stores in moto: fresh inbox and tokens tables and a fresh bucket.
+pub async fn moto_stores() -> wxdesk::services::Stores {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let cfg = moto_sdk_config().await;
+    let ddb = aws_sdk_dynamodb::Client::new(&cfg);
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&cfg)
+            .force_path_style(true)
+            .build(),
+    );
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    let tokens = format!("tokens-{}-{n}", std::process::id());
+    let bucket = format!("media-{}-{n}", std::process::id());
+    wxdesk::store::aws::create_tokens_table(&ddb, &tokens)
+        .await
+        .expect("create tokens table in moto");
+    s3.create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("create bucket in moto");
+    wxdesk::services::Stores {
+        inbox: Arc::new(moto_inbox().await),
+        tokens: Arc::new(wxdesk::store::aws::AwsTokens::new(ddb, tokens)),
+        media: Arc::new(wxdesk::store::aws::S3Media::new(s3, bucket)),
+    }
 }

@@ -163,7 +163,7 @@ async fn callback_on_dynamodb_forwards_concurrent_duplicates_once() {
     .unwrap();
     let svc = Arc::new(wxdesk::Services::with_parts(
         config,
-        Arc::new(moto_inbox().await),
+        moto_stores().await,
         Arc::new(wxdesk::clock::SystemClock),
     ));
     let base = start_local(svc).await;
@@ -187,4 +187,86 @@ async fn callback_on_dynamodb_forwards_concurrent_duplicates_once() {
     }
     assert_eq!(desk.hits(), 1, "{bodies:?}");
     assert!(bodies.iter().any(|b| b.contains("echo: dynamo once")));
+}
+
+/// The token record's rules, the same on both stores: one lease at a time, a stale reader
+/// cannot lease, replace is compare-and-set, invalidate only touches the failing token.
+async fn token_rules(store: &dyn wxdesk::store::TokenStore) {
+    let now = wxdesk::clock::unix_ms();
+    let appid = format!("wxT{now}");
+    assert_eq!(store.get(&appid).await.unwrap(), None);
+    assert!(
+        store
+            .try_lease(&appid, "a", 0, now, now + 1000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .try_lease(&appid, "b", 0, now + 10, now + 1010)
+            .await
+            .unwrap(),
+        "lease held"
+    );
+    // A's lease lapses; B takes over and stores its token first.
+    assert!(
+        store
+            .try_lease(&appid, "b", 0, now + 2000, now + 3000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .replace(&appid, "b", 0, "TOKEN_B", now + 7_200_000)
+            .await
+            .unwrap()
+    );
+    // A's late answer must not overwrite B's newer token.
+    assert!(
+        !store
+            .replace(&appid, "a", 0, "TOKEN_A", now + 7_200_000)
+            .await
+            .unwrap()
+    );
+    let rec = store.get(&appid).await.unwrap().unwrap();
+    assert_eq!((rec.token.as_str(), rec.version), ("TOKEN_B", 1));
+    // A reader that saw version 0 cannot start another refresh.
+    assert!(
+        !store
+            .try_lease(&appid, "c", 0, now + 4000, now + 5000)
+            .await
+            .unwrap()
+    );
+    // Invalidation only hits the token that failed.
+    assert!(!store.invalidate(&appid, "TOKEN_A").await.unwrap());
+    assert!(store.invalidate(&appid, "TOKEN_B").await.unwrap());
+    assert_eq!(store.get(&appid).await.unwrap().unwrap().expires_at_ms, 0);
+    // A failed fetch gives the lease back.
+    assert!(
+        store
+            .try_lease(&appid, "c", 1, now + 4000, now + 9000)
+            .await
+            .unwrap()
+    );
+    store.release(&appid, "c").await.unwrap();
+    assert!(
+        store
+            .try_lease(&appid, "d", 1, now + 4001, now + 9000)
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn token_rules_on_dynamodb() {
+    let stores = moto_stores().await;
+    token_rules(stores.tokens.as_ref()).await;
+}
+
+#[tokio::test]
+async fn token_rules_on_the_embedded_store() {
+    let dir = std::env::temp_dir().join(format!("wxdesk-tokens-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = wxdesk::store::embedded::EmbeddedStore::open(&dir).unwrap();
+    token_rules(&store).await;
 }

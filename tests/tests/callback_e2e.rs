@@ -253,7 +253,9 @@ async fn safe_mode_xml_push_gets_an_encrypted_reply() {
 async fn mini_program_json_safe_mode_gets_an_encrypted_json_reply() {
     let rig = rig("mpjson").await;
     let ts = now_secs();
-    let push = serde_json::json!({"ToUserName":"gh_mp","FromUserName":"oMp","CreateTime":ts,"MsgType":"text","Content":"json hi","MsgId":6000_u64}).to_string();
+    // transfer_customer_service is the passive reply Mini Programs accept (others go
+    // through custom send: tests/udesk_gateway.rs).
+    let push = serde_json::json!({"ToUserName":"gh_mp","FromUserName":"oMp","CreateTime":ts,"MsgType":"text","Content":"transfer","MsgId":6000_u64}).to_string();
     let (query, body) = safe_mode_push(MP_APPID, &push, true, ts, "n6");
     let (status, reply) = rig.post(MP_APPID, &query, &body).await;
     assert_eq!(status, 200, "{reply}");
@@ -274,11 +276,12 @@ async fn mini_program_json_safe_mode_gets_an_encrypted_json_reply() {
         .decrypt(enc, MP_APPID)
         .unwrap();
     let inner: serde_json::Value = serde_json::from_str(&plain).unwrap();
-    assert_eq!(inner["Content"], "echo: json hi");
+    assert_eq!(inner["MsgType"], "transfer_customer_service");
+    assert_eq!(inner["ToUserName"], "oMp");
     assert_eq!(inner["CreateTime"], 12345678);
     // The desk got the JSON push converted to WeChat XML.
     let sent = Doc::parse_xml(&rig.desk.bodies()[0]).unwrap();
-    assert_eq!(sent.get("Content"), Some("json hi"));
+    assert_eq!(sent.get("Content"), Some("transfer"));
     assert_eq!(sent.get("MsgId"), Some("6000"));
 }
 

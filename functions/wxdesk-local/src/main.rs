@@ -43,7 +43,16 @@ async fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    tracing::info!(listen = %listen, apps = svc.config.apps.len(), "wxdesk-local serving /wechat/{{appid}}");
+    tracing::info!(
+        listen = %listen,
+        apps = svc.config.apps.len(),
+        "wxdesk-local serving /wechat/{{appid}} and /udesk/{{appid}}/{{key}}"
+    );
+    // What the token-refresher function does on its EventBridge schedule in AWS.
+    tokio::spawn(wxdesk::refresher::every(
+        svc.clone(),
+        std::time::Duration::from_secs(300),
+    ));
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -6,12 +6,13 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
-use crate::config::AppConfig;
+use crate::config::{AppConfig, AppKind};
 use crate::desk::DeskReply;
 use crate::http::{Request, Response};
 use crate::services::{AppCrypto, Services};
 use crate::store::{Claim, NewClaim, Outcome, new_claim_id};
 use crate::wechat::crypto::{CryptoError, MsgCrypt};
+use crate::wechat::kf::{PassivePlan, plan_mini_program_reply};
 use crate::wechat::message::{Format, Message};
 use crate::wechat::reply::{SUCCESS, encrypt_field, encrypt_reply};
 use crate::wechat::signature::{matches, msg_signature, push_signature};
@@ -173,9 +174,15 @@ async fn push(
         Ok(r) => r,
         Err(_) => Err(crate::desk::DeskError::Timeout(budget)),
     };
-    let (outcome_text, answer) = match &result {
+    let (outcome_text, answer) = match result {
         Ok(DeskReply::Empty) => (None, String::new()),
-        Ok(DeskReply::Passive(xml)) => (None, xml.clone()),
+        Ok(DeskReply::Passive(xml)) if app.kind == AppKind::MiniProgram => {
+            match mini_program_reply(svc, app, &msg, xml, deadline).await {
+                Ok(answer) => (None, answer),
+                Err(why) => (Some(why), String::new()),
+            }
+        }
+        Ok(DeskReply::Passive(xml)) => (None, xml),
         Err(e) => (Some(e.to_string()), String::new()),
     };
     if let Some(why) = &outcome_text {
@@ -199,6 +206,35 @@ async fn push(
         }
     }
     render(&answer, &env, app, svc, nonce)
+}
+
+/// Mini Programs take only `transfer_customer_service` as a passive reply: anything else
+/// the desk says goes through the custom-send API inside the deadline, and WeChat gets
+/// `success`. Returns the answer for WeChat, or why the reply was not delivered.
+async fn mini_program_reply(
+    svc: &Services,
+    app: &AppConfig,
+    msg: &Message,
+    xml: String,
+    deadline: Instant,
+) -> Result<String, String> {
+    let plan = plan_mini_program_reply(&xml, &msg.from_user)
+        .map_err(|e| format!("the desk's reply cannot be sent to a mini program: {e}"))?;
+    let kf = match plan {
+        PassivePlan::Keep => return Ok(xml),
+        PassivePlan::Send(kf) => kf,
+    };
+    let budget = deadline
+        .saturating_duration_since(Instant::now())
+        .saturating_sub(RECORD_RESERVE);
+    match tokio::time::timeout(budget, svc.wechat.custom_send(app, &kf.to_json())).await {
+        Ok(Ok(_)) => {
+            info!(appid = %app.appid, msgtype = %kf.msgtype, "mini program: desk reply sent through custom send");
+            Ok(String::new())
+        }
+        Ok(Err(e)) => Err(format!("custom send of the desk's reply failed: {e}")),
+        Err(_) => Err("custom send of the desk's reply did not finish in time".to_owned()),
+    }
 }
 
 type Refusal = (u16, String);

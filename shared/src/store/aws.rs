@@ -1,7 +1,8 @@
-//! The AWS store: DynamoDB for the inbox (dedup) table. Correct across any number of Lambda
+//! The AWS stores: DynamoDB for the inbox (dedup) and tokens tables, S3 for media. Correct across any number of Lambda
 //! instances because every decision is a conditional write, never read-then-write.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -12,7 +13,10 @@ use aws_sdk_dynamodb::types::{
     ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TimeToLiveSpecification,
 };
 
-use super::{Claim, EntryState, InboxEntry, InboxStore, NewClaim, Outcome, StoreError, decide};
+use super::{
+    Claim, EntryState, InboxEntry, InboxStore, MediaStore, NewClaim, Outcome, StagedMedia,
+    StoreError, TokenRecord, TokenStore, decide,
+};
 
 /// Attribute DynamoDB's TTL deletes on (lazily: reads check it too).
 pub const TTL_ATTRIBUTE: &str = "expires_at";
@@ -68,6 +72,17 @@ impl AwsStore {
 
 /// Creates the inbox table as template.yaml declares it (for local runs and tests).
 pub async fn create_dedup_table(ddb: &Client, table: &str) -> Result<(), StoreError> {
+    create_table(ddb, table).await?;
+    enable_ttl(ddb, table).await
+}
+
+/// Creates the tokens table as template.yaml declares it (for local runs and tests).
+pub async fn create_tokens_table(ddb: &Client, table: &str) -> Result<(), StoreError> {
+    create_table(ddb, table).await
+}
+
+/// A table keyed by the string `pk`, billed per request.
+async fn create_table(ddb: &Client, table: &str) -> Result<(), StoreError> {
     ddb.create_table()
         .table_name(table)
         .billing_mode(BillingMode::PayPerRequest)
@@ -88,6 +103,10 @@ pub async fn create_dedup_table(ddb: &Client, table: &str) -> Result<(), StoreEr
         .send()
         .await
         .map_err(|e| sdk_err("CreateTable", e))?;
+    Ok(())
+}
+
+async fn enable_ttl(ddb: &Client, table: &str) -> Result<(), StoreError> {
     ddb.update_time_to_live()
         .table_name(table)
         .time_to_live_specification(
@@ -261,5 +280,327 @@ impl InboxStore for AwsStore {
             .read(key)
             .await?
             .filter(|e| e.expires_at * 1000 > now_ms))
+    }
+}
+
+fn is_condition_failed(e: &SdkError<UpdateItemError, impl std::fmt::Debug>) -> bool {
+    matches!(e, SdkError::ServiceError(se) if matches!(se.err(), UpdateItemError::ConditionalCheckFailedException(_)))
+}
+
+/// access_tokens in their own DynamoDB table, one item per appid.
+#[derive(Clone)]
+pub struct AwsTokens {
+    ddb: Client,
+    table: String,
+}
+
+impl AwsTokens {
+    pub fn new(ddb: Client, table: impl Into<String>) -> Self {
+        Self {
+            ddb,
+            table: table.into(),
+        }
+    }
+
+    /// A conditional update; `Ok(None)` when the condition failed.
+    async fn update(
+        &self,
+        what: &str,
+        appid: &str,
+        set: &str,
+        condition: &str,
+        values: &[(&str, AttributeValue)],
+    ) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
+        let mut req = self
+            .ddb
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(appid))
+            .update_expression(set)
+            .condition_expression(condition)
+            .return_values(ReturnValue::AllNew);
+        for (name, attr) in [
+            ("#token", "token"),
+            ("#exp", "expires_at_ms"),
+            ("#version", "version"),
+            ("#owner", "lease_owner"),
+            ("#lease", "lease_until"),
+        ] {
+            if set.contains(name) || condition.contains(name) {
+                req = req.expression_attribute_names(name, attr);
+            }
+        }
+        for (k, v) in values {
+            req = req.expression_attribute_values(*k, v.clone());
+        }
+        match req.send().await {
+            Ok(out) => Ok(Some(out.attributes.unwrap_or_default())),
+            Err(e) if is_condition_failed(&e) => Ok(None),
+            Err(e) => Err(sdk_err(what, e)),
+        }
+    }
+}
+
+fn token_from_item(
+    appid: &str,
+    item: &HashMap<String, AttributeValue>,
+) -> Result<TokenRecord, StoreError> {
+    let num = |k: &str| -> Result<i64, StoreError> {
+        item.get(k)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| StoreError::Corrupt(format!("token {appid}: bad {k}")))
+    };
+    let text = |k: &str| {
+        item.get(k)
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .unwrap_or_default()
+    };
+    Ok(TokenRecord {
+        token: text("token"),
+        expires_at_ms: num("expires_at_ms")?,
+        version: u64::try_from(num("version")?)
+            .map_err(|_| StoreError::Corrupt(format!("token {appid}: bad version")))?,
+        lease_owner: text("lease_owner"),
+        lease_until_ms: num("lease_until")?,
+    })
+}
+
+#[async_trait]
+impl TokenStore for AwsTokens {
+    async fn get(&self, appid: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let out = self
+            .ddb
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(appid))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_err("GetItem (token)", e))?;
+        out.item().map(|i| token_from_item(appid, i)).transpose()
+    }
+
+    async fn try_lease(
+        &self,
+        appid: &str,
+        owner: &str,
+        seen_version: u64,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let v = i64::try_from(seen_version).map_err(|_| StoreError::Corrupt("version".into()))?;
+        let item = self
+            .update(
+                "UpdateItem (token lease)",
+                appid,
+                "SET #owner = :me, #lease = :until, #version = if_not_exists(#version, :zero), \
+                 #token = if_not_exists(#token, :empty), #exp = if_not_exists(#exp, :zero)",
+                "attribute_not_exists(pk) OR (#lease < :now AND #version = :seen)",
+                &[
+                    (":me", s(owner)),
+                    (":until", n(until_ms)),
+                    (":now", n(now_ms)),
+                    (":seen", n(v)),
+                    (":zero", n(0)),
+                    (":empty", s("")),
+                ],
+            )
+            .await?;
+        Ok(item.is_some())
+    }
+
+    async fn replace(
+        &self,
+        appid: &str,
+        owner: &str,
+        version: u64,
+        token: &str,
+        expires_at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let v = i64::try_from(version).map_err(|_| StoreError::Corrupt("version".into()))?;
+        Ok(self
+            .update(
+                "UpdateItem (token replace)",
+                appid,
+                "SET #token = :token, #exp = :exp, #version = :next, #owner = :empty, #lease = :zero",
+                "#version = :v AND #owner = :me",
+                &[
+                    (":token", s(token)),
+                    (":exp", n(expires_at_ms)),
+                    (":next", n(v + 1)),
+                    (":v", n(v)),
+                    (":me", s(owner)),
+                    (":empty", s("")),
+                    (":zero", n(0)),
+                ],
+            )
+            .await?
+            .is_some())
+    }
+
+    async fn release(&self, appid: &str, owner: &str) -> Result<(), StoreError> {
+        self.update(
+            "UpdateItem (token release)",
+            appid,
+            "SET #owner = :empty, #lease = :zero",
+            "#owner = :me",
+            &[(":me", s(owner)), (":empty", s("")), (":zero", n(0))],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn invalidate(&self, appid: &str, token: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .update(
+                "UpdateItem (token invalidate)",
+                appid,
+                "SET #exp = :zero",
+                "#token = :token AND #exp > :zero",
+                &[(":token", s(token)), (":zero", n(0))],
+            )
+            .await?
+            .is_some())
+    }
+}
+
+/// Staged media in an S3 bucket. The bucket's lifecycle rule deletes objects after three
+/// days; reads check the age too, because lifecycle deletion is lazy.
+#[derive(Clone)]
+pub struct S3Media {
+    s3: aws_sdk_s3::Client,
+    bucket: String,
+}
+
+impl S3Media {
+    pub fn new(s3: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
+        Self {
+            s3,
+            bucket: bucket.into(),
+        }
+    }
+
+    fn s3_err<E: std::error::Error + Send + Sync + 'static, R: std::fmt::Debug>(
+        what: &str,
+        e: aws_sdk_s3::error::SdkError<E, R>,
+    ) -> StoreError {
+        StoreError::Unavailable(format!(
+            "{what}: {}",
+            aws_sdk_s3::error::DisplayErrorContext(&e)
+        ))
+    }
+}
+
+fn too_old(last_modified: Option<&aws_sdk_s3::primitives::DateTime>) -> bool {
+    last_modified
+        .and_then(|t| t.to_millis().ok())
+        .is_some_and(|ms| crate::clock::unix_ms() - ms > super::MEDIA_TTL.as_millis() as i64)
+}
+
+/// Non-ASCII file names travel percent-encoded in S3 metadata (which is ASCII-only).
+const FILENAME_META: &str = "filename";
+
+#[async_trait]
+impl MediaStore for S3Media {
+    async fn put(&self, key: &str, media: &StagedMedia) -> Result<(), StoreError> {
+        let filename: String = form_urlencoded::byte_serialize(media.filename.as_bytes()).collect();
+        self.s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(&media.content_type)
+            .metadata(FILENAME_META, filename)
+            .body(aws_sdk_s3::primitives::ByteStream::from(
+                media.bytes.clone(),
+            ))
+            .send()
+            .await
+            .map_err(|e| Self::s3_err("PutObject", e))?;
+        Ok(())
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<StagedMedia>, StoreError> {
+        use aws_sdk_s3::operation::get_object::GetObjectError;
+        let out = match self
+            .s3
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(o) => o,
+            Err(aws_sdk_s3::error::SdkError::ServiceError(se))
+                if matches!(se.err(), GetObjectError::NoSuchKey(_)) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(Self::s3_err("GetObject", e)),
+        };
+        if too_old(out.last_modified()) {
+            return Ok(None);
+        }
+        let content_type = out
+            .content_type()
+            .unwrap_or("application/octet-stream")
+            .to_owned();
+        let filename = out
+            .metadata()
+            .and_then(|m| m.get(FILENAME_META))
+            .map(|f| {
+                form_urlencoded::parse(format!("f={f}").as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default();
+        let bytes = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("GetObject body: {e}")))?
+            .into_bytes();
+        Ok(Some(StagedMedia {
+            bytes,
+            content_type,
+            filename,
+        }))
+    }
+
+    async fn size(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        use aws_sdk_s3::operation::head_object::HeadObjectError;
+        match self
+            .s3
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(o) if too_old(o.last_modified()) => Ok(None),
+            Ok(o) => Ok(o.content_length().and_then(|l| u64::try_from(l).ok())),
+            Err(aws_sdk_s3::error::SdkError::ServiceError(se))
+                if matches!(se.err(), HeadObjectError::NotFound(_)) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(Self::s3_err("HeadObject", e)),
+        }
+    }
+
+    async fn presign(&self, key: &str, ttl: Duration) -> Result<Option<String>, StoreError> {
+        let cfg = aws_sdk_s3::presigning::PresigningConfig::expires_in(ttl)
+            .map_err(|e| StoreError::Unavailable(format!("presign: {e}")))?;
+        let req = self
+            .s3
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .presigned(cfg)
+            .await
+            .map_err(|e| Self::s3_err("presign GetObject", e))?;
+        Ok(Some(req.uri().to_owned()))
     }
 }

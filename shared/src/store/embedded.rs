@@ -13,9 +13,13 @@ use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 
-use super::{Claim, EntryState, InboxEntry, InboxStore, NewClaim, Outcome, StoreError, decide};
+use super::{
+    Claim, EntryState, InboxEntry, InboxStore, MEDIA_TTL, MediaStore, NewClaim, Outcome,
+    StagedMedia, StoreError, TokenRecord, TokenStore, decide, safe_segment,
+};
 
 const INBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("inbox");
+const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
 const MAX_BATCH: usize = 1024;
 const SWEEP_EVERY: Duration = Duration::from_secs(600);
 
@@ -50,6 +54,7 @@ impl EmbeddedStore {
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", file.display())))?;
         let w = db.begin_write().map_err(unavailable)?;
         w.open_table(INBOX).map_err(unavailable)?;
+        w.open_table(TOKENS).map_err(unavailable)?;
         w.commit().map_err(unavailable)?;
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel();
@@ -259,5 +264,244 @@ impl InboxStore for EmbeddedStore {
         let txn = self.db.begin_read().map_err(unavailable)?;
         let table = txn.open_table(INBOX).map_err(unavailable)?;
         Ok(read_entry(&table, key)?.filter(|e| e.expires_at * 1000 > now_ms))
+    }
+}
+
+impl EmbeddedStore {
+    /// One token operation in its own write transaction. redb serialises write
+    /// transactions, so a read-check-write inside one is atomic like a conditional write.
+    async fn token_txn<T: Send + 'static>(
+        &self,
+        appid: &str,
+        f: impl FnOnce(Option<TokenRecord>) -> (Option<TokenRecord>, T) + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = self.db.clone();
+        let appid = appid.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_write().map_err(unavailable)?;
+            let out = {
+                let mut table = txn.open_table(TOKENS).map_err(unavailable)?;
+                let current = match table.get(appid.as_str()).map_err(unavailable)? {
+                    Some(v) => Some(
+                        serde_json::from_slice::<TokenRecord>(v.value())
+                            .map_err(|e| StoreError::Corrupt(format!("token {appid}: {e}")))?,
+                    ),
+                    None => None,
+                };
+                let (write, out) = f(current);
+                if let Some(rec) = write {
+                    let bytes =
+                        serde_json::to_vec(&rec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    table
+                        .insert(appid.as_str(), bytes.as_slice())
+                        .map_err(unavailable)?;
+                }
+                out
+            };
+            txn.commit().map_err(unavailable)?;
+            Ok(out)
+        })
+        .await
+        .map_err(unavailable)?
+    }
+}
+
+#[async_trait]
+impl TokenStore for EmbeddedStore {
+    async fn get(&self, appid: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(unavailable)?;
+        let table = txn.open_table(TOKENS).map_err(unavailable)?;
+        match table.get(appid).map_err(unavailable)? {
+            Some(v) => serde_json::from_slice(v.value())
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt(format!("token {appid}: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    async fn try_lease(
+        &self,
+        appid: &str,
+        owner: &str,
+        seen_version: u64,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let owner = owner.to_owned();
+        self.token_txn(appid, move |cur| {
+            let mut rec = cur.unwrap_or(TokenRecord {
+                token: String::new(),
+                expires_at_ms: 0,
+                version: 0,
+                lease_owner: String::new(),
+                lease_until_ms: 0,
+            });
+            if rec.lease_until_ms >= now_ms || rec.version != seen_version {
+                return (None, false);
+            }
+            rec.lease_owner = owner;
+            rec.lease_until_ms = until_ms;
+            (Some(rec), true)
+        })
+        .await
+    }
+
+    async fn replace(
+        &self,
+        appid: &str,
+        owner: &str,
+        version: u64,
+        token: &str,
+        expires_at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let (owner, token) = (owner.to_owned(), token.to_owned());
+        self.token_txn(appid, move |cur| match cur {
+            Some(mut rec) if rec.version == version && rec.lease_owner == owner => {
+                rec.token = token;
+                rec.expires_at_ms = expires_at_ms;
+                rec.version += 1;
+                rec.lease_owner.clear();
+                rec.lease_until_ms = 0;
+                (Some(rec), true)
+            }
+            _ => (None, false),
+        })
+        .await
+    }
+
+    async fn release(&self, appid: &str, owner: &str) -> Result<(), StoreError> {
+        let owner = owner.to_owned();
+        self.token_txn(appid, move |cur| match cur {
+            Some(mut rec) if rec.lease_owner == owner => {
+                rec.lease_owner.clear();
+                rec.lease_until_ms = 0;
+                (Some(rec), ())
+            }
+            _ => (None, ()),
+        })
+        .await
+    }
+
+    async fn invalidate(&self, appid: &str, token: &str) -> Result<bool, StoreError> {
+        let token = token.to_owned();
+        self.token_txn(appid, move |cur| match cur {
+            Some(mut rec) if rec.token == token && rec.expires_at_ms != 0 => {
+                rec.expires_at_ms = 0;
+                (Some(rec), true)
+            }
+            _ => (None, false),
+        })
+        .await
+    }
+}
+
+/// Staged media in a local directory: one file per object and a small JSON sidecar with
+/// its content type and file name. Objects older than `MEDIA_TTL` read as absent.
+pub struct EmbeddedMedia {
+    dir: PathBuf,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct MediaMeta {
+    content_type: String,
+    filename: String,
+}
+
+impl EmbeddedMedia {
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+        })?;
+        Ok(Self {
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// Keys are `a/b/c`; every segment is made safe, so no key escapes the directory.
+    fn path(&self, key: &str) -> PathBuf {
+        let mut p = self.dir.clone();
+        for seg in key.split('/').filter(|s| !s.is_empty()) {
+            p.push(safe_segment(seg));
+        }
+        p
+    }
+
+    fn live(path: &Path) -> bool {
+        std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age < MEDIA_TTL)
+    }
+}
+
+fn meta_path(p: &Path) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(".meta.json");
+    PathBuf::from(s)
+}
+
+#[async_trait]
+impl MediaStore for EmbeddedMedia {
+    async fn put(&self, key: &str, media: &StagedMedia) -> Result<(), StoreError> {
+        let path = self.path(key);
+        let meta = serde_json::to_vec(&MediaMeta {
+            content_type: media.content_type.clone(),
+            filename: media.filename.clone(),
+        })
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let bytes = media.bytes.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            // Write then rename: a reader never sees half a file.
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            std::fs::write(&tmp, &bytes)?;
+            std::fs::write(meta_path(&path), &meta)?;
+            std::fs::rename(&tmp, &path)
+        })
+        .await
+        .map_err(unavailable)?
+        .map_err(|e| StoreError::Unavailable(format!("media {key}: {e}")))
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<StagedMedia>, StoreError> {
+        let path = self.path(key);
+        if !Self::live(&path) {
+            return Ok(None);
+        }
+        let read = tokio::task::spawn_blocking(move || {
+            let bytes = std::fs::read(&path)?;
+            let meta = std::fs::read(meta_path(&path))?;
+            Ok::<_, std::io::Error>((bytes, meta))
+        })
+        .await
+        .map_err(unavailable)?;
+        let (bytes, meta) = match read {
+            Ok(v) => v,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::Unavailable(format!("media {key}: {e}"))),
+        };
+        let meta: MediaMeta = serde_json::from_slice(&meta)
+            .map_err(|e| StoreError::Corrupt(format!("media {key}: {e}")))?;
+        Ok(Some(StagedMedia {
+            bytes: bytes.into(),
+            content_type: meta.content_type,
+            filename: meta.filename,
+        }))
+    }
+
+    async fn size(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        let path = self.path(key);
+        if !Self::live(&path) {
+            return Ok(None);
+        }
+        Ok(std::fs::metadata(&path).ok().map(|m| m.len()))
+    }
+
+    async fn presign(&self, _key: &str, _ttl: Duration) -> Result<Option<String>, StoreError> {
+        // The local server has no response-size limit: it serves the bytes itself.
+        Ok(None)
     }
 }

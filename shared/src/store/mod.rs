@@ -122,3 +122,146 @@ pub fn new_claim_id() -> String {
     rand::fill(&mut b);
     crate::wechat::signature::hex_lower(&b)
 }
+
+/// One account's access_token record. A record with an empty token exists once somebody
+/// has taken the refresh lease for an account that never had a token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub token: String,
+    pub expires_at_ms: i64,
+    /// Bumped by every replacement: the compare in compare-and-set.
+    pub version: u64,
+    pub lease_owner: String,
+    pub lease_until_ms: i64,
+}
+
+/// The access_token authority's storage. Every change is one conditional write, so any
+/// number of processes (Lambda instances) agree on one token and one refresher.
+#[async_trait]
+pub trait TokenStore: Send + Sync {
+    async fn get(&self, appid: &str) -> Result<Option<TokenRecord>, StoreError>;
+    /// Takes the refresh lease when nobody holds a live one and the record is still at
+    /// `seen_version` (0 when there was none): a caller that read the record before
+    /// somebody else's refresh landed must not refresh again. `replace` then needs the
+    /// same version.
+    async fn try_lease(
+        &self,
+        appid: &str,
+        owner: &str,
+        seen_version: u64,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<bool, StoreError>;
+    /// Compare-and-set: stores the new token only if the record is still at `version` and
+    /// `owner` still holds the lease; releases the lease.
+    async fn replace(
+        &self,
+        appid: &str,
+        owner: &str,
+        version: u64,
+        token: &str,
+        expires_at_ms: i64,
+    ) -> Result<bool, StoreError>;
+    /// Gives the lease back without a new token (the fetch failed).
+    async fn release(&self, appid: &str, owner: &str) -> Result<(), StoreError>;
+    /// Marks `token` expired, only if it is still the stored one (a newer token stays).
+    async fn invalidate(&self, appid: &str, token: &str) -> Result<bool, StoreError>;
+}
+
+/// Staged media: the bytes with what a browser needs to show or save them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagedMedia {
+    pub bytes: bytes::Bytes,
+    pub content_type: String,
+    pub filename: String,
+}
+
+/// Where media passes through: S3, or a local directory. Objects older than `MEDIA_TTL`
+/// are gone (an S3 lifecycle rule; checked on read locally).
+#[async_trait]
+pub trait MediaStore: Send + Sync {
+    async fn put(&self, key: &str, media: &StagedMedia) -> Result<(), StoreError>;
+    async fn get(&self, key: &str) -> Result<Option<StagedMedia>, StoreError>;
+    /// The object's size, without its bytes.
+    async fn size(&self, key: &str) -> Result<Option<u64>, StoreError>;
+    /// A short-lived URL to fetch the object directly, where the store has one.
+    async fn presign(
+        &self,
+        key: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Option<String>, StoreError>;
+}
+
+/// WeChat media ids live 3 days; nothing staged outlives them.
+pub const MEDIA_TTL: std::time::Duration = std::time::Duration::from_secs(3 * 24 * 3600);
+
+/// A media key's last segment made safe for a file name and an S3 key.
+pub fn safe_segment(s: &str) -> String {
+    let out: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(200)
+        .collect();
+    match out.trim_start_matches('.') {
+        "" => "_".to_owned(),
+        t => t.to_owned(),
+    }
+}
+
+/// Stands in for a store the deployment did not configure: every call says which key to
+/// set, so the account's other routes keep working.
+pub struct NotConfigured(pub &'static str);
+
+impl NotConfigured {
+    fn err(&self) -> StoreError {
+        StoreError::Unavailable(format!("not configured: set {}", self.0))
+    }
+}
+
+#[async_trait]
+impl TokenStore for NotConfigured {
+    async fn get(&self, _: &str) -> Result<Option<TokenRecord>, StoreError> {
+        Err(self.err())
+    }
+    async fn try_lease(
+        &self,
+        _: &str,
+        _: &str,
+        _: u64,
+        _: i64,
+        _: i64,
+    ) -> Result<bool, StoreError> {
+        Err(self.err())
+    }
+    async fn replace(&self, _: &str, _: &str, _: u64, _: &str, _: i64) -> Result<bool, StoreError> {
+        Err(self.err())
+    }
+    async fn release(&self, _: &str, _: &str) -> Result<(), StoreError> {
+        Err(self.err())
+    }
+    async fn invalidate(&self, _: &str, _: &str) -> Result<bool, StoreError> {
+        Err(self.err())
+    }
+}
+
+#[async_trait]
+impl MediaStore for NotConfigured {
+    async fn put(&self, _: &str, _: &StagedMedia) -> Result<(), StoreError> {
+        Err(self.err())
+    }
+    async fn get(&self, _: &str) -> Result<Option<StagedMedia>, StoreError> {
+        Err(self.err())
+    }
+    async fn size(&self, _: &str) -> Result<Option<u64>, StoreError> {
+        Err(self.err())
+    }
+    async fn presign(&self, _: &str, _: std::time::Duration) -> Result<Option<String>, StoreError> {
+        Err(self.err())
+    }
+}

@@ -1,6 +1,9 @@
 //! Udesk's "simulated WeChat middleware" channel (seed 001 §1): POST the customer's message
 //! as WeChat XML to the channel URL; Udesk answers "" or a passive-reply XML, which goes
-//! back to WeChat unchanged.
+//! back to WeChat unchanged. The other direction, Udesk calling our "simulated WeChat
+//! domain", is `gateway`.
+
+pub mod gateway;
 
 use std::time::Duration;
 

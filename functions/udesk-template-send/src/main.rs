@@ -1,0 +1,6 @@
+//! Lambda for `POST /udesk/{appid}/{key}/message/template/send`.
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    wxdesk::http::lambda::run(wxdesk::http::RouteKind::UdeskTemplateSend).await
+}

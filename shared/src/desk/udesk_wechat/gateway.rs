@@ -1,0 +1,240 @@
+//! Udesk's "simulated WeChat domain" (seed 001 §2–7): Udesk calls it as if it were
+//! `api.weixin.qq.com`, without an appid and with a virtual access_token. Our domain for
+//! an account is `/udesk/{appid}/{gateway_key}` (or `/udesk/{gateway_key}?appid=`);
+//! requests are told apart by method and query, turned into WeChat API calls with the
+//! shared access_token, and answered with WeChat's own JSON (or the media bytes) so that
+//! Udesk judges success itself. Failures around the call are errcode JSON, never HTML.
+
+use serde_json::{Value, json};
+use tracing::{info, warn};
+
+use crate::config::AppConfig;
+use crate::http::{Request, Response, Route, RouteKind, multipart_part};
+use crate::services::Services;
+use crate::store::StagedMedia;
+use crate::wechat::api::{ApiError, Body};
+use crate::wechat::kf::KfMessage;
+use crate::wechat::media::{Fetched, MediaError};
+
+/// An answer in WeChat's error shape: `errcode` non-zero and a message saying what to fix.
+fn err_json(status: u16, errcode: i64, msg: &str) -> Response {
+    Response::json_status(
+        status,
+        &json!({ "errcode": errcode, "errmsg": format!("wxdesk: {msg}") }),
+    )
+}
+
+/// WeChat answered: its JSON goes back as is, errors included (HTTP 200, as WeChat does);
+/// a failure to reach it is a 502 with errcode JSON.
+fn api_answer(result: Result<Value, ApiError>) -> Response {
+    match result {
+        Ok(v) => Response::json(v.to_string()),
+        Err(e @ ApiError::Wechat { .. }) => Response::json(e.to_json().to_string()),
+        Err(e) => Response::json_status(502, &e.to_json()),
+    }
+}
+
+/// With a simulated domain of the `?appid=` form, Udesk appends its paths after the query:
+/// `/udesk/KEY?appid=wx1/template/get_all_private_template`. Such a path is read back out.
+fn appid_from_query(kind: RouteKind, raw: &str) -> (RouteKind, &str) {
+    if let Some(a) = raw.strip_suffix("/template/get_all_private_template") {
+        (RouteKind::UdeskTemplateList, a)
+    } else if let Some(a) = raw.strip_suffix("/message/template/send") {
+        (RouteKind::UdeskTemplateSend, a)
+    } else {
+        (kind, raw)
+    }
+}
+
+pub async fn handle(svc: &Services, route: &Route, req: &Request) -> Response {
+    let (kind, appid) = if route.appid.is_empty() {
+        appid_from_query(route.kind, req.query("appid").unwrap_or(""))
+    } else {
+        (route.kind, route.appid.as_str())
+    };
+    let Some(app) = svc.config.app(appid) else {
+        warn!(appid, "simulated domain: unknown appid");
+        return err_json(404, 40013, "unknown appid");
+    };
+    let authorised = match (&app.gateway_key, &route.key) {
+        (Some(expected), Some(given)) => expected.matches(given.expose()),
+        _ => false,
+    };
+    if !authorised {
+        warn!(
+            appid,
+            configured = app.gateway_key.is_some(),
+            "simulated domain: missing or wrong gateway key"
+        );
+        return err_json(
+            401,
+            41001,
+            "missing or wrong gateway key in the simulated domain URL",
+        );
+    }
+    let method = &req.method;
+    match kind {
+        RouteKind::UdeskGateway if method == http::Method::POST => match req.query("type") {
+            Some(t) => upload(svc, app, req, t).await,
+            None => send(svc, app, req).await,
+        },
+        RouteKind::UdeskGateway if method == http::Method::GET => {
+            if let Some(media_id) = req.query("media_id") {
+                // Udesk's access_token is virtual: it is never sent on.
+                get_media(svc, app, media_id).await
+            } else if let Some(openid) = req.query("openid") {
+                user_info(svc, app, openid, req.query("lang").unwrap_or("zh_CN")).await
+            } else {
+                err_json(400, 40035, "a GET needs media_id=… or openid=…")
+            }
+        }
+        RouteKind::UdeskTemplateList if method == http::Method::GET => api_answer(
+            svc.wechat
+                .call(
+                    app,
+                    http::Method::GET,
+                    "/cgi-bin/template/get_all_private_template",
+                    &[],
+                    Body::None,
+                )
+                .await,
+        ),
+        RouteKind::UdeskTemplateSend if method == http::Method::POST => {
+            template_send(svc, app, req).await
+        }
+        _ => err_json(405, 43001, &format!("{method} is not used on this path")),
+    }
+}
+
+async fn send(svc: &Services, app: &AppConfig, req: &Request) -> Response {
+    let msg = match KfMessage::parse(&req.body, app.kind) {
+        Ok(m) => m,
+        Err(e) => {
+            warn!(appid = %app.appid, error = %e, "simulated domain: message not convertible");
+            return err_json(400, 40035, &e.to_string());
+        }
+    };
+    let result = svc.wechat.custom_send(app, &msg.to_json()).await;
+    match &result {
+        Ok(_) => info!(appid = %app.appid, msgtype = %msg.msgtype, "agent message sent"),
+        Err(e) => {
+            warn!(appid = %app.appid, msgtype = %msg.msgtype, error = %e, "agent message not sent")
+        }
+    }
+    api_answer(result)
+}
+
+async fn upload(svc: &Services, app: &AppConfig, req: &Request, media_type: &str) -> Response {
+    let content_type = req.header(http::header::CONTENT_TYPE).unwrap_or("");
+    let (filename, part_type, bytes) = match multipart_part(content_type, &req.body, "media") {
+        Ok(p) => p,
+        Err(e) => {
+            warn!(appid = %app.appid, error = %e, "simulated domain: upload without a media part");
+            return err_json(400, 41005, &format!("media upload: {e}"));
+        }
+    };
+    let file = StagedMedia {
+        bytes,
+        content_type: part_type,
+        filename,
+    };
+    match svc.media().upload(app, media_type, file).await {
+        Ok(v) => Response::json(v.to_string()),
+        Err(e) => media_error(app, e),
+    }
+}
+
+fn media_error(app: &AppConfig, e: MediaError) -> Response {
+    warn!(appid = %app.appid, error = %e, "media request failed");
+    let status = match &e {
+        MediaError::Rejected { .. } => 400,
+        MediaError::Api(ApiError::Wechat { .. }) => 200,
+        _ => 502,
+    };
+    Response::json_status(status, &e.to_json())
+}
+
+async fn get_media(svc: &Services, app: &AppConfig, media_id: &str) -> Response {
+    let max_inline = svc.config.media.max_inline_bytes;
+    let fetched = match svc.media().fetch(app, media_id, max_inline).await {
+        Ok(f) => f,
+        Err(e) => return media_error(app, e),
+    };
+    match fetched {
+        Fetched::Inline(m) => {
+            let disposition = format!(
+                "attachment; filename=\"{}\"",
+                crate::store::safe_segment(&m.filename)
+            );
+            Response::bytes(m.content_type, m.bytes)
+                .with_header(http::header::CONTENT_DISPOSITION, disposition)
+        }
+        Fetched::Large { key, size } => {
+            let ttl = std::time::Duration::from_secs(svc.config.media.presign_secs);
+            match svc.media_store.presign(&key, ttl).await {
+                Ok(Some(url)) => {
+                    info!(appid = %app.appid, media_id, size, "large media: redirecting to a presigned URL");
+                    Response::redirect(url)
+                }
+                // A store without URLs (the local directory) serves the bytes itself.
+                Ok(None) => match svc.media_store.get(&key).await {
+                    Ok(Some(m)) => Response::bytes(m.content_type, m.bytes),
+                    Ok(None) => err_json(502, -1, "staged media vanished; try again"),
+                    Err(e) => media_error(app, e.into()),
+                },
+                Err(e) => media_error(app, e.into()),
+            }
+        }
+    }
+}
+
+async fn user_info(svc: &Services, app: &AppConfig, openid: &str, lang: &str) -> Response {
+    if openid.is_empty() {
+        return err_json(400, 40003, "openid is empty");
+    }
+    api_answer(
+        svc.wechat
+            .call(
+                app,
+                http::Method::GET,
+                "/cgi-bin/user/info",
+                &[("openid", openid), ("lang", lang)],
+                Body::None,
+            )
+            .await,
+    )
+}
+
+async fn template_send(svc: &Services, app: &AppConfig, req: &Request) -> Response {
+    let doc: Value = match serde_json::from_slice(&req.body) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => return err_json(400, 47001, "the template message must be a JSON object"),
+    };
+    for field in ["touser", "template_id"] {
+        if doc
+            .get(field)
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            return err_json(400, 40035, &format!("missing field {field}"));
+        }
+    }
+    if !doc.get("data").is_some_and(Value::is_object) {
+        return err_json(
+            400,
+            40035,
+            "missing field data (an object of {key: {value}})",
+        );
+    }
+    api_answer(
+        svc.wechat
+            .call(
+                app,
+                http::Method::POST,
+                "/cgi-bin/message/template/send",
+                &[],
+                Body::Json(doc),
+            )
+            .await,
+    )
+}

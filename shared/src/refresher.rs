@@ -1,0 +1,77 @@
+//! The scheduled token refresher: renews every account's access_token before it gets
+//! close to expiry, so request paths normally find a valid token and never wait for WeChat.
+//! In AWS an EventBridge schedule invokes the `token-refresher` function; the local server
+//! runs the same pass on a timer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tracing::{error, info};
+
+use crate::services::Services;
+use crate::wechat::token::Refresh;
+
+/// One pass over every account: a JSON report, and whether every account is fine.
+pub async fn refresh_all(svc: &Services) -> (Value, bool) {
+    let window = Duration::from_secs(svc.config.wechat.token_refresh_window_secs);
+    let mut report = serde_json::Map::new();
+    let mut ok = true;
+    for app in &svc.config.apps {
+        let entry = match svc.wechat.tokens.refresh_if_due(app, window).await {
+            Ok(Refresh::Fresh { expires_in_secs }) => {
+                json!({ "state": "fresh", "expires_in": expires_in_secs })
+            }
+            Ok(Refresh::Refreshed { expires_in_secs }) => {
+                info!(appid = %app.appid, expires_in_secs, "token refreshed by the schedule");
+                json!({ "state": "refreshed", "expires_in": expires_in_secs })
+            }
+            Ok(Refresh::Busy) => json!({ "state": "another caller is refreshing" }),
+            Err(e) => {
+                ok = false;
+                error!(appid = %app.appid, error = %e, "scheduled token refresh failed");
+                json!({ "state": "failed", "errcode": e.errcode(), "error": e.to_string() })
+            }
+        };
+        report.insert(app.appid.clone(), entry);
+    }
+    (Value::Object(report), ok)
+}
+
+/// The local server's schedule: a pass now and then every `period`.
+pub async fn every(svc: Arc<Services>, period: Duration) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        refresh_all(&svc).await;
+    }
+}
+
+/// The `token-refresher` function's main: any event (the schedule's) runs one pass. A
+/// pass with a failed account fails the invocation, so CloudWatch counts it as an error.
+pub async fn run_lambda() -> Result<(), lambda_http::Error> {
+    use lambda_http::lambda_runtime::{LambdaEvent, service_fn};
+    crate::telemetry::init();
+    let svc = match Services::from_env().await {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            error!(error = %e, "cannot start");
+            return Err(e.into());
+        }
+    };
+    lambda_http::lambda_runtime::run(service_fn(move |_event: LambdaEvent<Value>| {
+        let svc = svc.clone();
+        async move {
+            let (report, ok) = refresh_all(&svc).await;
+            if ok {
+                Ok(report)
+            } else {
+                Err(lambda_http::Error::from(format!(
+                    "token refresh failed: {report}"
+                )))
+            }
+        }
+    }))
+    .await
+}

@@ -1,0 +1,384 @@
+//! A stand-in for WeChat's server API (`api.weixin.qq.com`) speaking its wire format:
+//! `cgi-bin/token` and `cgi-bin/stable_token` (counting calls, able to expire or refuse
+//! tokens), custom send (checking the JSON shape per message type), media upload and
+//! download (bytes, `{"video_url"}` and errcode shapes), user info, templates, and errcodes
+//! injected per path.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use serde_json::{Value, json};
+
+use crate::{Reply, Seen, StandIn};
+
+pub const APP_SECRET: &str = "test-secret";
+
+#[derive(Default)]
+pub struct State {
+    pub token_calls: usize,
+    pub stable_calls: usize,
+    pub stable_force_calls: usize,
+    next_token: usize,
+    pub valid: HashSet<String>,
+    /// Tokens that were valid once: WeChat says 42001 (expired) for them.
+    pub expired: HashSet<String>,
+    /// errcodes to answer, in order, per path (`/cgi-bin/message/custom/send` ...).
+    pub inject: HashMap<String, VecDeque<i64>>,
+    /// Every accepted custom-send body.
+    pub sent: Vec<Value>,
+    /// Every custom-send attempt, accepted or not.
+    pub send_attempts: usize,
+    pub media: HashMap<String, (Bytes, String, String)>,
+    pub media_get_calls: usize,
+    pub uploads: Vec<(String, String, String, Bytes)>,
+    pub template_sends: Vec<Value>,
+    pub token_delay: Duration,
+    pub expires_in: i64,
+    /// The AppSecret the token endpoints accept.
+    pub secret: String,
+}
+
+pub struct WechatStandIn {
+    pub server: StandIn,
+    pub state: Arc<Mutex<State>>,
+}
+
+impl WechatStandIn {
+    pub fn base(&self) -> String {
+        self.server.url("")
+    }
+    pub fn token_calls(&self) -> usize {
+        let s = self.state.lock().unwrap();
+        s.token_calls + s.stable_calls
+    }
+    pub fn sent(&self) -> Vec<Value> {
+        self.state.lock().unwrap().sent.clone()
+    }
+    pub fn send_attempts(&self) -> usize {
+        self.state.lock().unwrap().send_attempts
+    }
+    /// Every token issued so far stops working (42001).
+    pub fn expire_all(&self) {
+        let mut s = self.state.lock().unwrap();
+        let old: Vec<String> = s.valid.drain().collect();
+        s.expired.extend(old);
+    }
+    pub fn inject(&self, path: &str, errcodes: &[i64]) {
+        self.state
+            .lock()
+            .unwrap()
+            .inject
+            .entry(path.to_owned())
+            .or_default()
+            .extend(errcodes);
+    }
+    pub fn add_media(&self, media_id: &str, bytes: &[u8], content_type: &str) {
+        self.state.lock().unwrap().media.insert(
+            media_id.to_owned(),
+            (
+                Bytes::copy_from_slice(bytes),
+                content_type.to_owned(),
+                format!("{media_id}.bin"),
+            ),
+        );
+    }
+    pub fn set_token_delay(&self, d: Duration) {
+        self.state.lock().unwrap().token_delay = d;
+    }
+}
+
+fn err(code: i64, msg: &str) -> Reply {
+    Reply::json(json!({ "errcode": code, "errmsg": msg }))
+}
+
+fn query(uri: &str) -> HashMap<String, String> {
+    uri.split_once('?')
+        .map(|(_, q)| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
+}
+
+/// Required string fields per custom-send type (OA and MP types together).
+fn shape(msgtype: &str) -> Option<&'static [&'static str]> {
+    Some(match msgtype {
+        "text" => &["content"],
+        "image" | "voice" | "mpnews" => &["media_id"],
+        "video" => &["media_id"],
+        "music" => &["musicurl", "hqmusicurl", "thumb_media_id"],
+        "news" => &[],
+        "mpnewsarticle" => &["article_id"],
+        "wxcard" => &["card_id"],
+        "msgmenu" => &[],
+        "miniprogrampage" => &["title", "pagepath", "thumb_media_id"],
+        "link" => &["title", "description", "url", "thumb_url"],
+        _ => return None,
+    })
+}
+
+fn check_custom(v: &Value) -> Result<(), String> {
+    let obj = v.as_object().ok_or("not an object")?;
+    let touser = obj.get("touser").and_then(Value::as_str).unwrap_or("");
+    if touser.is_empty() {
+        return Err("touser".into());
+    }
+    let t = obj
+        .get("msgtype")
+        .and_then(Value::as_str)
+        .ok_or("msgtype")?;
+    let fields = shape(t).ok_or_else(|| format!("unknown msgtype {t}"))?;
+    let inner = obj.get(t).and_then(Value::as_object).ok_or(t.to_owned())?;
+    for f in fields {
+        if inner
+            .get(*f)
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            return Err(format!("{t}.{f}"));
+        }
+    }
+    let allowed = ["touser", "msgtype", t, "customservice"];
+    if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(format!("unexpected key {k}"));
+    }
+    match t {
+        "news" => {
+            let arts = inner
+                .get("articles")
+                .and_then(Value::as_array)
+                .ok_or("news.articles")?;
+            if arts.is_empty() || arts.iter().any(|a| a.get("title").is_none()) {
+                return Err("news.articles[].title".into());
+            }
+        }
+        "msgmenu" => {
+            let list = inner
+                .get("list")
+                .and_then(Value::as_array)
+                .ok_or("msgmenu.list")?;
+            if list
+                .iter()
+                .any(|i| i.get("id").is_none() || i.get("content").is_none())
+            {
+                return Err("msgmenu.list[]".into());
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The `media` part of a multipart body, read by multer.
+fn multipart_media(seen: &Seen) -> Result<(String, String, Bytes), String> {
+    let ct = seen
+        .headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .ok_or("no content-type")?;
+    let boundary = multer::parse_boundary(ct).map_err(|e| e.to_string())?;
+    let body = seen.body.clone();
+    let stream = futures_util::stream::once(async move { Ok::<Bytes, std::io::Error>(body) });
+    let mut mp = multer::Multipart::new(stream, boundary);
+    // The stream is in memory: every future is ready on its first poll.
+    async move {
+        while let Some(field) = mp.next_field().await.map_err(|e| e.to_string())? {
+            if field.name() == Some("media") {
+                let filename = field.file_name().unwrap_or("").to_owned();
+                let ct = field
+                    .content_type()
+                    .map(|m| m.to_string())
+                    .unwrap_or_default();
+                let bytes = field.bytes().await.map_err(|e| e.to_string())?;
+                return Ok((filename, ct, bytes));
+            }
+        }
+        Err("no media part".to_owned())
+    }
+    .now_or_never()
+    .unwrap_or_else(|| Err("multipart parse did not complete".into()))
+}
+
+pub async fn start() -> WechatStandIn {
+    let state = Arc::new(Mutex::new(State {
+        expires_in: 7200,
+        secret: APP_SECRET.to_owned(),
+        ..State::default()
+    }));
+    let st = state.clone();
+    let server = StandIn::start_raw(Arc::new(move |seen: &Seen| {
+        let path = seen.uri.split('?').next().unwrap_or("").to_owned();
+        let q = query(&seen.uri);
+        let mut s = st.lock().unwrap();
+        let injected = s.inject.get_mut(&path).and_then(VecDeque::pop_front);
+        let issue = |s: &mut State| {
+            s.next_token += 1;
+            let t = format!("ACCESS_TOKEN_{}", s.next_token);
+            s.valid.insert(t.clone());
+            let mut r = Reply::json(json!({ "access_token": t, "expires_in": s.expires_in }));
+            r.delay = s.token_delay;
+            r
+        };
+        match path.as_str() {
+            "/cgi-bin/token" => {
+                s.token_calls += 1;
+                if let Some(code) = injected {
+                    return err(code, "injected");
+                }
+                if q.get("grant_type").map(String::as_str) != Some("client_credential") {
+                    return err(40002, "invalid grant_type");
+                }
+                if q.get("secret") != Some(&s.secret) {
+                    return err(40125, "invalid appsecret");
+                }
+                issue(&mut s)
+            }
+            "/cgi-bin/stable_token" => {
+                s.stable_calls += 1;
+                let Ok(v) = serde_json::from_slice::<Value>(&seen.body) else {
+                    return err(47001, "data format error");
+                };
+                if v["secret"].as_str() != Some(s.secret.as_str()) {
+                    return err(40125, "invalid appsecret");
+                }
+                if v["force_refresh"] == true {
+                    s.stable_force_calls += 1;
+                }
+                issue(&mut s)
+            }
+            "/video/1" => Reply {
+                status: 200,
+                headers: vec![("content-type", "video/mp4".into())],
+                body: Bytes::from_static(b"\0\0\0\x18ftypmp42 stand-in video bytes"),
+                delay: Duration::ZERO,
+            },
+            _ if path.starts_with("/cgi-bin/") => {
+                let token = q.get("access_token").cloned().unwrap_or_default();
+                if path == "/cgi-bin/message/custom/send" {
+                    s.send_attempts += 1;
+                }
+                if path == "/cgi-bin/media/get" {
+                    s.media_get_calls += 1;
+                }
+                if let Some(code) = injected {
+                    return err(code, "injected");
+                }
+                if token.is_empty() {
+                    return err(41001, "access_token missing");
+                }
+                if s.expired.contains(&token) {
+                    return err(42001, "access_token expired");
+                }
+                if !s.valid.contains(&token) {
+                    return err(
+                        40001,
+                        "invalid credential, access_token is invalid or not latest",
+                    );
+                }
+                api(&mut s, &path, &q, seen)
+            }
+            _ => Reply {
+                status: 404,
+                headers: vec![("content-type", "text/html".into())],
+                body: Bytes::from_static(b"<html>404</html>"),
+                delay: Duration::ZERO,
+            },
+        }
+    }))
+    .await;
+    WechatStandIn { server, state }
+}
+
+fn api(s: &mut State, path: &str, q: &HashMap<String, String>, seen: &Seen) -> Reply {
+    match path {
+        "/cgi-bin/message/custom/send" => {
+            let Ok(v) = serde_json::from_slice::<Value>(&seen.body) else {
+                return err(47001, "data format error");
+            };
+            match check_custom(&v) {
+                Ok(()) => {
+                    s.sent.push(v);
+                    err(0, "ok")
+                }
+                Err(field) => err(40035, &format!("invalid args: {field}")),
+            }
+        }
+        "/cgi-bin/media/upload" => {
+            let t = q.get("type").cloned().unwrap_or_default();
+            if !["image", "voice", "video", "thumb"].contains(&t.as_str()) {
+                return err(40004, "invalid media type");
+            }
+            match multipart_media(seen) {
+                Ok((filename, ct, bytes)) => {
+                    let id = format!("MEDIA_{}", s.uploads.len() + 1);
+                    s.media
+                        .insert(id.clone(), (bytes.clone(), ct.clone(), filename.clone()));
+                    s.uploads.push((t.clone(), filename, ct, bytes));
+                    Reply::json(json!({"type": t, "media_id": id, "created_at": 1_700_000_000}))
+                }
+                Err(e) => err(41005, &format!("media data missing: {e}")),
+            }
+        }
+        "/cgi-bin/media/get" => {
+            let id = q.get("media_id").cloned().unwrap_or_default();
+            if id == "VIDEO_1" {
+                let url = format!(
+                    "http://{}/video/1",
+                    seen.headers
+                        .get("host")
+                        .and_then(|h| h.to_str().ok())
+                        .unwrap_or("")
+                );
+                // WeChat's real answer for videos is JSON with a text/plain type.
+                let mut r = Reply::json(json!({ "video_url": url }));
+                r.headers = vec![("content-type", "text/plain".into())];
+                return r;
+            }
+            match s.media.get(&id) {
+                Some((bytes, ct, _)) => Reply {
+                    status: 200,
+                    headers: vec![
+                        ("content-type", ct.clone()),
+                        (
+                            "content-disposition",
+                            format!("attachment; filename=\"{id}.jpg\""),
+                        ),
+                    ],
+                    body: bytes.clone(),
+                    delay: Duration::ZERO,
+                },
+                None => err(40007, "invalid media_id"),
+            }
+        }
+        "/cgi-bin/user/info" => {
+            let openid = q.get("openid").cloned().unwrap_or_default();
+            Reply::json(json!({
+                "subscribe": 1, "openid": openid, "language": q.get("lang"),
+                "subscribe_time": 1_382_694_957, "remark": "", "groupid": 0,
+                "tagid_list": [128, 2], "subscribe_scene": "ADD_SCENE_QR_CODE",
+                "qr_scene": 98765, "qr_scene_str": "", "nickname": "", "headimgurl": ""
+            }))
+        }
+        "/cgi-bin/template/get_all_private_template" => Reply::json(json!({
+            "template_list": [{
+                "template_id": "iPk5sOIt5X_flOVKn5GrTFpncEYTojx6ddbt8WYoV5s",
+                "title": "Reward Collection Reminder",
+                "primary_industry": "IT Technology",
+                "deputy_industry": "Internet|E-commerce",
+                "content": "{ {result.DATA} }\n\nReward Amount:{ {withdrawMoney.DATA} }",
+                "example": "You have submitted a reward application"
+            }]
+        })),
+        "/cgi-bin/message/template/send" => {
+            let Ok(v) = serde_json::from_slice::<Value>(&seen.body) else {
+                return err(47001, "data format error");
+            };
+            if v["touser"].as_str().is_none() || v["template_id"].as_str().is_none() {
+                return err(40035, "invalid args");
+            }
+            s.template_sends.push(v);
+            Reply::json(json!({"errcode": 0, "errmsg": "ok", "msgid": 200_228_332}))
+        }
+        _ => err(48001, "api unauthorized"),
+    }
+}

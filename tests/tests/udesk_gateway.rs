@@ -1,0 +1,647 @@
+//! The Udesk simulated WeChat domain end to end: the local server between a stand-in Udesk
+//! client (reqwest, sending what the seed shows) and the stand-in WeChat API, on the
+//! embedded store and on moto (DynamoDB tokens, S3 media).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use wxdesk::services::Stores;
+use wxdesk_tests::wechat::{self, WechatStandIn};
+use wxdesk_tests::*;
+
+struct Rig {
+    base: String,
+    wx: WechatStandIn,
+    desk: StandIn,
+    svc: Arc<wxdesk::Services>,
+    http: reqwest::Client,
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "wxdesk-gw-{}-{name}-{}",
+        std::process::id(),
+        wxdesk::clock::unix_ms()
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn config(wx: &WechatStandIn, desk: &StandIn, store: &str, extra: &str) -> wxdesk::Config {
+    let extra = format!("[wechat]\napi_base = \"{}\"\n{extra}", wx.base());
+    wxdesk::Config::parse(&config_text(store, &desk.url("/weixin/chan"), &extra)).unwrap()
+}
+
+async fn rig_with(name: &str, aws: bool, extra: &str) -> Rig {
+    let wx = wechat::start().await;
+    let desk = udesk_wechat().await;
+    let svc = if aws {
+        let cfg = config(
+            &wx,
+            &desk,
+            "[store]\nbackend = \"aws\"\ndedup_table = \"unused\"\n",
+            extra,
+        );
+        Arc::new(wxdesk::Services::with_parts(
+            cfg,
+            moto_stores().await,
+            Arc::new(wxdesk::clock::SystemClock),
+        ))
+    } else {
+        let store = format!(
+            "[store]\nbackend = \"embedded\"\npath = {:?}\n",
+            temp_dir(name)
+        );
+        let cfg = config(&wx, &desk, &store, extra);
+        let stores = Stores::open(&cfg.store).await.unwrap();
+        Arc::new(wxdesk::Services::with_parts(
+            cfg,
+            stores,
+            Arc::new(wxdesk::clock::SystemClock),
+        ))
+    };
+    let base = start_local(svc.clone()).await;
+    Rig {
+        base,
+        wx,
+        desk,
+        svc,
+        http: reqwest::Client::new(),
+    }
+}
+
+async fn rig(name: &str) -> Rig {
+    rig_with(name, false, "").await
+}
+
+impl Rig {
+    fn domain(&self) -> String {
+        format!("{}/udesk/{APPID}/{GATEWAY_KEY}", self.base)
+    }
+
+    async fn form(&self, body: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.domain())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap())
+    }
+}
+
+#[tokio::test]
+async fn seed_form_examples_reach_wechat_as_custom_send_json() {
+    let rig = rig("forms").await;
+    let cases = [
+        (
+            "touser=o2IGD0a1OvYAEBfPRa8t34Wc2nUo&msgtype=text&text[content]=123",
+            json!({"touser":"o2IGD0a1OvYAEBfPRa8t34Wc2nUo","msgtype":"text","text":{"content":"123"}}),
+        ),
+        (
+            "touser=oU&msgtype=image&image[media_id]=M1",
+            json!({"touser":"oU","msgtype":"image","image":{"media_id":"M1"}}),
+        ),
+        (
+            "touser=oU&msgtype=voice&voice[media_id]=M2",
+            json!({"touser":"oU","msgtype":"voice","voice":{"media_id":"M2"}}),
+        ),
+        (
+            "touser=oU&msgtype=video&video[media_id]=M3",
+            json!({"touser":"oU","msgtype":"video","video":{"media_id":"M3"}}),
+        ),
+        (
+            "touser=oU&msgtype=news&news[articles][0][title]=T&news[articles][0][description]=D\
+             &news[articles][0][url]=http://u&news[articles][0][picurl]=http://p",
+            json!({"touser":"oU","msgtype":"news","news":{"articles":[{"title":"T","description":"D","url":"http://u","picurl":"http://p"}]}}),
+        ),
+        (
+            "touser=oU&msgtype=news&news[articles][][title]=T&news[articles][][description]=D\
+             &news[articles][][url]=http://u&news[articles][][picurl]=http://p",
+            json!({"touser":"oU","msgtype":"news","news":{"articles":[{"title":"T","description":"D","url":"http://u","picurl":"http://p"}]}}),
+        ),
+    ];
+    for (i, (body, want)) in cases.iter().enumerate() {
+        let (status, answer) = rig.form(body).await;
+        assert_eq!(status, 200, "{body}: {answer}");
+        assert_eq!(answer, json!({"errcode":0,"errmsg":"ok"}), "{body}");
+        assert_eq!(&rig.wx.sent()[i], want, "{body}");
+    }
+    // JSON bodies are accepted too.
+    let msg = json!({"touser":"oU","msgtype":"msgmenu","msgmenu":{"head_content":"h","list":[{"id":"1","content":"yes"}],"tail_content":"t"}});
+    let r = rig
+        .http
+        .post(rig.domain())
+        .body(msg.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(rig.wx.sent().last().unwrap(), &msg);
+    // One token served every send.
+    assert_eq!(rig.wx.token_calls(), 1);
+}
+
+#[tokio::test]
+async fn unconvertible_bodies_get_an_errcode_naming_the_field() {
+    let rig = rig("badform").await;
+    let (status, answer) = rig.form("touser=oU&msgtype=text").await;
+    assert_eq!(status, 400);
+    assert_eq!(answer["errcode"], 40035);
+    assert!(
+        answer["errmsg"].as_str().unwrap().contains("text"),
+        "{answer}"
+    );
+    let (_, answer) = rig
+        .form("touser=oU&msgtype=news&news[articles][0][url]=u")
+        .await;
+    assert!(
+        answer["errmsg"]
+            .as_str()
+            .unwrap()
+            .contains("news[articles][0][title]"),
+        "{answer}"
+    );
+    assert_eq!(rig.wx.send_attempts(), 0);
+    assert_eq!(rig.wx.server.hits(), 0, "WeChat is never called");
+}
+
+#[tokio::test]
+async fn a_wrong_or_missing_gateway_key_is_refused() {
+    let rig = rig("key").await;
+    let body = "touser=oU&msgtype=text&text[content]=x";
+    for url in [
+        format!("{}/udesk/{APPID}/wrong-key-0123456789", rig.base),
+        format!("{}/udesk/{APPID}/{GATEWAY_KEY}x", rig.base),
+        format!("{}/udesk/wrong-key-0123456789?appid={APPID}", rig.base),
+    ] {
+        let r = rig.http.post(&url).body(body).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{url}");
+        let v: Value = r.json().await.unwrap();
+        assert_ne!(v["errcode"], 0);
+        assert!(!v.to_string().contains(GATEWAY_KEY));
+    }
+    assert_eq!(rig.wx.server.hits(), 0, "nothing reached WeChat");
+    // The `?appid=` form with the right key works.
+    let r = rig
+        .http
+        .post(format!("{}/udesk/{GATEWAY_KEY}?appid={APPID}", rig.base))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(rig.wx.sent().len(), 1);
+}
+
+/// Many senders and no token yet: exactly one of them fetches it.
+async fn fifty_concurrent_sends_fetch_one_token(rig: Rig) {
+    // A slow token endpoint makes everybody arrive while the first fetch is running.
+    rig.wx.set_token_delay(Duration::from_millis(300));
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let req = rig
+                .http
+                .post(rig.domain())
+                .body(format!("touser=oU{i}&msgtype=text&text[content]=m{i}"));
+            tokio::spawn(async move { req.send().await.unwrap().json::<Value>().await.unwrap() })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap()["errcode"], 0);
+    }
+    assert_eq!(rig.wx.token_calls(), 1, "exactly one token fetch");
+    assert_eq!(rig.wx.sent().len(), 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_sends_one_token_fetch_embedded() {
+    fifty_concurrent_sends_fetch_one_token(rig("fifty").await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_sends_one_token_fetch_dynamodb() {
+    fifty_concurrent_sends_fetch_one_token(rig_with("fifty-aws", true, "").await).await;
+}
+
+#[tokio::test]
+async fn a_refused_token_is_renewed_once_and_the_call_retried_once() {
+    let rig = rig("40001").await;
+    let send = "touser=oU&msgtype=text&text[content]=hello";
+    assert_eq!(rig.form(send).await.1["errcode"], 0);
+    assert_eq!(rig.wx.token_calls(), 1);
+    // WeChat stops accepting the stored token: one refresh, one retry, delivered.
+    rig.wx.expire_all();
+    let (_, answer) = rig.form(send).await;
+    assert_eq!(answer["errcode"], 0, "{answer}");
+    assert_eq!(rig.wx.token_calls(), 2);
+    assert_eq!(rig.wx.sent().len(), 2);
+    assert_eq!(rig.wx.send_attempts(), 3);
+    // A 40001 that persists after the retry is returned, not retried again.
+    rig.wx
+        .inject("/cgi-bin/message/custom/send", &[40001, 40001]);
+    let (_, answer) = rig.form(send).await;
+    assert_eq!(answer["errcode"], 40001, "{answer}");
+    assert_eq!(rig.wx.token_calls(), 3, "one refresh only");
+    assert_eq!(rig.wx.send_attempts(), 5, "one retry only");
+}
+
+#[tokio::test]
+async fn ip_whitelist_and_bad_secret_errors_are_returned_without_a_refresh() {
+    let rig = rig("40164").await;
+    let send = "touser=oU&msgtype=text&text[content]=x";
+    // On the token endpoint: returned as is, fetched once.
+    rig.wx.inject("/cgi-bin/token", &[40164]);
+    let (_, answer) = rig.form(send).await;
+    assert_eq!(answer["errcode"], 40164, "{answer}");
+    assert_eq!(rig.wx.token_calls(), 1);
+    assert_eq!(rig.wx.send_attempts(), 0);
+    // On an API call with a good token: no refresh, no retry.
+    assert_eq!(rig.form(send).await.1["errcode"], 0);
+    let tokens = rig.wx.token_calls();
+    let attempts = rig.wx.send_attempts();
+    rig.wx.inject("/cgi-bin/message/custom/send", &[40164]);
+    let (_, answer) = rig.form(send).await;
+    assert_eq!(answer["errcode"], 40164);
+    assert_eq!(rig.wx.token_calls(), tokens, "40164 never refreshes");
+    assert_eq!(rig.wx.send_attempts(), attempts + 1, "40164 is not retried");
+    // -1 (system busy) is retried with backoff.
+    rig.wx.inject("/cgi-bin/message/custom/send", &[-1, -1]);
+    assert_eq!(rig.form(send).await.1["errcode"], 0);
+    assert_eq!(rig.wx.send_attempts(), attempts + 4);
+}
+
+fn png(len: usize) -> Vec<u8> {
+    let mut b = b"\x89PNG\r\n\x1a\n".to_vec();
+    b.extend((0..len).map(|i| (i * 7 % 251) as u8));
+    b
+}
+
+async fn upload(rig: &Rig, media_type: &str, name: &str, bytes: Vec<u8>) -> (u16, Value) {
+    let form = reqwest::multipart::Form::new().part(
+        "media",
+        reqwest::multipart::Part::bytes(bytes)
+            .file_name(name.to_owned())
+            .mime_str("image/png")
+            .unwrap(),
+    );
+    let r = rig
+        .http
+        .post(format!("{}?type={media_type}", rig.domain()))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+async fn media_round_trip(rig: Rig) {
+    let bytes = png(150_000);
+    let (status, answer) = upload(&rig, "image", "photo.png", bytes.clone()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["type"], "image");
+    let media_id = answer["media_id"].as_str().unwrap().to_owned();
+    {
+        let st = rig.wx.state.lock().unwrap();
+        let (t, name, ct, got) = &st.uploads[0];
+        assert_eq!(
+            (t.as_str(), name.as_str(), ct.as_str()),
+            ("image", "photo.png", "image/png")
+        );
+        assert_eq!(
+            got.as_ref(),
+            bytes.as_slice(),
+            "WeChat got the file as sent"
+        );
+    }
+    for round in 0..2 {
+        // Udesk's virtual access_token is not WeChat's and is never sent on.
+        let r = rig
+            .http
+            .get(format!(
+                "{}?media_id={media_id}&access_token=VIRTUAL",
+                rig.domain()
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "round {round}");
+        assert_eq!(r.headers()["content-type"], "image/png");
+        assert!(
+            r.headers()["content-disposition"]
+                .to_str()
+                .unwrap()
+                .contains("attachment; filename=")
+        );
+        assert_eq!(r.bytes().await.unwrap().as_ref(), bytes.as_slice());
+    }
+    assert_eq!(
+        rig.wx.state.lock().unwrap().media_get_calls,
+        1,
+        "the second download came from the store"
+    );
+    assert!(
+        rig.wx
+            .server
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|(uri, _)| !uri.contains("VIRTUAL"))
+    );
+}
+
+#[tokio::test]
+async fn media_round_trip_through_the_local_directory() {
+    media_round_trip(rig("media").await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_round_trip_through_s3() {
+    media_round_trip(rig_with("media-s3", true, "").await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_media_is_redirected_to_a_presigned_s3_url() {
+    let rig = rig_with("large", true, "[media]\nmax_inline_bytes = 10000\n").await;
+    let bytes = png(50_000);
+    rig.wx.add_media("BIG_1", &bytes, "image/png");
+    let no_redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = no_redirect
+        .get(format!("{}?media_id=BIG_1", rig.domain()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.contains("X-Amz-Signature"), "{location}");
+    let got = reqwest::get(&location).await.unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.bytes().await.unwrap().as_ref(), bytes.as_slice());
+}
+
+#[tokio::test]
+async fn media_get_follows_video_url_and_passes_errcodes_through() {
+    let rig = rig("video").await;
+    let r = rig
+        .http
+        .get(format!("{}?media_id=VIDEO_1", rig.domain()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "video/mp4");
+    assert_eq!(
+        r.bytes().await.unwrap().as_ref(),
+        b"\0\0\0\x18ftypmp42 stand-in video bytes"
+    );
+    let r = rig
+        .http
+        .get(format!("{}?media_id=NOPE", rig.domain()))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v, json!({"errcode":40007,"errmsg":"invalid media_id"}));
+}
+
+#[tokio::test]
+async fn uploads_over_wechats_limits_are_refused_before_wechat() {
+    let rig = rig("limits").await;
+    let (status, answer) = upload(&rig, "thumb", "t.jpg", png(70_000)).await;
+    assert_eq!(status, 400);
+    assert_eq!(answer["errcode"], 40006, "{answer}");
+    let mut jpeg = vec![0xff, 0xd8, 0xff, 0xe0];
+    jpeg.resize(70_000, 1);
+    let (_, answer) = upload(&rig, "thumb", "t.jpg", jpeg).await;
+    assert_eq!(answer["errcode"], 40006, "{answer}");
+    let (_, answer) = upload(&rig, "video", "v.mp4", png(10)).await;
+    assert_eq!(answer["errcode"], 40005, "{answer}");
+    let (_, answer) = upload(&rig, "file", "v.bin", png(10)).await;
+    assert_eq!(answer["errcode"], 40004, "{answer}");
+    assert!(rig.wx.state.lock().unwrap().uploads.is_empty());
+}
+
+#[tokio::test]
+async fn user_info_and_templates_pass_through() {
+    let rig = rig("info").await;
+    let v: Value = rig
+        .http
+        .get(format!(
+            "{}?openid=o-NbF1HPuegFK5sa1psr7EEeSTSg&lang=zh_CN",
+            rig.domain()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["openid"], "o-NbF1HPuegFK5sa1psr7EEeSTSg");
+    assert_eq!(v["subscribe"], 1);
+    let v: Value = rig
+        .http
+        .get(format!(
+            "{}/template/get_all_private_template",
+            rig.domain()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        v["template_list"][0]["template_id"],
+        "iPk5sOIt5X_flOVKn5GrTFpncEYTojx6ddbt8WYoV5s"
+    );
+    // The seed's template message.
+    let msg = json!({
+        "touser": "OPENID",
+        "template_id": "ngqIpbwh8bUfcSsECmogfXcV14J0tQlEpBO27izEYtY",
+        "url": "http://weixin.qq.com/download",
+        "miniprogram": {"appid": "xiaochengxuappid12345", "pagepath": "index?foo=bar"},
+        "data": {"first": {"value": "Congratulations on your successful purchase!", "color": "#173177"}}
+    });
+    let v: Value = rig
+        .http
+        .post(format!("{}/message/template/send", rig.domain()))
+        .body(msg.to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v, json!({"errcode":0,"errmsg":"ok","msgid":200228332}));
+    assert_eq!(rig.wx.state.lock().unwrap().template_sends[0], msg);
+    // A `?appid=` simulated domain: Udesk appends the path after the query.
+    let v: Value = rig
+        .http
+        .get(format!(
+            "{}/udesk/{GATEWAY_KEY}?appid={APPID}/template/get_all_private_template",
+            rig.base
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(v["template_list"].is_array(), "{v}");
+}
+
+#[tokio::test]
+async fn an_unreachable_wechat_gives_errcode_json() {
+    let wx = wechat::start().await;
+    let desk = udesk_wechat().await;
+    let store = format!(
+        "[store]\nbackend = \"embedded\"\npath = {:?}\n",
+        temp_dir("down")
+    );
+    // A port nobody listens on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let text = config_text(
+        &store,
+        &desk.url("/w"),
+        &format!("[wechat]\napi_base = \"http://{dead}\"\ntimeout_ms = 500\n"),
+    );
+    drop(wx);
+    let svc = Arc::new(
+        wxdesk::Services::build(wxdesk::Config::parse(&text).unwrap())
+            .await
+            .unwrap(),
+    );
+    let base = start_local(svc).await;
+    let r = reqwest::Client::new()
+        .post(format!("{base}/udesk/{APPID}/{GATEWAY_KEY}"))
+        .body("touser=oU&msgtype=text&text[content]=x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["errcode"], -1);
+    assert!(v["errmsg"].as_str().unwrap().starts_with("wxdesk: "), "{v}");
+}
+
+#[tokio::test]
+async fn mini_program_passive_replies_become_custom_sends() {
+    let rig = rig("mp").await;
+    let ts = now_secs();
+    let push = json!({"ToUserName":"gh_mp","FromUserName":"oMp","CreateTime":ts,"MsgType":"text","Content":"mp hello","MsgId":7001_u64}).to_string();
+    let (query, body) = safe_mode_push(MP_APPID, &push, true, ts, "m1");
+    let r = rig
+        .http
+        .post(format!("{}/wechat/{MP_APPID}?{query}", rig.base))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "success");
+    assert_eq!(
+        rig.wx.sent(),
+        vec![json!({"touser":"oMp","msgtype":"text","text":{"content":"echo: mp hello"}})]
+    );
+    assert_eq!(rig.desk.hits(), 1);
+    // transfer_customer_service is the one passive reply a Mini Program takes.
+    let push = json!({"ToUserName":"gh_mp","FromUserName":"oMp","CreateTime":ts,"MsgType":"text","Content":"transfer","MsgId":7002_u64}).to_string();
+    let (query, body) = safe_mode_push(MP_APPID, &push, true, ts, "m2");
+    let r = rig
+        .http
+        .post(format!("{}/wechat/{MP_APPID}?{query}", rig.base))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    let plain = wxdesk::wechat::crypto::MsgCrypt::new(AES_KEY)
+        .unwrap()
+        .decrypt(v["Encrypt"].as_str().unwrap(), MP_APPID)
+        .unwrap();
+    let inner: Value = serde_json::from_str(&plain).unwrap();
+    assert_eq!(inner["MsgType"], "transfer_customer_service");
+    assert_eq!(rig.wx.sent().len(), 1);
+}
+
+#[tokio::test]
+async fn the_scheduled_refresher_renews_only_when_due() {
+    let rig = rig("refresher").await;
+    let (report, ok) = wxdesk::refresher::refresh_all(&rig.svc).await;
+    assert!(ok, "{report}");
+    assert_eq!(report[APPID]["state"], "refreshed");
+    assert_eq!(rig.wx.token_calls(), 2, "one per account");
+    let (report, _) = wxdesk::refresher::refresh_all(&rig.svc).await;
+    assert_eq!(report[APPID]["state"], "fresh");
+    assert_eq!(rig.wx.token_calls(), 2);
+    // A token close to expiry is renewed by the next pass.
+    let short = rig_with("refresher-short", false, "").await;
+    short.wx.state.lock().unwrap().expires_in = 600;
+    wxdesk::refresher::refresh_all(&short.svc).await;
+    let (report, _) = wxdesk::refresher::refresh_all(&short.svc).await;
+    assert_eq!(report[APPID]["state"], "refreshed", "{report}");
+    assert_eq!(short.wx.token_calls(), 4);
+}
+
+#[tokio::test]
+async fn stable_token_mode_uses_stable_token_and_forces_after_a_rejection() {
+    let wx = wechat::start().await;
+    let desk = udesk_wechat().await;
+    let store = format!(
+        "[store]\nbackend = \"embedded\"\npath = {:?}\n",
+        temp_dir("stable")
+    );
+    let text = config_text(
+        &store,
+        &desk.url("/w"),
+        &format!("[wechat]\napi_base = \"{}\"\n", wx.base()),
+    )
+    .replacen(
+        "secret = \"test-secret\"",
+        "secret = \"test-secret\"\nstable_token = true",
+        1,
+    );
+    let svc = Arc::new(
+        wxdesk::Services::build(wxdesk::Config::parse(&text).unwrap())
+            .await
+            .unwrap(),
+    );
+    let base = start_local(svc).await;
+    let send = || {
+        reqwest::Client::new()
+            .post(format!("{base}/udesk/{APPID}/{GATEWAY_KEY}"))
+            .body("touser=oU&msgtype=text&text[content]=x")
+            .send()
+    };
+    assert_eq!(
+        send().await.unwrap().json::<Value>().await.unwrap()["errcode"],
+        0
+    );
+    wx.expire_all();
+    assert_eq!(
+        send().await.unwrap().json::<Value>().await.unwrap()["errcode"],
+        0
+    );
+    let st = wx.state.lock().unwrap();
+    assert_eq!(
+        (st.token_calls, st.stable_calls, st.stable_force_calls),
+        (0, 2, 1)
+    );
+}
