@@ -332,7 +332,13 @@ pub mod lambda {
         match found {
             Some(r) => dispatch(svc, &r, &request).await,
             None => {
-                tracing::warn!(path = %request.path, "no route for this path");
+                // Only the first segment: Udesk paths carry the gateway key further on.
+                let prefix = request
+                    .path
+                    .split('/')
+                    .find(|s| !s.is_empty())
+                    .unwrap_or("");
+                tracing::warn!(prefix, "no route for this path");
                 Response::text(404, "no such route")
             }
         }

@@ -266,6 +266,25 @@ url = "{desk_url}"
     )
 }
 
+/// A fresh, empty directory under the system temp dir, unique to this process and moment.
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "wxdesk-test-{}-{name}-{}",
+        std::process::id(),
+        wxdesk::clock::unix_ms()
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// A `[store]` section for an embedded store in a fresh directory.
+pub fn embedded_store(name: &str) -> String {
+    format!(
+        "[store]\nbackend = \"embedded\"\npath = {:?}\n",
+        temp_dir(name)
+    )
+}
+
 pub fn now_secs() -> i64 {
     wxdesk::clock::unix_ms() / 1000
 }

@@ -135,15 +135,13 @@ async fn dynamodb_exactly_one_of_many_racers_wins() {
 
 #[tokio::test]
 async fn embedded_claim_rules() {
-    let dir = std::env::temp_dir().join(format!("wxdesk-rules-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = temp_dir("rules");
     claim_rules(&wxdesk::store::embedded::EmbeddedStore::open(&dir).unwrap()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn embedded_exactly_one_of_many_racers_wins() {
-    let dir = std::env::temp_dir().join(format!("wxdesk-race-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = temp_dir("race");
     race(
         Arc::new(wxdesk::store::embedded::EmbeddedStore::open(&dir).unwrap()),
         64,
@@ -265,8 +263,7 @@ async fn token_rules_on_dynamodb() {
 
 #[tokio::test]
 async fn token_rules_on_the_embedded_store() {
-    let dir = std::env::temp_dir().join(format!("wxdesk-tokens-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = temp_dir("tokens");
     let store = wxdesk::store::embedded::EmbeddedStore::open(&dir).unwrap();
     token_rules(&store).await;
 }

@@ -16,22 +16,9 @@ struct Rig {
     http: reqwest::Client,
 }
 
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "wxdesk-test-{}-{name}-{}",
-        std::process::id(),
-        wxdesk::clock::unix_ms()
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
-
 async fn rig(name: &str) -> Rig {
     let desk = udesk_wechat().await;
-    let store = format!(
-        "[store]\nbackend = \"embedded\"\npath = {:?}\n",
-        temp_dir(name)
-    );
+    let store = embedded_store(name);
     let config =
         wxdesk::Config::parse(&config_text(&store, &desk.url("/weixin/chan"), "")).unwrap();
     let svc = Arc::new(wxdesk::Services::build(config).await.unwrap());

@@ -67,8 +67,7 @@ async fn every_sample_event_gets_its_answer() {
     let wx = wxdesk_tests::wechat::start().await;
     wx.state.lock().unwrap().secret = "events-secret-not-real".into();
     wx.add_media("MEDIA_1", b"\xff\xd8\xff\xe0 sample jpeg", "image/jpeg");
-    let dir = std::env::temp_dir().join(format!("wxdesk-events-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = temp_dir("events");
     let text = EVENTS_CONFIG
         .replace(
             "http://127.0.0.1:8081/weixin/events",

@@ -18,16 +18,6 @@ struct Rig {
     http: reqwest::Client,
 }
 
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "wxdesk-gw-{}-{name}-{}",
-        std::process::id(),
-        wxdesk::clock::unix_ms()
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
-
 fn config(wx: &WechatStandIn, desk: &StandIn, store: &str, extra: &str) -> wxdesk::Config {
     let extra = format!("[wechat]\napi_base = \"{}\"\n{extra}", wx.base());
     wxdesk::Config::parse(&config_text(store, &desk.url("/weixin/chan"), &extra)).unwrap()
@@ -49,10 +39,7 @@ async fn rig_with(name: &str, aws: bool, extra: &str) -> Rig {
             Arc::new(wxdesk::clock::SystemClock),
         ))
     } else {
-        let store = format!(
-            "[store]\nbackend = \"embedded\"\npath = {:?}\n",
-            temp_dir(name)
-        );
+        let store = embedded_store(name);
         let cfg = config(&wx, &desk, &store, extra);
         let stores = Stores::open(&cfg.store).await.unwrap();
         Arc::new(wxdesk::Services::with_parts(
@@ -76,6 +63,20 @@ async fn rig(name: &str) -> Rig {
 }
 
 impl Rig {
+    /// A Mini Program's JSON text push in safe mode.
+    async fn mp_push(&self, content: &str, msg_id: u64, ts: i64) -> reqwest::Response {
+        let push = json!({"ToUserName":"gh_mp","FromUserName":"oMp","CreateTime":ts,
+                          "MsgType":"text","Content":content,"MsgId":msg_id})
+        .to_string();
+        let (query, body) = safe_mode_push(MP_APPID, &push, true, ts, &format!("n{msg_id}"));
+        self.http
+            .post(format!("{}/wechat/{MP_APPID}?{query}", self.base))
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     fn domain(&self) -> String {
         format!("{}/udesk/{APPID}/{GATEWAY_KEY}", self.base)
     }
@@ -503,10 +504,7 @@ async fn user_info_and_templates_pass_through() {
 async fn an_unreachable_wechat_gives_errcode_json() {
     let wx = wechat::start().await;
     let desk = udesk_wechat().await;
-    let store = format!(
-        "[store]\nbackend = \"embedded\"\npath = {:?}\n",
-        temp_dir("down")
-    );
+    let store = embedded_store("down");
     // A port nobody listens on.
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -546,15 +544,7 @@ async fn an_unreachable_wechat_gives_errcode_json() {
 async fn mini_program_passive_replies_become_custom_sends() {
     let rig = rig("mp").await;
     let ts = now_secs();
-    let push = json!({"ToUserName":"gh_mp","FromUserName":"oMp","CreateTime":ts,"MsgType":"text","Content":"mp hello","MsgId":7001_u64}).to_string();
-    let (query, body) = safe_mode_push(MP_APPID, &push, true, ts, "m1");
-    let r = rig
-        .http
-        .post(format!("{}/wechat/{MP_APPID}?{query}", rig.base))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let r = rig.mp_push("mp hello", 7001, ts).await;
     assert_eq!(r.text().await.unwrap(), "success");
     assert_eq!(
         rig.wx.sent(),
@@ -562,15 +552,7 @@ async fn mini_program_passive_replies_become_custom_sends() {
     );
     assert_eq!(rig.desk.hits(), 1);
     // transfer_customer_service is the one passive reply a Mini Program takes.
-    let push = json!({"ToUserName":"gh_mp","FromUserName":"oMp","CreateTime":ts,"MsgType":"text","Content":"transfer","MsgId":7002_u64}).to_string();
-    let (query, body) = safe_mode_push(MP_APPID, &push, true, ts, "m2");
-    let r = rig
-        .http
-        .post(format!("{}/wechat/{MP_APPID}?{query}", rig.base))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let r = rig.mp_push("transfer", 7002, ts).await;
     let v: Value = r.json().await.unwrap();
     let plain = wxdesk::wechat::crypto::MsgCrypt::new(AES_KEY)
         .unwrap()
@@ -604,10 +586,7 @@ async fn the_scheduled_refresher_renews_only_when_due() {
 async fn stable_token_mode_uses_stable_token_and_forces_after_a_rejection() {
     let wx = wechat::start().await;
     let desk = udesk_wechat().await;
-    let store = format!(
-        "[store]\nbackend = \"embedded\"\npath = {:?}\n",
-        temp_dir("stable")
-    );
+    let store = embedded_store("stable");
     let text = config_text(
         &store,
         &desk.url("/w"),
