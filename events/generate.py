@@ -33,17 +33,18 @@ def wx_encrypt(msg, appid, key_b64, random16=b"0123456789abcdef"):
     return base64.b64encode(enc.update(raw) + enc.finalize()).decode()
 
 
-def event(method, appid, query, body="", content_type="text/xml"):
+def event(method, appid, query, body="", content_type="text/xml", path=None, route_key="ANY /wechat/{appid}",
+          path_parameters=None, base64_body=False):
     raw_query = urllib.parse.urlencode(query)
-    path = f"/wechat/{appid}"
+    path = path or f"/wechat/{appid}"
     return {
         "version": "2.0",
-        "routeKey": "ANY /wechat/{appid}",
+        "routeKey": route_key,
         "rawPath": path,
         "rawQueryString": raw_query,
         "headers": {"content-type": content_type, "host": "example.execute-api.us-east-1.amazonaws.com", "user-agent": "Mozilla/4.0"},
         "queryStringParameters": query,
-        "pathParameters": {"appid": appid},
+        "pathParameters": path_parameters or {"appid": appid},
         "requestContext": {
             "accountId": "123456789012",
             "apiId": "example",
@@ -51,14 +52,24 @@ def event(method, appid, query, body="", content_type="text/xml"):
             "domainPrefix": "example",
             "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "101.226.103.0", "userAgent": "Mozilla/4.0"},
             "requestId": "sample-request-id",
-            "routeKey": "ANY /wechat/{appid}",
+            "routeKey": route_key,
             "stage": "$default",
             "time": "26/Apr/2024:06:20:45 +0000",
             "timeEpoch": TS * 1000,
         },
-        "body": body,
-        "isBase64Encoded": False,
+        "body": base64.b64encode(body).decode() if base64_body else body,
+        "isBase64Encoded": base64_body,
     }
+
+
+GATEWAY_KEY = "events-gateway-key-not-real"
+
+
+def udesk(method, query, body="", content_type="application/x-www-form-urlencoded", suffix="", base64_body=False):
+    """A call from Udesk to the simulated WeChat domain of the events' Official Account."""
+    path = f"/udesk/{OA}/{GATEWAY_KEY}{suffix}"
+    return event(method, OA, query, body, content_type, path=path, route_key=f"ANY /udesk/{{appid}}/{{key}}{suffix}",
+                 path_parameters={"appid": OA, "key": GATEWAY_KEY}, base64_body=base64_body)
 
 
 def plain_query(ts=TS, nonce=NONCE):
@@ -128,6 +139,33 @@ def main():
           "openid": "o9AgO5Kd5ggOC-bXrbNODIiE3bGY", "encrypt_type": "aes", "msg_signature": "046e02f8204d34f8ba5fa3b1db94908f3df2e9b3"}
     assert sha1_sorted("AAAAA", "1714112445", "415670741", official) == oq["msg_signature"]
     out["official-encrypted-json"] = event("POST", "wxba5fad812f8e6fb9", oq, json.dumps({"ToUserName": "gh_97417a04a28d", "Encrypt": official}), "application/json")
+    # Udesk calling the simulated WeChat domain (seed 001 §2-7), its own examples.
+    out["udesk-send-text"] = udesk("POST", {}, "touser=o2IGD0a1OvYAEBfPRa8t34Wc2nUo&msgtype=text&text[content]=123")
+    out["udesk-send-news"] = udesk("POST", {}, urllib.parse.urlencode([
+        ("touser", OPENID), ("msgtype", "news"), ("news[articles][0][title]", "New arrivals"),
+        ("news[articles][0][description]", "Spring collection"), ("news[articles][0][url]", "https://example.com/spring"),
+        ("news[articles][0][picurl]", "https://example.com/spring.jpg")]))
+    out["udesk-send-json-image"] = udesk("POST", {}, json.dumps({"touser": OPENID, "msgtype": "image", "image": {"media_id": "MEDIA_1"}}),
+                                         "application/json")
+    png = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000") + bytes(40)
+    boundary = "------------------------d74496d66958873e"
+    multipart = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"media\"; filename=\"test.png\"\r\n"
+                 f"Content-Type: image/png\r\n\r\n").encode() + png + f"\r\n--{boundary}--\r\n".encode()
+    out["udesk-upload-image"] = udesk("POST", {"type": "image"}, multipart, f"multipart/form-data; boundary={boundary}", base64_body=True)
+    out["udesk-media-get"] = udesk("GET", {"media_id": "MEDIA_1", "access_token": "udesk-virtual-token"}, "", "text/plain")
+    out["udesk-user-info"] = udesk("GET", {"openid": "o-NbF1HPuegFK5sa1psr7EEeSTSg", "lang": "zh_CN"}, "", "text/plain")
+    out["udesk-template-list"] = udesk("GET", {}, "", "text/plain", suffix="/template/get_all_private_template")
+    out["udesk-template-send"] = udesk("POST", {}, json.dumps({
+        "touser": "OPENID", "template_id": "ngqIpbwh8bUfcSsECmogfXcV14J0tQlEpBO27izEYtY", "url": "http://weixin.qq.com/download",
+        "miniprogram": {"appid": "xiaochengxuappid12345", "pagepath": "index?foo=bar"},
+        "data": {"first": {"value": "Congratulations on your successful purchase!", "color": "#173177"},
+                 "keyword1": {"value": "Chocolate", "color": "#173177"}, "remark": {"value": "Welcome to buy again!", "color": "#173177"}}}),
+        "application/json", suffix="/message/template/send")
+    # The token-refresher's EventBridge schedule.
+    out["schedule-token-refresher"] = {
+        "version": "0", "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa", "detail-type": "Scheduled Event", "source": "aws.events",
+        "account": "123456789012", "time": "2024-04-26T06:20:45Z", "region": "us-east-1",
+        "resources": ["arn:aws:events:us-east-1:123456789012:rule/wxdesk-token-refresher"], "detail": {}}
     for name, ev in out.items():
         with open(os.path.join(HERE, f"{name}.json"), "w") as f:
             json.dump(ev, f, indent=2, ensure_ascii=False)
