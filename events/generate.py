@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OA, MP, TOKEN = "wxevents00000001", "wxeventsmp000002", "events-token"
+IM = "wxeventsim000003"
 AES_KEY = "eventsAESkey0000000000000000000000000000001"
 TS, NONCE, OPENID = 1714112445, "1320562132", "oEventsUser0000000000000001"
 
@@ -161,6 +162,18 @@ def main():
         "data": {"first": {"value": "Congratulations on your successful purchase!", "color": "#173177"},
                  "keyword1": {"value": "Chocolate", "color": "#173177"}, "remark": {"value": "Welcome to buy again!", "color": "#173177"}}}),
         "application/json", suffix="/message/template/send")
+    # Udesk's message interface pushing an agent's message (seed 000's sign on the query).
+    im_ts = "20240426142045"
+    im_sign = hashlib.md5(f"number=&email=&timestamp={im_ts}&events-im-key-not-real".encode()).hexdigest().upper()
+    im_query = {"number": "", "email": "", "timestamp": im_ts, "sign": im_sign}
+    for name, body, ctype in [
+        ("udesk-im-push-text", urllib.parse.urlencode([("touser", OPENID), ("msgtype", "text"), ("text[content]", "Your parcel left the warehouse today.")]),
+         "application/x-www-form-urlencoded"),
+        ("udesk-im-push-json-news", json.dumps({"touser": OPENID, "msgtype": "news", "news": {"articles": [
+            {"title": "Tracking", "description": "Follow your parcel", "url": "https://example.com/track/1234", "picurl": "https://example.com/p.jpg"}]}}),
+         "application/json"),
+    ]:
+        out[name] = event("POST", IM, im_query, body, ctype, path=f"/udesk-im/{IM}", route_key="POST /udesk-im/{appid}")
     # The token-refresher's EventBridge schedule.
     out["schedule-token-refresher"] = {
         "version": "0", "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa", "detail-type": "Scheduled Event", "source": "aws.events",

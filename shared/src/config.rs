@@ -118,6 +118,12 @@ pub struct MediaConfig {
     pub max_inline_bytes: u64,
     /// Lifetime of those presigned URLs.
     pub presign_secs: u64,
+    /// Embedded store only: the address desks reach this server at, for the signed URLs
+    /// of staged media (`{public_base_url}/media/...`).
+    pub public_base_url: Option<String>,
+    /// Embedded store only: the key that signs those URLs (without it, a random key per
+    /// start, so URLs die with a restart).
+    pub url_key: Option<Secret>,
 }
 
 impl Default for MediaConfig {
@@ -125,6 +131,8 @@ impl Default for MediaConfig {
         Self {
             max_inline_bytes: 4 * 1024 * 1024,
             presign_secs: 300,
+            public_base_url: None,
+            url_key: None,
         }
     }
 }
@@ -210,6 +218,59 @@ pub struct AppConfig {
 pub enum DeskConfig {
     /// Udesk's "simulated WeChat middleware" channel: WeChat XML in, passive reply out.
     UdeskWechat { url: String },
+    /// Udesk's message interface (`im_callback`): signed XML in, a status JSON out; agents
+    /// answer through `POST /udesk-im/{appid}`.
+    UdeskIm {
+        url: String,
+        /// The KEY of the message push server address.
+        key: Secret,
+        /// The zone of Udesk's `YYYYMMDDHHmmss` timestamps: `Asia/Shanghai`, `+08:00`, ...
+        #[serde(default = "default_timezone")]
+        timezone: String,
+        /// Pushes to `/udesk-im/{appid}` whose timestamp is further than this from now are
+        /// refused; 0 turns the check off (only for replaying recorded events).
+        #[serde(default = "default_sign_window")]
+        sign_window_secs: u64,
+        /// How long the media URLs given to agents stay valid.
+        #[serde(default = "default_media_url_secs")]
+        media_url_secs: u64,
+        /// Shown to a customer waiting in the queue; `{turn}` is the position.
+        #[serde(default = "default_queueing_text")]
+        queueing_text: String,
+        #[serde(default = "default_offline_text")]
+        offline_text: String,
+        /// Events forwarded to Udesk as a text message with this wording; events not
+        /// listed are not forwarded.
+        #[serde(default = "default_event_texts")]
+        event_texts: HashMap<String, String>,
+    },
+}
+
+fn default_timezone() -> String {
+    "Asia/Shanghai".into()
+}
+fn default_sign_window() -> u64 {
+    300
+}
+fn default_media_url_secs() -> u64 {
+    24 * 3600
+}
+fn default_queueing_text() -> String {
+    "You are number {turn} in the queue. An agent will be with you shortly.".into()
+}
+fn default_offline_text() -> String {
+    "Our agents are offline right now. Leave us a message and we will reply as soon as we can."
+        .into()
+}
+fn default_event_texts() -> HashMap<String, String> {
+    [
+        ("subscribe", "[The customer followed the account]"),
+        ("unsubscribe", "[The customer unfollowed the account]"),
+        ("user_enter_tempsession", "[The customer opened the chat]"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
 }
 
 /// The validated configuration.
@@ -287,6 +348,30 @@ impl Config {
                 DeskConfig::UdeskWechat { url } => {
                     check_url(url).map_err(|p| invalid(key("desk.url"), p))?
                 }
+                DeskConfig::UdeskIm {
+                    url,
+                    key: desk_key,
+                    timezone,
+                    media_url_secs,
+                    ..
+                } => {
+                    check_url(url).map_err(|p| invalid(key("desk.url"), p))?;
+                    if desk_key.expose().is_empty() {
+                        return Err(invalid(key("desk.key"), "must not be empty"));
+                    }
+                    if crate::desk::udesk_im::sign::parse_offset(timezone).is_none() {
+                        return Err(invalid(
+                            key("desk.timezone"),
+                            "use a fixed offset like \"+08:00\" or Asia/Shanghai",
+                        ));
+                    }
+                    if !(60..=7 * 24 * 3600).contains(media_url_secs) {
+                        return Err(invalid(
+                            key("desk.media_url_secs"),
+                            "must be between 60 and 604800 (S3's limit)",
+                        ));
+                    }
+                }
             }
         }
         check_url(&raw.wechat.api_base).map_err(|p| invalid("wechat.api_base", p))?;
@@ -309,6 +394,9 @@ impl Config {
                 "wechat.token_refresh_window_secs",
                 "must be above token_min_valid_secs and at most 6000",
             ));
+        }
+        if let Some(u) = &raw.media.public_base_url {
+            check_url(u).map_err(|p| invalid("media.public_base_url", p))?;
         }
         if raw.media.presign_secs < 10 || raw.media.presign_secs > 7 * 24 * 3600 {
             return Err(invalid(

@@ -107,6 +107,10 @@ pub enum RouteKind {
     UdeskTemplateList,
     /// `POST /udesk/{appid}/{key}/message/template/send`
     UdeskTemplateSend,
+    /// `POST /udesk-im/{appid}`: agent messages from Udesk's message interface.
+    UdeskImPush,
+    /// `GET /media/{key}?expires=&sig=`: staged media (embedded store, local server only).
+    StagedMedia,
 }
 
 impl RouteKind {
@@ -123,7 +127,10 @@ impl RouteKind {
             RouteKind::WechatCallback => config.callback.max_body_bytes,
             // A 10 MB video plus the multipart framing.
             RouteKind::UdeskGateway => 11 * 1024 * 1024,
-            RouteKind::UdeskTemplateList | RouteKind::UdeskTemplateSend => 256 * 1024,
+            RouteKind::UdeskTemplateList
+            | RouteKind::UdeskTemplateSend
+            | RouteKind::UdeskImPush
+            | RouteKind::StagedMedia => 256 * 1024,
         }
     }
 }
@@ -140,7 +147,9 @@ pub struct Route {
 /// Matches a request path (leading API Gateway stage segments are tolerated).
 pub fn route(path: &str) -> Option<Route> {
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let i = segs.iter().position(|s| *s == "wechat" || *s == "udesk")?;
+    let i = segs
+        .iter()
+        .position(|s| matches!(*s, "wechat" | "udesk" | "udesk-im" | "media"))?;
     let r = |kind, appid: &str, key: Option<&str>| {
         Some(Route {
             kind,
@@ -150,6 +159,8 @@ pub fn route(path: &str) -> Option<Route> {
     };
     match &segs[i..] {
         ["wechat", appid] => r(RouteKind::WechatCallback, appid, None),
+        ["udesk-im", appid] => r(RouteKind::UdeskImPush, appid, None),
+        ["media", _, ..] => r(RouteKind::StagedMedia, "", None),
         ["udesk", rest @ ..] => {
             let (base, kind) = match rest {
                 [base @ .., "template", "get_all_private_template"] => {
@@ -175,6 +186,10 @@ pub async fn dispatch(svc: &Services, route: &Route, req: &Request) -> Response 
         }
         RouteKind::UdeskGateway | RouteKind::UdeskTemplateList | RouteKind::UdeskTemplateSend => {
             crate::desk::udesk_wechat::gateway::handle(svc, route, req).await
+        }
+        RouteKind::UdeskImPush => crate::desk::udesk_im::push::handle(svc, &route.appid, req).await,
+        RouteKind::StagedMedia => {
+            crate::wechat::media::serve_signed(&svc.links, req, svc.clock.unix_secs()).await
         }
     }
 }

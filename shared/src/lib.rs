@@ -5,6 +5,7 @@
 pub mod clock;
 pub mod config;
 pub mod desk;
+pub mod doctor;
 pub mod http;
 #[cfg(feature = "local")]
 pub mod local;

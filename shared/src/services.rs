@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError, DeskConfig, StoreConfig};
-use crate::desk::{Desk, http_client, udesk_wechat::UdeskWechat};
+use crate::desk::{Desk, http_client, udesk_im::UdeskIm, udesk_wechat::UdeskWechat};
 use crate::store::aws::{AwsStore, AwsTokens, S3Media};
 use crate::store::embedded::{EmbeddedMedia, EmbeddedStore};
 use crate::store::{InboxStore, MediaStore, NotConfigured, StoreError, TokenStore};
 use crate::wechat::api::WechatApi;
 use crate::wechat::crypto::MsgCrypt;
-use crate::wechat::media::Media;
+use crate::wechat::media::{Media, MediaLinks};
 use crate::wechat::token::TokenAuthority;
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +88,8 @@ pub struct Services {
     pub config: Config,
     pub inbox: Arc<dyn InboxStore>,
     pub media_store: Arc<dyn MediaStore>,
+    /// URLs desks can open for staged media.
+    pub links: Arc<MediaLinks>,
     pub wechat: Arc<WechatApi>,
     pub clock: Arc<dyn Clock>,
     desks: HashMap<String, Arc<dyn Desk>>,
@@ -115,12 +117,23 @@ impl Services {
             clock.clone(),
         ));
         let wechat = Arc::new(WechatApi::new(client.clone(), &config.wechat, tokens));
+        let links = Arc::new(MediaLinks::new(
+            stores.media.clone(),
+            config.media.public_base_url.clone(),
+            config.media.url_key.as_ref(),
+        ));
         let mut desks: HashMap<String, Arc<dyn Desk>> = HashMap::new();
         let mut crypto = HashMap::new();
         for app in &config.apps {
             let desk: Arc<dyn Desk> = match &app.desk {
                 DeskConfig::UdeskWechat { url } => {
                     Arc::new(UdeskWechat::new(client.clone(), url.clone()))
+                }
+                DeskConfig::UdeskIm { .. } => {
+                    match UdeskIm::new(client.clone(), app, wechat.clone(), links.clone()) {
+                        Some(d) => Arc::new(d),
+                        None => continue,
+                    }
                 }
             };
             desks.insert(app.appid.clone(), desk);
@@ -141,6 +154,7 @@ impl Services {
             config,
             inbox: stores.inbox,
             media_store: stores.media,
+            links,
             wechat,
             clock,
             desks,

@@ -433,3 +433,66 @@ pub async fn moto_stores() -> wxdesk::services::Stores {
         media: Arc::new(wxdesk::store::aws::S3Media::new(s3, bucket)),
     }
 }
+
+/// A stand-in Udesk message interface (`im_callback`, seed 000). It checks the sign of
+/// every call exactly as the seed defines it, with `key`; answers `/test` with success;
+/// and answers a customer message by its text: `queue` → queueing at turn 3, `offline`,
+/// `refuse` → `{"success":false}`, `garbage` → an HTML page, `quiet` → chatting without a
+/// msg, anything else → chatting with the seed's example msg.
+pub async fn udesk_im(key: &'static str) -> StandIn {
+    use md5::{Digest, Md5};
+    StandIn::start(Arc::new(move |_m, uri, body| {
+        let json = |v: serde_json::Value| Answer {
+            status: 200,
+            body: v.to_string(),
+            delay: Duration::ZERO,
+        };
+        let q: std::collections::HashMap<String, String> = uri
+            .split_once('?')
+            .map(|(_, q)| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default();
+        let get = |k: &str| q.get(k).cloned().unwrap_or_default();
+        let plain = format!(
+            "number={}&email={}&timestamp={}&{key}",
+            get("number"),
+            get("email"),
+            get("timestamp")
+        );
+        let want: String = Md5::digest(plain.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect();
+        if get("sign") != want || get("timestamp").len() != 14 {
+            return json(serde_json::json!({"success": false, "msg": "sign verification failed"}));
+        }
+        if uri.split('?').next().unwrap_or("").ends_with("/test") {
+            return json(serde_json::json!({"success": true}));
+        }
+        let content = Doc::parse_xml(body)
+            .ok()
+            .and_then(|d| d.get("Content").map(str::to_owned))
+            .unwrap_or_default();
+        match content.as_str() {
+            "queue" => json(
+                serde_json::json!({"status": "queueing", "turn": 3, "agent_name": "", "msg": ""}),
+            ),
+            "offline" => json(
+                serde_json::json!({"status": "offline", "turn": 0, "agent_name": "", "msg": ""}),
+            ),
+            "refuse" => json(serde_json::json!({"success": false, "msg": "customer is blocked"})),
+            "quiet" => json(
+                serde_json::json!({"status": "chatting", "turn": 0, "agent_name": "A", "msg": ""}),
+            ),
+            "garbage" => Answer {
+                status: 200,
+                body: "<html>maintenance</html>".into(),
+                delay: Duration::ZERO,
+            },
+            _ => json(serde_json::json!({
+                "status": "chatting", "turn": 0, "agent_name": "Test Customer Service 1",
+                "msg": "Test Customer Service 1 is serving you!"
+            })),
+        }
+    }))
+    .await
+}

@@ -26,6 +26,8 @@ enum Expect {
     Media,
     /// Not an HTTP event: the token-refresher's schedule.
     Schedule,
+    /// An agent push from Udesk's message interface: `{"success":true}`, sent to WeChat.
+    UdeskImSuccess,
 }
 
 fn expectation(name: &str) -> Option<Expect> {
@@ -57,6 +59,7 @@ fn expectation(name: &str) -> Option<Expect> {
         "udesk-template-list" => WxJson("template_list"),
         "udesk-template-send" => WxJson("msgid"),
         "schedule-token-refresher" => Schedule,
+        "udesk-im-push-text" | "udesk-im-push-json-news" => UdeskImSuccess,
         _ => return None,
     })
 }
@@ -180,6 +183,10 @@ async fn every_sample_event_gets_its_answer() {
                     matches!(lambda.body(), lambda_http::Body::Binary(_)),
                     "{name}"
                 );
+            }
+            Expect::UdeskImSuccess => {
+                assert_eq!(body, r#"{"success":true}"#, "{name}");
+                assert_eq!(wx.sent().len(), sent_before + 1, "{name}");
             }
             Expect::Schedule => unreachable!(),
         }

@@ -1,20 +1,24 @@
 //! `wxdesk-local --config <file.toml> --listen 127.0.0.1:8080`: every route on one port.
+//! `wxdesk-local doctor --config <file.toml> [--app <appid>]`: checks each account.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
-const USAGE: &str = "usage: wxdesk-local --config <file.toml> [--listen 127.0.0.1:8080]";
+const USAGE: &str = "usage: wxdesk-local --config <file.toml> [--listen 127.0.0.1:8080]\n       wxdesk-local doctor --config <file.toml> [--app <appid>]";
 
 #[tokio::main]
 async fn main() -> ExitCode {
     wxdesk::telemetry::init();
     let mut config = None;
     let mut listen = "127.0.0.1:8080".to_owned();
-    let mut args = std::env::args().skip(1);
+    let mut app = None;
+    let mut args = std::env::args().skip(1).peekable();
+    let doctor = args.next_if(|a| a == "doctor").is_some();
     while let Some(arg) = args.next() {
         match (arg.as_str(), args.next()) {
             ("--config", Some(v)) => config = Some(v),
-            ("--listen", Some(v)) => listen = v,
+            ("--listen", Some(v)) if !doctor => listen = v,
+            ("--app", Some(v)) if doctor => app = Some(v),
             _ => {
                 eprintln!("{USAGE}");
                 return ExitCode::from(2);
@@ -36,6 +40,21 @@ async fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if doctor {
+        let checks = wxdesk::doctor::run(&svc, app.as_deref()).await;
+        if checks.is_empty() {
+            eprintln!("wxdesk-local: no account to check");
+            return ExitCode::from(1);
+        }
+        for c in &checks {
+            println!("{c}");
+        }
+        return if checks.iter().all(|c| c.result.is_ok()) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        };
+    }
     let listener = match tokio::net::TcpListener::bind(&listen).await {
         Ok(l) => l,
         Err(e) => {

@@ -321,6 +321,116 @@ impl Media<'_> {
     }
 }
 
+/// URLs a desk can open for staged media: presigned S3 URLs, or, on the embedded store,
+/// `{public_base_url}/media/{key}?expires=&sig=` served by the local server and signed with
+/// HMAC-SHA256.
+pub struct MediaLinks {
+    store: std::sync::Arc<dyn MediaStore>,
+    base: Option<String>,
+    key: Vec<u8>,
+}
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+impl MediaLinks {
+    pub fn new(
+        store: std::sync::Arc<dyn MediaStore>,
+        base: Option<String>,
+        key: Option<&crate::config::Secret>,
+    ) -> Self {
+        let key = match key {
+            Some(k) => k.expose().as_bytes().to_vec(),
+            None => {
+                let mut k = vec![0u8; 32];
+                rand::fill(&mut k[..]);
+                k
+            }
+        };
+        Self {
+            store,
+            base: base.map(|b| b.trim_end_matches('/').to_owned()),
+            key,
+        }
+    }
+
+    pub fn store(&self) -> &dyn MediaStore {
+        self.store.as_ref()
+    }
+
+    fn sig(&self, key: &str, expires: i64) -> String {
+        use hmac::{KeyInit, Mac};
+        let mut mac = match HmacSha256::new_from_slice(&self.key) {
+            Ok(m) => m,
+            // HMAC takes keys of any length.
+            Err(_) => return String::new(),
+        };
+        mac.update(format!("{key}\n{expires}").as_bytes());
+        super::signature::hex_lower(&mac.finalize().into_bytes())
+    }
+
+    /// A URL for a staged object, valid for `ttl`.
+    pub async fn url(&self, key: &str, ttl: std::time::Duration) -> Result<String, String> {
+        if let Some(u) = self
+            .store
+            .presign(key, ttl)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            return Ok(u);
+        }
+        let base = self.base.as_deref().ok_or(
+            "set media.public_base_url: the embedded store serves staged media through this server",
+        )?;
+        let expires = crate::clock::unix_ms() / 1000 + ttl.as_secs() as i64;
+        let path: String = key
+            .split('/')
+            .map(|s| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>())
+            .collect::<Vec<_>>()
+            .join("/");
+        Ok(format!(
+            "{base}/media/{path}?expires={expires}&sig={}",
+            self.sig(key, expires)
+        ))
+    }
+
+    /// Whether a local media URL's signature holds and it has not expired.
+    pub fn verify(&self, key: &str, expires: i64, sig: &str, now_secs: i64) -> bool {
+        expires >= now_secs && crate::config::Secret::new(self.sig(key, expires)).matches(sig)
+    }
+}
+
+/// `GET /media/{key}?expires=&sig=`: staged media on the embedded store, for desks.
+pub async fn serve_signed(
+    links: &MediaLinks,
+    req: &crate::http::Request,
+    now_secs: i64,
+) -> crate::http::Response {
+    use crate::http::Response;
+    let key = req
+        .path
+        .split_once("/media/")
+        .map(|(_, k)| k)
+        .unwrap_or("")
+        .to_owned();
+    let expires = req.query("expires").and_then(|e| e.parse::<i64>().ok());
+    let sig = req.query("sig").unwrap_or("");
+    match expires {
+        Some(exp) if links.verify(&key, exp, sig, now_secs) => {}
+        _ => {
+            warn!("staged media: bad or expired link");
+            return Response::text(403, "this media link is invalid or has expired");
+        }
+    }
+    match links.store.get(&key).await {
+        Ok(Some(m)) => Response::bytes(m.content_type, m.bytes),
+        Ok(None) => Response::text(404, "this media is no longer staged"),
+        Err(e) => {
+            warn!(error = %e, "staged media: store read failed");
+            Response::text(503, "media store unavailable")
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

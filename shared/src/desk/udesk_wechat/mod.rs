@@ -45,7 +45,7 @@ pub fn judge_answer(body: &str) -> Result<DeskReply, DeskError> {
 }
 
 /// The channel URL carries Udesk's channel token: keep it out of errors.
-fn transport_error(e: reqwest::Error, timeout: Duration) -> DeskError {
+pub(crate) fn transport_error(e: reqwest::Error, timeout: Duration) -> DeskError {
     if e.is_timeout() {
         DeskError::Timeout(timeout)
     } else {

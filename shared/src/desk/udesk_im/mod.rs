@@ -1,0 +1,319 @@
+//! Udesk's message interface (seed 000): each customer message is POSTed as Udesk's XML to
+//! `im_callback?number=&email=&timestamp=&sign=`; Udesk answers a status JSON
+//! (`{status, turn, agent_name, msg}`) that becomes the customer's passive reply. Media are
+//! staged first and handed to Udesk as URLs, so Udesk never needs a WeChat token. Agents
+//! answer through `POST /udesk-im/{appid}` (`push`).
+
+pub mod push;
+pub mod sign;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tracing::{info, warn};
+
+use super::{Desk, DeskError, DeskReply};
+use crate::config::{AppConfig, DeskConfig, Secret};
+use crate::wechat::api::WechatApi;
+use crate::wechat::media::{Fetched, Media, MediaLinks};
+use crate::wechat::message::{Kind, Message};
+use crate::wechat::xml::{Doc, Value as XmlValue};
+
+pub struct UdeskIm {
+    http: reqwest::Client,
+    url: String,
+    key: Secret,
+    offset_secs: i32,
+    media_url_ttl: Duration,
+    queueing_text: String,
+    offline_text: String,
+    event_texts: HashMap<String, String>,
+    app: AppConfig,
+    api: Arc<WechatApi>,
+    links: Arc<MediaLinks>,
+}
+
+impl UdeskIm {
+    /// `None` unless the app's desk is `udesk_im`.
+    pub fn new(
+        http: reqwest::Client,
+        app: &AppConfig,
+        api: Arc<WechatApi>,
+        links: Arc<MediaLinks>,
+    ) -> Option<Self> {
+        let DeskConfig::UdeskIm {
+            url,
+            key,
+            timezone,
+            media_url_secs,
+            queueing_text,
+            offline_text,
+            event_texts,
+            ..
+        } = &app.desk
+        else {
+            return None;
+        };
+        Some(Self {
+            http,
+            url: url.clone(),
+            key: key.clone(),
+            // Validated when the config was parsed.
+            offset_secs: sign::parse_offset(timezone).unwrap_or(8 * 3600),
+            media_url_ttl: Duration::from_secs(*media_url_secs),
+            queueing_text: queueing_text.clone(),
+            offline_text: offline_text.clone(),
+            event_texts: event_texts.clone(),
+            app: app.clone(),
+            api,
+            links,
+        })
+    }
+
+    fn signed_url(&self, path_suffix: &str, now_secs: i64) -> String {
+        let ts = sign::local_timestamp(now_secs, self.offset_secs);
+        // What we know of a WeChat customer carries no phone number or email.
+        format!(
+            "{}{path_suffix}?{}",
+            self.url.trim_end_matches('/'),
+            sign::signed_query("", "", &ts, &self.key)
+        )
+    }
+
+    /// The seed's channel test: `GET {url}/test?...` → `{"success": true}`.
+    pub async fn check_channel(&self) -> Result<(), String> {
+        let url = self.signed_url("/test", crate::clock::unix_ms() / 1000);
+        let resp = self
+            .http
+            .get(url)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach Udesk: {}", e.without_url()))?;
+        let status = resp.status().as_u16();
+        let v: Value = resp
+            .json_value()
+            .await
+            .map_err(|_| format!("Udesk answered HTTP {status}, not JSON"))?;
+        match v.get("success").and_then(Value::as_bool) {
+            Some(true) => Ok(()),
+            _ => Err(format!(
+                "Udesk says: {}",
+                v.get("msg")
+                    .and_then(Value::as_str)
+                    .unwrap_or("no reason given")
+            )),
+        }
+    }
+
+    /// A staged copy of a WeChat media id and a URL Udesk can open, within `budget`.
+    async fn media_url(&self, media_id: &str, budget: Duration) -> Option<String> {
+        let media = Media {
+            api: &self.api,
+            store: self.links.store(),
+        };
+        // max_inline 0: stage it and hand back only the key.
+        let staged = tokio::time::timeout(budget, media.fetch(&self.app, media_id, 0)).await;
+        let key = match staged {
+            Ok(Ok(Fetched::Large { key, .. })) => key,
+            Ok(Ok(Fetched::Inline(_))) => return None,
+            Ok(Err(e)) => {
+                warn!(appid = %self.app.appid, media_id, error = %e, "could not stage the customer's media; forwarding without a URL");
+                return None;
+            }
+            Err(_) => {
+                warn!(appid = %self.app.appid, media_id, "staging the customer's media took too long; forwarding without a URL");
+                return None;
+            }
+        };
+        match self.links.url(&key, self.media_url_ttl).await {
+            Ok(u) => Some(u),
+            Err(e) => {
+                warn!(appid = %self.app.appid, media_id, error = %e, "no URL for staged media");
+                None
+            }
+        }
+    }
+
+    /// Udesk's XML for a customer message; `None` for events this desk does not take.
+    async fn body(&self, msg: &Message, budget: Duration) -> Option<Doc> {
+        let mut d = Doc::default();
+        d.push("FromUserName", XmlValue::text(&msg.from_user));
+        d.push("Number", XmlValue::text(""));
+        d.push("Email", XmlValue::text(""));
+        let text = |d: &mut Doc, content: String| {
+            d.push("Content", XmlValue::text(content));
+            d.push("CreateTime", XmlValue::number(msg.create_time));
+            d.push("MsgType", XmlValue::text("text"));
+        };
+        match &msg.kind {
+            Kind::Text { content, .. } => text(&mut d, content.clone()),
+            Kind::Image { pic_url, media_id } => {
+                let url = self.media_url(media_id, budget).await;
+                d.push("CreateTime", XmlValue::number(msg.create_time));
+                d.push("MsgType", XmlValue::text("image"));
+                d.push(
+                    "PicUrl",
+                    XmlValue::text(url.unwrap_or_else(|| pic_url.clone())),
+                );
+                d.push("MediaId", XmlValue::text(media_id));
+            }
+            Kind::Voice {
+                media_id, format, ..
+            } => {
+                let url = self.media_url(media_id, budget).await;
+                d.push("CreateTime", XmlValue::number(msg.create_time));
+                d.push("MsgType", XmlValue::text("voice"));
+                d.push("MediaId", XmlValue::text(media_id));
+                d.push("Format", XmlValue::text(format));
+                d.push("MediaUrl", XmlValue::text(url.unwrap_or_default()));
+            }
+            Kind::Video {
+                media_id,
+                thumb_media_id,
+            }
+            | Kind::ShortVideo {
+                media_id,
+                thumb_media_id,
+            } => {
+                let url = self.media_url(media_id, budget).await;
+                d.push("CreateTime", XmlValue::number(msg.create_time));
+                d.push("MsgType", XmlValue::text("video"));
+                d.push("MediaId", XmlValue::text(media_id));
+                d.push("ThumbMediaId", XmlValue::text(thumb_media_id));
+                d.push("MediaUrl", XmlValue::text(url.unwrap_or_default()));
+            }
+            Kind::Event(ev) => {
+                // Only the events named in event_texts reach Udesk, known or not.
+                let wording = self.event_texts.get(ev.name())?;
+                text(&mut d, wording.clone());
+            }
+            // Udesk's interface has no other types: a readable text keeps the conversation.
+            _ => text(&mut d, readable(msg)),
+        }
+        let msg_id = msg
+            .msg_id
+            .clone()
+            .unwrap_or_else(|| msg.create_time.to_string());
+        d.push("MsgId", XmlValue::number(msg_id));
+        Some(d)
+    }
+
+    /// What the customer sees for Udesk's answer.
+    fn customer_text(&self, answer: &Value) -> Result<Option<String>, String> {
+        if answer.get("success").and_then(Value::as_bool) == Some(false) {
+            return Err(format!(
+                "Udesk refused the message: {}",
+                answer
+                    .get("msg")
+                    .and_then(Value::as_str)
+                    .unwrap_or("no reason given")
+            ));
+        }
+        let msg = answer
+            .get("msg")
+            .and_then(Value::as_str)
+            .filter(|m| !m.trim().is_empty());
+        match answer.get("status").and_then(Value::as_str) {
+            Some("queueing" | "queuing") => {
+                let turn = answer
+                    .get("turn")
+                    .map(|t| t.as_i64().map_or_else(|| t.to_string(), |n| n.to_string()))
+                    .unwrap_or_default();
+                Ok(Some(
+                    self.queueing_text.replace("{turn}", turn.trim_matches('"')),
+                ))
+            }
+            Some("chatting") => Ok(msg.map(str::to_owned)),
+            Some("offline") => Ok(Some(self.offline_text.clone())),
+            Some(other) => Err(format!("Udesk answered status {other:?}")),
+            None => Err("Udesk's answer has no status".to_owned()),
+        }
+    }
+}
+
+/// A text rendering of a message Udesk's interface has no type for.
+fn readable(msg: &Message) -> String {
+    let f = |n: &str| msg.doc.text(n);
+    match msg.msg_type() {
+        "location" => format!(
+            "[Location] {} ({}, {})",
+            f("Label"),
+            f("Location_X"),
+            f("Location_Y")
+        ),
+        "link" => format!("[Link] {} {}", f("Title"), f("Url")),
+        "miniprogrampage" => format!("[Mini Program page] {} {}", f("Title"), f("PagePath")),
+        other => format!("[{other} message]"),
+    }
+}
+
+/// Extension for reading a JSON body without reqwest's `json` feature.
+trait JsonValue {
+    async fn json_value(self) -> Result<Value, ()>;
+}
+
+impl JsonValue for reqwest::Response {
+    async fn json_value(self) -> Result<Value, ()> {
+        let bytes = self.bytes().await.map_err(|_| ())?;
+        serde_json::from_slice(&bytes).map_err(|_| ())
+    }
+}
+
+#[async_trait]
+impl Desk for UdeskIm {
+    async fn forward(
+        &self,
+        msg: &Message,
+        _xml: &str,
+        timeout: Duration,
+    ) -> Result<DeskReply, DeskError> {
+        let started = Instant::now();
+        // Media staging gets at most half the time; Udesk needs the rest.
+        let Some(body) = self.body(msg, timeout / 2).await else {
+            info!(appid = %self.app.appid, event = msg.event().map(|e| e.name()), "event not forwarded to Udesk (not in event_texts)");
+            return Ok(DeskReply::Empty);
+        };
+        let left = timeout.saturating_sub(started.elapsed());
+        let url = self.signed_url("", crate::clock::unix_ms() / 1000);
+        let resp = self
+            .http
+            .post(url)
+            .header(http::header::CONTENT_TYPE, "text/xml; charset=utf-8")
+            .body(body.to_xml())
+            .timeout(left)
+            .send()
+            .await
+            .map_err(|e| super::udesk_wechat::transport_error(e, left))?;
+        let status = resp.status().as_u16();
+        if !(200..300).contains(&status) {
+            return Err(DeskError::Status(status));
+        }
+        let answer = resp
+            .json_value()
+            .await
+            .map_err(|_| DeskError::UnexpectedAnswer("Udesk's answer is not JSON".into()))?;
+        match self.customer_text(&answer) {
+            Ok(Some(text)) => Ok(DeskReply::Passive(passive_text(msg, &text))),
+            Ok(None) => Ok(DeskReply::Empty),
+            Err(why) => Err(DeskError::UnexpectedAnswer(why)),
+        }
+    }
+}
+
+/// A passive text reply to the customer who sent `msg`.
+pub fn passive_text(msg: &Message, content: &str) -> String {
+    let mut d = Doc::default();
+    d.push("ToUserName", XmlValue::text(&msg.from_user));
+    d.push("FromUserName", XmlValue::text(&msg.to_user));
+    d.push(
+        "CreateTime",
+        XmlValue::number(crate::clock::unix_ms() / 1000),
+    );
+    d.push("MsgType", XmlValue::text("text"));
+    d.push("Content", XmlValue::text(content));
+    d.to_xml()
+}

@@ -1,0 +1,75 @@
+//! `POST /udesk-im/{appid}`: the "message push server address" Udesk's message interface
+//! sends agent messages to. The query is signed like Udesk's own calls (number, email,
+//! timestamp, sign with the app's KEY); the body is a custom-send message as a bracket-key
+//! form or JSON (the shapes the simulated domain takes). Answers are Udesk's own:
+//! `{"success": true}` or `{"success": false, "msg": "..."}`.
+
+use serde_json::json;
+use tracing::{info, warn};
+
+use super::sign;
+use crate::config::DeskConfig;
+use crate::http::{Request, Response};
+use crate::services::Services;
+use crate::wechat::kf::KfMessage;
+
+fn failure(status: u16, appid: &str, msg: &str) -> Response {
+    warn!(appid, status, reason = msg, "udesk-im push refused");
+    Response::json_status(status, &json!({ "success": false, "msg": msg }))
+}
+
+pub async fn handle(svc: &Services, appid: &str, req: &Request) -> Response {
+    let Some(app) = svc.config.app(appid) else {
+        return failure(404, appid, "unknown appid");
+    };
+    let DeskConfig::UdeskIm {
+        key,
+        timezone,
+        sign_window_secs,
+        ..
+    } = &app.desk
+    else {
+        return failure(404, appid, "this account's desk is not udesk_im");
+    };
+    if req.method != http::Method::POST {
+        return failure(405, appid, "use POST");
+    }
+    let (number, email) = (
+        req.query("number").unwrap_or(""),
+        req.query("email").unwrap_or(""),
+    );
+    let (Some(timestamp), Some(presented)) = (req.query("timestamp"), req.query("sign")) else {
+        return failure(
+            401,
+            appid,
+            "sign verification failed: missing timestamp or sign",
+        );
+    };
+    if !sign::verify(number, email, timestamp, presented, key) {
+        return failure(401, appid, "sign verification failed");
+    }
+    let offset = sign::parse_offset(timezone).unwrap_or(8 * 3600);
+    match sign::parse_local_timestamp(timestamp, offset) {
+        // 0 turns the window off (only for replaying recorded events).
+        Some(t)
+            if *sign_window_secs == 0 || svc.clock.unix_secs().abs_diff(t) <= *sign_window_secs => {
+        }
+        Some(_) => return failure(401, appid, "timestamp outside the allowed window"),
+        None => return failure(400, appid, "timestamp is not YYYYMMDDHHmmss"),
+    }
+    let msg = match KfMessage::parse(&req.body, app.kind) {
+        Ok(m) => m,
+        Err(e) => return failure(400, appid, &e.to_string()),
+    };
+    match svc.wechat.custom_send(app, &msg.to_json()).await {
+        Ok(_) => {
+            info!(appid, msgtype = %msg.msgtype, "agent message from Udesk delivered");
+            Response::json(json!({ "success": true }).to_string())
+        }
+        Err(e) => failure(
+            if e.errcode() == -1 { 502 } else { 200 },
+            appid,
+            &format!("WeChat did not take the message: {e}"),
+        ),
+    }
+}
