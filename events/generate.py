@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 HERE = os.path.dirname(os.path.abspath(__file__))
 OA, MP, TOKEN = "wxevents00000001", "wxeventsmp000002", "events-token"
 IM = "wxeventsim000003"
+TIM = "wxeventstim00004"
 AES_KEY = "eventsAESkey0000000000000000000000000000001"
 TS, NONCE, OPENID = 1714112445, "1320562132", "oEventsUser0000000000000001"
 
@@ -174,6 +175,22 @@ def main():
          "application/json"),
     ]:
         out[name] = event("POST", IM, im_query, body, ctype, path=f"/udesk-im/{IM}", route_key="POST /udesk-im/{appid}")
+    # Tencent IM's after-send callback for an agent's reply (Sign as Tencent makes it).
+    rt = TS
+    tim_query = {"SdkAppid": "1400000000", "CallbackCommand": "C2C.CallbackAfterSendMsg", "contenttype": "json",
+                 "ClientIP": "10.0.0.1", "OptPlatform": "RESTAPI",
+                 "Sign": hashlib.sha256(f"events-tim-token{rt}".encode()).hexdigest(), "RequestTime": str(rt)}
+    def after_send(key, body):
+        return json.dumps({"CallbackCommand": "C2C.CallbackAfterSendMsg", "From_Account": "agent1", "To_Account": OPENID,
+                           "MsgSeq": 48374, "MsgRandom": 2837546, "MsgTime": TS, "MsgKey": key, "OnlineOnlyFlag": 0,
+                           "SendMsgResult": 0, "ErrorInfo": "send msg succeed", "UnreadMsgNum": 0, "MsgBody": body,
+                           "CloudCustomData": ""}, ensure_ascii=False)
+    out["tim-callback-text"] = event("POST", TIM, tim_query, after_send("89541_2574206_1572870301", [
+        {"MsgType": "TIMTextElem", "MsgContent": {"Text": "Your parcel ships today."}}]), "application/json",
+        path=f"/tim/{TIM}", route_key="POST /tim/{appid}")
+    out["tim-callback-custom"] = event("POST", TIM, tim_query, after_send("89541_2574206_1572870302", [
+        {"MsgType": "TIMCustomElem", "MsgContent": {"Data": "order:1234", "Desc": "Order 1234 is on its way", "Ext": ""}}]),
+        "application/json", path=f"/tim/{TIM}", route_key="POST /tim/{appid}")
     # The token-refresher's EventBridge schedule.
     out["schedule-token-refresher"] = {
         "version": "0", "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa", "detail-type": "Scheduled Event", "source": "aws.events",

@@ -244,6 +244,33 @@ pub enum DeskConfig {
         #[serde(default = "default_event_texts")]
         event_texts: HashMap<String, String>,
     },
+    /// Tencent Cloud IM: customers become IM accounts (UserID = openid) and talk to agent
+    /// accounts; agents' messages come back through the after-send callback `/tim/{appid}`.
+    TencentIm {
+        sdkappid: u64,
+        secret_key: Secret,
+        /// The App admin identifier used for REST calls.
+        admin: String,
+        /// Agent accounts: customer messages go to the one who last served the customer,
+        /// else the first.
+        agents: Vec<String>,
+        #[serde(default = "default_tim_api_base")]
+        api_base: String,
+        /// The console's callback authentication token; without it only SdkAppid is checked.
+        #[serde(default)]
+        callback_token: Option<Secret>,
+        /// Passive reply to a new follower.
+        #[serde(default)]
+        welcome: Option<String>,
+        /// Passive reply to each customer message (e.g. "Connecting you to an agent...");
+        /// without it the customer gets `success`.
+        #[serde(default)]
+        connecting_text: Option<String>,
+    },
+}
+
+fn default_tim_api_base() -> String {
+    "https://console.tim.qq.com".into()
 }
 
 fn default_timezone() -> String {
@@ -371,6 +398,34 @@ impl Config {
                             "must be between 60 and 604800 (S3's limit)",
                         ));
                     }
+                }
+                DeskConfig::TencentIm {
+                    sdkappid,
+                    secret_key,
+                    admin,
+                    agents,
+                    api_base,
+                    ..
+                } => {
+                    if *sdkappid == 0 {
+                        return Err(invalid(key("desk.sdkappid"), "must be your IM SDKAppID"));
+                    }
+                    if secret_key.expose().is_empty() {
+                        return Err(invalid(key("desk.secret_key"), "must not be empty"));
+                    }
+                    if admin.is_empty() {
+                        return Err(invalid(
+                            key("desk.admin"),
+                            "must name the App admin account",
+                        ));
+                    }
+                    if agents.is_empty() || agents.iter().any(|a| a.is_empty() || a.len() > 32) {
+                        return Err(invalid(
+                            key("desk.agents"),
+                            "must list at least one agent UserID (at most 32 bytes each)",
+                        ));
+                    }
+                    check_url(api_base).map_err(|p| invalid(key("desk.api_base"), p))?;
                 }
             }
         }

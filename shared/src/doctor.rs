@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use crate::config::{AppConfig, DeskConfig};
+use crate::desk::tencent_im::TencentIm;
 use crate::desk::{http_client, udesk_im::UdeskIm};
 use crate::services::Services;
 use crate::wechat::api::operator_hint;
@@ -38,6 +39,13 @@ fn config_check(app: &AppConfig) -> Result<String, String> {
         ),
         DeskConfig::UdeskWechat { .. } => Ok(format!("udesk_wechat desk, {mode}")),
         DeskConfig::UdeskIm { .. } => Ok(format!("udesk_im desk, {mode}")),
+        DeskConfig::TencentIm {
+            callback_token: None,
+            ..
+        } => Ok(format!(
+            "tencent_im desk, {mode}; no callback_token, so callbacks are checked by SdkAppid only"
+        )),
+        DeskConfig::TencentIm { .. } => Ok(format!("tencent_im desk, {mode}")),
     }
 }
 
@@ -59,6 +67,27 @@ async fn desk_check(svc: &Services, app: &AppConfig) -> Result<String, String> {
             desk.check_channel()
                 .await
                 .map(|()| "Udesk's channel test answered success".into())
+        }
+        DeskConfig::TencentIm { agents, .. } => {
+            let desk = TencentIm::new(
+                http_client(),
+                app,
+                svc.wechat.clone(),
+                svc.links.clone(),
+                svc.tim_last_agent.clone(),
+            )
+            .ok_or("not a tencent_im desk")?;
+            // Importing the first agent is idempotent and proves the admin's UserSig works.
+            let deadline = std::time::Instant::now() + Duration::from_secs(8);
+            desk.rest
+                .call(
+                    "im_open_login_svc/account_import",
+                    &serde_json::json!({ "UserID": agents[0] }),
+                    deadline,
+                )
+                .await
+                .map(|_| "the REST API accepted the admin's UserSig".into())
+                .map_err(|e| e.to_string())
         }
         DeskConfig::UdeskWechat { url } => {
             let resp = http_client()

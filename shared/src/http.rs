@@ -2,6 +2,7 @@
 //! same handlers serve API Gateway (lambda_http) and the local server.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -111,6 +112,8 @@ pub enum RouteKind {
     UdeskImPush,
     /// `GET /media/{key}?expires=&sig=`: staged media (embedded store, local server only).
     StagedMedia,
+    /// `POST /tim/{appid}`: Tencent IM's third-party callback.
+    TimCallback,
 }
 
 impl RouteKind {
@@ -130,7 +133,8 @@ impl RouteKind {
             RouteKind::UdeskTemplateList
             | RouteKind::UdeskTemplateSend
             | RouteKind::UdeskImPush
-            | RouteKind::StagedMedia => 256 * 1024,
+            | RouteKind::StagedMedia
+            | RouteKind::TimCallback => 256 * 1024,
         }
     }
 }
@@ -149,7 +153,7 @@ pub fn route(path: &str) -> Option<Route> {
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let i = segs
         .iter()
-        .position(|s| matches!(*s, "wechat" | "udesk" | "udesk-im" | "media"))?;
+        .position(|s| matches!(*s, "wechat" | "udesk" | "udesk-im" | "media" | "tim"))?;
     let r = |kind, appid: &str, key: Option<&str>| {
         Some(Route {
             kind,
@@ -160,6 +164,7 @@ pub fn route(path: &str) -> Option<Route> {
     match &segs[i..] {
         ["wechat", appid] => r(RouteKind::WechatCallback, appid, None),
         ["udesk-im", appid] => r(RouteKind::UdeskImPush, appid, None),
+        ["tim", appid] => r(RouteKind::TimCallback, appid, None),
         ["media", _, ..] => r(RouteKind::StagedMedia, "", None),
         ["udesk", rest @ ..] => {
             let (base, kind) = match rest {
@@ -179,7 +184,7 @@ pub fn route(path: &str) -> Option<Route> {
     }
 }
 
-pub async fn dispatch(svc: &Services, route: &Route, req: &Request) -> Response {
+pub async fn dispatch(svc: &Arc<Services>, route: &Route, req: &Request) -> Response {
     match route.kind {
         RouteKind::WechatCallback => {
             crate::source::wechat_push::handle(svc, &route.appid, req).await
@@ -188,6 +193,9 @@ pub async fn dispatch(svc: &Services, route: &Route, req: &Request) -> Response 
             crate::desk::udesk_wechat::gateway::handle(svc, route, req).await
         }
         RouteKind::UdeskImPush => crate::desk::udesk_im::push::handle(svc, &route.appid, req).await,
+        RouteKind::TimCallback => {
+            crate::desk::tencent_im::callback::handle(svc, &route.appid, req).await
+        }
         RouteKind::StagedMedia => {
             crate::wechat::media::serve_signed(&svc.links, req, svc.clock.unix_secs()).await
         }
@@ -319,7 +327,11 @@ pub mod lambda {
 
     /// Serves one function's route: the appid comes from API Gateway's path parameters,
     /// else from the path itself.
-    pub async fn handle(svc: &Services, kind: RouteKind, req: lambda_http::Request) -> Response {
+    pub async fn handle(
+        svc: &Arc<Services>,
+        kind: RouteKind,
+        req: lambda_http::Request,
+    ) -> Response {
         let request = to_request(&req);
         let found = match route(&request.path) {
             Some(r) if r.kind == kind => Some(r),

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use crate::http::{Request, Response, dispatch, route};
 use crate::services::Services;
 
-async fn serve_one(svc: &Services, req: hyper::Request<hyper::body::Incoming>) -> Response {
+async fn serve_one(svc: &Arc<Services>, req: hyper::Request<hyper::body::Incoming>) -> Response {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_owned();
     let Some(r) = route(&path) else {

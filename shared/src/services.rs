@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError, DeskConfig, StoreConfig};
+use crate::desk::tencent_im::TencentIm;
 use crate::desk::{Desk, http_client, udesk_im::UdeskIm, udesk_wechat::UdeskWechat};
 use crate::store::aws::{AwsStore, AwsTokens, S3Media};
 use crate::store::embedded::{EmbeddedMedia, EmbeddedStore};
@@ -90,6 +91,8 @@ pub struct Services {
     pub media_store: Arc<dyn MediaStore>,
     /// URLs desks can open for staged media.
     pub links: Arc<MediaLinks>,
+    /// Tencent IM: the agent who last served each customer, as this process saw it.
+    pub tim_last_agent: Arc<std::sync::Mutex<HashMap<String, String>>>,
     pub wechat: Arc<WechatApi>,
     pub clock: Arc<dyn Clock>,
     desks: HashMap<String, Arc<dyn Desk>>,
@@ -117,6 +120,7 @@ impl Services {
             clock.clone(),
         ));
         let wechat = Arc::new(WechatApi::new(client.clone(), &config.wechat, tokens));
+        let tim_last_agent: Arc<std::sync::Mutex<HashMap<String, String>>> = Arc::default();
         let links = Arc::new(MediaLinks::new(
             stores.media.clone(),
             config.media.public_base_url.clone(),
@@ -128,6 +132,18 @@ impl Services {
             let desk: Arc<dyn Desk> = match &app.desk {
                 DeskConfig::UdeskWechat { url } => {
                     Arc::new(UdeskWechat::new(client.clone(), url.clone()))
+                }
+                DeskConfig::TencentIm { .. } => {
+                    match TencentIm::new(
+                        client.clone(),
+                        app,
+                        wechat.clone(),
+                        links.clone(),
+                        tim_last_agent.clone(),
+                    ) {
+                        Some(d) => Arc::new(d),
+                        None => continue,
+                    }
                 }
                 DeskConfig::UdeskIm { .. } => {
                     match UdeskIm::new(client.clone(), app, wechat.clone(), links.clone()) {
@@ -155,6 +171,7 @@ impl Services {
             inbox: stores.inbox,
             media_store: stores.media,
             links,
+            tim_last_agent,
             wechat,
             clock,
             desks,

@@ -39,6 +39,8 @@ pub struct State {
     pub expires_in: i64,
     /// The AppSecret the token endpoints accept.
     pub secret: String,
+    /// Files served at `/files/<name>` (an agent's media on some CDN).
+    pub files: HashMap<String, (Bytes, String)>,
 }
 
 pub struct WechatStandIn {
@@ -85,6 +87,15 @@ impl WechatStandIn {
             ),
         );
     }
+    /// Serves `bytes` at `/files/<name>`; returns the URL.
+    pub fn serve_file(&self, name: &str, bytes: &[u8], content_type: &str) -> String {
+        self.state.lock().unwrap().files.insert(
+            name.to_owned(),
+            (Bytes::copy_from_slice(bytes), content_type.to_owned()),
+        );
+        self.server.url(&format!("/files/{name}"))
+    }
+
     pub fn set_token_delay(&self, d: Duration) {
         self.state.lock().unwrap().token_delay = d;
     }
@@ -246,6 +257,15 @@ pub async fn start() -> WechatStandIn {
                 }
                 issue(&mut s)
             }
+            _ if path.starts_with("/files/") => match s.files.get(&path["/files/".len()..]) {
+                Some((bytes, ct)) => Reply {
+                    status: 200,
+                    headers: vec![("content-type", ct.clone())],
+                    body: bytes.clone(),
+                    delay: Duration::ZERO,
+                },
+                None => err(404, "no such file"),
+            },
             "/video/1" => Reply {
                 status: 200,
                 headers: vec![("content-type", "video/mp4".into())],

@@ -28,6 +28,8 @@ enum Expect {
     Schedule,
     /// An agent push from Udesk's message interface: `{"success":true}`, sent to WeChat.
     UdeskImSuccess,
+    /// A Tencent IM after-send callback: `ActionStatus: OK`, the reply sent to WeChat.
+    TimOk,
 }
 
 fn expectation(name: &str) -> Option<Expect> {
@@ -60,6 +62,7 @@ fn expectation(name: &str) -> Option<Expect> {
         "udesk-template-send" => WxJson("msgid"),
         "schedule-token-refresher" => Schedule,
         "udesk-im-push-text" | "udesk-im-push-json-news" => UdeskImSuccess,
+        "tim-callback-text" | "tim-callback-custom" => TimOk,
         _ => return None,
     })
 }
@@ -186,6 +189,13 @@ async fn every_sample_event_gets_its_answer() {
             }
             Expect::UdeskImSuccess => {
                 assert_eq!(body, r#"{"success":true}"#, "{name}");
+                assert_eq!(wx.sent().len(), sent_before + 1, "{name}");
+            }
+            Expect::TimOk => {
+                assert_eq!(
+                    body, r#"{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":""}"#,
+                    "{name}"
+                );
                 assert_eq!(wx.sent().len(), sent_before + 1, "{name}");
             }
             Expect::Schedule => unreachable!(),

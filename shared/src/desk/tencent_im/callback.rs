@@ -1,0 +1,327 @@
+//! `POST /tim/{appid}`: Tencent IM's third-party callback. An agent's
+//! `C2C.CallbackAfterSendMsg` to a customer becomes WeChat custom sends to that openid.
+//! Tencent waits 2 s: delivery runs in its own task, and whatever has not finished by the
+//! answer is recorded in the inbox and finishes there; a callback Tencent sends again is
+//! delivered once (dedup on MsgKey).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tracing::{error, info, warn};
+
+use crate::config::{AppConfig, DeskConfig};
+use crate::http::{Request, Response};
+use crate::services::Services;
+use crate::store::{Claim, NewClaim, Outcome, StagedMedia, new_claim_id};
+use crate::wechat::api::ApiError;
+use crate::wechat::kf::KfMessage;
+use crate::wechat::media::{Media, sniff};
+
+/// Answer Tencent well inside its 2 s.
+const ANSWER_WITHIN: Duration = Duration::from_millis(1500);
+/// Tencent's RequestTime must be within a minute of ours.
+const SIGN_WINDOW_SECS: u64 = 60;
+
+fn ok() -> Response {
+    Response::json(json!({"ActionStatus": "OK", "ErrorInfo": "", "ErrorCode": 0}).to_string())
+}
+
+fn refuse(status: u16, appid: &str, why: &str) -> Response {
+    warn!(appid, status, reason = why, "Tencent IM callback refused");
+    Response::json_status(
+        status,
+        &json!({"ActionStatus": "FAIL", "ErrorInfo": why, "ErrorCode": 1}),
+    )
+}
+
+/// `Sign` = lowercase hex SHA-256 of token + RequestTime.
+pub fn callback_sign(token: &str, request_time: &str) -> String {
+    crate::wechat::signature::hex_lower(&Sha256::digest(format!("{token}{request_time}")))
+}
+
+pub async fn handle(svc: &Arc<Services>, appid: &str, req: &Request) -> Response {
+    let Some(app) = svc.config.app(appid) else {
+        return refuse(404, appid, "unknown appid");
+    };
+    let DeskConfig::TencentIm {
+        sdkappid,
+        agents,
+        callback_token,
+        ..
+    } = &app.desk
+    else {
+        return refuse(404, appid, "this account's desk is not tencent_im");
+    };
+    if req.query("SdkAppid").and_then(|s| s.parse::<u64>().ok()) != Some(*sdkappid) {
+        return refuse(403, appid, "SdkAppid is not this account's");
+    }
+    if let Some(token) = callback_token {
+        let (Some(sign), Some(time)) = (req.query("Sign"), req.query("RequestTime")) else {
+            return refuse(401, appid, "missing Sign or RequestTime");
+        };
+        let Ok(t) = time.parse::<i64>() else {
+            return refuse(401, appid, "RequestTime is not a number");
+        };
+        if svc.clock.unix_secs().abs_diff(t) > SIGN_WINDOW_SECS {
+            return refuse(401, appid, "RequestTime too far from now");
+        }
+        if !crate::config::Secret::new(callback_sign(token.expose(), time)).matches(sign) {
+            return refuse(401, appid, "Sign mismatch");
+        }
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {
+        return refuse(400, appid, "body is not JSON");
+    };
+    let command = body
+        .get("CallbackCommand")
+        .and_then(Value::as_str)
+        .or(req.query("CallbackCommand"))
+        .unwrap_or("");
+    if command != "C2C.CallbackAfterSendMsg" {
+        info!(
+            appid,
+            command, "Tencent IM callback ignored (not an after-send)"
+        );
+        return ok();
+    }
+    let s = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or("");
+    let (from, to) = (s("From_Account"), s("To_Account"));
+    let failed = body
+        .get("SendMsgResult")
+        .and_then(Value::as_i64)
+        .unwrap_or(0)
+        != 0;
+    if !agents.iter().any(|a| a == from)
+        || agents.iter().any(|a| a == to)
+        || to.is_empty()
+        || failed
+    {
+        // Customers' own messages (sent by us) and agent-to-agent chat are not for WeChat.
+        return ok();
+    }
+    if let Ok(mut last) = svc.tim_last_agent.lock() {
+        last.insert(to.to_owned(), from.to_owned());
+    }
+    let msg_key = match s("MsgKey") {
+        "" => format!(
+            "{from}_{}_{}",
+            body.get("MsgSeq").map(Value::to_string).unwrap_or_default(),
+            body.get("MsgRandom")
+                .map(Value::to_string)
+                .unwrap_or_default()
+        ),
+        k => k.to_owned(),
+    };
+    let key = format!("{appid}#tim#{msg_key}");
+    let now = svc.clock.unix_ms();
+    let claim_id = new_claim_id();
+    let claim = svc
+        .inbox
+        .claim(&NewClaim {
+            key: &key,
+            appid,
+            payload: &body.to_string(),
+            claim_id: &claim_id,
+            now_ms: now,
+            // Our own task may run long (media upload): give it a minute before a resent
+            // callback may take over.
+            lease_until_ms: now + 60_000,
+            expires_at: now / 1000 + svc.config.callback.inbox_ttl_secs as i64,
+        })
+        .await;
+    match claim {
+        Ok(Claim::Won { .. }) => {}
+        Ok(Claim::InFlight | Claim::Answered(_)) => {
+            info!(
+                appid,
+                msg_key, "duplicate Tencent IM callback: already delivered or delivering"
+            );
+            return ok();
+        }
+        Err(e) => error!(appid, error = %e, "inbox unavailable; delivering without dedup"),
+    }
+    let (svc2, appid2, to2) = (svc.clone(), appid.to_owned(), to.to_owned());
+    let task = tokio::spawn(async move {
+        let Some(app) = svc2.config.app(&appid2) else {
+            return;
+        };
+        let outcome = deliver(&svc2, app, &to2, &body).await;
+        let result = match &outcome {
+            Ok(n) => {
+                info!(appid = %appid2, messages = n, "agent reply delivered to WeChat");
+                svc2.inbox
+                    .finish(&key, &claim_id, Outcome::Answered(""))
+                    .await
+            }
+            Err(e) => {
+                warn!(appid = %appid2, error = %e, "agent reply not delivered; recorded as undelivered");
+                svc2.inbox
+                    .finish(&key, &claim_id, Outcome::Undelivered(&e.to_string()))
+                    .await
+            }
+        };
+        if let Err(e) = result {
+            error!(appid = %appid2, error = %e, "could not record the delivery");
+        }
+    });
+    if tokio::time::timeout(ANSWER_WITHIN, task).await.is_err() {
+        info!(
+            appid,
+            "agent reply still being delivered; answering Tencent now"
+        );
+    }
+    ok()
+}
+
+/// Turns an agent's IM message into custom sends; returns how many went out.
+async fn deliver(
+    svc: &Services,
+    app: &AppConfig,
+    openid: &str,
+    body: &Value,
+) -> Result<usize, ApiError> {
+    let elems = body
+        .get("MsgBody")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut sent = 0;
+    for elem in &elems {
+        let Some(kf) = to_custom(svc, app, openid, elem).await else {
+            continue;
+        };
+        svc.wechat.custom_send(app, &kf.to_json()).await?;
+        sent += 1;
+    }
+    Ok(sent)
+}
+
+/// One IM element as a WeChat custom message.
+async fn to_custom(
+    svc: &Services,
+    app: &AppConfig,
+    openid: &str,
+    elem: &Value,
+) -> Option<KfMessage> {
+    let c = elem.get("MsgContent").cloned().unwrap_or(Value::Null);
+    let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+    let text = |t: String| Some(KfMessage::text(openid, &t));
+    match elem.get("MsgType").and_then(Value::as_str).unwrap_or("") {
+        "TIMTextElem" => text(s(&c, "Text")),
+        "TIMImageElem" => {
+            let infos = c
+                .get("ImageInfoArray")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let url = infos
+                .iter()
+                .find(|i| i.get("Type").and_then(Value::as_i64) == Some(1))
+                .or(infos.first())
+                .map(|i| s(i, "URL"))
+                .unwrap_or_default();
+            match upload(svc, app, "image", &url).await {
+                Some(media_id) => Some(KfMessage {
+                    touser: openid.to_owned(),
+                    msgtype: "image".into(),
+                    content: json!({ "media_id": media_id }),
+                    kf_account: None,
+                }),
+                None => text(format!("[Image] {url}")),
+            }
+        }
+        "TIMSoundElem" => {
+            let url = s(&c, "Url");
+            match upload(svc, app, "voice", &url).await {
+                Some(media_id) => Some(KfMessage {
+                    touser: openid.to_owned(),
+                    msgtype: "voice".into(),
+                    content: json!({ "media_id": media_id }),
+                    kf_account: None,
+                }),
+                None => text(format!("[Voice message] {url}")),
+            }
+        }
+        "TIMVideoFileElem" => {
+            let url = s(&c, "VideoUrl");
+            match upload(svc, app, "video", &url).await {
+                Some(media_id) => Some(KfMessage {
+                    touser: openid.to_owned(),
+                    msgtype: "video".into(),
+                    content: json!({ "media_id": media_id }),
+                    kf_account: None,
+                }),
+                None => text(format!("[Video] {url}")),
+            }
+        }
+        "TIMFileElem" => text(format!("[File] {} {}", s(&c, "FileName"), s(&c, "Url"))),
+        "TIMLocationElem" => text(format!(
+            "[Location] {} ({}, {})",
+            s(&c, "Desc"),
+            c.get("Latitude").map(Value::to_string).unwrap_or_default(),
+            c.get("Longitude").map(Value::to_string).unwrap_or_default()
+        )),
+        "TIMCustomElem" => {
+            let desc = s(&c, "Desc");
+            text(if desc.is_empty() { s(&c, "Data") } else { desc })
+        }
+        "TIMFaceElem" => text("[Sticker]".into()),
+        other => {
+            warn!(appid = %app.appid, msg_type = other, "IM element type not handled; skipped");
+            None
+        }
+    }
+}
+
+/// Fetches an agent's media and adds it to WeChat as temporary material, where WeChat
+/// takes its type and format; `None` means "send a link instead".
+async fn upload(svc: &Services, app: &AppConfig, media_type: &str, url: &str) -> Option<String> {
+    if !url.starts_with("http") {
+        return None;
+    }
+    let raw = match svc.wechat.fetch_url(url).await {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(appid = %app.appid, error = %e, "could not fetch the agent's media; sending a link");
+            return None;
+        }
+    };
+    sniff(&raw.bytes)?;
+    let media = Media {
+        api: &svc.wechat,
+        store: svc.media_store.as_ref(),
+    };
+    let file = StagedMedia {
+        bytes: raw.bytes,
+        content_type: raw.content_type,
+        filename: url
+            .rsplit('/')
+            .next()
+            .unwrap_or("media")
+            .split('?')
+            .next()
+            .unwrap_or("media")
+            .to_owned(),
+    };
+    match media.upload(app, media_type, file).await {
+        Ok(v) => v.get("media_id").and_then(Value::as_str).map(str::to_owned),
+        Err(e) => {
+            warn!(appid = %app.appid, error = %e, "WeChat did not take the agent's media; sending a link");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn documented_sign() {
+        // The doc's sample (token xxxxyyyy, RequestTime 1669872112).
+        assert_eq!(
+            super::callback_sign("xxxxyyyy", "1669872112"),
+            "17773bc39a671d7b9aa835458704d2a6db81360a5940292b587d6d760d484061"
+        );
+    }
+}

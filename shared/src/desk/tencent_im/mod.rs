@@ -1,0 +1,406 @@
+//! Tencent Cloud IM as the agents' desk (seed 004 and Tencent's WeChat sample, made
+//! production-grade): each customer is an IM account (UserID = openid) that messages an
+//! agent account through the REST API; agents' replies come back through the after-send
+//! callback (`callback`).
+
+pub mod callback;
+pub mod usersig;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use tracing::{info, warn};
+
+use super::{Desk, DeskError, DeskReply};
+use crate::config::{AppConfig, DeskConfig, Secret};
+use crate::wechat::api::{WechatApi, backoff, with_query};
+use crate::wechat::media::{Fetched, Media, MediaLinks, media_key};
+use crate::wechat::message::{Event, Kind, Message};
+
+/// Errors that mean "this customer has no IM account yet".
+const NOT_IMPORTED: [i64; 3] = [20003, 90012, 70107];
+/// Frequency limits: retried with backoff.
+const RATE_LIMITED: [i64; 2] = [60007, 60011];
+/// Tencent's REST server gives up after 3 s; we wait a little longer.
+const REST_TIMEOUT: Duration = Duration::from_millis(3500);
+const ADMIN_SIG_LIFETIME: i64 = 7 * 24 * 3600;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ImError {
+    #[error("Tencent IM error {code}: {info}")]
+    Fail { code: i64, info: String },
+    #[error("cannot reach Tencent IM: {0}")]
+    Transport(String),
+    #[error("Tencent IM answered HTTP {0}")]
+    Status(u16),
+    #[error("Tencent IM's answer is not JSON")]
+    Garbled,
+    #[error("no time left for Tencent IM")]
+    OutOfTime,
+}
+
+impl ImError {
+    pub fn code(&self) -> i64 {
+        match self {
+            ImError::Fail { code, .. } => *code,
+            _ => -1,
+        }
+    }
+}
+
+/// The REST API with the admin's UserSig, cached until close to its expiry.
+pub struct Rest {
+    http: reqwest::Client,
+    base: String,
+    pub sdkappid: u64,
+    key: Secret,
+    admin: String,
+    sig: Mutex<Option<(String, i64)>>,
+}
+
+impl Rest {
+    fn admin_sig(&self) -> String {
+        let now = crate::clock::unix_ms() / 1000;
+        let mut cached = self.sig.lock().unwrap_or_else(|e| e.into_inner());
+        match &*cached {
+            Some((sig, made)) if now - made < ADMIN_SIG_LIFETIME - 3600 => sig.clone(),
+            _ => {
+                let sig = usersig::generate(
+                    self.key.expose(),
+                    self.sdkappid,
+                    &self.admin,
+                    now,
+                    ADMIN_SIG_LIFETIME,
+                );
+                *cached = Some((sig.clone(), now));
+                sig
+            }
+        }
+    }
+
+    /// One REST call, retrying frequency limits while `deadline` allows.
+    pub async fn call(
+        &self,
+        command: &str,
+        body: &Value,
+        deadline: Instant,
+    ) -> Result<Value, ImError> {
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left < Duration::from_millis(50) {
+                return Err(ImError::OutOfTime);
+            }
+            let random = rand::random::<u32>().to_string();
+            let sdkappid = self.sdkappid.to_string();
+            let sig = self.admin_sig();
+            let url = with_query(
+                &format!("{}/v4/{command}", self.base),
+                &[
+                    ("sdkappid", sdkappid.as_str()),
+                    ("identifier", self.admin.as_str()),
+                    ("usersig", sig.as_str()),
+                    ("random", random.as_str()),
+                    ("contenttype", "json"),
+                ],
+            );
+            let result = self.send(url, body, left.min(REST_TIMEOUT)).await;
+            match result {
+                Err(e) if RATE_LIMITED.contains(&e.code()) && attempt < 3 => {
+                    warn!(
+                        command,
+                        code = e.code(),
+                        attempt,
+                        "Tencent IM rate limit; backing off"
+                    );
+                    tokio::time::sleep(backoff(attempt, Duration::from_millis(100))).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn send(&self, url: String, body: &Value, timeout: Duration) -> Result<Value, ImError> {
+        let resp = self
+            .http
+            .post(url)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string())
+            .timeout(timeout)
+            .send()
+            .await
+            // The URL carries the admin's UserSig.
+            .map_err(|e| ImError::Transport(e.without_url().to_string()))?;
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| ImError::Transport(e.without_url().to_string()))?;
+        if status != 200 {
+            return Err(ImError::Status(status));
+        }
+        let v: Value = serde_json::from_slice(&bytes).map_err(|_| ImError::Garbled)?;
+        let code = v.get("ErrorCode").and_then(Value::as_i64).unwrap_or(0);
+        if v.get("ActionStatus").and_then(Value::as_str) != Some("OK") || code != 0 {
+            return Err(ImError::Fail {
+                code,
+                info: v
+                    .get("ErrorInfo")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned(),
+            });
+        }
+        Ok(v)
+    }
+}
+
+pub struct TencentIm {
+    pub rest: Rest,
+    agents: Vec<String>,
+    welcome: Option<String>,
+    connecting_text: Option<String>,
+    app: AppConfig,
+    api: Arc<WechatApi>,
+    links: Arc<MediaLinks>,
+    /// Who last served each customer (this process's view).
+    last_agent: Arc<Mutex<HashMap<String, String>>>,
+}
+
+impl TencentIm {
+    pub fn new(
+        http: reqwest::Client,
+        app: &AppConfig,
+        api: Arc<WechatApi>,
+        links: Arc<MediaLinks>,
+        last_agent: Arc<Mutex<HashMap<String, String>>>,
+    ) -> Option<Self> {
+        let DeskConfig::TencentIm {
+            sdkappid,
+            secret_key,
+            admin,
+            agents,
+            api_base,
+            welcome,
+            connecting_text,
+            ..
+        } = &app.desk
+        else {
+            return None;
+        };
+        Some(Self {
+            rest: Rest {
+                http,
+                base: api_base.trim_end_matches('/').to_owned(),
+                sdkappid: *sdkappid,
+                key: secret_key.clone(),
+                admin: admin.clone(),
+                sig: Mutex::new(None),
+            },
+            agents: agents.clone(),
+            welcome: welcome.clone(),
+            connecting_text: connecting_text.clone(),
+            app: app.clone(),
+            api,
+            links,
+            last_agent,
+        })
+    }
+
+    fn agent_for(&self, openid: &str) -> String {
+        let map = self.last_agent.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(openid)
+            .filter(|a| self.agents.contains(a))
+            .cloned()
+            .unwrap_or_else(|| self.agents[0].clone())
+    }
+
+    async fn import(&self, openid: &str, deadline: Instant) -> Result<(), ImError> {
+        self.rest
+            .call(
+                "im_open_login_svc/account_import",
+                &json!({ "UserID": openid }),
+                deadline,
+            )
+            .await
+            .map(|_| info!(appid = %self.app.appid, "customer imported into Tencent IM"))
+    }
+
+    /// A staged copy of a WeChat media id: (URL, size, md5 as UUID).
+    async fn staged(&self, media_id: &str, budget: Duration) -> Option<(String, usize, String)> {
+        let media = Media {
+            api: &self.api,
+            store: self.links.store(),
+        };
+        let fetched =
+            tokio::time::timeout(budget, media.fetch(&self.app, media_id, u64::MAX)).await;
+        let m = match fetched {
+            Ok(Ok(Fetched::Inline(m))) => m,
+            Ok(Ok(Fetched::Large { .. })) => return None,
+            Ok(Err(e)) => {
+                warn!(appid = %self.app.appid, error = %e, "could not stage the customer's media");
+                return None;
+            }
+            Err(_) => {
+                warn!(appid = %self.app.appid, "staging the customer's media took too long");
+                return None;
+            }
+        };
+        let url = self
+            .links
+            .url(
+                &media_key(&self.app.appid, media_id),
+                Duration::from_secs(7 * 24 * 3600),
+            )
+            .await
+            .map_err(|e| warn!(appid = %self.app.appid, error = %e, "no URL for staged media"))
+            .ok()?;
+        use md5::{Digest, Md5};
+        let uuid = crate::wechat::signature::hex_lower(&Md5::digest(&m.bytes));
+        Some((url, m.bytes.len(), uuid))
+    }
+
+    /// The IM message body for a customer message.
+    async fn msg_body(&self, msg: &Message, budget: Duration) -> Value {
+        let text = |t: String| json!([{ "MsgType": "TIMTextElem", "MsgContent": { "Text": t } }]);
+        match &msg.kind {
+            Kind::Text { content, .. } => text(content.clone()),
+            Kind::Image { pic_url, media_id } => match self.staged(media_id, budget).await {
+                Some((url, size, uuid)) => {
+                    // Original, large and thumbnail: the same staged file.
+                    let infos: Vec<Value> = [1, 2, 3]
+                        .iter()
+                        .map(|t| json!({ "Type": t, "Size": size, "Width": 0, "Height": 0, "URL": url }))
+                        .collect();
+                    json!([{ "MsgType": "TIMImageElem", "MsgContent": {
+                        "UUID": uuid, "ImageFormat": 255, "ImageInfoArray": infos,
+                    }}])
+                }
+                None => text(format!("[Image] {pic_url}")),
+            },
+            Kind::Voice {
+                media_id,
+                recognition,
+                ..
+            } => match self.staged(media_id, budget).await {
+                Some((url, size, uuid)) => json!([{ "MsgType": "TIMSoundElem", "MsgContent": {
+                    "Url": url, "UUID": uuid, "Size": size, "Second": 0, "Download_Flag": 2,
+                }}]),
+                None => text(format!(
+                    "[Voice] {}",
+                    recognition.as_deref().unwrap_or("(could not be fetched)")
+                )),
+            },
+            Kind::Video { media_id, .. } | Kind::ShortVideo { media_id, .. } => {
+                match self.staged(media_id, budget).await {
+                    Some((url, size, uuid)) => {
+                        json!([{ "MsgType": "TIMVideoFileElem", "MsgContent": {
+                            "VideoUrl": url, "VideoUUID": uuid, "VideoSize": size, "VideoSecond": 0,
+                            "VideoFormat": "mp4", "VideoDownloadFlag": 2,
+                        }}])
+                    }
+                    None => text("[Video] (could not be fetched)".into()),
+                }
+            }
+            Kind::Location {
+                latitude,
+                longitude,
+                label,
+                ..
+            } => json!([{ "MsgType": "TIMLocationElem", "MsgContent": {
+                "Desc": label,
+                "Latitude": latitude.parse::<f64>().unwrap_or(0.0),
+                "Longitude": longitude.parse::<f64>().unwrap_or(0.0),
+            }}]),
+            Kind::Link { title, url, .. } => text(format!("[Link] {title} {url}")),
+            Kind::MiniProgramPage {
+                title, page_path, ..
+            } => text(format!("[Mini Program page] {title} {page_path}")),
+            Kind::Event(e) => text(format!("[{}]", e.name())),
+            Kind::Unknown { msg_type } => text(format!("[{msg_type} message]")),
+        }
+    }
+
+    async fn send_to_agent(&self, msg: &Message, deadline: Instant) -> Result<(), ImError> {
+        let openid = msg.from_user.as_str();
+        let left = deadline.saturating_duration_since(Instant::now());
+        let body = json!({
+            "SyncOtherMachine": 2,
+            "From_Account": openid,
+            "To_Account": self.agent_for(openid),
+            "MsgRandom": rand::random::<u32>(),
+            "ForbidCallbackControl": ["ForbidBeforeSendMsgCallback", "ForbidAfterSendMsgCallback"],
+            "MsgBody": self.msg_body(msg, left / 2).await,
+        });
+        match self.rest.call("openim/sendmsg", &body, deadline).await {
+            Err(e) if NOT_IMPORTED.contains(&e.code()) => {
+                info!(appid = %self.app.appid, code = e.code(), "customer not in Tencent IM yet: importing, then sending again");
+                self.import(openid, deadline).await?;
+                let mut retry = body;
+                retry["MsgRandom"] = json!(rand::random::<u32>());
+                self.rest
+                    .call("openim/sendmsg", &retry, deadline)
+                    .await
+                    .map(|_| ())
+            }
+            other => other.map(|_| ()),
+        }
+    }
+}
+
+fn passive_or_empty(msg: &Message, text: &Option<String>) -> DeskReply {
+    match text {
+        Some(t) if !t.is_empty() => DeskReply::Passive(super::udesk_im::passive_text(msg, t)),
+        _ => DeskReply::Empty,
+    }
+}
+
+#[async_trait]
+impl Desk for TencentIm {
+    async fn forward(
+        &self,
+        msg: &Message,
+        _xml: &str,
+        timeout: Duration,
+    ) -> Result<DeskReply, DeskError> {
+        let deadline = Instant::now() + timeout;
+        let openid = msg.from_user.as_str();
+        if openid.is_empty() || openid.len() > 32 {
+            return Err(DeskError::UnexpectedAnswer(
+                "the openid does not fit an IM UserID (1-32 bytes)".into(),
+            ));
+        }
+        let im = |e: ImError| match e {
+            ImError::OutOfTime => DeskError::Timeout(timeout),
+            other => DeskError::Transport(other.to_string()),
+        };
+        match msg.event() {
+            Some(Event::Subscribe { .. }) => {
+                self.import(openid, deadline).await.map_err(im)?;
+                Ok(passive_or_empty(msg, &self.welcome))
+            }
+            Some(Event::Unsubscribe) => {
+                self.rest
+                    .call(
+                        "im_open_login_svc/account_delete",
+                        &json!({ "DeleteItem": [{ "UserID": openid }] }),
+                        deadline,
+                    )
+                    .await
+                    .map_err(im)?;
+                info!(appid = %self.app.appid, "customer's IM account deleted");
+                Ok(DeskReply::Empty)
+            }
+            // Other events say nothing to an agent.
+            Some(_) => Ok(DeskReply::Empty),
+            None => {
+                self.send_to_agent(msg, deadline).await.map_err(im)?;
+                Ok(passive_or_empty(msg, &self.connecting_text))
+            }
+        }
+    }
+}

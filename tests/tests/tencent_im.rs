@@ -1,0 +1,342 @@
+//! Tencent Cloud IM as the desk, end to end: WeChat pushes become REST calls to a stand-in
+//! IM server that checks every UserSig; agents' after-send callbacks, signed like Tencent,
+//! become custom sends at the stand-in WeChat API.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use wxdesk::wechat::xml::Doc;
+use wxdesk_tests::tim::{self, ADMIN, CALLBACK_TOKEN, SDKAPPID, SECRET_KEY, TimStandIn};
+use wxdesk_tests::wechat::{self, WechatStandIn};
+use wxdesk_tests::*;
+
+const TIM_APPID: &str = "wxtim00000000001";
+const CUSTOMER: &str = "oTimCustomer0000000000000001";
+
+struct Rig {
+    base: String,
+    wx: WechatStandIn,
+    im: TimStandIn,
+    http: reqwest::Client,
+}
+
+async fn rig(name: &str) -> Rig {
+    let wx = wechat::start().await;
+    let im = tim::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let text = format!(
+        r#"{store}
+[wechat]
+api_base = "{wx}"
+[media]
+public_base_url = "{base}"
+url_key = "test-url-key"
+
+[[apps]]
+appid = "{TIM_APPID}"
+kind = "official_account"
+token = "{TOKEN}"
+secret = "test-secret"
+[apps.desk]
+kind = "tencent_im"
+sdkappid = {SDKAPPID}
+secret_key = "{SECRET_KEY}"
+admin = "{ADMIN}"
+agents = ["agent1", "agent2"]
+api_base = "{im}"
+callback_token = "{CALLBACK_TOKEN}"
+welcome = "Thanks for following! Ask us anything."
+connecting_text = "Connecting you to an agent..."
+"#,
+        store = embedded_store(name),
+        wx = wx.base(),
+        im = im.server.url(""),
+    );
+    let cfg = wxdesk::Config::parse(&text).unwrap();
+    let svc = Arc::new(wxdesk::Services::build(cfg).await.unwrap());
+    tokio::spawn(wxdesk::local::serve(svc, listener, std::future::pending()));
+    Rig {
+        base,
+        wx,
+        im,
+        http: reqwest::Client::new(),
+    }
+}
+
+fn push_xml(msg_type: &str, fields: &str, msg_id: Option<u64>) -> String {
+    let id = msg_id
+        .map(|i| format!("<MsgId>{i}</MsgId>"))
+        .unwrap_or_default();
+    format!(
+        "<xml><ToUserName><![CDATA[gh_tim]]></ToUserName><FromUserName><![CDATA[{CUSTOMER}]]></FromUserName>\
+         <CreateTime>{}</CreateTime><MsgType><![CDATA[{msg_type}]]></MsgType>{fields}{id}</xml>",
+        now_secs()
+    )
+}
+
+impl Rig {
+    async fn push(&self, body: String) -> String {
+        self.http
+            .post(format!(
+                "{}/wechat/{TIM_APPID}?{}",
+                self.base,
+                plain_query(now_secs(), "t1")
+            ))
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    async fn callback(&self, query: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}/tim/{TIM_APPID}?{query}", self.base))
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    fn sends(&self) -> Vec<Value> {
+        self.im.state.lock().unwrap().sends.clone()
+    }
+}
+
+fn content(reply: &str) -> Option<String> {
+    Doc::parse_xml(reply)
+        .ok()
+        .and_then(|d| d.get("Content").map(str::to_owned))
+}
+
+#[tokio::test]
+async fn subscribe_imports_with_a_welcome_and_unsubscribe_deletes() {
+    let rig = rig("sub").await;
+    let reply = rig
+        .push(push_xml(
+            "event",
+            "<Event><![CDATA[subscribe]]></Event><EventKey><![CDATA[]]></EventKey>",
+            None,
+        ))
+        .await;
+    assert_eq!(
+        content(&reply).as_deref(),
+        Some("Thanks for following! Ask us anything.")
+    );
+    assert!(rig.im.state.lock().unwrap().imported.contains(CUSTOMER));
+    let reply = rig
+        .push(push_xml(
+            "event",
+            "<Event><![CDATA[unsubscribe]]></Event><EventKey><![CDATA[]]></EventKey>",
+            None,
+        ))
+        .await;
+    assert_eq!(reply, "success");
+    let st = rig.im.state.lock().unwrap();
+    assert_eq!(st.deleted, vec![CUSTOMER.to_owned()]);
+    assert_eq!(
+        st.bad_sigs, 0,
+        "every REST call carried a valid admin UserSig"
+    );
+}
+
+#[tokio::test]
+async fn text_goes_to_the_agent_with_lazy_import_and_rate_limit_retry() {
+    let rig = rig("text").await;
+    // Never imported: the first sendmsg gets 20003, wxdesk imports and sends again; and a
+    // rate limit on the way is retried.
+    rig.im.state.lock().unwrap().inject_sendmsg.push_back(60007);
+    let reply = rig
+        .push(push_xml(
+            "text",
+            "<Content><![CDATA[Where is my parcel?]]></Content>",
+            Some(8101),
+        ))
+        .await;
+    assert_eq!(
+        content(&reply).as_deref(),
+        Some("Connecting you to an agent...")
+    );
+    let sends = rig.sends();
+    assert_eq!(sends.len(), 1, "{sends:?}");
+    let s = &sends[0];
+    assert_eq!(s["From_Account"], CUSTOMER);
+    assert_eq!(s["To_Account"], "agent1");
+    assert_eq!(
+        s["ForbidCallbackControl"],
+        json!(["ForbidBeforeSendMsgCallback", "ForbidAfterSendMsgCallback"])
+    );
+    assert_eq!(
+        s["MsgBody"],
+        json!([{"MsgType": "TIMTextElem", "MsgContent": {"Text": "Where is my parcel?"}}])
+    );
+    assert!(rig.im.state.lock().unwrap().imported.contains(CUSTOMER));
+}
+
+#[tokio::test]
+async fn image_goes_as_a_tim_image_with_a_staged_url() {
+    let rig = rig("image").await;
+    let bytes = b"\x89PNG\r\n\x1a\n customer photo for the agent".to_vec();
+    rig.wx.add_media("IMG_T", &bytes, "image/png");
+    rig.push(push_xml(
+        "image",
+        "<PicUrl><![CDATA[http://mmbiz.qpic.cn/t]]></PicUrl><MediaId><![CDATA[IMG_T]]></MediaId>",
+        Some(8201),
+    ))
+    .await;
+    let sends = rig.sends();
+    let elem = &sends[0]["MsgBody"][0];
+    assert_eq!(elem["MsgType"], "TIMImageElem");
+    let info = &elem["MsgContent"]["ImageInfoArray"];
+    assert_eq!(info.as_array().unwrap().len(), 3);
+    assert_eq!(info[0]["Size"], bytes.len());
+    let url = info[0]["URL"].as_str().unwrap();
+    let got = reqwest::get(url).await.unwrap().bytes().await.unwrap();
+    assert_eq!(got.as_ref(), bytes.as_slice());
+}
+
+#[tokio::test]
+async fn callbacks_with_a_bad_sign_stale_time_or_foreign_app_are_refused() {
+    let rig = rig("refuse").await;
+    let body = tim::after_send(
+        "agent1",
+        CUSTOMER,
+        "k1",
+        json!([{"MsgType":"TIMTextElem","MsgContent":{"Text":"hi"}}]),
+    );
+    let now = now_secs();
+    for (q, status) in [
+        (tim::callback_query(SDKAPPID, "wrong-token", now), 401),
+        (
+            tim::callback_query(SDKAPPID, CALLBACK_TOKEN, now - 120),
+            401,
+        ),
+        (tim::callback_query(1_400_000_001, CALLBACK_TOKEN, now), 403),
+        (
+            tim::callback_query(SDKAPPID, CALLBACK_TOKEN, now).replace("&Sign=", "&NoSign="),
+            401,
+        ),
+    ] {
+        let (s, v) = rig.callback(&q, &body).await;
+        assert_eq!(s, status, "{q}: {v}");
+        assert_eq!(v["ActionStatus"], "FAIL");
+    }
+    assert!(rig.wx.sent().is_empty());
+}
+
+#[tokio::test]
+async fn an_agent_reply_reaches_wechat_once() {
+    let rig = rig("reply").await;
+    let q = tim::callback_query(SDKAPPID, CALLBACK_TOKEN, now_secs());
+    let body = tim::after_send(
+        "agent2",
+        CUSTOMER,
+        "89541_2574206_1572870301",
+        json!([
+            {"MsgType": "TIMTextElem", "MsgContent": {"Text": "Your parcel ships today."}},
+            {"MsgType": "TIMCustomElem", "MsgContent": {"Data": "order:1234", "Desc": "Order 1234", "Ext": ""}},
+            {"MsgType": "TIMFileElem", "MsgContent": {"Url": "https://cdn.example/inv.pdf", "FileName": "invoice.pdf", "FileSize": 10, "UUID": "u", "Download_Flag": 2}}
+        ]),
+    );
+    let (s, v) = rig.callback(&q, &body).await;
+    assert_eq!(
+        (s, v),
+        (
+            200,
+            json!({"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0})
+        )
+    );
+    // Tencent sends the same callback again: delivered once.
+    let (s, _) = rig.callback(&q, &body).await;
+    assert_eq!(s, 200);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        rig.wx.sent(),
+        vec![
+            json!({"touser": CUSTOMER, "msgtype": "text", "text": {"content": "Your parcel ships today."}}),
+            json!({"touser": CUSTOMER, "msgtype": "text", "text": {"content": "Order 1234"}}),
+            json!({"touser": CUSTOMER, "msgtype": "text", "text": {"content": "[File] invoice.pdf https://cdn.example/inv.pdf"}}),
+        ]
+    );
+    // The customer's next message goes to the agent who answered.
+    rig.push(push_xml(
+        "text",
+        "<Content><![CDATA[thanks]]></Content>",
+        Some(8301),
+    ))
+    .await;
+    assert_eq!(rig.sends().last().unwrap()["To_Account"], "agent2");
+}
+
+#[tokio::test]
+async fn an_agent_image_is_uploaded_to_wechat_and_sent_as_image() {
+    let rig = rig("agentimg").await;
+    let jpeg = [&[0xff, 0xd8, 0xff, 0xe0][..], b" agent picture"].concat();
+    let url = rig.wx.serve_file("pic.jpg", &jpeg, "image/jpeg");
+    let q = tim::callback_query(SDKAPPID, CALLBACK_TOKEN, now_secs());
+    let body = tim::after_send(
+        "agent1",
+        CUSTOMER,
+        "img-key-1",
+        json!([{"MsgType": "TIMImageElem", "MsgContent": {"UUID": "x", "ImageFormat": 1,
+            "ImageInfoArray": [{"Type": 1, "Size": 18, "Width": 1, "Height": 1, "URL": url}]}}]),
+    );
+    assert_eq!(rig.callback(&q, &body).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let sent = rig.wx.sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["msgtype"], "image");
+    let media_id = sent[0]["image"]["media_id"].as_str().unwrap().to_owned();
+    let st = rig.wx.state.lock().unwrap();
+    assert_eq!(
+        st.media[&media_id].0.as_ref(),
+        jpeg.as_slice(),
+        "WeChat got the agent's bytes"
+    );
+}
+
+#[tokio::test]
+async fn messages_not_from_an_agent_are_ignored() {
+    let rig = rig("ignore").await;
+    let q = tim::callback_query(SDKAPPID, CALLBACK_TOKEN, now_secs());
+    let text = json!([{"MsgType":"TIMTextElem","MsgContent":{"Text":"echo"}}]);
+    for body in [
+        tim::after_send(CUSTOMER, "agent1", "c1", text.clone()),
+        tim::after_send("agent1", "agent2", "c2", text.clone()),
+    ] {
+        assert_eq!(rig.callback(&q, &body).await.0, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(rig.wx.sent().is_empty());
+}
+
+#[tokio::test]
+async fn a_delivery_that_outlasts_tencents_timeout_still_happens() {
+    let rig = rig("slow").await;
+    // The first WeChat token takes 2.5 s: longer than Tencent waits for the answer.
+    rig.wx.set_token_delay(Duration::from_millis(2500));
+    let q = tim::callback_query(SDKAPPID, CALLBACK_TOKEN, now_secs());
+    let body = tim::after_send(
+        "agent1",
+        CUSTOMER,
+        "slow-1",
+        json!([{"MsgType":"TIMTextElem","MsgContent":{"Text":"late but sure"}}]),
+    );
+    let started = std::time::Instant::now();
+    let (s, v) = rig.callback(&q, &body).await;
+    assert_eq!((s, v["ActionStatus"].as_str()), (200, Some("OK")));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(rig.wx.sent().is_empty(), "not yet");
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(rig.wx.sent().len(), 1, "delivered after the answer");
+}
