@@ -18,6 +18,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 OA, MP, TOKEN = "wxevents00000001", "wxeventsmp000002", "events-token"
 IM = "wxeventsim000003"
 TIM = "wxeventstim00004"
+BOT = "wxeventsbot00005"
+BOT_PLATFORM, BOT_KEY = "wxchatbotplatform1", "chatbotKEY0123456789abcdefghijklmnopqrstuvw"
 AES_KEY = "eventsAESkey0000000000000000000000000000001"
 TS, NONCE, OPENID = 1714112445, "1320562132", "oEventsUser0000000000000001"
 
@@ -191,6 +193,18 @@ def main():
     out["tim-callback-custom"] = event("POST", TIM, tim_query, after_send("89541_2574206_1572870302", [
         {"MsgType": "TIMCustomElem", "MsgContent": {"Data": "order:1234", "Desc": "Order 1234 is on its way", "Ext": ""}}]),
         "application/json", path=f"/tim/{TIM}", route_key="POST /tim/{appid}")
+    # The Dialogue Platform: its hand-off callback (a customer asking for a person) and a
+    # desk driving a waiter event.
+    handoff = (f"<xml><userid><![CDATA[{OPENID}]]></userid><appid><![CDATA[{BOT_PLATFORM}]]></appid>"
+               f"<content><msg><![CDATA[]]></msg></content><event><![CDATA[userEnter]]></event><from>0</from>"
+               f"<kfstate>3</kfstate><channel>0</channel><assessment>0</assessment><createtime>{TS}</createtime></xml>")
+    out["chatbot-handoff-needperson"] = event("POST", BOT, {}, json.dumps({"encrypted": wx_encrypt(handoff, BOT_PLATFORM, BOT_KEY)}),
+                                               "application/json", path=f"/chatbot/{BOT}", route_key="POST /chatbot/{appid}")
+    out["chatbot-event-quit"] = event("POST", BOT, {}, json.dumps({"openid": OPENID, "event": "waiterQuit", "kefuname": "Alice",
+                                                                   "msg": "Thanks for chatting with us!"}),
+                                      "application/json", path=f"/chatbot/{BOT}/{GATEWAY_KEY}/event",
+                                      route_key="POST /chatbot/{appid}/{key}/event",
+                                      path_parameters={"appid": BOT, "key": GATEWAY_KEY})
     # The token-refresher's EventBridge schedule.
     out["schedule-token-refresher"] = {
         "version": "0", "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa", "detail-type": "Scheduled Event", "source": "aws.events",

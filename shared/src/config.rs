@@ -211,6 +211,52 @@ pub struct AppConfig {
     #[serde(default)]
     pub skip_events: Option<Vec<String>>,
     pub desk: DeskConfig,
+    /// The WeChat Dialogue Open Platform in front of this account's customers: agents'
+    /// messages then go through its sendmsg API instead of custom send.
+    #[serde(default)]
+    pub chatbot: Option<ChatbotConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatbotConfig {
+    /// The platform APPID (the receive-id of its crypto).
+    pub appid: String,
+    /// The platform TOKEN (also the last path segment of sendmsg).
+    pub token: Secret,
+    pub encoding_aes_key: Secret,
+    /// 0 OA/MP template, 5 OA menu H5, 6 MP plugin, 7 web H5, ...
+    #[serde(default)]
+    pub channel: u32,
+    #[serde(default = "default_chatbot_api_base")]
+    pub api_base: String,
+    #[serde(default)]
+    pub kefuname: Option<String>,
+    #[serde(default)]
+    pub kefuavatar: Option<String>,
+    /// An agent message with exactly this text is sent as `waiterQualityEvaluate`, with
+    /// `satisfaction_prompt` as what the customer reads.
+    #[serde(default = "default_satisfaction_text")]
+    pub satisfaction_text: String,
+    #[serde(default = "default_satisfaction_prompt")]
+    pub satisfaction_prompt: String,
+    /// A conversation with no agent message for this long starts again (the next agent
+    /// message carries `waiterEnter`).
+    #[serde(default = "default_conversation_secs")]
+    pub conversation_secs: u64,
+}
+
+fn default_chatbot_api_base() -> String {
+    "https://chatbot.weixin.qq.com".into()
+}
+fn default_satisfaction_text() -> String {
+    "#rate".into()
+}
+fn default_satisfaction_prompt() -> String {
+    "How satisfied are you with this conversation?".into()
+}
+fn default_conversation_secs() -> u64 {
+    2 * 3600
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -370,6 +416,26 @@ impl Config {
             }
             if app.secret.expose().is_empty() {
                 return Err(invalid(key("secret"), "must not be empty"));
+            }
+            if let Some(cb) = &app.chatbot {
+                if cb.appid.is_empty() {
+                    return Err(invalid(key("chatbot.appid"), "must be the platform APPID"));
+                }
+                if cb.token.expose().is_empty()
+                    || !cb
+                        .token
+                        .expose()
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                {
+                    return Err(invalid(
+                        key("chatbot.token"),
+                        "must be the platform TOKEN (letters, digits, '-', '_')",
+                    ));
+                }
+                MsgCrypt::new(cb.encoding_aes_key.expose())
+                    .map_err(|e| invalid(key("chatbot.encoding_aes_key"), e.to_string()))?;
+                check_url(&cb.api_base).map_err(|p| invalid(key("chatbot.api_base"), p))?;
             }
             match &app.desk {
                 DeskConfig::UdeskWechat { url } => {

@@ -114,6 +114,10 @@ pub enum RouteKind {
     StagedMedia,
     /// `POST /tim/{appid}`: Tencent IM's third-party callback.
     TimCallback,
+    /// `POST /chatbot/{appid}`: the Dialogue Platform's hand-off callback.
+    ChatbotHandoff,
+    /// `POST /chatbot/{appid}/{key}/event`: waiter events driven by a desk.
+    ChatbotEvent,
 }
 
 impl RouteKind {
@@ -134,7 +138,9 @@ impl RouteKind {
             | RouteKind::UdeskTemplateSend
             | RouteKind::UdeskImPush
             | RouteKind::StagedMedia
-            | RouteKind::TimCallback => 256 * 1024,
+            | RouteKind::TimCallback
+            | RouteKind::ChatbotHandoff
+            | RouteKind::ChatbotEvent => 256 * 1024,
         }
     }
 }
@@ -151,9 +157,12 @@ pub struct Route {
 /// Matches a request path (leading API Gateway stage segments are tolerated).
 pub fn route(path: &str) -> Option<Route> {
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let i = segs
-        .iter()
-        .position(|s| matches!(*s, "wechat" | "udesk" | "udesk-im" | "media" | "tim"))?;
+    let i = segs.iter().position(|s| {
+        matches!(
+            *s,
+            "wechat" | "udesk" | "udesk-im" | "media" | "tim" | "chatbot"
+        )
+    })?;
     let r = |kind, appid: &str, key: Option<&str>| {
         Some(Route {
             kind,
@@ -165,6 +174,8 @@ pub fn route(path: &str) -> Option<Route> {
         ["wechat", appid] => r(RouteKind::WechatCallback, appid, None),
         ["udesk-im", appid] => r(RouteKind::UdeskImPush, appid, None),
         ["tim", appid] => r(RouteKind::TimCallback, appid, None),
+        ["chatbot", appid] => r(RouteKind::ChatbotHandoff, appid, None),
+        ["chatbot", appid, key, "event"] => r(RouteKind::ChatbotEvent, appid, Some(key)),
         ["media", _, ..] => r(RouteKind::StagedMedia, "", None),
         ["udesk", rest @ ..] => {
             let (base, kind) = match rest {
@@ -193,6 +204,8 @@ pub async fn dispatch(svc: &Arc<Services>, route: &Route, req: &Request) -> Resp
             crate::desk::udesk_wechat::gateway::handle(svc, route, req).await
         }
         RouteKind::UdeskImPush => crate::desk::udesk_im::push::handle(svc, &route.appid, req).await,
+        RouteKind::ChatbotHandoff => crate::source::chatbot::handoff(svc, &route.appid, req).await,
+        RouteKind::ChatbotEvent => crate::source::chatbot::event(svc, route, req).await,
         RouteKind::TimCallback => {
             crate::desk::tencent_im::callback::handle(svc, &route.appid, req).await
         }

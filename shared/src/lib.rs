@@ -14,6 +14,7 @@ pub mod services;
 pub mod source;
 pub mod store;
 pub mod telemetry;
+pub mod transport;
 pub mod wechat;
 
 pub use config::Config;

@@ -87,6 +87,8 @@ impl Stores {
 
 pub struct Services {
     pub config: Config,
+    /// The one pooled HTTP client for outbound calls.
+    pub http: reqwest::Client,
     pub inbox: Arc<dyn InboxStore>,
     pub media_store: Arc<dyn MediaStore>,
     /// URLs desks can open for staged media.
@@ -168,6 +170,7 @@ impl Services {
         }
         Services {
             config,
+            http: client,
             inbox: stores.inbox,
             media_store: stores.media,
             links,

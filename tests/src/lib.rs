@@ -18,6 +18,7 @@ use wxdesk::wechat::crypto::MsgCrypt;
 use wxdesk::wechat::signature::{msg_signature, push_signature};
 use wxdesk::wechat::xml::{Doc, Value};
 
+pub mod chatbot;
 pub mod tim;
 pub mod wechat;
 

@@ -30,6 +30,10 @@ enum Expect {
     UdeskImSuccess,
     /// A Tencent IM after-send callback: `ActionStatus: OK`, the reply sent to WeChat.
     TimOk,
+    /// The Dialogue Platform's hand-off: acknowledged, the desk told, its answer sent back.
+    ChatbotHandoff,
+    /// A waiter event driven by a desk, sent to the platform.
+    ChatbotEvent,
 }
 
 fn expectation(name: &str) -> Option<Expect> {
@@ -63,6 +67,8 @@ fn expectation(name: &str) -> Option<Expect> {
         "schedule-token-refresher" => Schedule,
         "udesk-im-push-text" | "udesk-im-push-json-news" => UdeskImSuccess,
         "tim-callback-text" | "tim-callback-custom" => TimOk,
+        "chatbot-handoff-needperson" => ChatbotHandoff,
+        "chatbot-event-quit" => ChatbotEvent,
         _ => return None,
     })
 }
@@ -71,6 +77,7 @@ fn expectation(name: &str) -> Option<Expect> {
 async fn every_sample_event_gets_its_answer() {
     let desk = udesk_wechat().await;
     let wx = wxdesk_tests::wechat::start().await;
+    let platform = wxdesk_tests::chatbot::start().await;
     wx.state.lock().unwrap().secret = "events-secret-not-real".into();
     wx.add_media("MEDIA_1", b"\xff\xd8\xff\xe0 sample jpeg", "image/jpeg");
     let dir = temp_dir("events");
@@ -80,7 +87,8 @@ async fn every_sample_event_gets_its_answer() {
             &desk.url("/weixin/events"),
         )
         .replace("\".wxdesk-data/events\"", &format!("{dir:?}"))
-        .replace("http://127.0.0.1:8082", &wx.base());
+        .replace("http://127.0.0.1:8082", &wx.base())
+        .replace("http://127.0.0.1:8085", &platform.server.url(""));
     let svc = Arc::new(
         wxdesk::Services::build(wxdesk::Config::parse(&text).unwrap())
             .await
@@ -197,6 +205,21 @@ async fn every_sample_event_gets_its_answer() {
                     "{name}"
                 );
                 assert_eq!(wx.sent().len(), sent_before + 1, "{name}");
+            }
+            Expect::ChatbotHandoff => {
+                assert_eq!(body, r#"{"errcode":0,"errmsg":"ok"}"#, "{name}");
+                assert_eq!(desk.hits(), hits_before + 1, "{name}");
+                assert_eq!(
+                    platform.received().last().unwrap()["msg"],
+                    "echo: [The customer asked for an agent]"
+                );
+            }
+            Expect::ChatbotEvent => {
+                assert_eq!(
+                    platform.received().last().unwrap()["event"],
+                    "waiterQuit",
+                    "{name}: {body}"
+                );
             }
             Expect::Schedule => unreachable!(),
         }

@@ -281,6 +281,17 @@ impl InboxStore for AwsStore {
             .await?
             .filter(|e| e.expires_at * 1000 > now_ms))
     }
+
+    async fn remove(&self, key: &str) -> Result<(), StoreError> {
+        self.ddb
+            .delete_item()
+            .table_name(&self.dedup_table)
+            .key("pk", s(key))
+            .send()
+            .await
+            .map_err(|e| sdk_err("DeleteItem", e))?;
+        Ok(())
+    }
 }
 
 fn is_condition_failed(e: &SdkError<UpdateItemError, impl std::fmt::Debug>) -> bool {

@@ -265,6 +265,20 @@ impl InboxStore for EmbeddedStore {
         let table = txn.open_table(INBOX).map_err(unavailable)?;
         Ok(read_entry(&table, key)?.filter(|e| e.expires_at * 1000 > now_ms))
     }
+
+    async fn remove(&self, key: &str) -> Result<(), StoreError> {
+        let (db, key) = (self.db.clone(), key.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_write().map_err(unavailable)?;
+            txn.open_table(INBOX)
+                .map_err(unavailable)?
+                .remove(key.as_str())
+                .map_err(unavailable)?;
+            txn.commit().map_err(unavailable)
+        })
+        .await
+        .map_err(unavailable)?
+    }
 }
 
 impl EmbeddedStore {

@@ -102,6 +102,8 @@ pub trait InboxStore: Send + Sync {
     ) -> Result<bool, StoreError>;
     /// The live entry (expired ones read as absent).
     async fn get(&self, key: &str, now_ms: i64) -> Result<Option<InboxEntry>, StoreError>;
+    /// Forgets an entry (a closed conversation starts again).
+    async fn remove(&self, key: &str) -> Result<(), StoreError>;
 }
 
 /// The claim rule shared by both implementations, for an existing entry.

@@ -15,7 +15,8 @@ use crate::config::{AppConfig, DeskConfig};
 use crate::http::{Request, Response};
 use crate::services::Services;
 use crate::store::{Claim, NewClaim, Outcome, StagedMedia, new_claim_id};
-use crate::wechat::api::ApiError;
+use crate::transport::chatbot::EVENTS;
+use crate::transport::{self, Agent, DeliverError};
 use crate::wechat::kf::KfMessage;
 use crate::wechat::media::{Media, sniff};
 
@@ -101,9 +102,13 @@ pub async fn handle(svc: &Arc<Services>, appid: &str, req: &Request) -> Response
         // Customers' own messages (sent by us) and agent-to-agent chat are not for WeChat.
         return ok();
     }
-    if let Ok(mut last) = svc.tim_last_agent.lock() {
-        last.insert(to.to_owned(), from.to_owned());
-    }
+    // A different agent than the one who served this customer last: a transfer.
+    let previous = svc
+        .tim_last_agent
+        .lock()
+        .ok()
+        .and_then(|mut last| last.insert(to.to_owned(), from.to_owned()));
+    let switched = previous.is_some_and(|p| p != from);
     let msg_key = match s("MsgKey") {
         "" => format!(
             "{from}_{}_{}",
@@ -142,12 +147,17 @@ pub async fn handle(svc: &Arc<Services>, appid: &str, req: &Request) -> Response
         }
         Err(e) => error!(appid, error = %e, "inbox unavailable; delivering without dedup"),
     }
-    let (svc2, appid2, to2) = (svc.clone(), appid.to_owned(), to.to_owned());
+    let (svc2, appid2, to2, from2) = (
+        svc.clone(),
+        appid.to_owned(),
+        to.to_owned(),
+        from.to_owned(),
+    );
     let task = tokio::spawn(async move {
         let Some(app) = svc2.config.app(&appid2) else {
             return;
         };
-        let outcome = deliver(&svc2, app, &to2, &body).await;
+        let outcome = deliver(&svc2, app, &to2, &from2, switched, &body).await;
         let result = match &outcome {
             Ok(n) => {
                 info!(appid = %appid2, messages = n, "agent reply delivered to WeChat");
@@ -175,27 +185,65 @@ pub async fn handle(svc: &Arc<Services>, appid: &str, req: &Request) -> Response
     ok()
 }
 
-/// Turns an agent's IM message into custom sends; returns how many went out.
+/// Turns an agent's IM message into messages for the customer and delivers them (custom
+/// send, or the Dialogue Platform); returns how many parts went out. A TIMCustomElem whose
+/// Data names a waiter event (`waiterQuit`, ...) sends that event, with Desc as the text.
 async fn deliver(
     svc: &Services,
     app: &AppConfig,
     openid: &str,
+    agent_id: &str,
+    switched: bool,
     body: &Value,
-) -> Result<usize, ApiError> {
+) -> Result<usize, DeliverError> {
     let elems = body
         .get("MsgBody")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    let mut sent = 0;
+    let mut parts = Vec::new();
+    let mut event = switched.then_some("waiterSwitch");
     for elem in &elems {
-        let Some(kf) = to_custom(svc, app, openid, elem).await else {
+        let data = elem
+            .pointer("/MsgContent/Data")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if elem.get("MsgType").and_then(Value::as_str) == Some("TIMCustomElem")
+            && let Some(e) = EVENTS.iter().find(|e| **e == data)
+        {
+            event = Some(e);
+            // The signal itself is not for the customer's eyes; its Desc is.
+            let desc = elem
+                .pointer("/MsgContent/Desc")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            if !desc.is_empty() {
+                parts.push(KfMessage::text(openid, desc));
+            }
             continue;
-        };
-        svc.wechat.custom_send(app, &kf.to_json()).await?;
-        sent += 1;
+        }
+        if let Some(kf) = to_custom(svc, app, openid, elem).await {
+            parts.push(kf);
+        }
     }
-    Ok(sent)
+    let agent = Agent {
+        name: Some(agent_id.to_owned()),
+        avatar: None,
+    };
+    if parts.is_empty() {
+        // A bare waiter signal: only the Dialogue Platform has a use for it.
+        if let (Some(e), Some(cb)) = (event, &app.chatbot) {
+            let msg = Value::String(crate::transport::chatbot::default_event_text(e).to_owned());
+            crate::transport::chatbot::send_raw(svc, app, cb, openid, &msg, Some(e), &agent)
+                .await?;
+            if e == "waiterQuit" {
+                crate::transport::chatbot::close_conversation(svc, app, openid).await;
+            }
+        }
+        return Ok(0);
+    }
+    transport::deliver_many(svc, app, &parts, &agent, event).await?;
+    Ok(parts.len())
 }
 
 /// One IM element as a WeChat custom message.

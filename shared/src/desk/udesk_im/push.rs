@@ -61,15 +61,15 @@ pub async fn handle(svc: &Services, appid: &str, req: &Request) -> Response {
         Ok(m) => m,
         Err(e) => return failure(400, appid, &e.to_string()),
     };
-    match svc.wechat.custom_send(app, &msg.to_json()).await {
+    match crate::transport::deliver(svc, app, &msg, &crate::transport::Agent::default()).await {
         Ok(_) => {
             info!(appid, msgtype = %msg.msgtype, "agent message from Udesk delivered");
             Response::json(json!({ "success": true }).to_string())
         }
         Err(e) => failure(
-            if e.errcode() == -1 { 502 } else { 200 },
+            if e.answered() { 200 } else { 502 },
             appid,
-            &format!("WeChat did not take the message: {e}"),
+            &format!("the message was not delivered: {e}"),
         ),
     }
 }

@@ -12,6 +12,7 @@ use crate::config::AppConfig;
 use crate::http::{Request, Response, Route, RouteKind, multipart_part};
 use crate::services::Services;
 use crate::store::StagedMedia;
+use crate::transport::{self, Agent};
 use crate::wechat::api::{ApiError, Body};
 use crate::wechat::kf::KfMessage;
 use crate::wechat::media::{Fetched, MediaError};
@@ -114,14 +115,17 @@ async fn send(svc: &Services, app: &AppConfig, req: &Request) -> Response {
             return err_json(400, 40035, &e.to_string());
         }
     };
-    let result = svc.wechat.custom_send(app, &msg.to_json()).await;
-    match &result {
-        Ok(_) => info!(appid = %app.appid, msgtype = %msg.msgtype, "agent message sent"),
+    let result = transport::deliver(svc, app, &msg, &Agent::default()).await;
+    match result {
+        Ok(v) => {
+            info!(appid = %app.appid, msgtype = %msg.msgtype, "agent message sent");
+            Response::json(v.to_string())
+        }
         Err(e) => {
-            warn!(appid = %app.appid, msgtype = %msg.msgtype, error = %e, "agent message not sent")
+            warn!(appid = %app.appid, msgtype = %msg.msgtype, error = %e, "agent message not sent");
+            Response::json_status(if e.answered() { 200 } else { 502 }, &e.to_json())
         }
     }
-    api_answer(result)
 }
 
 async fn upload(svc: &Services, app: &AppConfig, req: &Request, media_type: &str) -> Response {

@@ -1,0 +1,6 @@
+//! Lambda for `POST /chatbot/{appid}`: the Dialogue Platform's hand-off callback.
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    wxdesk::http::lambda::run(wxdesk::http::RouteKind::ChatbotHandoff).await
+}

@@ -1,0 +1,287 @@
+//! The Dialogue Platform's hand-off callback `POST /chatbot/{appid}`: the platform POSTs
+//! `{"encrypted": "<base64>"}` (also accepted: `encrypt`, and an XML `<Encrypt>` wrapper),
+//! decrypted with the platform key and checked against its APPID. A customer asking for a
+//! person, their messages, their leaving and their rating go to the app's desk; whatever
+//! the desk answers goes back through sendmsg. Also `POST /chatbot/{appid}/{key}/event`,
+//! for desks that cannot signal waiter events themselves.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sha1::{Digest, Sha1};
+use tracing::{info, warn};
+
+use crate::config::{AppConfig, ChatbotConfig};
+use crate::desk::DeskReply;
+use crate::http::{Request, Response, Route};
+use crate::services::Services;
+use crate::store::{Claim, NewClaim, Outcome, new_claim_id};
+use crate::transport::chatbot::{self as transport, EVENTS};
+use crate::transport::{Agent, deliver};
+use crate::wechat::crypto::MsgCrypt;
+use crate::wechat::kf::{KfMessage, PassivePlan, plan_mini_program_reply};
+use crate::wechat::message::{Format, Message};
+use crate::wechat::xml::{Doc, Value as XmlValue};
+
+fn answer(errcode: i64, errmsg: &str) -> Response {
+    Response::json(json!({ "errcode": errcode, "errmsg": errmsg }).to_string())
+}
+
+fn refuse(status: u16, appid: &str, why: &str) -> Response {
+    warn!(
+        appid,
+        status,
+        reason = why,
+        "Dialogue Platform callback refused"
+    );
+    Response::json_status(status, &json!({ "errcode": -1, "errmsg": why }))
+}
+
+/// The ciphertext, from any of the three wrappers seen in the wild.
+fn ciphertext(body: &str) -> Option<String> {
+    let t = body.trim();
+    if t.starts_with('{') {
+        let v: Value = serde_json::from_str(t).ok()?;
+        return v
+            .get("encrypted")
+            .or_else(|| v.get("encrypt"))
+            .or_else(|| v.get("Encrypt"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+    }
+    Doc::parse_xml(t).ok()?.non_empty("Encrypt")
+}
+
+/// The hand-off, as plain fields.
+#[derive(Debug, Default)]
+struct Handoff {
+    userid: String,
+    content: String,
+    event: String,
+    from: i64,
+    kfstate: i64,
+    assessment: i64,
+    createtime: i64,
+}
+
+fn read(plain: &str) -> Result<Handoff, String> {
+    let doc = Doc::parse_xml(plain).map_err(|e| format!("not the platform's XML: {e}"))?;
+    let num = |k: &str| doc.text(k).trim().parse::<i64>().unwrap_or(0);
+    // `content` holds `<msg>` (or is the text itself).
+    let content = match doc.get_value("content") {
+        Some(XmlValue::Children(c)) => c
+            .iter()
+            .find(|(k, _)| k == "msg")
+            .and_then(|(_, v)| v.as_text())
+            .unwrap_or("")
+            .to_owned(),
+        Some(v) => v.as_text().unwrap_or("").to_owned(),
+        None => String::new(),
+    };
+    let h = Handoff {
+        userid: doc.text("userid"),
+        content,
+        event: doc.text("event"),
+        from: num("from"),
+        kfstate: num("kfstate"),
+        assessment: num("assessment"),
+        createtime: num("createtime"),
+    };
+    if h.userid.is_empty() {
+        return Err("the hand-off has no userid".into());
+    }
+    Ok(h)
+}
+
+/// What the desk should hear about a hand-off, if anything.
+fn desk_text(h: &Handoff) -> Option<String> {
+    if (1..=5).contains(&h.assessment) {
+        return Some(format!(
+            "[The customer rated the conversation {}/5]",
+            h.assessment
+        ));
+    }
+    match h.event.as_str() {
+        // kfstate 3 = needperson.
+        "userEnter" if h.kfstate == 3 => Some("[The customer asked for an agent]".into()),
+        "userEnter" => None,
+        "userQuit" => Some("[The customer left the conversation]".into()),
+        _ if h.from == 0 && !h.content.is_empty() => Some(h.content.clone()),
+        _ => None,
+    }
+}
+
+pub async fn handoff(svc: &Services, appid: &str, req: &Request) -> Response {
+    let started = Instant::now();
+    let Some(app) = svc.config.app(appid) else {
+        return refuse(404, appid, "unknown appid");
+    };
+    let Some(cb) = &app.chatbot else {
+        return refuse(404, appid, "this account has no [apps.chatbot]");
+    };
+    let Some(enc) = std::str::from_utf8(&req.body).ok().and_then(ciphertext) else {
+        return refuse(400, appid, "no encrypted field in the body");
+    };
+    let crypt = match MsgCrypt::new(cb.encoding_aes_key.expose()) {
+        Ok(c) => c,
+        Err(e) => return refuse(500, appid, &format!("chatbot.encoding_aes_key: {e}")),
+    };
+    let plain = match crypt.decrypt(&enc, &cb.appid) {
+        Ok(p) => p,
+        Err(e) => return refuse(400, appid, &format!("cannot decrypt: {e}")),
+    };
+    let h = match read(&plain) {
+        Ok(h) => h,
+        Err(e) => return refuse(400, appid, &e),
+    };
+    if h.event == "userQuit" {
+        transport::close_conversation(svc, app, &h.userid).await;
+    }
+    let Some(text) = desk_text(&h) else {
+        info!(appid, event = %h.event, from = h.from, "hand-off callback: nothing for the desk");
+        return answer(0, "ok");
+    };
+    let mut hash = Sha1::new();
+    hash.update(h.content.as_bytes());
+    hash.update(h.event.as_bytes());
+    let digest = crate::wechat::signature::hex_lower(&hash.finalize());
+    let key = format!(
+        "{appid}#chatbot#{}#{}#{}",
+        h.userid,
+        h.createtime,
+        &digest[..16]
+    );
+    let now = svc.clock.unix_ms();
+    let claim_id = new_claim_id();
+    let deadline_ms = svc.config.callback.reply_deadline_ms;
+    match svc
+        .inbox
+        .claim(&NewClaim {
+            key: &key,
+            appid,
+            payload: &plain,
+            claim_id: &claim_id,
+            now_ms: now,
+            lease_until_ms: now + deadline_ms as i64 + 1500,
+            expires_at: now / 1000 + svc.config.callback.inbox_ttl_secs as i64,
+        })
+        .await
+    {
+        Ok(Claim::Won { .. }) => {}
+        Ok(_) => {
+            info!(appid, "duplicate hand-off callback: not forwarded again");
+            return answer(0, "ok");
+        }
+        Err(e) => warn!(appid, error = %e, "inbox unavailable; forwarding without dedup"),
+    }
+    let outcome = forward(
+        svc,
+        app,
+        cb,
+        &h,
+        &text,
+        started + Duration::from_millis(deadline_ms),
+    )
+    .await;
+    let recorded = match &outcome {
+        Ok(()) => {
+            svc.inbox
+                .finish(&key, &claim_id, Outcome::Answered(""))
+                .await
+        }
+        Err(why) => {
+            warn!(appid, error = %why, "hand-off not delivered to the desk; recorded as undelivered");
+            svc.inbox
+                .finish(&key, &claim_id, Outcome::Undelivered(why))
+                .await
+        }
+    };
+    if let Err(e) = recorded {
+        warn!(appid, error = %e, "could not record the hand-off outcome");
+    }
+    answer(0, "ok")
+}
+
+/// The customer's words as a WeChat text message to the desk; the desk's answer, if any,
+/// back through sendmsg.
+async fn forward(
+    svc: &Services,
+    app: &AppConfig,
+    cb: &ChatbotConfig,
+    h: &Handoff,
+    text: &str,
+    deadline: Instant,
+) -> Result<(), String> {
+    let desk = svc.desk(&app.appid).ok_or("no desk configured")?;
+    let mut d = Doc::default();
+    d.push("ToUserName", XmlValue::text(&cb.appid));
+    d.push("FromUserName", XmlValue::text(&h.userid));
+    d.push("CreateTime", XmlValue::number(h.createtime));
+    d.push("MsgType", XmlValue::text("text"));
+    d.push("Content", XmlValue::text(text));
+    d.push("MsgId", XmlValue::number(h.createtime));
+    let xml = d.to_xml();
+    let msg = Message::from_doc(d, Format::Xml).map_err(|e| e.to_string())?;
+    let budget = deadline.saturating_duration_since(Instant::now());
+    let reply = tokio::time::timeout(budget, desk.forward(&msg, &xml, budget))
+        .await
+        .map_err(|_| "the desk did not answer in time".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let DeskReply::Passive(passive) = reply else {
+        return Ok(());
+    };
+    // A passive reply has nowhere to go on this channel but sendmsg.
+    match plan_mini_program_reply(&passive, &h.userid) {
+        Ok(PassivePlan::Send(kf)) => deliver(svc, app, &kf, &Agent::default())
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        Ok(PassivePlan::Keep) => Ok(()),
+        Err(e) => Err(format!("the desk's reply cannot be sent: {e}")),
+    }
+}
+
+/// `POST /chatbot/{appid}/{key}/event`: `{openid, event, kefuname?, kefuavatar?, msg?}`.
+pub async fn event(svc: &Services, route: &Route, req: &Request) -> Response {
+    let appid = route.appid.as_str();
+    let Some(app) = svc.config.app(appid) else {
+        return refuse(404, appid, "unknown appid");
+    };
+    let authorised = match (&app.gateway_key, &route.key) {
+        (Some(expected), Some(given)) => expected.matches(given.expose()),
+        _ => false,
+    };
+    if !authorised {
+        return refuse(401, appid, "missing or wrong gateway key");
+    }
+    let Some(cb) = &app.chatbot else {
+        return refuse(404, appid, "this account has no [apps.chatbot]");
+    };
+    let Ok(v) = serde_json::from_slice::<Value>(&req.body) else {
+        return refuse(400, appid, "the body must be a JSON object");
+    };
+    let s = |k: &str| v.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
+    let Some(openid) = s("openid") else {
+        return refuse(400, appid, "missing field openid");
+    };
+    let Some(ev) = s("event").filter(|e| EVENTS.contains(e)) else {
+        return refuse(
+            400,
+            appid,
+            &format!("event must be one of {}", EVENTS.join(", ")),
+        );
+    };
+    let agent = Agent {
+        name: s("kefuname").map(str::to_owned),
+        avatar: s("kefuavatar").map(str::to_owned),
+    };
+    let msg = s("msg").unwrap_or(transport::default_event_text(ev));
+    let parts = [KfMessage::text(openid, msg)];
+    match transport::send(svc, app, cb, &parts, &agent, Some(ev)).await {
+        Ok(v) => Response::json(v.to_string()),
+        Err(e) => Response::json_status(
+            if e.answered() { 200 } else { 502 },
+            &json!({ "errcode": e.errcode(), "errmsg": format!("wxdesk: {e}") }),
+        ),
+    }
+}

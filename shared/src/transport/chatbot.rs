@@ -1,0 +1,346 @@
+//! The WeChat Dialogue Open Platform's third-party customer-service API (seed 002):
+//! `POST {api_base}/openapi/sendmsg/{TOKEN}` with `{"encrypt": WXBizMsgCrypt(xml)}`, the
+//! XML carrying appid, openid, msg, channel and optionally event, kefuname, kefuavatar.
+//! Waiter events follow the conversation: the first agent message carries `waiterEnter`.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tracing::{info, warn};
+
+use super::Agent;
+use crate::config::{AppConfig, ChatbotConfig};
+use crate::services::Services;
+use crate::store::{Claim, NewClaim, Outcome, new_claim_id};
+use crate::wechat::api::backoff;
+use crate::wechat::crypto::MsgCrypt;
+use crate::wechat::kf::KfMessage;
+use crate::wechat::xml::{Doc, Value as XmlValue};
+
+pub const EVENTS: [&str; 4] = [
+    "waiterEnter",
+    "waiterSwitch",
+    "waiterQuit",
+    "waiterQualityEvaluate",
+];
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ChatbotError {
+    #[error("Dialogue Platform errcode {code}: {meaning}")]
+    Refused { code: i64, meaning: String },
+    #[error("cannot reach the Dialogue Platform: {0}")]
+    Transport(String),
+    #[error("the Dialogue Platform answered HTTP {0}")]
+    Status(u16),
+    #[error("the Dialogue Platform's answer is not JSON")]
+    Garbled,
+    #[error("{0}")]
+    Unusable(String),
+}
+
+impl ChatbotError {
+    pub fn errcode(&self) -> i64 {
+        match self {
+            ChatbotError::Refused { code, .. } => *code,
+            ChatbotError::Unusable(_) => 40035,
+            _ => -1,
+        }
+    }
+    pub fn answered(&self) -> bool {
+        matches!(
+            self,
+            ChatbotError::Refused { .. } | ChatbotError::Unusable(_)
+        )
+    }
+    fn transient(&self) -> bool {
+        matches!(self, ChatbotError::Transport(_))
+            || matches!(self, ChatbotError::Status(s) if *s >= 500)
+    }
+}
+
+/// What the platform's codes mean, and what to do about them.
+pub fn meaning(code: i64) -> &'static str {
+    match code {
+        1001 => "TOKEN is not valid: check apps.chatbot.token",
+        1002 => "the bot has not passed review",
+        1003 => "signature lacks the userid field",
+        1004 => "signature field is empty",
+        1005 => "signature expired or invalid: check apps.chatbot.encoding_aes_key and appid",
+        1006 => "signature check failed (userid missing)",
+        1007 => "appid, category, label or desc is empty",
+        1008 => "appid, openid or msg is empty",
+        1009 | 1011 => "appid is invalid: check apps.chatbot.appid",
+        1010 => "appid check failed",
+        1013 => "encryption parameters do not match (decrypt failed): check encoding_aes_key",
+        1015 => "managerid is invalid",
+        1019 => "the open API is not enabled for this bot, or the encryption is wrong",
+        3005 => "the Official Account is not verified",
+        3014 => "the message contains a sensitive word",
+        _ => "unknown error",
+    }
+}
+
+/// A custom message as the platform's `msg`: a string for text, else the seed's object.
+pub fn msg_of(kf: &KfMessage) -> Value {
+    let c = &kf.content;
+    let s = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+    match kf.msgtype.as_str() {
+        "text" => Value::String(s("content")),
+        "news" => {
+            let articles: Vec<Value> = c
+                .get("articles")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|a| {
+                    let f = |k: &str| a.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+                    let url = f("url");
+                    // Official Account articles are `mp`; anything else is an H5 page.
+                    let kind = if url.contains("mp.weixin.qq.com") {
+                        "mp"
+                    } else {
+                        "h5"
+                    };
+                    json!({ "title": f("title"), "description": f("description"), "url": url,
+                            "picurl": f("picurl"), "type": kind })
+                })
+                .collect();
+            json!({ "news": { "articles": articles } })
+        }
+        "image" => json!({ "image": { "media_id": s("media_id"), "url": s("url") } }),
+        "miniprogrampage" => json!({ "miniprogrampage": {
+            "title": s("title"), "appid": s("appid"), "pagepath": s("pagepath"),
+            "thumb_media_id": s("thumb_media_id"), "thumb_url": s("thumb_url"),
+        }}),
+        "link" => Value::String(format!("<a href=\"{}\">{}</a>", s("url"), s("title"))),
+        other => Value::String(format!("[{other} message]")),
+    }
+}
+
+/// What the customer reads with a waiter event that came without text (`msg` is required).
+pub fn default_event_text(event: &str) -> &'static str {
+    match event {
+        "waiterEnter" => "An agent has joined the conversation.",
+        "waiterSwitch" => "You have been transferred to another agent.",
+        "waiterQuit" => "The agent has left the conversation.",
+        "waiterQualityEvaluate" => "How satisfied are you with this conversation?",
+        _ => "",
+    }
+}
+
+fn conversation_key(appid: &str, openid: &str) -> String {
+    format!("{appid}#chatbot-conversation#{openid}")
+}
+
+/// Whether this agent message opens a conversation (and marks it open).
+async fn opens_conversation(
+    svc: &Services,
+    app: &AppConfig,
+    cb: &ChatbotConfig,
+    openid: &str,
+) -> bool {
+    let key = conversation_key(&app.appid, openid);
+    let now = svc.clock.unix_ms();
+    let claim_id = new_claim_id();
+    let claim = svc
+        .inbox
+        .claim(&NewClaim {
+            key: &key,
+            appid: &app.appid,
+            payload: "",
+            claim_id: &claim_id,
+            now_ms: now,
+            lease_until_ms: now + cb.conversation_secs as i64 * 1000,
+            expires_at: now / 1000 + cb.conversation_secs as i64,
+        })
+        .await;
+    match claim {
+        Ok(Claim::Won { .. }) => {
+            if let Err(e) = svc
+                .inbox
+                .finish(&key, &claim_id, Outcome::Answered("open"))
+                .await
+            {
+                warn!(appid = %app.appid, error = %e, "could not record the conversation");
+            }
+            true
+        }
+        Ok(_) => false,
+        Err(e) => {
+            warn!(appid = %app.appid, error = %e, "conversation state unavailable; no waiterEnter");
+            false
+        }
+    }
+}
+
+/// Forgets a conversation (after `waiterQuit`): the next agent message opens a new one.
+pub async fn close_conversation(svc: &Services, app: &AppConfig, openid: &str) {
+    if let Err(e) = svc
+        .inbox
+        .remove(&conversation_key(&app.appid, openid))
+        .await
+    {
+        warn!(appid = %app.appid, error = %e, "could not close the conversation");
+    }
+}
+
+/// Sends agent messages (one, or several as `multimsg`) to a customer, with `event` when
+/// given and `waiterEnter` when the conversation is new.
+pub async fn send(
+    svc: &Services,
+    app: &AppConfig,
+    cb: &ChatbotConfig,
+    parts: &[KfMessage],
+    agent: &Agent,
+    event: Option<&str>,
+) -> Result<Value, ChatbotError> {
+    let Some(first) = parts.first() else {
+        return Err(ChatbotError::Unusable("nothing to send".into()));
+    };
+    let openid = first.touser.clone();
+    let mut event = event.map(str::to_owned);
+    let mut msg = if parts.len() == 1 {
+        msg_of(first)
+    } else {
+        json!({ "multimsg": parts.iter().map(msg_of).collect::<Vec<_>>() })
+    };
+    if event.is_none() && msg.as_str() == Some(cb.satisfaction_text.as_str()) {
+        event = Some("waiterQualityEvaluate".into());
+        msg = Value::String(cb.satisfaction_prompt.clone());
+    }
+    if event.is_none() && opens_conversation(svc, app, cb, &openid).await {
+        event = Some("waiterEnter".into());
+    }
+    let result = send_raw(svc, app, cb, &openid, &msg, event.as_deref(), agent).await;
+    if event.as_deref() == Some("waiterQuit") && result.is_ok() {
+        close_conversation(svc, app, &openid).await;
+    }
+    result
+}
+
+/// One sendmsg call: build, encrypt, post, read the errcode; network errors and 5xx are
+/// retried with backoff, the platform's own refusals never.
+pub async fn send_raw(
+    svc: &Services,
+    app: &AppConfig,
+    cb: &ChatbotConfig,
+    openid: &str,
+    msg: &Value,
+    event: Option<&str>,
+    agent: &Agent,
+) -> Result<Value, ChatbotError> {
+    let mut d = Doc::default();
+    if matches!(cb.channel, 0 | 5 | 6) {
+        d.push("appid", XmlValue::text(&app.appid));
+    }
+    d.push("openid", XmlValue::text(openid));
+    let msg_text = match msg {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    d.push("msg", XmlValue::text(msg_text));
+    d.push("channel", XmlValue::number(cb.channel));
+    if let Some(e) = event {
+        d.push("event", XmlValue::text(e));
+    }
+    if let Some(n) = agent.name.as_ref().or(cb.kefuname.as_ref()) {
+        d.push("kefuname", XmlValue::text(n));
+    }
+    if let Some(a) = agent.avatar.as_ref().or(cb.kefuavatar.as_ref()) {
+        d.push("kefuavatar", XmlValue::text(a));
+    }
+    let crypt = MsgCrypt::new(cb.encoding_aes_key.expose())
+        .map_err(|e| ChatbotError::Unusable(format!("chatbot.encoding_aes_key: {e}")))?;
+    let body = json!({ "encrypt": crypt.encrypt(&d.to_xml(), &cb.appid) }).to_string();
+    let url = format!(
+        "{}/openapi/sendmsg/{}",
+        cb.api_base.trim_end_matches('/'),
+        cb.token.expose()
+    );
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let result = post(svc, &url, &body).await;
+        match result {
+            Err(e) if e.transient() && attempt < 3 => {
+                warn!(appid = %app.appid, attempt, error = %e, "Dialogue Platform call failed; retrying");
+                tokio::time::sleep(backoff(attempt, Duration::from_millis(200))).await;
+            }
+            Err(e) => {
+                warn!(appid = %app.appid, errcode = e.errcode(), error = %e, "Dialogue Platform refused the message");
+                return Err(e);
+            }
+            Ok(v) => {
+                info!(appid = %app.appid, event, "agent message sent through the Dialogue Platform");
+                return Ok(v);
+            }
+        }
+    }
+}
+
+async fn post(svc: &Services, url: &str, body: &str) -> Result<Value, ChatbotError> {
+    let resp = svc
+        .http
+        .post(url)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(body.to_owned())
+        .timeout(Duration::from_millis(svc.config.wechat.timeout_ms))
+        .send()
+        .await
+        // The URL carries the platform TOKEN.
+        .map_err(|e| ChatbotError::Transport(e.without_url().to_string()))?;
+    let status = resp.status().as_u16();
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| ChatbotError::Transport(e.without_url().to_string()))?;
+    let v: Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(_) if status >= 500 => return Err(ChatbotError::Status(status)),
+        Err(_) => return Err(ChatbotError::Garbled),
+    };
+    let code = v
+        .get("errcode")
+        .or_else(|| v.get("code"))
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    if code != 0 {
+        return Err(ChatbotError::Refused {
+            code,
+            meaning: meaning(code).to_owned(),
+        });
+    }
+    if status >= 500 {
+        return Err(ChatbotError::Status(status));
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_mapping() {
+        let news = KfMessage::parse(
+            b"touser=o&msgtype=news&news[articles][0][title]=T&news[articles][0][url]=https://mp.weixin.qq.com/s/x&news[articles][1][title]=U&news[articles][1][url]=https://shop.example/a",
+            crate::config::AppKind::OfficialAccount,
+        )
+        .unwrap();
+        assert_eq!(
+            msg_of(&news),
+            json!({"news":{"articles":[
+                {"title":"T","description":"","url":"https://mp.weixin.qq.com/s/x","picurl":"","type":"mp"},
+                {"title":"U","description":"","url":"https://shop.example/a","picurl":"","type":"h5"}]}})
+        );
+        assert_eq!(
+            msg_of(&KfMessage::text("o", "hi <a href=\"x\">y</a>")),
+            json!("hi <a href=\"x\">y</a>")
+        );
+        assert_eq!(
+            meaning(1001),
+            "TOKEN is not valid: check apps.chatbot.token"
+        );
+    }
+}

@@ -1,0 +1,79 @@
+//! Outbound transports: how an agent's message reaches the customer. WeChat's custom-send
+//! API by default; the Dialogue Platform's sendmsg when the account has `[apps.chatbot]`.
+//! Every desk connector delivers through `deliver`, so the choice is made in one place.
+
+pub mod chatbot;
+
+use serde_json::{Value, json};
+
+use crate::config::AppConfig;
+use crate::services::Services;
+use crate::wechat::api::ApiError;
+use crate::wechat::kf::KfMessage;
+
+/// Who is speaking, when the desk says (shown by the Dialogue Platform).
+#[derive(Debug, Clone, Default)]
+pub struct Agent {
+    pub name: Option<String>,
+    pub avatar: Option<String>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DeliverError {
+    #[error(transparent)]
+    Wechat(#[from] ApiError),
+    #[error(transparent)]
+    Chatbot(#[from] chatbot::ChatbotError),
+}
+
+impl DeliverError {
+    /// The JSON a desk that speaks WeChat's error shape gets.
+    pub fn to_json(&self) -> Value {
+        match self {
+            DeliverError::Wechat(e) => e.to_json(),
+            DeliverError::Chatbot(e) => {
+                json!({ "errcode": e.errcode(), "errmsg": format!("wxdesk: {e}") })
+            }
+        }
+    }
+
+    /// Whether the far side answered (as opposed to being unreachable).
+    pub fn answered(&self) -> bool {
+        match self {
+            DeliverError::Wechat(ApiError::Wechat { .. }) => true,
+            DeliverError::Chatbot(e) => e.answered(),
+            _ => false,
+        }
+    }
+}
+
+/// Delivers one agent message; answers the far side's JSON.
+pub async fn deliver(
+    svc: &Services,
+    app: &AppConfig,
+    msg: &KfMessage,
+    agent: &Agent,
+) -> Result<Value, DeliverError> {
+    deliver_many(svc, app, std::slice::from_ref(msg), agent, None).await
+}
+
+/// Delivers the parts of one agent message: one custom send per part, or one sendmsg
+/// (`multimsg` for several parts) carrying `event` when one is due.
+pub async fn deliver_many(
+    svc: &Services,
+    app: &AppConfig,
+    parts: &[KfMessage],
+    agent: &Agent,
+    event: Option<&str>,
+) -> Result<Value, DeliverError> {
+    match &app.chatbot {
+        Some(cb) => Ok(chatbot::send(svc, app, cb, parts, agent, event).await?),
+        None => {
+            let mut last = json!({"errcode": 0, "errmsg": "ok"});
+            for part in parts {
+                last = svc.wechat.custom_send(app, &part.to_json()).await?;
+            }
+            Ok(last)
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! The Dialogue Platform as a channel, end to end: agents' messages (through the Udesk
+//! simulated domain) reach a stand-in platform through the encrypted sendmsg API with the
+//! right fields and waiter events; the platform's hand-off callback, encrypted by an
+//! independent implementation, reaches the desk.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use wxdesk::wechat::xml::Doc;
+use wxdesk_tests::chatbot::{self, PLATFORM_APPID, PLATFORM_KEY, PLATFORM_TOKEN, PlatformStandIn};
+use wxdesk_tests::wechat::{self, WechatStandIn};
+use wxdesk_tests::*;
+
+const OPENID: &str = "oChatbotUser000000000000001";
+
+struct Rig {
+    base: String,
+    wx: WechatStandIn,
+    platform: PlatformStandIn,
+    desk: StandIn,
+    http: reqwest::Client,
+}
+
+async fn rig(name: &str) -> Rig {
+    let wx = wechat::start().await;
+    let platform = chatbot::start().await;
+    let desk = udesk_wechat().await;
+    let extra = format!("[wechat]\napi_base = \"{}\"\n", wx.base());
+    let text = config_text(&embedded_store(name), &desk.url("/weixin/chan"), &extra).replacen(
+        "[apps.desk]",
+        &format!(
+            "[apps.chatbot]\nappid = \"{PLATFORM_APPID}\"\ntoken = \"{PLATFORM_TOKEN}\"\n\
+             encoding_aes_key = \"{PLATFORM_KEY}\"\nchannel = 0\napi_base = \"{}\"\n\
+             kefuname = \"Shop service\"\nkefuavatar = \"https://example.com/a.png\"\n[apps.desk]",
+            platform.server.url("")
+        ),
+        1,
+    );
+    let svc = Arc::new(
+        wxdesk::Services::build(wxdesk::Config::parse(&text).unwrap())
+            .await
+            .unwrap(),
+    );
+    let base = start_local(svc).await;
+    Rig {
+        base,
+        wx,
+        platform,
+        desk,
+        http: reqwest::Client::new(),
+    }
+}
+
+impl Rig {
+    async fn agent_sends(&self, body: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}/udesk/{APPID}/{GATEWAY_KEY}", self.base))
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    async fn event(&self, key: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}/chatbot/{APPID}/{key}/event", self.base))
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    async fn handoff(&self, body: String) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}/chatbot/{APPID}", self.base))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+}
+
+#[tokio::test]
+async fn agent_messages_go_through_sendmsg_with_waiter_enter_first() {
+    let rig = rig("send").await;
+    let (s, v) = rig
+        .agent_sends(&format!(
+            "touser={OPENID}&msgtype=text&text[content]=Hello, how can I help?"
+        ))
+        .await;
+    assert_eq!((s, v["errcode"].as_i64()), (200, Some(0)), "{v}");
+    rig.agent_sends(&format!(
+        "touser={OPENID}&msgtype=text&text[content]=Still there?"
+    ))
+    .await;
+    let got = rig.platform.received();
+    assert_eq!(got.len(), 2);
+    let first = &got[0];
+    assert_eq!(first["appid"], APPID);
+    assert_eq!(first["openid"], OPENID);
+    assert_eq!(first["msg"], "Hello, how can I help?");
+    assert_eq!(first["channel"], "0");
+    assert_eq!(first["event"], "waiterEnter");
+    assert_eq!(first["kefuname"], "Shop service");
+    assert_eq!(first["kefuavatar"], "https://example.com/a.png");
+    assert!(!got[1].contains_key("event"), "{:?}", got[1]);
+    assert!(rig.wx.sent().is_empty(), "nothing went through custom send");
+}
+
+#[tokio::test]
+async fn every_message_type_is_mapped() {
+    let rig = rig("mapping").await;
+    let cases = [
+        (
+            "touser=U&msgtype=news&news[articles][0][title]=T&news[articles][0][description]=D&news[articles][0][url]=https://mp.weixin.qq.com/s/1&news[articles][0][picurl]=https://p",
+            json!({"news":{"articles":[{"title":"T","description":"D","url":"https://mp.weixin.qq.com/s/1","picurl":"https://p","type":"mp"}]}}),
+        ),
+        (
+            "touser=U&msgtype=image&image[media_id]=M1",
+            json!({"image":{"media_id":"M1","url":""}}),
+        ),
+        (
+            "touser=U&msgtype=miniprogrampage&miniprogrampage[title]=P&miniprogrampage[appid]=wxa&miniprogrampage[pagepath]=pages/i&miniprogrampage[thumb_media_id]=T",
+            json!({"miniprogrampage":{"title":"P","appid":"wxa","pagepath":"pages/i","thumb_media_id":"T","thumb_url":""}}),
+        ),
+    ];
+    for (body, want) in &cases {
+        let (s, v) = rig
+            .agent_sends(&body.replace("touser=U", &format!("touser={OPENID}")))
+            .await;
+        assert_eq!(s, 200, "{v}");
+        let got: Value =
+            serde_json::from_str(&rig.platform.received().last().unwrap()["msg"]).unwrap();
+        assert_eq!(&got, want, "{body}");
+    }
+    // Links in text are kept.
+    rig.agent_sends(&format!(
+        "touser={OPENID}&msgtype=text&text[content]=see <a href=\"https://x\">here</a>"
+    ))
+    .await;
+    assert_eq!(
+        rig.platform.received().last().unwrap()["msg"],
+        "see <a href=\"https://x\">here</a>"
+    );
+    // The satisfaction trigger becomes waiterQualityEvaluate with the prompt.
+    rig.agent_sends(&format!(
+        "touser={OPENID}&msgtype=text&text[content]=%23rate"
+    ))
+    .await;
+    let last = rig.platform.received().last().cloned().unwrap();
+    assert_eq!(last["event"], "waiterQualityEvaluate");
+    assert_eq!(last["msg"], "How satisfied are you with this conversation?");
+}
+
+#[tokio::test]
+async fn the_event_route_drives_waiter_events() {
+    let rig = rig("events").await;
+    let (s, _) = rig
+        .event(
+            "wrong-key-0123456789",
+            json!({"openid": OPENID, "event": "waiterQuit"}),
+        )
+        .await;
+    assert_eq!(s, 401);
+    let (s, v) = rig
+        .event(GATEWAY_KEY, json!({"openid": OPENID, "event": "dance"}))
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(rig.platform.received().is_empty());
+    rig.agent_sends(&format!("touser={OPENID}&msgtype=text&text[content]=hi"))
+        .await;
+    let (s, v) = rig
+        .event(
+            GATEWAY_KEY,
+            json!({"openid": OPENID, "event": "waiterSwitch", "kefuname": "Alice"}),
+        )
+        .await;
+    assert_eq!((s, v["errcode"].as_i64()), (200, Some(0)), "{v}");
+    rig.event(
+        GATEWAY_KEY,
+        json!({"openid": OPENID, "event": "waiterQuit", "msg": "Bye!"}),
+    )
+    .await;
+    // After a quit, the next agent message opens a new conversation.
+    rig.agent_sends(&format!(
+        "touser={OPENID}&msgtype=text&text[content]=back again"
+    ))
+    .await;
+    let got = rig.platform.received();
+    let events: Vec<&str> = got
+        .iter()
+        .map(|f| f.get("event").map_or("", String::as_str))
+        .collect();
+    assert_eq!(
+        events,
+        ["waiterEnter", "waiterSwitch", "waiterQuit", "waiterEnter"]
+    );
+    assert_eq!(got[1]["kefuname"], "Alice");
+    assert_eq!(got[2]["msg"], "Bye!");
+}
+
+#[tokio::test]
+async fn platform_errors_are_clear_and_only_transient_ones_are_retried() {
+    let rig = rig("errors").await;
+    let send = format!("touser={OPENID}&msgtype=text&text[content]=x");
+    rig.platform
+        .state
+        .lock()
+        .unwrap()
+        .inject
+        .push_back((200, 1001));
+    let (s, v) = rig.agent_sends(&send).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["errcode"], 1001);
+    assert!(
+        v["errmsg"].as_str().unwrap().contains("TOKEN is not valid"),
+        "{v}"
+    );
+    assert_eq!(
+        rig.platform.state.lock().unwrap().attempts,
+        1,
+        "1001 is not retried"
+    );
+    rig.platform
+        .state
+        .lock()
+        .unwrap()
+        .inject
+        .push_back((200, 1005));
+    assert_eq!(rig.agent_sends(&send).await.1["errcode"], 1005);
+    assert_eq!(
+        rig.platform.state.lock().unwrap().attempts,
+        2,
+        "1005 is not retried"
+    );
+    // Two 502s, then success: retried with backoff.
+    rig.platform
+        .state
+        .lock()
+        .unwrap()
+        .inject
+        .extend([(502, 0), (502, 0)]);
+    assert_eq!(rig.agent_sends(&send).await.1["errcode"], 0);
+    assert_eq!(rig.platform.state.lock().unwrap().attempts, 5);
+}
+
+fn handoff_xml(
+    event: &str,
+    from: i64,
+    kfstate: i64,
+    content: &str,
+    assessment: i64,
+    t: i64,
+) -> String {
+    format!(
+        "<xml><userid><![CDATA[{OPENID}]]></userid><appid><![CDATA[{PLATFORM_APPID}]]></appid>\
+         <content><msg><![CDATA[{content}]]></msg></content><event><![CDATA[{event}]]></event>\
+         <from>{from}</from><kfstate>{kfstate}</kfstate><channel>0</channel>\
+         <assessment>{assessment}</assessment><createtime>{t}</createtime></xml>"
+    )
+}
+
+#[tokio::test]
+async fn the_handoff_callback_reaches_the_desk_and_its_answer_comes_back() {
+    let rig = rig("handoff").await;
+    let t = now_secs();
+    // needperson: a conversation-start for the desk; the desk's echo goes back by sendmsg.
+    let enc = chatbot::platform_encrypt(&handoff_xml("userEnter", 0, 3, "", 0, t));
+    let (s, v) = rig.handoff(json!({ "encrypted": enc }).to_string()).await;
+    assert_eq!((s, v), (200, json!({"errcode": 0, "errmsg": "ok"})));
+    let desk_got = Doc::parse_xml(&rig.desk.bodies()[0]).unwrap();
+    assert_eq!(
+        desk_got.get("Content"),
+        Some("[The customer asked for an agent]")
+    );
+    assert_eq!(desk_got.get("FromUserName"), Some(OPENID));
+    assert_eq!(
+        rig.platform.received()[0]["msg"],
+        "echo: [The customer asked for an agent]"
+    );
+    // A customer message, in the `encrypt` and the XML wrapper; the second is a duplicate.
+    let enc = chatbot::platform_encrypt(&handoff_xml("", 0, 1, "my order is late", 0, t + 1));
+    rig.handoff(json!({ "encrypt": enc }).to_string()).await;
+    rig.handoff(format!("<xml><Encrypt><![CDATA[{enc}]]></Encrypt></xml>"))
+        .await;
+    assert_eq!(rig.desk.hits(), 2, "the duplicate was not forwarded");
+    assert_eq!(
+        Doc::parse_xml(&rig.desk.bodies()[1])
+            .unwrap()
+            .get("Content"),
+        Some("my order is late")
+    );
+    // The bot's own messages are not for the desk; a rating is.
+    let enc = chatbot::platform_encrypt(&handoff_xml("", 1, 1, "bot says hi", 0, t + 2));
+    rig.handoff(json!({ "encrypted": enc }).to_string()).await;
+    assert_eq!(rig.desk.hits(), 2);
+    let enc = chatbot::platform_encrypt(&handoff_xml("", 0, 2, "", 4, t + 3));
+    rig.handoff(json!({ "encrypted": enc }).to_string()).await;
+    assert_eq!(
+        Doc::parse_xml(rig.desk.bodies().last().unwrap())
+            .unwrap()
+            .get("Content"),
+        Some("[The customer rated the conversation 4/5]")
+    );
+    // Encrypted for another platform APPID, or garbage: refused, nothing forwarded.
+    let foreign = chatbot::py_crypto(
+        &["encrypt", PLATFORM_KEY, "wxsomeoneelse"],
+        &handoff_xml("", 0, 1, "x", 0, t + 4),
+    );
+    let (s, _) = rig
+        .handoff(json!({ "encrypted": foreign }).to_string())
+        .await;
+    assert_eq!(s, 400);
+    let (s, _) = rig
+        .handoff("{\"encrypted\": \"bm90IGEgY2lwaGVy\"}".into())
+        .await;
+    assert_eq!(s, 400);
+    assert_eq!(rig.desk.hits(), 3);
+}
