@@ -22,6 +22,11 @@ struct Rig {
 }
 
 async fn rig(name: &str) -> Rig {
+    rig_with(name, "").await
+}
+
+/// `chatbot`: an `[apps.chatbot]` section for the account, or "".
+async fn rig_with(name: &str, chatbot: &str) -> Rig {
     let wx = wechat::start().await;
     let im = tim::start().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -39,6 +44,7 @@ appid = "{TIM_APPID}"
 kind = "official_account"
 token = "{TOKEN}"
 secret = "test-secret"
+{chatbot}
 [apps.desk]
 kind = "tencent_im"
 sdkappid = {SDKAPPID}
@@ -339,4 +345,56 @@ async fn a_delivery_that_outlasts_tencents_timeout_still_happens() {
     assert!(rig.wx.sent().is_empty(), "not yet");
     tokio::time::sleep(Duration::from_millis(2000)).await;
     assert_eq!(rig.wx.sent().len(), 1, "delivered after the answer");
+}
+
+#[tokio::test]
+async fn through_the_dialogue_platform_agents_switch_and_quit_with_waiter_events() {
+    use wxdesk_tests::chatbot::{self as platform, PLATFORM_APPID, PLATFORM_KEY, PLATFORM_TOKEN};
+    let bot = platform::start().await;
+    let section = format!(
+        "[apps.chatbot]\nappid = \"{PLATFORM_APPID}\"\ntoken = \"{PLATFORM_TOKEN}\"\n\
+         encoding_aes_key = \"{PLATFORM_KEY}\"\napi_base = \"{}\"\n",
+        bot.server.url("")
+    );
+    let rig = rig_with("bot", &section).await;
+    let q = tim::callback_query(SDKAPPID, CALLBACK_TOKEN, now_secs());
+    let text = |t: &str| json!({"MsgType":"TIMTextElem","MsgContent":{"Text":t}});
+    // agent1 answers with two elements: one sendmsg with multimsg, opening the conversation.
+    let body = tim::after_send(
+        "agent1",
+        CUSTOMER,
+        "b1",
+        json!([text("Hello"), text("How can I help?")]),
+    );
+    assert_eq!(rig.callback(&q, &body).await.0, 200);
+    // agent2 takes over: waiterSwitch.
+    let body = tim::after_send("agent2", CUSTOMER, "b2", json!([text("I am taking over")]));
+    rig.callback(&q, &body).await;
+    // agent2 closes the conversation with a custom element.
+    let body = tim::after_send(
+        "agent2",
+        CUSTOMER,
+        "b3",
+        json!([{"MsgType":"TIMCustomElem",
+        "MsgContent":{"Data":"waiterQuit","Desc":"Goodbye!","Ext":""}}]),
+    );
+    rig.callback(&q, &body).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let got = bot.received();
+    assert_eq!(got.len(), 3, "{got:?}");
+    let multi: Value = serde_json::from_str(&got[0]["msg"]).unwrap();
+    assert_eq!(multi, json!({"multimsg": ["Hello", "How can I help?"]}));
+    assert_eq!(
+        (got[0]["event"].as_str(), got[0]["kefuname"].as_str()),
+        ("waiterEnter", "agent1")
+    );
+    assert_eq!(
+        (got[1]["event"].as_str(), got[1]["kefuname"].as_str()),
+        ("waiterSwitch", "agent2")
+    );
+    assert_eq!(
+        (got[2]["event"].as_str(), got[2]["msg"].as_str()),
+        ("waiterQuit", "Goodbye!")
+    );
+    assert!(rig.wx.sent().is_empty(), "nothing went through custom send");
 }

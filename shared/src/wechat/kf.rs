@@ -55,6 +55,16 @@ impl KfMessage {
         }
     }
 
+    /// An image, voice or video message by media id.
+    pub fn media(touser: &str, msgtype: &str, media_id: &str) -> Self {
+        KfMessage {
+            touser: touser.to_owned(),
+            msgtype: msgtype.to_owned(),
+            content: json!({ "media_id": media_id }),
+            kf_account: None,
+        }
+    }
+
     /// Parses a desk's body: JSON when it looks like a JSON object, else a
     /// `application/x-www-form-urlencoded` form with bracket keys.
     pub fn parse(body: &[u8], kind: AppKind) -> Result<Self, KfError> {

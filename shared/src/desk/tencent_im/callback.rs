@@ -270,39 +270,13 @@ async fn to_custom(
                 .or(infos.first())
                 .map(|i| s(i, "URL"))
                 .unwrap_or_default();
-            match upload(svc, app, "image", &url).await {
-                Some(media_id) => Some(KfMessage {
-                    touser: openid.to_owned(),
-                    msgtype: "image".into(),
-                    content: json!({ "media_id": media_id }),
-                    kf_account: None,
-                }),
-                None => text(format!("[Image] {url}")),
-            }
+            Some(media_or_link(svc, app, openid, "image", &url, "Image").await)
         }
         "TIMSoundElem" => {
-            let url = s(&c, "Url");
-            match upload(svc, app, "voice", &url).await {
-                Some(media_id) => Some(KfMessage {
-                    touser: openid.to_owned(),
-                    msgtype: "voice".into(),
-                    content: json!({ "media_id": media_id }),
-                    kf_account: None,
-                }),
-                None => text(format!("[Voice message] {url}")),
-            }
+            Some(media_or_link(svc, app, openid, "voice", &s(&c, "Url"), "Voice message").await)
         }
         "TIMVideoFileElem" => {
-            let url = s(&c, "VideoUrl");
-            match upload(svc, app, "video", &url).await {
-                Some(media_id) => Some(KfMessage {
-                    touser: openid.to_owned(),
-                    msgtype: "video".into(),
-                    content: json!({ "media_id": media_id }),
-                    kf_account: None,
-                }),
-                None => text(format!("[Video] {url}")),
-            }
+            Some(media_or_link(svc, app, openid, "video", &s(&c, "VideoUrl"), "Video").await)
         }
         "TIMFileElem" => text(format!("[File] {} {}", s(&c, "FileName"), s(&c, "Url"))),
         "TIMLocationElem" => text(format!(
@@ -320,6 +294,22 @@ async fn to_custom(
             warn!(appid = %app.appid, msg_type = other, "IM element type not handled; skipped");
             None
         }
+    }
+}
+
+/// The agent's media as a WeChat media message, or a text with its link where WeChat
+/// does not take it.
+async fn media_or_link(
+    svc: &Services,
+    app: &AppConfig,
+    openid: &str,
+    media_type: &str,
+    url: &str,
+    label: &str,
+) -> KfMessage {
+    match upload(svc, app, media_type, url).await {
+        Some(media_id) => KfMessage::media(openid, media_type, &media_id),
+        None => KfMessage::text(openid, &format!("[{label}] {url}")),
     }
 }
 
