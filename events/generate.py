@@ -19,6 +19,7 @@ OA, MP, TOKEN = "wxevents00000001", "wxeventsmp000002", "events-token"
 IM = "wxeventsim000003"
 TIM = "wxeventstim00004"
 BOT = "wxeventsbot00005"
+PLAIN = "wxeventsplain006"
 BOT_PLATFORM, BOT_KEY = "wxchatbotplatform1", "chatbotKEY0123456789abcdefghijklmnopqrstuvw"
 AES_KEY = "eventsAESkey0000000000000000000000000000001"
 TS, NONCE, OPENID = 1714112445, "1320562132", "oEventsUser0000000000000001"
@@ -111,7 +112,7 @@ def main():
         "link": ("link", [("Title", "Order 1234"), ("Description", "my order"), ("Url", "https://example.com/o/1234")], 24000000000000007),
     }
     for name, (t, f, mid) in messages.items():
-        out[f"message-{name}"] = event("POST", OA, plain_query(), xml_push(t, f, mid))
+        out[f"message-{name}"] = event("POST", PLAIN, plain_query(), xml_push(t, f, mid))
     events = {
         "subscribe": [("Event", "subscribe"), ("EventKey", "")],
         "subscribe-qrscene": [("Event", "subscribe"), ("EventKey", "qrscene_123123"), ("Ticket", "TICKET")],
@@ -126,7 +127,7 @@ def main():
         "kf-switch-session": [("Event", "kf_switch_session"), ("FromKfAccount", "test1@test"), ("ToKfAccount", "test2@test")],
     }
     for name, f in events.items():
-        out[f"event-{name}"] = event("POST", OA, plain_query(), xml_push("event", f))
+        out[f"event-{name}"] = event("POST", PLAIN, plain_query(), xml_push("event", f))
     # Mini Program pushes in JSON (seed 003) under an XML content type, as some arrive.
     out["mp-json-text"] = event("POST", MP, plain_query(), json_push("text", {"Content": "this is a test"}, 1234567890123456), "text/xml")
     out["mp-json-miniprogrampage"] = event("POST", MP, plain_query(), json_push("miniprogrampage", {
@@ -176,7 +177,8 @@ def main():
             {"title": "Tracking", "description": "Follow your parcel", "url": "https://example.com/track/1234", "picurl": "https://example.com/p.jpg"}]}}),
          "application/json"),
     ]:
-        out[name] = event("POST", IM, im_query, body, ctype, path=f"/udesk-im/{IM}", route_key="POST /udesk-im/{appid}")
+        out[name] = event("POST", IM, im_query, body, ctype, path=f"/udesk-im/{IM}/{GATEWAY_KEY}",
+                          route_key="POST /udesk-im/{appid}/{key}", path_parameters={"appid": IM, "key": GATEWAY_KEY})
     # Tencent IM's after-send callback for an agent's reply (Sign as Tencent makes it).
     rt = TS
     tim_query = {"SdkAppid": "1400000000", "CallbackCommand": "C2C.CallbackAfterSendMsg", "contenttype": "json",
@@ -189,17 +191,20 @@ def main():
                            "CloudCustomData": ""}, ensure_ascii=False)
     out["tim-callback-text"] = event("POST", TIM, tim_query, after_send("89541_2574206_1572870301", [
         {"MsgType": "TIMTextElem", "MsgContent": {"Text": "Your parcel ships today."}}]), "application/json",
-        path=f"/tim/{TIM}", route_key="POST /tim/{appid}")
+        path=f"/tim/{TIM}/{GATEWAY_KEY}", route_key="POST /tim/{appid}/{key}", path_parameters={"appid": TIM, "key": GATEWAY_KEY})
     out["tim-callback-custom"] = event("POST", TIM, tim_query, after_send("89541_2574206_1572870302", [
         {"MsgType": "TIMCustomElem", "MsgContent": {"Data": "order:1234", "Desc": "Order 1234 is on its way", "Ext": ""}}]),
-        "application/json", path=f"/tim/{TIM}", route_key="POST /tim/{appid}")
+        "application/json", path=f"/tim/{TIM}/{GATEWAY_KEY}", route_key="POST /tim/{appid}/{key}",
+        path_parameters={"appid": TIM, "key": GATEWAY_KEY})
     # The Dialogue Platform: its hand-off callback (a customer asking for a person) and a
     # desk driving a waiter event.
     handoff = (f"<xml><userid><![CDATA[{OPENID}]]></userid><appid><![CDATA[{BOT_PLATFORM}]]></appid>"
                f"<content><msg><![CDATA[]]></msg></content><event><![CDATA[userEnter]]></event><from>0</from>"
                f"<kfstate>3</kfstate><channel>0</channel><assessment>0</assessment><createtime>{TS}</createtime></xml>")
     out["chatbot-handoff-needperson"] = event("POST", BOT, {}, json.dumps({"encrypted": wx_encrypt(handoff, BOT_PLATFORM, BOT_KEY)}),
-                                               "application/json", path=f"/chatbot/{BOT}", route_key="POST /chatbot/{appid}")
+                                               "application/json", path=f"/chatbot/{BOT}/{GATEWAY_KEY}",
+                                               route_key="POST /chatbot/{appid}/{key}",
+                                               path_parameters={"appid": BOT, "key": GATEWAY_KEY})
     out["chatbot-event-quit"] = event("POST", BOT, {}, json.dumps({"openid": OPENID, "event": "waiterQuit", "kefuname": "Alice",
                                                                    "msg": "Thanks for chatting with us!"}),
                                       "application/json", path=f"/chatbot/{BOT}/{GATEWAY_KEY}/event",

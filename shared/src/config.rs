@@ -67,6 +67,10 @@ struct RawConfig {
     #[serde(default)]
     media: MediaConfig,
     #[serde(default)]
+    fetch: FetchConfig,
+    #[serde(default)]
+    server: ServerConfig,
+    #[serde(default)]
     apps: Vec<AppConfig>,
 }
 
@@ -137,6 +141,57 @@ impl Default for MediaConfig {
     }
 }
 
+/// URLs that come from outside (media in Tencent IM messages, WeChat's `video_url`) are
+/// fetched only over https, from these hosts (or their subdomains), never from an internal
+/// address, and only up to WeChat's size limit for the media type.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FetchConfig {
+    /// Where Tencent IM stores agents' images, voice, video and files.
+    pub im_hosts: Vec<String>,
+    /// Where WeChat's `media/get` points videos (`video_url`).
+    pub wechat_hosts: Vec<String>,
+    /// Tests only: also fetch over http and from loopback/private addresses (stand-ins on
+    /// 127.0.0.1). Never set this in production.
+    pub allow_local_http: bool,
+    /// Each fetch gives up after this.
+    pub timeout_ms: u64,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        Self {
+            im_hosts: vec!["myqcloud.com".into(), "tim.qq.com".into()],
+            wechat_hosts: vec!["qq.com".into(), "qpic.cn".into(), "weixin.qq.com".into()],
+            allow_local_http: false,
+            timeout_ms: 8000,
+        }
+    }
+}
+
+/// The local server's connection limits (Lambda sits behind API Gateway, which has its own).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// A client must send a request's headers within this, and a kept-alive connection
+    /// that sends nothing for this long is closed.
+    pub header_timeout_ms: u64,
+    /// A request's body must arrive within this.
+    pub body_timeout_ms: u64,
+    /// Connections served at once; further clients wait in the kernel's backlog.
+    pub max_connections: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            max_connections: 1024,
+        }
+    }
+}
+
 /// How the push callback behaves; every field has a production default.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -199,6 +254,11 @@ pub struct AppConfig {
     /// The key before a rotation: pushes encrypted with it are still accepted.
     #[serde(default)]
     pub previous_encoding_aes_key: Option<Secret>,
+    /// With `encoding_aes_key`, WeChat sends only encrypted pushes, and a plaintext push
+    /// (whose signature does not cover its body) is refused. `true` accepts plaintext too,
+    /// for the minutes of switching modes in the console.
+    #[serde(default)]
+    pub allow_plaintext: bool,
     pub secret: Secret,
     /// Get tokens from `cgi-bin/stable_token` instead of `cgi-bin/token`.
     #[serde(default)]
@@ -302,9 +362,9 @@ pub enum DeskConfig {
         agents: Vec<String>,
         #[serde(default = "default_tim_api_base")]
         api_base: String,
-        /// The console's callback authentication token; without it only SdkAppid is checked.
-        #[serde(default)]
-        callback_token: Option<Secret>,
+        /// The console's callback authentication token (required: without it anyone who
+        /// knows the public SdkAppid could speak for an agent).
+        callback_token: Secret,
         /// Passive reply to a new follower.
         #[serde(default)]
         welcome: Option<String>,
@@ -353,6 +413,8 @@ pub struct Config {
     pub wechat: WechatConfig,
     pub callback: CallbackConfig,
     pub media: MediaConfig,
+    pub fetch: FetchConfig,
+    pub server: ServerConfig,
     pub apps: Vec<AppConfig>,
     by_appid: HashMap<String, usize>,
 }
@@ -368,15 +430,10 @@ impl Config {
         let mut by_appid = HashMap::new();
         for (i, app) in raw.apps.iter().enumerate() {
             let key = |k: &str| format!("apps[{i}].{k}");
-            if app.appid.is_empty()
-                || !app
-                    .appid
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-            {
+            if !is_identifier(&app.appid, MAX_APPID_LEN) {
                 return Err(invalid(
                     key("appid"),
-                    "must be non-empty letters, digits, '_' or '-'",
+                    format!("must be 1-{MAX_APPID_LEN} letters, digits, '_' or '-'"),
                 ));
             }
             if by_appid.insert(app.appid.clone(), i).is_some() {
@@ -471,8 +528,15 @@ impl Config {
                     admin,
                     agents,
                     api_base,
+                    callback_token,
                     ..
                 } => {
+                    if callback_token.expose().is_empty() {
+                        return Err(invalid(
+                            key("desk.callback_token"),
+                            "must be the IM console's callback authentication token",
+                        ));
+                    }
                     if *sdkappid == 0 {
                         return Err(invalid(key("desk.sdkappid"), "must be your IM SDKAppID"));
                     }
@@ -537,6 +601,44 @@ impl Config {
             }
             _ => {}
         }
+        for (name, hosts) in [
+            ("fetch.im_hosts", &raw.fetch.im_hosts),
+            ("fetch.wechat_hosts", &raw.fetch.wechat_hosts),
+        ] {
+            if hosts.iter().any(|h| {
+                h.is_empty()
+                    || !h
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+            }) {
+                return Err(invalid(
+                    name,
+                    "must list host names (letters, digits, '.', '-')",
+                ));
+            }
+        }
+        if !(500..=60_000).contains(&raw.fetch.timeout_ms) {
+            return Err(invalid("fetch.timeout_ms", "must be between 500 and 60000"));
+        }
+        let srv = &raw.server;
+        if !(100..=10_000).contains(&srv.header_timeout_ms) {
+            return Err(invalid(
+                "server.header_timeout_ms",
+                "must be between 100 and 10000",
+            ));
+        }
+        if !(100..=300_000).contains(&srv.body_timeout_ms) {
+            return Err(invalid(
+                "server.body_timeout_ms",
+                "must be between 100 and 300000",
+            ));
+        }
+        if !(1..=100_000).contains(&srv.max_connections) {
+            return Err(invalid(
+                "server.max_connections",
+                "must be between 1 and 100000",
+            ));
+        }
         let cb = &raw.callback;
         if !(100..=4900).contains(&cb.reply_deadline_ms) {
             return Err(invalid(
@@ -558,6 +660,8 @@ impl Config {
             wechat: raw.wechat,
             callback: raw.callback,
             media: raw.media,
+            fetch: raw.fetch,
+            server: raw.server,
             apps: raw.apps,
             by_appid,
         })
@@ -612,6 +716,18 @@ impl AppConfig {
             .iter()
             .any(|e| e == event)
     }
+}
+
+/// The longest appid wxdesk accepts (WeChat's are 18 characters).
+pub const MAX_APPID_LEN: usize = 64;
+
+/// Whether `s` is 1..=`max` ASCII letters, digits, '_' or '-': the shape of appids, openids
+/// and IM UserIDs, checked before such a value reaches a map, a store key or a log line.
+pub fn is_identifier(s: &str, max: usize) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// toml's own Display quotes the offending source line, which may hold a secret: report the

@@ -27,25 +27,38 @@ impl std::fmt::Display for Check {
 }
 
 fn config_check(app: &AppConfig) -> Result<String, String> {
-    let mode = if app.encoding_aes_key.is_some() {
-        "plain, compatible and safe mode"
-    } else {
-        "plain mode only (no encoding_aes_key)"
+    let mode = match (&app.encoding_aes_key, app.allow_plaintext) {
+        (None, _) => "plain mode only (no encoding_aes_key)",
+        (Some(_), false) => "compatible/safe mode (plaintext pushes refused)",
+        (Some(_), true) => {
+            "compatible/safe mode, plaintext pushes accepted (allow_plaintext: turn it off once the console is switched)"
+        }
     };
+    desk_routes_check(app)?;
+    let kind = match &app.desk {
+        DeskConfig::UdeskWechat { .. } => "udesk_wechat",
+        DeskConfig::UdeskIm { .. } => "udesk_im",
+        DeskConfig::TencentIm { .. } => "tencent_im",
+    };
+    Ok(format!("{kind} desk, {mode}"))
+}
+
+/// Every desk-facing route (the Udesk simulated domain and message-interface push, the
+/// Tencent IM callback, the Dialogue Platform routes) is guarded by the account's
+/// gateway key in its path, on top of the protocol's own check.
+fn desk_routes_check(app: &AppConfig) -> Result<(), String> {
+    if app.gateway_key.is_none() {
+        return Err("no gateway_key: the desk-facing routes are closed, so agents cannot answer (set a random gateway_key of 16+ characters)".into());
+    }
     match &app.desk {
-        DeskConfig::UdeskWechat { .. } if app.gateway_key.is_none() => Err(
-            "no gateway_key: Udesk cannot reach the simulated domain, so agents cannot answer"
+        DeskConfig::UdeskIm { key, .. } if key.expose().len() < 8 => {
+            Err("desk.key is shorter than 8 characters: use the KEY Udesk shows".into())
+        }
+        DeskConfig::TencentIm { callback_token, .. } if callback_token.expose().len() < 8 => Err(
+            "desk.callback_token is shorter than 8 characters: set a long token in the IM console"
                 .into(),
         ),
-        DeskConfig::UdeskWechat { .. } => Ok(format!("udesk_wechat desk, {mode}")),
-        DeskConfig::UdeskIm { .. } => Ok(format!("udesk_im desk, {mode}")),
-        DeskConfig::TencentIm {
-            callback_token: None,
-            ..
-        } => Ok(format!(
-            "tencent_im desk, {mode}; no callback_token, so callbacks are checked by SdkAppid only"
-        )),
-        DeskConfig::TencentIm { .. } => Ok(format!("tencent_im desk, {mode}")),
+        _ => Ok(()),
     }
 }
 

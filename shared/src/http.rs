@@ -108,17 +108,23 @@ pub enum RouteKind {
     UdeskTemplateList,
     /// `POST /udesk/{appid}/{key}/message/template/send`
     UdeskTemplateSend,
-    /// `POST /udesk-im/{appid}`: agent messages from Udesk's message interface.
+    /// `POST /udesk-im/{appid}/{key}`: agent messages from Udesk's message interface.
     UdeskImPush,
     /// `GET /media/{key}?expires=&sig=`: staged media (embedded store, local server only).
     StagedMedia,
-    /// `POST /tim/{appid}`: Tencent IM's third-party callback.
+    /// `POST /tim/{appid}/{key}`: Tencent IM's third-party callback.
     TimCallback,
-    /// `POST /chatbot/{appid}`: the Dialogue Platform's hand-off callback.
+    /// `POST /chatbot/{appid}/{key}`: the Dialogue Platform's hand-off callback.
     ChatbotHandoff,
     /// `POST /chatbot/{appid}/{key}/event`: waiter events driven by a desk.
     ChatbotEvent,
 }
+
+/// The largest body of a Udesk media upload: a 10 MB video plus the multipart framing.
+pub const MAX_UPLOAD_BODY: usize = 11 * 1024 * 1024;
+/// The largest body of a desk-facing JSON or form request (an agent message, a template, a
+/// callback): WeChat's own messages are far smaller.
+pub const MAX_DESK_BODY: usize = 64 * 1024;
 
 impl RouteKind {
     pub fn is_udesk(self) -> bool {
@@ -128,19 +134,20 @@ impl RouteKind {
         )
     }
 
-    /// The largest request body the route takes.
-    pub fn max_body_bytes(self, config: &crate::Config) -> usize {
+    /// The largest request body the route takes; `upload` says whether the request is a
+    /// Udesk media upload (`POST ...?type=`), the one kind of request with a large body.
+    pub fn max_body_bytes(self, config: &crate::Config, upload: bool) -> usize {
         match self {
             RouteKind::WechatCallback => config.callback.max_body_bytes,
-            // A 10 MB video plus the multipart framing.
-            RouteKind::UdeskGateway => 11 * 1024 * 1024,
-            RouteKind::UdeskTemplateList
+            RouteKind::UdeskGateway if upload => MAX_UPLOAD_BODY,
+            RouteKind::UdeskGateway
+            | RouteKind::UdeskTemplateList
             | RouteKind::UdeskTemplateSend
             | RouteKind::UdeskImPush
-            | RouteKind::StagedMedia
             | RouteKind::TimCallback
             | RouteKind::ChatbotHandoff
-            | RouteKind::ChatbotEvent => 256 * 1024,
+            | RouteKind::ChatbotEvent => MAX_DESK_BODY,
+            RouteKind::StagedMedia => 0,
         }
     }
 }
@@ -154,7 +161,20 @@ pub struct Route {
     pub key: Option<crate::config::Secret>,
 }
 
-/// Matches a request path (leading API Gateway stage segments are tolerated).
+impl Route {
+    /// Whether the path carries the account's gateway key (compared in constant time). An
+    /// account without one has its desk-facing routes closed.
+    pub fn key_matches(&self, app: &crate::config::AppConfig) -> bool {
+        match (&app.gateway_key, &self.key) {
+            (Some(expected), Some(given)) => expected.matches(given.expose()),
+            _ => false,
+        }
+    }
+}
+
+/// Matches a request path (leading API Gateway stage segments are tolerated). An appid
+/// segment that cannot be one (see `config::is_identifier`) matches nothing, so that no
+/// oversized or odd value reaches a lookup or a log line.
 pub fn route(path: &str) -> Option<Route> {
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let i = segs.iter().position(|s| {
@@ -164,7 +184,9 @@ pub fn route(path: &str) -> Option<Route> {
         )
     })?;
     let r = |kind, appid: &str, key: Option<&str>| {
-        Some(Route {
+        let appid_ok =
+            appid.is_empty() || crate::config::is_identifier(appid, crate::config::MAX_APPID_LEN);
+        appid_ok.then(|| Route {
             kind,
             appid: appid.to_owned(),
             key: key.map(crate::config::Secret::new),
@@ -172,9 +194,9 @@ pub fn route(path: &str) -> Option<Route> {
     };
     match &segs[i..] {
         ["wechat", appid] => r(RouteKind::WechatCallback, appid, None),
-        ["udesk-im", appid] => r(RouteKind::UdeskImPush, appid, None),
-        ["tim", appid] => r(RouteKind::TimCallback, appid, None),
-        ["chatbot", appid] => r(RouteKind::ChatbotHandoff, appid, None),
+        ["udesk-im", appid, key] => r(RouteKind::UdeskImPush, appid, Some(key)),
+        ["tim", appid, key] => r(RouteKind::TimCallback, appid, Some(key)),
+        ["chatbot", appid, key] => r(RouteKind::ChatbotHandoff, appid, Some(key)),
         ["chatbot", appid, key, "event"] => r(RouteKind::ChatbotEvent, appid, Some(key)),
         ["media", _, ..] => r(RouteKind::StagedMedia, "", None),
         ["udesk", rest @ ..] => {
@@ -195,7 +217,60 @@ pub fn route(path: &str) -> Option<Route> {
     }
 }
 
+/// Whether a request is a Udesk media upload, from its head alone.
+pub fn is_upload(kind: RouteKind, method: &http::Method, query: &[(String, String)]) -> bool {
+    kind == RouteKind::UdeskGateway
+        && method == http::Method::POST
+        && query.iter().any(|(k, _)| k == "type")
+}
+
+/// Everything a route checks from the request's head alone (path key, signature, time
+/// window, account and method), before its body is read: a refusal here is the whole
+/// answer, and nothing else happens.
+pub async fn authenticate(svc: &Services, route: &Route, req: &Request) -> Result<(), Response> {
+    match route.kind {
+        RouteKind::WechatCallback => {
+            crate::source::wechat_push::authenticate(svc, &route.appid, req).map(|_| ())
+        }
+        RouteKind::UdeskGateway | RouteKind::UdeskTemplateList | RouteKind::UdeskTemplateSend => {
+            crate::desk::udesk_wechat::gateway::authenticate(svc, route, req).map(|_| ())
+        }
+        RouteKind::UdeskImPush => {
+            crate::desk::udesk_im::push::authenticate(svc, route, req).map(|_| ())
+        }
+        RouteKind::TimCallback => {
+            crate::desk::tencent_im::callback::authenticate(svc, route, req).map(|_| ())
+        }
+        RouteKind::ChatbotHandoff | RouteKind::ChatbotEvent => {
+            crate::source::chatbot::authenticate(svc, route).map(|_| ())
+        }
+        RouteKind::StagedMedia => {
+            crate::wechat::media::authenticate_link(&svc.links, req, svc.clock.unix_secs())
+        }
+    }
+}
+
+/// Authenticates, checks the body against the route's limit, and serves.
 pub async fn dispatch(svc: &Arc<Services>, route: &Route, req: &Request) -> Response {
+    if let Err(refused) = authenticate(svc, route, req).await {
+        return refused;
+    }
+    let limit = route
+        .kind
+        .max_body_bytes(&svc.config, is_upload(route.kind, &req.method, &req.query));
+    if req.body.len() > limit {
+        tracing::warn!(appid = %route.appid, limit, "request body over the route's limit");
+        return Response::text(413, "body too large");
+    }
+    serve_authenticated(svc, route, req).await
+}
+
+/// Serves a request that `authenticate` has passed and whose body is within its limit.
+pub(crate) async fn serve_authenticated(
+    svc: &Arc<Services>,
+    route: &Route,
+    req: &Request,
+) -> Response {
     match route.kind {
         RouteKind::WechatCallback => {
             crate::source::wechat_push::handle(svc, &route.appid, req).await
@@ -209,9 +284,7 @@ pub async fn dispatch(svc: &Arc<Services>, route: &Route, req: &Request) -> Resp
         RouteKind::TimCallback => {
             crate::desk::tencent_im::callback::handle(svc, &route.appid, req).await
         }
-        RouteKind::StagedMedia => {
-            crate::wechat::media::serve_signed(&svc.links, req, svc.clock.unix_secs()).await
-        }
+        RouteKind::StagedMedia => crate::wechat::media::serve_signed(&svc.links, req).await,
     }
 }
 

@@ -9,6 +9,7 @@ pub mod doctor;
 pub mod http;
 #[cfg(feature = "local")]
 pub mod local;
+pub mod outbound;
 pub mod refresher;
 pub mod services;
 pub mod source;

@@ -1,18 +1,28 @@
 //! The local server: every route of template.yaml on one port, on the same handlers the
 //! Lambda functions use. For development and small self-hosted installs.
+//!
+//! It faces the internet directly, so it defends itself: a request is authenticated from
+//! its head (path key, signature) before its body is read; the body is refused past the
+//! route's limit (by Content-Length, and while it streams in) and must arrive within
+//! `[server] body_timeout_ms`; headers must arrive within `header_timeout_ms`, which also
+//! closes kept-alive connections idle that long; at most `max_connections` are served at
+//! once; accept errors (out of file descriptors) back off instead of spinning.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
-use crate::http::{Request, Response, dispatch, route};
+use crate::http::{Request, Response, authenticate, is_upload, route, serve_authenticated};
 use crate::services::Services;
 
 async fn serve_one(svc: &Arc<Services>, req: hyper::Request<hyper::body::Incoming>) -> Response {
@@ -21,33 +31,46 @@ async fn serve_one(svc: &Arc<Services>, req: hyper::Request<hyper::body::Incomin
     let Some(r) = route(&path) else {
         return Response::text(404, "no such route");
     };
-    // Read at most one byte more than allowed, so an oversize body is refused without
-    // being buffered whole.
-    let limit = r.kind.max_body_bytes(&svc.config);
-    let body = match Limited::new(body, limit + 1).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            tracing::warn!(appid = %r.appid, limit, "request body over the limit or unreadable");
-            return Response::text(413, "body too large");
-        }
-    };
     let query = parts
         .uri
         .query()
         .map(Request::parse_query)
         .unwrap_or_default();
-    dispatch(
-        svc,
-        &r,
-        &Request {
-            method: parts.method,
-            path,
-            query,
-            headers: parts.headers,
-            body,
-        },
-    )
-    .await
+    let mut request = Request {
+        method: parts.method,
+        path,
+        query,
+        headers: parts.headers,
+        body: Bytes::new(),
+    };
+    // Nothing of the body is read for a caller who cannot authenticate.
+    if let Err(refused) = authenticate(svc, &r, &request).await {
+        return refused;
+    }
+    let limit = r.kind.max_body_bytes(
+        &svc.config,
+        is_upload(r.kind, &request.method, &request.query),
+    );
+    let declared = request
+        .header(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        tracing::warn!(appid = %r.appid, limit, "request body over the limit (Content-Length)");
+        return Response::text(413, "body too large");
+    }
+    let within = Duration::from_millis(svc.config.server.body_timeout_ms);
+    request.body = match tokio::time::timeout(within, Limited::new(body, limit).collect()).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(_)) => {
+            tracing::warn!(appid = %r.appid, limit, "request body over the limit or unreadable");
+            return Response::text(413, "body too large");
+        }
+        Err(_) => {
+            tracing::warn!(appid = %r.appid, "request body did not arrive in time");
+            return Response::text(408, "request body timeout");
+        }
+    };
+    serve_authenticated(svc, &r, &request).await
 }
 
 fn to_hyper(resp: Response) -> hyper::Response<Full<Bytes>> {
@@ -66,6 +89,34 @@ fn to_hyper(resp: Response) -> hyper::Response<Full<Bytes>> {
     out
 }
 
+/// Logs a repeated error at most once per `every`, with how many were not logged.
+struct RateLimitedLog {
+    every: Duration,
+    last: std::sync::Mutex<Option<Instant>>,
+    suppressed: AtomicU64,
+}
+
+impl RateLimitedLog {
+    fn new(every: Duration) -> Self {
+        Self {
+            every,
+            last: std::sync::Mutex::new(None),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    fn warn(&self, error: &std::io::Error) {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|t| t.elapsed() < self.every) {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        *last = Some(Instant::now());
+        let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
+        tracing::warn!(error = %error, suppressed, "accept failed; backing off");
+    }
+}
+
 /// Serves until `shutdown` resolves.
 pub async fn serve(
     svc: Arc<Services>,
@@ -73,13 +124,34 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     tokio::pin!(shutdown);
+    let slots = Arc::new(Semaphore::new(svc.config.server.max_connections));
+    let header_timeout = Duration::from_millis(svc.config.server.header_timeout_ms);
+    let accept_log = RateLimitedLog::new(Duration::from_secs(10));
+    let mut backoff = Duration::ZERO;
     loop {
+        // A connection slot first: at the cap, new clients wait in the kernel's backlog.
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return Ok(()),
+            },
+            () = &mut shutdown => return Ok(()),
+        };
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(a) => a,
+                Ok(a) => {
+                    backoff = Duration::ZERO;
+                    a
+                }
                 Err(e) => {
-                    // Out of file descriptors and the like: keep serving.
-                    tracing::warn!(error = %e, "accept failed");
+                    // Out of file descriptors and the like: wait before trying again
+                    // (doubling up to 1 s), so that the loop does not burn a core.
+                    accept_log.warn(&e);
+                    backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = &mut shutdown => return Ok(()),
+                    }
                     continue;
                 }
             },
@@ -88,11 +160,15 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let svc = svc.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let service = service_fn(move |req| {
                 let svc = svc.clone();
                 async move { Ok::<_, Infallible>(to_hyper(serve_one(&svc, req).await)) }
             });
             if let Err(e) = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .max_buf_size(64 * 1024)
                 .serve_connection(TokioIo::new(stream), service)
                 .await
             {

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError, DeskConfig, StoreConfig};
-use crate::desk::tencent_im::TencentIm;
-use crate::desk::{Desk, http_client, udesk_im::UdeskIm, udesk_wechat::UdeskWechat};
+use crate::desk::tencent_im::{LastAgents, TencentIm};
+use crate::desk::{Desk, udesk_im::UdeskIm, udesk_wechat::UdeskWechat};
+use crate::outbound::{Fetcher, GuardedFetch, http_client};
 use crate::store::aws::{AwsStore, AwsTokens, S3Media};
 use crate::store::embedded::{EmbeddedMedia, EmbeddedStore};
 use crate::store::{InboxStore, MediaStore, NotConfigured, StoreError, TokenStore};
@@ -94,11 +95,14 @@ pub struct Services {
     /// URLs desks can open for staged media.
     pub links: Arc<MediaLinks>,
     /// Tencent IM: the agent who last served each customer, as this process saw it.
-    pub tim_last_agent: Arc<std::sync::Mutex<HashMap<String, String>>>,
+    pub tim_last_agent: Arc<LastAgents>,
+    /// Agents' media URLs from Tencent IM messages, fetched under `[fetch] im_hosts`.
+    pub im_media: GuardedFetch,
     pub wechat: Arc<WechatApi>,
     pub clock: Arc<dyn Clock>,
     desks: HashMap<String, Arc<dyn Desk>>,
     crypto: HashMap<String, AppCrypto>,
+    chatbot_crypto: HashMap<String, MsgCrypt>,
 }
 
 impl Services {
@@ -115,14 +119,24 @@ impl Services {
 
     pub fn with_parts(config: Config, stores: Stores, clock: Arc<dyn Clock>) -> Services {
         let client = http_client();
+        let fetcher = Arc::new(Fetcher::new(
+            config.fetch.allow_local_http,
+            std::time::Duration::from_millis(config.fetch.timeout_ms),
+        ));
         let tokens = Arc::new(TokenAuthority::new(
             stores.tokens,
             client.clone(),
             &config.wechat,
             clock.clone(),
         ));
-        let wechat = Arc::new(WechatApi::new(client.clone(), &config.wechat, tokens));
-        let tim_last_agent: Arc<std::sync::Mutex<HashMap<String, String>>> = Arc::default();
+        let wechat = Arc::new(WechatApi::new(
+            client.clone(),
+            &config.wechat,
+            tokens,
+            GuardedFetch::new(fetcher.clone(), &config.fetch.wechat_hosts),
+        ));
+        let tim_last_agent: Arc<LastAgents> = Arc::default();
+        let im_media = GuardedFetch::new(fetcher, &config.fetch.im_hosts);
         let links = Arc::new(MediaLinks::new(
             stores.media.clone(),
             config.media.public_base_url.clone(),
@@ -130,6 +144,7 @@ impl Services {
         ));
         let mut desks: HashMap<String, Arc<dyn Desk>> = HashMap::new();
         let mut crypto = HashMap::new();
+        let mut chatbot_crypto = HashMap::new();
         for app in &config.apps {
             let desk: Arc<dyn Desk> = match &app.desk {
                 DeskConfig::UdeskWechat { url } => {
@@ -155,6 +170,13 @@ impl Services {
                 }
             };
             desks.insert(app.appid.clone(), desk);
+            if let Some(c) = app
+                .chatbot
+                .as_ref()
+                .and_then(|cb| MsgCrypt::new(cb.encoding_aes_key.expose()).ok())
+            {
+                chatbot_crypto.insert(app.appid.clone(), c);
+            }
             // Keys were validated when the config was parsed.
             if let Some(current) = app
                 .encoding_aes_key
@@ -175,10 +197,12 @@ impl Services {
             media_store: stores.media,
             links,
             tim_last_agent,
+            im_media,
             wechat,
             clock,
             desks,
             crypto,
+            chatbot_crypto,
         }
     }
 
@@ -188,6 +212,11 @@ impl Services {
 
     pub fn crypto(&self, appid: &str) -> Option<&AppCrypto> {
         self.crypto.get(appid)
+    }
+
+    /// The account's Dialogue Platform key, decoded once.
+    pub fn chatbot_crypt(&self, appid: &str) -> Option<&MsgCrypt> {
+        self.chatbot_crypto.get(appid)
     }
 
     pub fn media(&self) -> Media<'_> {

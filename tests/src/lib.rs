@@ -235,9 +235,12 @@ pub const TOKEN: &str = "test-token";
 pub const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
 pub const APPID: &str = "wxtest0000000001";
 pub const MP_APPID: &str = "wxtestmp00000002";
+/// An Official Account in plain mode (no EncodingAESKey): plaintext pushes are its only kind.
+pub const PLAIN_APPID: &str = "wxtestplain00003";
 pub const GATEWAY_KEY: &str = "gw-test-key-0123456789";
 
-/// Config for tests: one Official Account and one Mini Program, both on `desk_url`.
+/// Config for tests: an Official Account and a Mini Program in safe mode and an Official
+/// Account in plain mode, all on `desk_url`.
 pub fn config_text(store: &str, desk_url: &str, extra: &str) -> String {
     format!(
         r#"
@@ -259,6 +262,16 @@ appid = "{MP_APPID}"
 kind = "mini_program"
 token = "{TOKEN}"
 encoding_aes_key = "{AES_KEY}"
+secret = "test-secret"
+gateway_key = "{GATEWAY_KEY}"
+[apps.desk]
+kind = "udesk_wechat"
+url = "{desk_url}"
+
+[[apps]]
+appid = "{PLAIN_APPID}"
+kind = "official_account"
+token = "{TOKEN}"
 secret = "test-secret"
 gateway_key = "{GATEWAY_KEY}"
 [apps.desk]
@@ -333,6 +346,9 @@ pub fn text_push(content: &str, msg_id: u64, create_time: i64) -> String {
          <MsgId>{msg_id}</MsgId></xml>"
     )
 }
+
+/// `[fetch]` for tests: the stand-ins serve media over http on loopback.
+pub const FETCH_LOOPBACK: &str = "[fetch]\nallow_local_http = true\nim_hosts = [\"127.0.0.1\"]\nwechat_hosts = [\"127.0.0.1\"]\n";
 
 /// Starts the local server in-process on a free loopback port; returns its base URL.
 pub async fn start_local(svc: Arc<wxdesk::Services>) -> String {

@@ -172,7 +172,7 @@ async fn callback_on_dynamodb_forwards_concurrent_duplicates_once() {
         .map(|i| {
             let req = http
                 .post(format!(
-                    "{base}/wechat/{APPID}?{}",
+                    "{base}/wechat/{PLAIN_APPID}?{}",
                     plain_query(ts, &format!("d{i}"))
                 ))
                 .body(push.clone());

@@ -91,7 +91,7 @@ async fn plain_text_push_gets_the_desks_passive_reply() {
     let rig = rig("plain").await;
     let ts = now_secs();
     let push = text_push("hello agent", 1001, ts);
-    let (status, body) = rig.post(APPID, &plain_query(ts, "n2"), &push).await;
+    let (status, body) = rig.post(PLAIN_APPID, &plain_query(ts, "n2"), &push).await;
     assert_eq!(status, 200);
     let doc = Doc::parse_xml(&body).unwrap();
     assert_eq!(doc.get("Content"), Some("echo: hello agent"));
@@ -99,7 +99,7 @@ async fn plain_text_push_gets_the_desks_passive_reply() {
     // The desk got the push exactly as WeChat sent it.
     assert_eq!(rig.desk.bodies(), vec![push.clone()]);
     // WeChat's retry gets the same answer and the desk is not called again.
-    let (status, again) = rig.post(APPID, &plain_query(ts, "n3"), &push).await;
+    let (status, again) = rig.post(PLAIN_APPID, &plain_query(ts, "n3"), &push).await;
     assert_eq!((status, again), (200, body));
     assert_eq!(rig.desk.hits(), 1);
 }
@@ -111,7 +111,7 @@ async fn quiet_failing_and_garbage_desks_give_success() {
     for (i, content) in ["quiet", "fail", "garbage"].iter().enumerate() {
         let (status, body) = rig
             .post(
-                APPID,
+                PLAIN_APPID,
                 &plain_query(ts, "n"),
                 &text_push(content, 2000 + i as u64, ts),
             )
@@ -123,7 +123,7 @@ async fn quiet_failing_and_garbage_desks_give_success() {
     let failed = rig
         .svc
         .inbox
-        .get(&format!("{APPID}#msg#2001#oUser#{ts}"), now)
+        .get(&format!("{PLAIN_APPID}#msg#2001#oUser#{ts}"), now)
         .await
         .unwrap()
         .unwrap();
@@ -132,7 +132,7 @@ async fn quiet_failing_and_garbage_desks_give_success() {
     let quiet = rig
         .svc
         .inbox
-        .get(&format!("{APPID}#msg#2000#oUser#{ts}"), now)
+        .get(&format!("{PLAIN_APPID}#msg#2000#oUser#{ts}"), now)
         .await
         .unwrap()
         .unwrap();
@@ -145,7 +145,11 @@ async fn slow_desk_is_answered_within_the_deadline() {
     let ts = now_secs();
     let started = Instant::now();
     let (status, body) = rig
-        .post(APPID, &plain_query(ts, "n"), &text_push("slow", 3000, ts))
+        .post(
+            PLAIN_APPID,
+            &plain_query(ts, "n"),
+            &text_push("slow", 3000, ts),
+        )
         .await;
     let took = started.elapsed();
     assert_eq!((status, body.as_str()), (200, "success"));
@@ -161,7 +165,7 @@ async fn slow_desk_is_answered_within_the_deadline() {
         .svc
         .inbox
         .get(
-            &format!("{APPID}#msg#3000#oUser#{ts}"),
+            &format!("{PLAIN_APPID}#msg#3000#oUser#{ts}"),
             wxdesk::clock::unix_ms(),
         )
         .await
@@ -183,7 +187,7 @@ async fn three_identical_concurrent_pushes_reach_the_desk_once() {
         .map(|i| {
             let (rig, push) = (rig.clone(), push.clone());
             tokio::spawn(async move {
-                rig.post(APPID, &plain_query(ts, &format!("r{i}")), &push)
+                rig.post(PLAIN_APPID, &plain_query(ts, &format!("r{i}")), &push)
                     .await
             })
         })
@@ -277,30 +281,38 @@ async fn bad_input_is_refused_and_never_reaches_the_desk() {
     let rig = rig("bad").await;
     let ts = now_secs();
     let q = plain_query(ts, "nb");
-    let cases: Vec<(String, String, u16)> = vec![
-        (q.clone(), "<xml><FromUserName>".into(), 400),
-        (q.clone(), "{\"FromUserName\": ".into(), 400),
-        (q.clone(), "plain words".into(), 400),
-        (q.clone(), "x".repeat(70 * 1024), 413),
+    let cases: Vec<(&str, String, String, u16)> = vec![
+        (PLAIN_APPID, q.clone(), "<xml><FromUserName>".into(), 400),
+        (PLAIN_APPID, q.clone(), "{\"FromUserName\": ".into(), 400),
+        (PLAIN_APPID, q.clone(), "plain words".into(), 400),
+        (PLAIN_APPID, q.clone(), "x".repeat(70 * 1024), 413),
         (
+            APPID,
             format!("{q}&encrypt_type=aes&msg_signature=00"),
             "<xml><Encrypt>abc</Encrypt></xml>".into(),
             401,
         ),
         (
+            PLAIN_APPID,
             q.replace("nonce=nb", "nonce=nbX"),
             text_push("x", 1, ts),
             401,
         ),
         (
+            PLAIN_APPID,
             q.replace("timestamp=", "timestamp=9"),
             text_push("x", 1, ts),
             403,
         ),
-        (q.replace("&nonce=nb", ""), text_push("x", 1, ts), 401),
+        (
+            PLAIN_APPID,
+            q.replace("&nonce=nb", ""),
+            text_push("x", 1, ts),
+            401,
+        ),
     ];
-    for (query, body, want) in cases {
-        let (status, msg) = rig.post(APPID, &query, &body).await;
+    for (appid, query, body, want) in cases {
+        let (status, msg) = rig.post(appid, &query, &body).await;
         assert_eq!(status, want, "{msg}");
         assert!(!msg.is_empty());
     }
@@ -338,12 +350,12 @@ async fn skipped_events_are_not_forwarded() {
          <MsgType>event</MsgType><Event>LOCATION</Event><Latitude>1</Latitude><Longitude>2</Longitude><Precision>3</Precision></xml>"
     );
     assert_eq!(
-        rig.post(APPID, &plain_query(ts, "e"), &loc).await,
+        rig.post(PLAIN_APPID, &plain_query(ts, "e"), &loc).await,
         (200, "success".into())
     );
     assert_eq!(rig.desk.hits(), 0);
     let sub = loc.replace("LOCATION", "subscribe");
-    let (status, body) = rig.post(APPID, &plain_query(ts, "e"), &sub).await;
+    let (status, body) = rig.post(PLAIN_APPID, &plain_query(ts, "e"), &sub).await;
     assert_eq!(status, 200);
     assert!(body.contains("echo: "), "{body}");
     assert_eq!(rig.desk.hits(), 1);
@@ -365,7 +377,10 @@ async fn embedded_store_survives_a_restart() {
         );
         let base = start_local(svc.clone()).await;
         let r = reqwest::Client::new()
-            .post(format!("{base}/wechat/{APPID}?{}", plain_query(ts, "a")))
+            .post(format!(
+                "{base}/wechat/{PLAIN_APPID}?{}",
+                plain_query(ts, "a")
+            ))
             .body(push.clone())
             .send()
             .await
@@ -382,7 +397,7 @@ async fn embedded_store_survives_a_restart() {
     use wxdesk::store::InboxStore;
     let entry = store
         .get(
-            &format!("{APPID}#msg#7000#oUser#{ts}"),
+            &format!("{PLAIN_APPID}#msg#7000#oUser#{ts}"),
             wxdesk::clock::unix_ms(),
         )
         .await

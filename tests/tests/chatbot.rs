@@ -77,7 +77,7 @@ impl Rig {
     async fn handoff(&self, body: String) -> (u16, Value) {
         let r = self
             .http
-            .post(format!("{}/chatbot/{APPID}", self.base))
+            .post(format!("{}/chatbot/{APPID}/{GATEWAY_KEY}", self.base))
             .body(body)
             .send()
             .await

@@ -10,6 +10,8 @@ use wxdesk_tests::*;
 
 const EVENTS_CONFIG: &str = include_str!("../../events/wxdesk.toml");
 const EVENTS_AES_KEY: &str = "eventsAESkey0000000000000000000000000000001";
+/// When `events/generate.py` signed the samples.
+const SIGNED_AT: i64 = 1_714_112_445;
 
 enum Expect {
     Echo(&'static str),
@@ -89,11 +91,15 @@ async fn every_sample_event_gets_its_answer() {
         .replace("\".wxdesk-data/events\"", &format!("{dir:?}"))
         .replace("http://127.0.0.1:8082", &wx.base())
         .replace("http://127.0.0.1:8085", &platform.server.url(""));
-    let svc = Arc::new(
-        wxdesk::Services::build(wxdesk::Config::parse(&text).unwrap())
-            .await
-            .unwrap(),
-    );
+    // The samples were signed at one moment (Tencent IM's Sign is checked within 60 s of
+    // its RequestTime): replay them at that moment.
+    let cfg = wxdesk::Config::parse(&text).unwrap();
+    let stores = wxdesk::services::Stores::open(&cfg.store).await.unwrap();
+    let svc = Arc::new(wxdesk::Services::with_parts(
+        cfg,
+        stores,
+        Arc::new(wxdesk::clock::FixedClock::at_secs(SIGNED_AT)),
+    ));
 
     let events_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../events");
     let mut names: Vec<String> = std::fs::read_dir(events_dir)

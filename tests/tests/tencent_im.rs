@@ -38,12 +38,13 @@ api_base = "{wx}"
 [media]
 public_base_url = "{base}"
 url_key = "test-url-key"
-
+{FETCH_LOOPBACK}
 [[apps]]
 appid = "{TIM_APPID}"
 kind = "official_account"
 token = "{TOKEN}"
 secret = "test-secret"
+gateway_key = "{GATEWAY_KEY}"
 {chatbot}
 [apps.desk]
 kind = "tencent_im"
@@ -102,7 +103,10 @@ impl Rig {
     async fn callback(&self, query: &str, body: &Value) -> (u16, Value) {
         let r = self
             .http
-            .post(format!("{}/tim/{TIM_APPID}?{query}", self.base))
+            .post(format!(
+                "{}/tim/{TIM_APPID}/{GATEWAY_KEY}?{query}",
+                self.base
+            ))
             .body(body.to_string())
             .send()
             .await

@@ -34,6 +34,7 @@ appid = "{appid}"
 kind = "{kind}"
 token = "{TOKEN}"
 secret = "test-secret"
+gateway_key = "{GATEWAY_KEY}"
 [apps.desk]
 kind = "udesk_im"
 url = "{desk}/spa1/im_callback"
@@ -361,7 +362,7 @@ fn signed(ts: &str, key: &str) -> String {
 async fn agent_pushes_are_verified_and_delivered() {
     let rig = rig("push", false).await;
     let now_ts = sign::local_timestamp(now_secs(), 8 * 3600);
-    let url = |q: &str| format!("{}/udesk-im/{IM_APPID}?{q}", rig.base);
+    let url = |q: &str| format!("{}/udesk-im/{IM_APPID}/{GATEWAY_KEY}?{q}", rig.base);
     let post = |u: String, body: &'static str| {
         let http = rig.http.clone();
         async move {

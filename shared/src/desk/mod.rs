@@ -43,12 +43,4 @@ pub trait Desk: Send + Sync {
     ) -> Result<DeskReply, DeskError>;
 }
 
-/// One HTTP client for every outbound call: pooled, keep-alive, bounded connect time.
-pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(2))
-        .pool_idle_timeout(Duration::from_secs(50))
-        .user_agent(concat!("wxdesk/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
-}
+pub use crate::outbound::http_client;

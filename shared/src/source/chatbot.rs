@@ -1,9 +1,10 @@
-//! The Dialogue Platform's hand-off callback `POST /chatbot/{appid}`: the platform POSTs
+//! The Dialogue Platform's hand-off callback `POST /chatbot/{appid}/{gateway_key}`: the platform POSTs
 //! `{"encrypted": "<base64>"}` (also accepted: `encrypt`, and an XML `<Encrypt>` wrapper),
 //! decrypted with the platform key and checked against its APPID. A customer asking for a
 //! person, their messages, their leaving and their rating go to the app's desk; whatever
 //! the desk answers goes back through sendmsg. Also `POST /chatbot/{appid}/{key}/event`,
-//! for desks that cannot signal waiter events themselves.
+//! for desks that cannot signal waiter events themselves. The platform signs nothing but
+//! its ciphertext, so the gateway key in the path is what keeps outsiders off both routes.
 
 use std::time::{Duration, Instant};
 
@@ -18,7 +19,6 @@ use crate::services::Services;
 use crate::store::{Claim, NewClaim, Outcome, new_claim_id};
 use crate::transport::chatbot::{self as transport, EVENTS};
 use crate::transport::{Agent, deliver};
-use crate::wechat::crypto::MsgCrypt;
 use crate::wechat::kf::{KfMessage, PassivePlan, plan_mini_program_reply};
 use crate::wechat::message::{Format, Message};
 use crate::wechat::xml::{Doc, Value as XmlValue};
@@ -111,7 +111,43 @@ fn desk_text(h: &Handoff) -> Option<String> {
     }
 }
 
-pub async fn handoff(svc: &Services, appid: &str, req: &Request) -> Response {
+/// Both Dialogue Platform routes: the path's gateway key (the platform signs nothing but
+/// its ciphertext), and an account that has `[apps.chatbot]`.
+pub fn authenticate<'a>(
+    svc: &'a Services,
+    route: &Route,
+) -> Result<(&'a AppConfig, &'a ChatbotConfig), Response> {
+    let appid = route.appid.as_str();
+    let Some(app) = svc.config.app(appid) else {
+        return Err(refuse(404, appid, "unknown appid"));
+    };
+    if !route.key_matches(app) {
+        return Err(refuse(401, appid, "missing or wrong gateway key"));
+    }
+    let Some(cb) = &app.chatbot else {
+        return Err(refuse(404, appid, "this account has no [apps.chatbot]"));
+    };
+    Ok((app, cb))
+}
+
+/// A userid the platform could have sent: printable, no separators our keys and XML use.
+fn plausible_userid(u: &str) -> bool {
+    !u.is_empty()
+        && u.len() <= 128
+        && u.bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'#' | b'<' | b'>' | b'&'))
+}
+
+/// The one answer to a hand-off that cannot be opened, whatever the reason (no
+/// ciphertext, bad padding, wrong receive-id, unreadable plaintext): distinct answers
+/// would make the route a decryption oracle. The reason goes to the log only.
+fn unreadable(appid: &str, why: &str) -> Response {
+    warn!(appid, reason = why, "Dialogue Platform hand-off refused");
+    Response::json_status(400, &json!({ "errcode": -1, "errmsg": "invalid request" }))
+}
+
+/// Serves a hand-off that `authenticate` has passed.
+pub(crate) async fn handoff(svc: &Services, appid: &str, req: &Request) -> Response {
     let started = Instant::now();
     let Some(app) = svc.config.app(appid) else {
         return refuse(404, appid, "unknown appid");
@@ -120,23 +156,18 @@ pub async fn handoff(svc: &Services, appid: &str, req: &Request) -> Response {
         return refuse(404, appid, "this account has no [apps.chatbot]");
     };
     let Some(enc) = std::str::from_utf8(&req.body).ok().and_then(ciphertext) else {
-        return refuse(400, appid, "no encrypted field in the body");
+        return unreadable(appid, "no encrypted field in the body");
     };
-    let crypt = match MsgCrypt::new(cb.encoding_aes_key.expose()) {
-        Ok(c) => c,
-        Err(e) => return refuse(500, appid, &format!("chatbot.encoding_aes_key: {e}")),
-    };
-    let plain = match crypt.decrypt(&enc, &cb.appid) {
-        Ok(p) => p,
-        Err(e) => return refuse(400, appid, &format!("cannot decrypt: {e}")),
+    let plain = match svc.chatbot_crypt(appid).map(|c| c.decrypt(&enc, &cb.appid)) {
+        Some(Ok(p)) => p,
+        Some(Err(e)) => return unreadable(appid, &format!("cannot decrypt: {e}")),
+        None => return unreadable(appid, "no chatbot key"),
     };
     let h = match read(&plain) {
-        Ok(h) => h,
-        Err(e) => return refuse(400, appid, &e),
+        Ok(h) if plausible_userid(&h.userid) => h,
+        Ok(_) => return unreadable(appid, "the userid is not one the platform sends"),
+        Err(e) => return unreadable(appid, &e),
     };
-    if h.event == "userQuit" {
-        transport::close_conversation(svc, app, &h.userid).await;
-    }
     let Some(text) = desk_text(&h) else {
         info!(appid, event = %h.event, from = h.from, "hand-off callback: nothing for the desk");
         return answer(0, "ok");
@@ -173,6 +204,11 @@ pub async fn handoff(svc: &Services, appid: &str, req: &Request) -> Response {
             return answer(0, "ok");
         }
         Err(e) => warn!(appid, error = %e, "inbox unavailable; forwarding without dedup"),
+    }
+    // Only a hand-off seen for the first time ends the conversation: a replayed `userQuit`
+    // must not close a conversation that started since.
+    if h.event == "userQuit" {
+        transport::close_conversation(svc, app, &h.userid).await;
     }
     let outcome = forward(
         svc,
@@ -242,20 +278,11 @@ async fn forward(
 }
 
 /// `POST /chatbot/{appid}/{key}/event`: `{openid, event, kefuname?, kefuavatar?, msg?}`.
-pub async fn event(svc: &Services, route: &Route, req: &Request) -> Response {
+pub(crate) async fn event(svc: &Services, route: &Route, req: &Request) -> Response {
     let appid = route.appid.as_str();
-    let Some(app) = svc.config.app(appid) else {
-        return refuse(404, appid, "unknown appid");
-    };
-    let authorised = match (&app.gateway_key, &route.key) {
-        (Some(expected), Some(given)) => expected.matches(given.expose()),
-        _ => false,
-    };
-    if !authorised {
-        return refuse(401, appid, "missing or wrong gateway key");
-    }
-    let Some(cb) = &app.chatbot else {
-        return refuse(404, appid, "this account has no [apps.chatbot]");
+    let (app, cb) = match authenticate(svc, route) {
+        Ok(found) => found,
+        Err(refused) => return refused,
     };
     let Ok(v) = serde_json::from_slice::<Value>(&req.body) else {
         return refuse(400, appid, "the body must be a JSON object");

@@ -6,11 +6,12 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
+use crate::config::is_identifier;
 use crate::config::{AppConfig, AppKind};
 use crate::desk::DeskReply;
 use crate::http::{Request, Response};
 use crate::services::{AppCrypto, Services};
-use crate::store::{Claim, NewClaim, Outcome, new_claim_id};
+use crate::store::{Claim, NewClaim, Outcome, StoreError, entry_ref, new_claim_id};
 use crate::wechat::crypto::{CryptoError, MsgCrypt};
 use crate::wechat::kf::{PassivePlan, plan_mini_program_reply};
 use crate::wechat::message::{Format, Message};
@@ -23,41 +24,75 @@ const RECORD_RESERVE: Duration = Duration::from_millis(250);
 /// A claim's lease outlives any handler that is still alive (the deadline is < 5 s), so
 /// only a crashed handler's claim is ever taken over.
 const LEASE_MARGIN_MS: i64 = 1500;
+/// The dedup write's share of WeChat's 5 s: a store that hangs must not cost the answer.
+const CLAIM_WITHIN: Duration = Duration::from_millis(1000);
+/// WeChat's openids are 28 characters; anything far longer is not one.
+const MAX_OPENID_LEN: usize = 64;
 
 fn refuse(status: u16, appid: &str, why: &str) -> Response {
     warn!(appid, status, reason = why, "push refused");
     Response::text(status, why)
 }
 
-pub async fn handle(svc: &Services, appid: &str, req: &Request) -> Response {
-    let started = Instant::now();
+/// The checks on the query alone: a known account, a fresh timestamp, WeChat's signature.
+pub fn authenticate<'a>(
+    svc: &'a Services,
+    appid: &str,
+    req: &Request,
+) -> Result<&'a AppConfig, Response> {
     let Some(app) = svc.config.app(appid) else {
-        return refuse(404, appid, "unknown appid");
+        return Err(refuse(404, appid, "unknown appid"));
     };
     let (Some(signature), Some(timestamp), Some(nonce)) = (
         req.query("signature"),
         req.query("timestamp"),
         req.query("nonce"),
     ) else {
-        return refuse(401, appid, "missing signature, timestamp or nonce");
+        return Err(refuse(401, appid, "missing signature, timestamp or nonce"));
     };
     let Ok(ts) = timestamp.parse::<i64>() else {
-        return refuse(400, appid, "timestamp is not a number");
+        return Err(refuse(400, appid, "timestamp is not a number"));
     };
     let skew = svc.config.callback.max_timestamp_skew_secs;
     if skew > 0 && svc.clock.unix_secs().abs_diff(ts) > skew {
-        return refuse(
+        return Err(refuse(
             403,
             appid,
             "timestamp too far from now (replayed or clock skew)",
-        );
+        ));
     }
     if !matches(
         &push_signature(app.token.expose(), timestamp, nonce),
         signature,
     ) {
-        return refuse(401, appid, "signature mismatch");
+        return Err(refuse(401, appid, "signature mismatch"));
     }
+    // WeChat sends an account in compatible or safe mode only encrypted pushes; the plain
+    // `signature` does not cover the body, so a captured query would carry any body.
+    if req.method == http::Method::POST
+        && req.query("encrypt_type") != Some("aes")
+        && app.encoding_aes_key.is_some()
+        && !app.allow_plaintext
+    {
+        return Err(refuse(
+            403,
+            appid,
+            "plaintext push to an account in safe mode (set allow_plaintext while switching modes)",
+        ));
+    }
+    Ok(app)
+}
+
+/// Serves a push that `authenticate` has passed (`http::dispatch` runs it first).
+pub(crate) async fn handle(svc: &Services, appid: &str, req: &Request) -> Response {
+    let started = Instant::now();
+    let Some(app) = svc.config.app(appid) else {
+        return refuse(404, appid, "unknown appid");
+    };
+    let (timestamp, nonce) = (
+        req.query("timestamp").unwrap_or(""),
+        req.query("nonce").unwrap_or(""),
+    );
     match req.method {
         http::Method::GET => match req.query("echostr") {
             Some(echo) => {
@@ -98,15 +133,34 @@ async fn push(
     let (plaintext, crypt) = if req.query("encrypt_type") == Some("aes") {
         match decrypt(app, svc.crypto(appid), req, body, format, timestamp, nonce) {
             Ok(v) => v,
-            Err((status, why)) => return refuse(status, appid, &why),
+            Err((status, why)) => {
+                // One answer for every failure to decrypt; the reason goes to the log only.
+                warn!(appid, reason = %why, "encrypted push refused");
+                return Response::text(
+                    status,
+                    if status == 400 {
+                        "cannot decrypt"
+                    } else {
+                        "refused"
+                    },
+                );
+            }
         }
     } else {
         (body.to_owned(), None)
     };
     let msg = match Message::parse(&plaintext) {
         Ok(m) => m,
+        // What an encrypted push decrypted to is never described to the caller.
+        Err(e) if crypt.is_some() => {
+            warn!(appid, reason = %e, "encrypted push refused: unreadable plaintext");
+            return Response::text(400, "cannot decrypt");
+        }
         Err(e) => return refuse(400, appid, &format!("unreadable message: {e}")),
     };
+    if !is_identifier(&msg.from_user, MAX_OPENID_LEN) {
+        return refuse(400, appid, "FromUserName is not an openid");
+    }
     let env = Envelope {
         format: msg.format,
         crypt,
@@ -130,12 +184,14 @@ async fn push(
         Format::Json => msg.to_xml(),
     };
     let key = msg.dedup_key(appid);
+    // Logs name the entry by a hash: the key holds the customer's openid.
+    let entry = entry_ref(&key);
     let deadline = started + Duration::from_millis(svc.config.callback.reply_deadline_ms);
     let now_ms = svc.clock.unix_ms();
     let claim_id = new_claim_id();
-    let claim = svc
-        .inbox
-        .claim(&NewClaim {
+    let claim = tokio::time::timeout(
+        CLAIM_WITHIN,
+        svc.inbox.claim(&NewClaim {
             key: &key,
             appid,
             payload: &payload,
@@ -143,26 +199,32 @@ async fn push(
             now_ms,
             lease_until_ms: now_ms + svc.config.callback.reply_deadline_ms as i64 + LEASE_MARGIN_MS,
             expires_at: now_ms / 1000 + svc.config.callback.inbox_ttl_secs as i64,
-        })
-        .await;
+        }),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(StoreError::Unavailable(format!(
+            "no answer within {CLAIM_WITHIN:?}"
+        )))
+    });
     let owned = match claim {
         Ok(Claim::Won { attempt, .. }) => {
             if attempt > 1 {
-                info!(appid, key = %key, attempt, "redelivering an entry whose earlier delivery did not finish");
+                info!(appid, entry = %entry, attempt, "redelivering an entry whose earlier delivery did not finish");
             }
             true
         }
         Ok(Claim::InFlight) => {
-            info!(appid, key = %key, "duplicate push while the first is in flight: not forwarded");
+            info!(appid, entry = %entry, "duplicate push while the first is in flight: not forwarded");
             return Response::text(200, SUCCESS);
         }
         Ok(Claim::Answered(answer)) => {
-            info!(appid, key = %key, "duplicate push: answering as before");
+            info!(appid, entry = %entry, "duplicate push: answering as before");
             return render(&answer, &env, app, svc, nonce);
         }
         Err(e) => {
             // Losing the message is worse than a possible duplicate: forward without dedup.
-            error!(appid, key = %key, error = %e, "inbox unavailable; forwarding without dedup");
+            error!(appid, entry = %entry, error = %e, "inbox unavailable; forwarding without dedup");
             false
         }
     };
@@ -186,7 +248,7 @@ async fn push(
         Err(e) => (Some(e.to_string()), String::new()),
     };
     if let Some(why) = &outcome_text {
-        warn!(appid, key = %key, error = %why, "desk delivery failed; WeChat gets `success`, entry left undelivered");
+        warn!(appid, entry = %entry, error = %why, "desk delivery failed; WeChat gets `success`, entry left undelivered");
     }
     if owned {
         let outcome = match &outcome_text {
@@ -197,12 +259,12 @@ async fn push(
         match tokio::time::timeout(left, svc.inbox.finish(&key, &claim_id, outcome)).await {
             Ok(Ok(true)) => {}
             Ok(Ok(false)) => {
-                warn!(appid, key = %key, "inbox entry was taken over by another handler")
+                warn!(appid, entry = %entry, "inbox entry was taken over by another handler")
             }
             Ok(Err(e)) => {
-                error!(appid, key = %key, error = %e, "could not record the delivery outcome")
+                error!(appid, entry = %entry, error = %e, "could not record the delivery outcome")
             }
-            Err(_) => error!(appid, key = %key, "recording the delivery outcome timed out"),
+            Err(_) => error!(appid, entry = %entry, "recording the delivery outcome timed out"),
         }
     }
     render(&answer, &env, app, svc, nonce)

@@ -449,6 +449,12 @@ impl EmbeddedMedia {
     }
 }
 
+fn tmp_path(p: &Path, unique: &str) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(format!(".tmp-{unique}"));
+    PathBuf::from(s)
+}
+
 fn meta_path(p: &Path) -> PathBuf {
     let mut s = p.as_os_str().to_owned();
     s.push(".meta.json");
@@ -469,10 +475,17 @@ impl MediaStore for EmbeddedMedia {
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)?;
             }
-            // Write then rename: a reader never sees half a file.
-            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            // Write then rename, both files, each under a name no concurrent writer of the
+            // same key shares: a reader never sees half a file, and two stagings of one
+            // media_id cannot clobber each other's temporary file. The sidecar lands first,
+            // so a visible object always has its metadata.
+            let unique = crate::store::new_claim_id();
+            let meta_final = meta_path(&path);
+            let meta_tmp = tmp_path(&meta_final, &unique);
+            std::fs::write(&meta_tmp, &meta)?;
+            std::fs::rename(&meta_tmp, &meta_final)?;
+            let tmp = tmp_path(&path, &unique);
             std::fs::write(&tmp, &bytes)?;
-            std::fs::write(meta_path(&path), &meta)?;
             std::fs::rename(&tmp, &path)
         })
         .await

@@ -119,6 +119,18 @@ pub(crate) fn decide(existing: Option<&InboxEntry>, now_ms: i64) -> Option<Claim
     }
 }
 
+/// How logs name an inbox entry: its keys hold openids, which logs never show. The first
+/// 12 hex digits of the key's SHA-256; `entry_ref` of a known key finds its log lines.
+pub fn entry_ref(key: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    let appid = key.split('#').next().unwrap_or("");
+    format!(
+        "{appid}#{}",
+        &crate::wechat::signature::hex_lower(&digest[..6])
+    )
+}
+
 pub fn new_claim_id() -> String {
     let mut b = [0u8; 12];
     rand::fill(&mut b);
@@ -127,7 +139,7 @@ pub fn new_claim_id() -> String {
 
 /// One account's access_token record. A record with an empty token exists once somebody
 /// has taken the refresh lease for an account that never had a token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRecord {
     pub token: String,
     pub expires_at_ms: i64,
@@ -135,6 +147,26 @@ pub struct TokenRecord {
     pub version: u64,
     pub lease_owner: String,
     pub lease_until_ms: i64,
+}
+
+impl std::fmt::Debug for TokenRecord {
+    // The access_token is a credential for the account's whole API: never print it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenRecord")
+            .field(
+                "token",
+                &if self.token.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
+            .field("expires_at_ms", &self.expires_at_ms)
+            .field("version", &self.version)
+            .field("lease_owner", &self.lease_owner)
+            .field("lease_until_ms", &self.lease_until_ms)
+            .finish()
+    }
 }
 
 /// The access_token authority's storage. Every change is one conditional write, so any
@@ -265,5 +297,37 @@ impl MediaStore for NotConfigured {
     }
     async fn presign(&self, _: &str, _: std::time::Duration) -> Result<Option<String>, StoreError> {
         Err(self.err())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_record_debug_hides_the_token() {
+        let r = TokenRecord {
+            token: "ACCESS_TOKEN_SECRET_VALUE".into(),
+            expires_at_ms: 1,
+            version: 2,
+            lease_owner: String::new(),
+            lease_until_ms: 0,
+        };
+        let shown = format!("{r:?}");
+        assert!(!shown.contains("ACCESS_TOKEN_SECRET_VALUE"), "{shown}");
+        assert!(shown.contains("<redacted>") && shown.contains("version: 2"));
+    }
+
+    #[test]
+    fn entry_refs_hide_the_openid() {
+        let key = "wx1#msg#42#oCustomerOpenid0000000000001#1700000000";
+        let r = entry_ref(key);
+        assert!(r.starts_with("wx1#") && r.len() == 4 + 12, "{r}");
+        assert!(!r.contains("oCustomer"));
+        assert_eq!(r, entry_ref(key));
+        assert_ne!(
+            r,
+            entry_ref("wx1#msg#43#oCustomerOpenid0000000000001#1700000000")
+        );
     }
 }

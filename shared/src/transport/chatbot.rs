@@ -13,7 +13,6 @@ use crate::config::{AppConfig, ChatbotConfig};
 use crate::services::Services;
 use crate::store::{Claim, NewClaim, Outcome, new_claim_id};
 use crate::wechat::api::backoff;
-use crate::wechat::crypto::MsgCrypt;
 use crate::wechat::kf::KfMessage;
 use crate::wechat::xml::{Doc, Value as XmlValue};
 
@@ -113,9 +112,36 @@ pub fn msg_of(kf: &KfMessage) -> Value {
             "title": s("title"), "appid": s("appid"), "pagepath": s("pagepath"),
             "thumb_media_id": s("thumb_media_id"), "thumb_url": s("thumb_url"),
         }}),
-        "link" => Value::String(format!("<a href=\"{}\">{}</a>", s("url"), s("title"))),
+        "link" => Value::String(link_html(&s("url"), &s("title"))),
         other => Value::String(format!("[{other} message]")),
     }
+}
+
+/// A link as the platform's HTML text: the URL only when it is http(s), both parts escaped,
+/// so that an agent's input cannot add markup or a `javascript:` link.
+fn link_html(url: &str, title: &str) -> String {
+    let title = escape_html(if title.is_empty() { url } else { title });
+    let lower = url.trim().to_ascii_lowercase();
+    if lower.starts_with("https://") || lower.starts_with("http://") {
+        format!("<a href=\"{}\">{title}</a>", escape_html(url.trim()))
+    } else {
+        title
+    }
+}
+
+fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// What the customer reads with a waiter event that came without text (`msg` is required).
@@ -250,8 +276,9 @@ pub async fn send_raw(
     if let Some(a) = agent.avatar.as_ref().or(cb.kefuavatar.as_ref()) {
         d.push("kefuavatar", XmlValue::text(a));
     }
-    let crypt = MsgCrypt::new(cb.encoding_aes_key.expose())
-        .map_err(|e| ChatbotError::Unusable(format!("chatbot.encoding_aes_key: {e}")))?;
+    let crypt = svc
+        .chatbot_crypt(&app.appid)
+        .ok_or_else(|| ChatbotError::Unusable("chatbot.encoding_aes_key is not usable".into()))?;
     let body = json!({ "encrypt": crypt.encrypt(&d.to_xml(), &cb.appid) }).to_string();
     let url = format!(
         "{}/openapi/sendmsg/{}",
@@ -291,10 +318,9 @@ async fn post(svc: &Services, url: &str, body: &str) -> Result<Value, ChatbotErr
         // The URL carries the platform TOKEN.
         .map_err(|e| ChatbotError::Transport(e.without_url().to_string()))?;
     let status = resp.status().as_u16();
-    let bytes = resp
-        .bytes()
+    let bytes = crate::outbound::read_capped(resp, crate::outbound::MAX_ANSWER_BYTES)
         .await
-        .map_err(|e| ChatbotError::Transport(e.without_url().to_string()))?;
+        .map_err(|e| ChatbotError::Transport(e.to_string()))?;
     let v: Value = match serde_json::from_slice(&bytes) {
         Ok(v) => v,
         Err(_) if status >= 500 => return Err(ChatbotError::Status(status)),
@@ -338,6 +364,23 @@ mod tests {
             msg_of(&KfMessage::text("o", "hi <a href=\"x\">y</a>")),
             json!("hi <a href=\"x\">y</a>")
         );
+        let link = KfMessage {
+            touser: "o".into(),
+            msgtype: "link".into(),
+            content: json!({"url": "https://shop.example/a?x=1&y=\"><script>", "title": "<b>Sale</b>"}),
+            kf_account: None,
+        };
+        assert_eq!(
+            msg_of(&link),
+            json!(
+                "<a href=\"https://shop.example/a?x=1&amp;y=&quot;&gt;&lt;script&gt;\">&lt;b&gt;Sale&lt;/b&gt;</a>"
+            )
+        );
+        let js = KfMessage {
+            content: json!({"url": "javascript:alert(1)", "title": "t"}),
+            ..link
+        };
+        assert_eq!(msg_of(&js), json!("t"));
         assert_eq!(
             meaning(1001),
             "TOKEN is not valid: check apps.chatbot.token"

@@ -24,6 +24,8 @@ pub enum DeliverError {
     Wechat(#[from] ApiError),
     #[error(transparent)]
     Chatbot(#[from] chatbot::ChatbotError),
+    #[error("the agent's message has no part the customer could read")]
+    Empty,
 }
 
 impl DeliverError {
@@ -34,6 +36,7 @@ impl DeliverError {
             DeliverError::Chatbot(e) => {
                 json!({ "errcode": e.errcode(), "errmsg": format!("wxdesk: {e}") })
             }
+            DeliverError::Empty => json!({ "errcode": 40035, "errmsg": format!("wxdesk: {self}") }),
         }
     }
 

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use tracing::{error, warn};
 
 use crate::config::{AppConfig, WechatConfig};
+use crate::outbound::{GuardedFetch, read_capped};
 
 use super::token::TokenAuthority;
 
@@ -143,20 +144,34 @@ impl Raw {
     }
 }
 
+/// The largest answer read from WeChat's API: media downloads (images, voice, thumbs; at
+/// most 10 MB by WeChat's own limits) with room to spare. JSON answers are far smaller.
+pub const MAX_API_ANSWER: usize = 12 * 1024 * 1024;
+/// A video behind `video_url`: WeChat's temporary videos are at most 10 MB.
+pub const MAX_VIDEO_BYTES: usize = 10 * 1024 * 1024;
+
 pub struct WechatApi {
     http: reqwest::Client,
     base: String,
     timeout: Duration,
     pub tokens: Arc<TokenAuthority>,
+    /// `video_url`s from `media/get`, fetched under `[fetch] wechat_hosts`.
+    video: GuardedFetch,
 }
 
 impl WechatApi {
-    pub fn new(http: reqwest::Client, cfg: &WechatConfig, tokens: Arc<TokenAuthority>) -> Self {
+    pub fn new(
+        http: reqwest::Client,
+        cfg: &WechatConfig,
+        tokens: Arc<TokenAuthority>,
+        video: GuardedFetch,
+    ) -> Self {
         Self {
             http,
             base: cfg.api_base.trim_end_matches('/').to_owned(),
             timeout: Duration::from_millis(cfg.timeout_ms),
             tokens,
+            video,
         }
     }
 
@@ -281,10 +296,9 @@ impl WechatApi {
         };
         let content_type = header(http::header::CONTENT_TYPE).unwrap_or_default();
         let content_disposition = header(http::header::CONTENT_DISPOSITION);
-        let bytes = resp
-            .bytes()
+        let bytes = read_capped(resp, MAX_API_ANSWER)
             .await
-            .map_err(|e| ApiError::Transport(e.without_url().to_string()))?;
+            .map_err(|e| ApiError::Transport(e.to_string()))?;
         let raw = Raw {
             status,
             content_type,
@@ -309,31 +323,16 @@ impl WechatApi {
         Ok(raw)
     }
 
-    /// A plain GET without the token (a `video_url` from `media/get`).
-    pub async fn fetch_url(&self, url: &str) -> Result<Raw, ApiError> {
-        let resp = self
-            .http
-            .get(url)
-            .timeout(self.timeout * 2)
-            .send()
+    /// A `video_url` from `media/get`: a guarded fetch (WeChat's hosts only, https, no
+    /// internal address, at most `MAX_VIDEO_BYTES`), without the token.
+    pub async fn fetch_video(&self, url: &str) -> Result<Raw, ApiError> {
+        let (content_type, bytes) = self
+            .video
+            .get(url, MAX_VIDEO_BYTES)
             .await
-            .map_err(|e| ApiError::Transport(e.without_url().to_string()))?;
-        let status = resp.status().as_u16();
-        if status >= 400 {
-            return Err(ApiError::Status(status));
-        }
-        let content_type = resp
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("application/octet-stream")
-            .to_owned();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| ApiError::Transport(e.without_url().to_string()))?;
+            .map_err(|e| ApiError::Garbled(format!("video_url refused: {e}")))?;
         Ok(Raw {
-            status,
+            status: 200,
             content_type,
             content_disposition: None,
             bytes,

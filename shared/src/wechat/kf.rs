@@ -15,6 +15,8 @@ pub enum KfError {
     Missing(String),
     #[error("field {0} must be {1}")]
     Invalid(String, &'static str),
+    #[error("the form is too complex: {0}")]
+    TooComplex(String),
     #[error("msgtype {msgtype:?} cannot be sent to a {kind} (accepted: {accepted})")]
     UnsupportedType {
         msgtype: String,
@@ -172,25 +174,35 @@ pub fn parse_body(body: &[u8]) -> Result<Value, KfError> {
     if trimmed.is_empty() {
         return Err(KfError::Unreadable("the body is empty".into()));
     }
-    Ok(form_to_json(
+    form_to_json(
         form_urlencoded::parse(trimmed.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())),
-    ))
+    )
 }
+
+/// Bracket levels a form key may have: `news[articles][0][title]` has 3, and no
+/// custom-send shape needs more than 8. The decoder recurses once per level, so this bound
+/// is what keeps a hostile key from exhausting the stack.
+pub const MAX_KEY_DEPTH: usize = 8;
+/// Fields a form may have (a news message with 8 articles of 4 fields is 35).
+pub const MAX_FIELDS: usize = 256;
 
 /// Bracket keys to nested JSON, as Rails and PHP read them: `a[b]=1` → `{"a":{"b":"1"}}`,
 /// `a[0][t]=x` → an array, and `a[][t]=x&a[][u]=y&a[][t]=z` → a new element whenever a
 /// key repeats in the last one.
-pub fn form_to_json(pairs: impl IntoIterator<Item = (String, String)>) -> Value {
+/// Refused beyond `MAX_KEY_DEPTH` levels or `MAX_FIELDS` fields.
+pub fn form_to_json(pairs: impl IntoIterator<Item = (String, String)>) -> Result<Value, KfError> {
     let mut root = Value::Object(Map::new());
-    for (key, value) in pairs {
-        let path = split_key(&key);
-        if path.is_empty() {
-            continue;
+    for (n, (key, value)) in pairs.into_iter().enumerate() {
+        if n >= MAX_FIELDS {
+            return Err(KfError::TooComplex(format!(
+                "more than {MAX_FIELDS} fields"
+            )));
         }
+        let path = split_key(&key)?;
         insert(&mut root, &path, Value::String(value));
     }
     normalise_arrays(&mut root);
-    root
+    Ok(root)
 }
 
 #[derive(Debug, PartialEq)]
@@ -199,7 +211,7 @@ enum Seg<'a> {
     Push,
 }
 
-fn split_key(key: &str) -> Vec<Seg<'_>> {
+fn split_key(key: &str) -> Result<Vec<Seg<'_>>, KfError> {
     let (head, mut rest) = match key.find('[') {
         Some(i) => (&key[..i], &key[i..]),
         None => (key, ""),
@@ -207,6 +219,11 @@ fn split_key(key: &str) -> Vec<Seg<'_>> {
     let mut out = vec![Seg::Name(head)];
     while let Some(stripped) = rest.strip_prefix('[') {
         let Some(end) = stripped.find(']') else { break };
+        if out.len() > MAX_KEY_DEPTH {
+            return Err(KfError::TooComplex(format!(
+                "a field name is nested deeper than {MAX_KEY_DEPTH} [..] levels"
+            )));
+        }
         let inner = &stripped[..end];
         out.push(if inner.is_empty() {
             Seg::Push
@@ -215,7 +232,7 @@ fn split_key(key: &str) -> Vec<Seg<'_>> {
         });
         rest = &stripped[end + 1..];
     }
-    out
+    Ok(out)
 }
 
 /// Indexed elements (`[0]`) are kept as objects keyed by index until `normalise_arrays`;
@@ -578,6 +595,17 @@ mod tests {
     }
 
     #[test]
+    fn hostile_forms_are_refused_without_recursing() {
+        // 10,000 levels: the review's crash. Refused at the ninth level, not recursed into.
+        let deep = format!("touser=o&msgtype=text&text{}=x", "[a]".repeat(10_000));
+        assert!(matches!(oa(&deep), Err(KfError::TooComplex(m)) if m.contains("8")));
+        let many: String = (0..300).map(|i| format!("f{i}=x&")).collect();
+        assert!(matches!(oa(&many), Err(KfError::TooComplex(m)) if m.contains("256")));
+        // Eight levels still decode.
+        assert!(form_to_json([("a[1][2][3][4][5][6][7][8]".to_owned(), "x".to_owned())]).is_ok());
+    }
+
+    #[test]
     fn errors_name_the_field() {
         let cases = [
             ("touser=o1&msgtype=text", "missing field text"),
@@ -597,6 +625,10 @@ mod tests {
             ),
             ("touser=o1&msgtype=fax&fax[x]=1", "msgtype \"fax\""),
             ("{not json", "neither a form nor a JSON"),
+            (
+                "touser=o1&msgtype=text&text[a][b][c][d][e][f][g][h][i]=x",
+                "deeper than 8",
+            ),
             ("", "empty"),
         ];
         for (body, needle) in cases {

@@ -185,14 +185,10 @@ impl Media<'_> {
             // Not an error (that was caught by `send`): a video, as `{"video_url": ...}`.
             let v: Value = serde_json::from_slice(&raw.bytes)
                 .map_err(|_| ApiError::Garbled("media/get answered unreadable JSON".into()))?;
-            let url = v
-                .get("video_url")
-                .and_then(Value::as_str)
-                .filter(|u| u.starts_with("http"))
-                .ok_or_else(|| {
-                    ApiError::Garbled("media/get answered JSON without video_url".into())
-                })?;
-            let video = self.api.fetch_url(url).await?;
+            let url = v.get("video_url").and_then(Value::as_str).ok_or_else(|| {
+                ApiError::Garbled("media/get answered JSON without video_url".into())
+            })?;
+            let video = self.api.fetch_video(url).await?;
             let ct = if video.content_type.is_empty()
                 || video.content_type == "application/octet-stream"
             {
@@ -399,29 +395,34 @@ impl MediaLinks {
     }
 }
 
-/// `GET /media/{key}?expires=&sig=`: staged media on the embedded store, for desks.
-pub async fn serve_signed(
+fn link_key(req: &crate::http::Request) -> &str {
+    req.path.split_once("/media/").map(|(_, k)| k).unwrap_or("")
+}
+
+/// `GET /media/{key}?expires=&sig=`: the link's signature and expiry, before anything else.
+pub fn authenticate_link(
     links: &MediaLinks,
     req: &crate::http::Request,
     now_secs: i64,
-) -> crate::http::Response {
-    use crate::http::Response;
-    let key = req
-        .path
-        .split_once("/media/")
-        .map(|(_, k)| k)
-        .unwrap_or("")
-        .to_owned();
+) -> Result<(), crate::http::Response> {
     let expires = req.query("expires").and_then(|e| e.parse::<i64>().ok());
     let sig = req.query("sig").unwrap_or("");
     match expires {
-        Some(exp) if links.verify(&key, exp, sig, now_secs) => {}
+        Some(exp) if links.verify(link_key(req), exp, sig, now_secs) => Ok(()),
         _ => {
             warn!("staged media: bad or expired link");
-            return Response::text(403, "this media link is invalid or has expired");
+            Err(crate::http::Response::text(
+                403,
+                "this media link is invalid or has expired",
+            ))
         }
     }
-    match links.store.get(&key).await {
+}
+
+/// Serves staged media on the embedded store to desks, once `authenticate_link` passed.
+pub async fn serve_signed(links: &MediaLinks, req: &crate::http::Request) -> crate::http::Response {
+    use crate::http::Response;
+    match links.store.get(link_key(req)).await {
         Ok(Some(m)) => Response::bytes(m.content_type, m.bytes),
         Ok(None) => Response::text(404, "this media is no longer staged"),
         Err(e) => {

@@ -252,10 +252,9 @@ impl TokenAuthority {
             .await
             .map_err(|e| ApiError::Transport(e.without_url().to_string()))?;
         let status = resp.status().as_u16();
-        let body = resp
-            .bytes()
+        let body = crate::outbound::read_capped(resp, crate::outbound::MAX_ANSWER_BYTES)
             .await
-            .map_err(|e| ApiError::Transport(e.without_url().to_string()))?;
+            .map_err(|e| ApiError::Transport(e.to_string()))?;
         let v: Value = serde_json::from_slice(&body).map_err(|_| {
             if status >= 500 {
                 ApiError::Status(status)

@@ -17,6 +17,10 @@ pub enum XmlError {
     Json(String),
     #[error("the JSON document is not an object")]
     NotAnObject,
+    #[error("the root element is <{0}>, not <xml>")]
+    WrongRoot(String),
+    #[error("a JSON key is not usable as an XML element name")]
+    BadName,
 }
 
 const MAX_DEPTH: usize = 8;
@@ -109,6 +113,9 @@ impl Doc {
                     if root.is_some() {
                         return Err(XmlError::Malformed("content after the root element".into()));
                     }
+                    if stack.is_empty() {
+                        check_root(s.name().into_inner())?;
+                    }
                     if stack.len() >= MAX_DEPTH {
                         return Err(XmlError::TooDeep(MAX_DEPTH));
                     }
@@ -120,6 +127,9 @@ impl Doc {
                     });
                 }
                 Event::Empty(s) => {
+                    if stack.is_empty() {
+                        check_root(s.name().into_inner())?;
+                    }
                     let name = s.name().into_inner().to_owned();
                     match stack.last_mut() {
                         Some(top) => top.children.push((
@@ -193,17 +203,20 @@ impl Doc {
         root.map(|fields| Doc { fields }).ok_or(XmlError::NoRoot)
     }
 
-    /// Parses a Mini Program JSON push. Numbers become bare text, strings CDATA text.
+    /// Parses a Mini Program JSON push. Numbers become bare text, strings CDATA text. Keys
+    /// become element names in the XML the desk gets, so a key that is not a plain XML name
+    /// (`a><Injected>1</Injected><b`) is refused.
     pub fn parse_json(input: &str) -> Result<Doc, XmlError> {
         let v: serde_json::Value =
             serde_json::from_str(input).map_err(|e| XmlError::Json(e.to_string()))?;
         match v {
-            serde_json::Value::Object(map) => Ok(Doc {
-                fields: map
-                    .into_iter()
-                    .flat_map(|(k, v)| json_to_values(k, v, 0))
-                    .collect(),
-            }),
+            serde_json::Value::Object(map) => {
+                let mut fields = Vec::with_capacity(map.len());
+                for (k, v) in map {
+                    json_to_values(k, v, 0, &mut fields)?;
+                }
+                Ok(Doc { fields })
+            }
             _ => Err(XmlError::NotAnObject),
         }
     }
@@ -221,32 +234,76 @@ impl Doc {
     }
 }
 
-fn json_to_values(key: String, v: serde_json::Value, depth: usize) -> Vec<(String, Value)> {
+fn check_root(name: &str) -> Result<(), XmlError> {
+    if name == "xml" {
+        Ok(())
+    } else {
+        Err(XmlError::WrongRoot(name.chars().take(32).collect()))
+    }
+}
+
+/// A plain XML element name: a letter or `_`, then letters, digits, `_`, `-`, `.`; at most
+/// 64 bytes. Every name WeChat uses is one.
+pub fn is_xml_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 64
+        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
+        && !name.to_ascii_lowercase().starts_with("xml")
+}
+
+fn json_to_values(
+    key: String,
+    v: serde_json::Value,
+    depth: usize,
+    out: &mut Vec<(String, Value)>,
+) -> Result<(), XmlError> {
     use serde_json::Value as J;
+    if !is_xml_name(&key) {
+        return Err(XmlError::BadName);
+    }
     match v {
-        J::Null => vec![(
+        J::Null => out.push((
             key,
             Value::Text {
                 text: String::new(),
                 cdata: false,
             },
-        )],
-        J::Bool(b) => vec![(key, Value::number(b))],
-        J::Number(n) => vec![(key, Value::number(n))],
-        J::String(s) => vec![(key, Value::text(s))],
-        J::Array(items) => items
-            .into_iter()
-            .flat_map(|item| json_to_values(key.clone(), item, depth + 1))
-            .collect(),
-        J::Object(map) if depth < MAX_DEPTH => vec![(
-            key,
-            Value::Children(
-                map.into_iter()
-                    .flat_map(|(k, v)| json_to_values(k, v, depth + 1))
-                    .collect(),
-            ),
-        )],
-        J::Object(map) => vec![(key, Value::text(serde_json::Value::Object(map).to_string()))],
+        )),
+        J::Bool(b) => out.push((key, Value::number(b))),
+        J::Number(n) => out.push((key, Value::number(n))),
+        J::String(s) => out.push((key, Value::text(s))),
+        J::Array(items) if depth < MAX_DEPTH => {
+            for item in items {
+                json_to_values(key.clone(), item, depth + 1, out)?;
+            }
+        }
+        J::Object(map) if depth < MAX_DEPTH => {
+            let mut children = Vec::with_capacity(map.len());
+            for (k, v) in map {
+                json_to_values(k, v, depth + 1, &mut children)?;
+            }
+            out.push((key, Value::Children(children)));
+        }
+        // Deeper than WeChat ever nests: kept as its JSON text.
+        deep => out.push((key, Value::text(deep.to_string()))),
+    }
+    Ok(())
+}
+
+/// Characters XML 1.0 allows in a document; others (NUL and most control characters) are
+/// dropped on output, since no escape can carry them.
+fn xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
+fn push_xml_text(out: &mut String, text: &str) {
+    if text.chars().all(xml_char) {
+        out.push_str(text);
+    } else {
+        out.extend(text.chars().filter(|c| xml_char(*c)));
     }
 }
 
@@ -258,7 +315,7 @@ fn write_children(out: &mut String, fields: &[(String, Value)]) {
         match value {
             Value::Text { text, cdata: true } => write_cdata(out, text),
             Value::Text { text, cdata: false } => {
-                out.push_str(&quick_xml::escape::escape(text.as_str()))
+                push_xml_text(out, &quick_xml::escape::escape(text.as_str()))
             }
             Value::Children(c) => write_children(out, c),
         }
@@ -271,7 +328,7 @@ fn write_children(out: &mut String, fields: &[(String, Value)]) {
 fn write_cdata(out: &mut String, text: &str) {
     out.push_str("<![CDATA[");
     // `]]>` cannot appear inside CDATA: close and reopen around it.
-    out.push_str(&text.replace("]]>", "]]]]><![CDATA[>"));
+    push_xml_text(out, &text.replace("]]>", "]]]]><![CDATA[>"));
     out.push_str("]]>");
 }
 
@@ -354,5 +411,33 @@ mod tests {
         assert!(matches!(Doc::parse_json("{"), Err(XmlError::Json(_))));
         let deep = format!("<xml>{}{}</xml>", "<a>".repeat(20), "</a>".repeat(20));
         assert_eq!(Doc::parse_xml(&deep), Err(XmlError::TooDeep(MAX_DEPTH)));
+        assert_eq!(
+            Doc::parse_xml("<html><a>1</a></html>"),
+            Err(XmlError::WrongRoot("html".into()))
+        );
+        assert!(matches!(
+            Doc::parse_xml("<root/>"),
+            Err(XmlError::WrongRoot(_))
+        ));
+    }
+
+    #[test]
+    fn json_keys_must_be_element_names() {
+        for bad in [
+            r#"{"a><Injected>1</Injected><b":"x"}"#,
+            r#"{"ok":{"1bad":"x"}}"#,
+            r#"{"":"x"}"#,
+            r#"{"a b":"x"}"#,
+            r#"{"xmlns":"x"}"#,
+        ] {
+            assert_eq!(Doc::parse_json(bad), Err(XmlError::BadName), "{bad}");
+        }
+        let ok = Doc::parse_json(r#"{"MsgType":"text","Content":"a\u0000b<c>"}"#).unwrap();
+        let xml = ok.to_xml();
+        assert!(!xml.contains('\0'), "NUL reached the XML: {xml:?}");
+        assert_eq!(Doc::parse_xml(&xml).unwrap().get("Content"), Some("ab<c>"));
+        // Arrays nested past the depth limit are kept as text, not recursed into.
+        let deep = format!(r#"{{"a":{}1{}}}"#, "[".repeat(100), "]".repeat(100));
+        assert!(Doc::parse_json(&deep).is_ok());
     }
 }

@@ -1,4 +1,4 @@
-//! `POST /tim/{appid}`: Tencent IM's third-party callback. An agent's
+//! `POST /tim/{appid}/{gateway_key}`: Tencent IM's third-party callback. An agent's
 //! `C2C.CallbackAfterSendMsg` to a customer becomes WeChat custom sends to that openid.
 //! Tencent waits 2 s: delivery runs in its own task, and whatever has not finished by the
 //! answer is recorded in the inbox and finishes there; a callback Tencent sends again is
@@ -11,19 +11,23 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tracing::{error, info, warn};
 
-use crate::config::{AppConfig, DeskConfig};
-use crate::http::{Request, Response};
+use crate::config::{AppConfig, DeskConfig, is_identifier};
+use crate::http::{Request, Response, Route};
 use crate::services::Services;
 use crate::store::{Claim, NewClaim, Outcome, StagedMedia, new_claim_id};
 use crate::transport::chatbot::EVENTS;
 use crate::transport::{self, Agent, DeliverError};
 use crate::wechat::kf::KfMessage;
-use crate::wechat::media::{Media, sniff};
+use crate::wechat::media::{limit_for, sniff};
 
 /// Answer Tencent well inside its 2 s.
 const ANSWER_WITHIN: Duration = Duration::from_millis(1500);
 /// Tencent's RequestTime must be within a minute of ours.
 const SIGN_WINDOW_SECS: u64 = 60;
+/// Tencent IM UserIDs are at most 32 bytes.
+pub const MAX_USERID_LEN: usize = 32;
+/// Elements of one agent message turned into customer messages; the rest are summarised.
+const MAX_ELEMENTS: usize = 10;
 
 fn ok() -> Response {
     Response::json(json!({"ActionStatus": "OK", "ErrorInfo": "", "ErrorCode": 0}).to_string())
@@ -42,36 +46,61 @@ pub fn callback_sign(token: &str, request_time: &str) -> String {
     crate::wechat::signature::hex_lower(&Sha256::digest(format!("{token}{request_time}")))
 }
 
-pub async fn handle(svc: &Arc<Services>, appid: &str, req: &Request) -> Response {
+/// The path's gateway key, the account's SdkAppid and Tencent's `Sign` over the callback
+/// token and a fresh `RequestTime`: all before the body is read.
+pub fn authenticate<'a>(
+    svc: &'a Services,
+    route: &Route,
+    req: &Request,
+) -> Result<&'a AppConfig, Response> {
+    let appid = route.appid.as_str();
     let Some(app) = svc.config.app(appid) else {
-        return refuse(404, appid, "unknown appid");
+        return Err(refuse(404, appid, "unknown appid"));
     };
     let DeskConfig::TencentIm {
         sdkappid,
-        agents,
         callback_token,
         ..
     } = &app.desk
     else {
+        return Err(refuse(404, appid, "this account's desk is not tencent_im"));
+    };
+    if !route.key_matches(app) {
+        return Err(refuse(
+            401,
+            appid,
+            "missing or wrong gateway key in the callback URL",
+        ));
+    }
+    if req.method != http::Method::POST {
+        return Err(refuse(405, appid, "use POST"));
+    }
+    if req.query("SdkAppid").and_then(|s| s.parse::<u64>().ok()) != Some(*sdkappid) {
+        return Err(refuse(403, appid, "SdkAppid is not this account's"));
+    }
+    let (Some(sign), Some(time)) = (req.query("Sign"), req.query("RequestTime")) else {
+        return Err(refuse(401, appid, "missing Sign or RequestTime"));
+    };
+    let Ok(t) = time.parse::<i64>() else {
+        return Err(refuse(401, appid, "RequestTime is not a number"));
+    };
+    if svc.clock.unix_secs().abs_diff(t) > SIGN_WINDOW_SECS {
+        return Err(refuse(401, appid, "RequestTime too far from now"));
+    }
+    if !crate::config::Secret::new(callback_sign(callback_token.expose(), time)).matches(sign) {
+        return Err(refuse(401, appid, "Sign mismatch"));
+    }
+    Ok(app)
+}
+
+/// Serves a callback that `authenticate` has passed.
+pub(crate) async fn handle(svc: &Arc<Services>, appid: &str, req: &Request) -> Response {
+    let Some(app) = svc.config.app(appid) else {
+        return refuse(404, appid, "unknown appid");
+    };
+    let DeskConfig::TencentIm { agents, .. } = &app.desk else {
         return refuse(404, appid, "this account's desk is not tencent_im");
     };
-    if req.query("SdkAppid").and_then(|s| s.parse::<u64>().ok()) != Some(*sdkappid) {
-        return refuse(403, appid, "SdkAppid is not this account's");
-    }
-    if let Some(token) = callback_token {
-        let (Some(sign), Some(time)) = (req.query("Sign"), req.query("RequestTime")) else {
-            return refuse(401, appid, "missing Sign or RequestTime");
-        };
-        let Ok(t) = time.parse::<i64>() else {
-            return refuse(401, appid, "RequestTime is not a number");
-        };
-        if svc.clock.unix_secs().abs_diff(t) > SIGN_WINDOW_SECS {
-            return refuse(401, appid, "RequestTime too far from now");
-        }
-        if !crate::config::Secret::new(callback_sign(token.expose(), time)).matches(sign) {
-            return refuse(401, appid, "Sign mismatch");
-        }
-    }
     let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {
         return refuse(400, appid, "body is not JSON");
     };
@@ -94,31 +123,33 @@ pub async fn handle(svc: &Arc<Services>, appid: &str, req: &Request) -> Response
         .and_then(Value::as_i64)
         .unwrap_or(0)
         != 0;
-    if !agents.iter().any(|a| a == from)
-        || agents.iter().any(|a| a == to)
-        || to.is_empty()
-        || failed
-    {
+    if !agents.iter().any(|a| a == from) || agents.iter().any(|a| a == to) || failed {
         // Customers' own messages (sent by us) and agent-to-agent chat are not for WeChat.
         return ok();
     }
-    // A different agent than the one who served this customer last: a transfer.
-    let previous = svc
-        .tim_last_agent
-        .lock()
-        .ok()
-        .and_then(|mut last| last.insert(to.to_owned(), from.to_owned()));
-    let switched = previous.is_some_and(|p| p != from);
+    // The customer's UserID is their openid: checked before it reaches a map, a store key
+    // or a log line.
+    if !is_identifier(to, MAX_USERID_LEN) {
+        return refuse(
+            400,
+            appid,
+            "To_Account is not an IM UserID (1-32 letters, digits, '_', '-')",
+        );
+    }
     let msg_key = match s("MsgKey") {
         "" => format!(
             "{from}_{}_{}",
-            body.get("MsgSeq").map(Value::to_string).unwrap_or_default(),
-            body.get("MsgRandom")
-                .map(Value::to_string)
-                .unwrap_or_default()
+            body.get("MsgSeq").and_then(Value::as_u64).unwrap_or(0),
+            body.get("MsgRandom").and_then(Value::as_u64).unwrap_or(0)
         ),
         k => k.to_owned(),
     };
+    if !is_identifier(&msg_key, 128) {
+        return refuse(400, appid, "MsgKey is not a Tencent IM message key");
+    }
+    // A different agent than the one who served this customer last: a transfer.
+    let previous = svc.tim_last_agent.insert(to, from);
+    let switched = previous.is_some_and(|p| p != from);
     let key = format!("{appid}#tim#{msg_key}");
     let now = svc.clock.unix_ms();
     let claim_id = new_claim_id();
@@ -203,7 +234,10 @@ async fn deliver(
         .unwrap_or_default();
     let mut parts = Vec::new();
     let mut event = switched.then_some("waiterSwitch");
-    for elem in &elems {
+    if elems.len() > MAX_ELEMENTS {
+        warn!(appid = %app.appid, elements = elems.len(), "agent message with too many elements; the rest are summarised");
+    }
+    for elem in elems.iter().take(MAX_ELEMENTS) {
         let data = elem
             .pointer("/MsgContent/Data")
             .and_then(Value::as_str)
@@ -226,10 +260,23 @@ async fn deliver(
             parts.push(kf);
         }
     }
+    if elems.len() > MAX_ELEMENTS {
+        parts.push(KfMessage::text(
+            openid,
+            &format!(
+                "[{} more parts of this message cannot be shown here]",
+                elems.len() - MAX_ELEMENTS
+            ),
+        ));
+    }
     let agent = Agent {
         name: Some(agent_id.to_owned()),
         avatar: None,
     };
+    if parts.is_empty() && event.is_none() {
+        // Nothing the customer could read and no signal: say so rather than drop it.
+        return Err(DeliverError::Empty);
+    }
     if parts.is_empty() {
         // A bare waiter signal: only the Dialogue Platform has a use for it.
         if let (Some(e), Some(cb)) = (event, &app.chatbot) {
@@ -291,8 +338,16 @@ async fn to_custom(
         }
         "TIMFaceElem" => text("[Sticker]".into()),
         other => {
-            warn!(appid = %app.appid, msg_type = other, "IM element type not handled; skipped");
-            None
+            // The customer sees that something was sent, rather than nothing at all.
+            let shown: String = other
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .take(32)
+                .collect();
+            warn!(appid = %app.appid, msg_type = %shown, "IM element type not handled; sending a readable note");
+            text(format!(
+                "[The agent sent a {shown} message, which cannot be shown here]"
+            ))
         }
     }
 }
@@ -313,27 +368,22 @@ async fn media_or_link(
     }
 }
 
-/// Fetches an agent's media and adds it to WeChat as temporary material, where WeChat
-/// takes its type and format; `None` means "send a link instead".
+/// Fetches an agent's media (guarded: IM hosts only, WeChat's size limit for the type) and
+/// adds it to WeChat as temporary material, where WeChat takes its type and format;
+/// `None` means "send a link instead".
 async fn upload(svc: &Services, app: &AppConfig, media_type: &str, url: &str) -> Option<String> {
-    if !url.starts_with("http") {
-        return None;
-    }
-    let raw = match svc.wechat.fetch_url(url).await {
+    let limit = limit_for(media_type, app.kind)?;
+    let (content_type, bytes) = match svc.im_media.get(url, limit.max_bytes).await {
         Ok(r) => r,
         Err(e) => {
             warn!(appid = %app.appid, error = %e, "could not fetch the agent's media; sending a link");
             return None;
         }
     };
-    sniff(&raw.bytes)?;
-    let media = Media {
-        api: &svc.wechat,
-        store: svc.media_store.as_ref(),
-    };
+    sniff(&bytes)?;
     let file = StagedMedia {
-        bytes: raw.bytes,
-        content_type: raw.content_type,
+        bytes,
+        content_type,
         filename: url
             .rsplit('/')
             .next()
@@ -343,7 +393,7 @@ async fn upload(svc: &Services, app: &AppConfig, media_type: &str, url: &str) ->
             .unwrap_or("media")
             .to_owned(),
     };
-    match media.upload(app, media_type, file).await {
+    match svc.media().upload(app, media_type, file).await {
         Ok(v) => v.get("media_id").and_then(Value::as_str).map(str::to_owned),
         Err(e) => {
             warn!(appid = %app.appid, error = %e, "WeChat did not take the agent's media; sending a link");

@@ -136,10 +136,9 @@ impl Rest {
             // The URL carries the admin's UserSig.
             .map_err(|e| ImError::Transport(e.without_url().to_string()))?;
         let status = resp.status().as_u16();
-        let bytes = resp
-            .bytes()
+        let bytes = crate::outbound::read_capped(resp, crate::outbound::MAX_ANSWER_BYTES)
             .await
-            .map_err(|e| ImError::Transport(e.without_url().to_string()))?;
+            .map_err(|e| ImError::Transport(e.to_string()))?;
         if status != 200 {
             return Err(ImError::Status(status));
         }
@@ -159,6 +158,41 @@ impl Rest {
     }
 }
 
+/// The agent who last served each customer, as this process saw it; at most `CAP`
+/// customers are remembered (an arbitrary one is forgotten to make room), so no stream of
+/// callbacks can grow it without bound.
+#[derive(Default)]
+pub struct LastAgents(Mutex<HashMap<String, String>>);
+
+impl LastAgents {
+    const CAP: usize = 10_000;
+
+    /// Records `agent` for `openid`; returns the agent remembered before, if any.
+    pub fn insert(&self, openid: &str, agent: &str) -> Option<String> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= Self::CAP
+            && !map.contains_key(openid)
+            && let Some(evict) = map.keys().next().cloned()
+        {
+            map.remove(&evict);
+        }
+        map.insert(openid.to_owned(), agent.to_owned())
+    }
+
+    pub fn get(&self, openid: &str) -> Option<String> {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(openid).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 pub struct TencentIm {
     pub rest: Rest,
     agents: Vec<String>,
@@ -168,7 +202,7 @@ pub struct TencentIm {
     api: Arc<WechatApi>,
     links: Arc<MediaLinks>,
     /// Who last served each customer (this process's view).
-    last_agent: Arc<Mutex<HashMap<String, String>>>,
+    last_agent: Arc<LastAgents>,
 }
 
 impl TencentIm {
@@ -177,7 +211,7 @@ impl TencentIm {
         app: &AppConfig,
         api: Arc<WechatApi>,
         links: Arc<MediaLinks>,
-        last_agent: Arc<Mutex<HashMap<String, String>>>,
+        last_agent: Arc<LastAgents>,
     ) -> Option<Self> {
         let DeskConfig::TencentIm {
             sdkappid,
@@ -212,10 +246,9 @@ impl TencentIm {
     }
 
     fn agent_for(&self, openid: &str) -> String {
-        let map = self.last_agent.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(openid)
+        self.last_agent
+            .get(openid)
             .filter(|a| self.agents.contains(a))
-            .cloned()
             .unwrap_or_else(|| self.agents[0].clone())
     }
 
@@ -402,5 +435,23 @@ impl Desk for TencentIm {
                 Ok(passive_or_empty(msg, &self.connecting_text))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LastAgents;
+
+    #[test]
+    fn last_agents_stay_bounded() {
+        let m = LastAgents::default();
+        for i in 0..LastAgents::CAP + 500 {
+            m.insert(&format!("o{i}"), "agent1");
+        }
+        assert_eq!(m.len(), LastAgents::CAP);
+        assert_eq!(m.insert("o_new", "agent1"), None);
+        assert_eq!(m.insert("o_new", "agent2").as_deref(), Some("agent1"));
+        assert_eq!(m.get("o_new").as_deref(), Some("agent2"));
+        assert_eq!(m.len(), LastAgents::CAP);
     }
 }

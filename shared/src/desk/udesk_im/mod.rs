@@ -138,8 +138,15 @@ impl UdeskIm {
         }
     }
 
-    /// Udesk's XML for a customer message; `None` for events this desk does not take.
-    async fn body(&self, msg: &Message, budget: Duration) -> Option<Doc> {
+    /// Udesk's XML for a customer message; `None` for events this desk does not take. A
+    /// voice or video message whose media could not be staged is an error: without its
+    /// URL the agent would get an empty message, and the customer's words would be lost.
+    async fn body(&self, msg: &Message, budget: Duration) -> Result<Option<Doc>, DeskError> {
+        let unstaged = || {
+            DeskError::UnexpectedAnswer(
+                "the customer's media could not be staged for Udesk; not forwarded".into(),
+            )
+        };
         let mut d = Doc::default();
         d.push("FromUserName", XmlValue::text(&msg.from_user));
         d.push("Number", XmlValue::text(""));
@@ -164,12 +171,15 @@ impl UdeskIm {
             Kind::Voice {
                 media_id, format, ..
             } => {
-                let url = self.media_url(media_id, budget).await;
+                let url = self
+                    .media_url(media_id, budget)
+                    .await
+                    .ok_or_else(unstaged)?;
                 d.push("CreateTime", XmlValue::number(msg.create_time));
                 d.push("MsgType", XmlValue::text("voice"));
                 d.push("MediaId", XmlValue::text(media_id));
                 d.push("Format", XmlValue::text(format));
-                d.push("MediaUrl", XmlValue::text(url.unwrap_or_default()));
+                d.push("MediaUrl", XmlValue::text(url));
             }
             Kind::Video {
                 media_id,
@@ -179,16 +189,21 @@ impl UdeskIm {
                 media_id,
                 thumb_media_id,
             } => {
-                let url = self.media_url(media_id, budget).await;
+                let url = self
+                    .media_url(media_id, budget)
+                    .await
+                    .ok_or_else(unstaged)?;
                 d.push("CreateTime", XmlValue::number(msg.create_time));
                 d.push("MsgType", XmlValue::text("video"));
                 d.push("MediaId", XmlValue::text(media_id));
                 d.push("ThumbMediaId", XmlValue::text(thumb_media_id));
-                d.push("MediaUrl", XmlValue::text(url.unwrap_or_default()));
+                d.push("MediaUrl", XmlValue::text(url));
             }
             Kind::Event(ev) => {
                 // Only the events named in event_texts reach Udesk, known or not.
-                let wording = self.event_texts.get(ev.name())?;
+                let Some(wording) = self.event_texts.get(ev.name()) else {
+                    return Ok(None);
+                };
                 text(&mut d, wording.clone());
             }
             // Udesk's interface has no other types: a readable text keeps the conversation.
@@ -199,7 +214,7 @@ impl UdeskIm {
             .clone()
             .unwrap_or_else(|| msg.create_time.to_string());
         d.push("MsgId", XmlValue::number(msg_id));
-        Some(d)
+        Ok(Some(d))
     }
 
     /// What the customer sees for Udesk's answer.
@@ -258,7 +273,9 @@ trait JsonValue {
 
 impl JsonValue for reqwest::Response {
     async fn json_value(self) -> Result<Value, ()> {
-        let bytes = self.bytes().await.map_err(|_| ())?;
+        let bytes = crate::outbound::read_capped(self, crate::outbound::MAX_ANSWER_BYTES)
+            .await
+            .map_err(|_| ())?;
         serde_json::from_slice(&bytes).map_err(|_| ())
     }
 }
@@ -273,7 +290,7 @@ impl Desk for UdeskIm {
     ) -> Result<DeskReply, DeskError> {
         let started = Instant::now();
         // Media staging gets at most half the time; Udesk needs the rest.
-        let Some(body) = self.body(msg, timeout / 2).await else {
+        let Some(body) = self.body(msg, timeout / 2).await? else {
             info!(appid = %self.app.appid, event = msg.event().map(|e| e.name()), "event not forwarded to Udesk (not in event_texts)");
             return Ok(DeskReply::Empty);
         };

@@ -1,6 +1,7 @@
-//! `POST /udesk-im/{appid}`: the "message push server address" Udesk's message interface
-//! sends agent messages to. The query is signed like Udesk's own calls (number, email,
-//! timestamp, sign with the app's KEY); the body is a custom-send message as a bracket-key
+//! `POST /udesk-im/{appid}/{gateway_key}`: the "message push server address" Udesk's
+//! message interface sends agent messages to. The path carries the account's gateway key
+//! (Udesk's sign covers only the query, not the body); the query is signed like Udesk's
+//! own calls (number, email, timestamp, sign with the app's KEY); the body is a custom-send message as a bracket-key
 //! form or JSON (the shapes the simulated domain takes). Answers are Udesk's own:
 //! `{"success": true}` or `{"success": false, "msg": "..."}`.
 
@@ -8,8 +9,8 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::sign;
-use crate::config::DeskConfig;
-use crate::http::{Request, Response};
+use crate::config::{AppConfig, DeskConfig};
+use crate::http::{Request, Response, Route};
 use crate::services::Services;
 use crate::wechat::kf::KfMessage;
 
@@ -18,9 +19,16 @@ fn failure(status: u16, appid: &str, msg: &str) -> Response {
     Response::json_status(status, &json!({ "success": false, "msg": msg }))
 }
 
-pub async fn handle(svc: &Services, appid: &str, req: &Request) -> Response {
+/// The path's gateway key, then Udesk's own sign and time window on the query: all before
+/// the body is read.
+pub fn authenticate<'a>(
+    svc: &'a Services,
+    route: &Route,
+    req: &Request,
+) -> Result<&'a AppConfig, Response> {
+    let appid = route.appid.as_str();
     let Some(app) = svc.config.app(appid) else {
-        return failure(404, appid, "unknown appid");
+        return Err(failure(404, appid, "unknown appid"));
     };
     let DeskConfig::UdeskIm {
         key,
@@ -29,24 +37,31 @@ pub async fn handle(svc: &Services, appid: &str, req: &Request) -> Response {
         ..
     } = &app.desk
     else {
-        return failure(404, appid, "this account's desk is not udesk_im");
+        return Err(failure(404, appid, "this account's desk is not udesk_im"));
     };
+    if !route.key_matches(app) {
+        return Err(failure(
+            401,
+            appid,
+            "missing or wrong gateway key in the push address",
+        ));
+    }
     if req.method != http::Method::POST {
-        return failure(405, appid, "use POST");
+        return Err(failure(405, appid, "use POST"));
     }
     let (number, email) = (
         req.query("number").unwrap_or(""),
         req.query("email").unwrap_or(""),
     );
     let (Some(timestamp), Some(presented)) = (req.query("timestamp"), req.query("sign")) else {
-        return failure(
+        return Err(failure(
             401,
             appid,
             "sign verification failed: missing timestamp or sign",
-        );
+        ));
     };
     if !sign::verify(number, email, timestamp, presented, key) {
-        return failure(401, appid, "sign verification failed");
+        return Err(failure(401, appid, "sign verification failed"));
     }
     let offset = sign::parse_offset(timezone).unwrap_or(8 * 3600);
     match sign::parse_local_timestamp(timestamp, offset) {
@@ -54,9 +69,17 @@ pub async fn handle(svc: &Services, appid: &str, req: &Request) -> Response {
         Some(t)
             if *sign_window_secs == 0 || svc.clock.unix_secs().abs_diff(t) <= *sign_window_secs => {
         }
-        Some(_) => return failure(401, appid, "timestamp outside the allowed window"),
-        None => return failure(400, appid, "timestamp is not YYYYMMDDHHmmss"),
+        Some(_) => return Err(failure(401, appid, "timestamp outside the allowed window")),
+        None => return Err(failure(400, appid, "timestamp is not YYYYMMDDHHmmss")),
     }
+    Ok(app)
+}
+
+/// Serves a push that `authenticate` has passed.
+pub(crate) async fn handle(svc: &Services, appid: &str, req: &Request) -> Response {
+    let Some(app) = svc.config.app(appid) else {
+        return failure(404, appid, "unknown appid");
+    };
     let msg = match KfMessage::parse(&req.body, app.kind) {
         Ok(m) => m,
         Err(e) => return failure(400, appid, &e.to_string()),

@@ -47,32 +47,46 @@ fn appid_from_query(kind: RouteKind, raw: &str) -> (RouteKind, &str) {
     }
 }
 
-pub async fn handle(svc: &Services, route: &Route, req: &Request) -> Response {
+/// The account a simulated-domain request is for and which of its paths it calls, once
+/// the path's gateway key is checked.
+pub fn authenticate<'a>(
+    svc: &'a Services,
+    route: &Route,
+    req: &Request,
+) -> Result<(&'a AppConfig, RouteKind), Response> {
     let (kind, appid) = if route.appid.is_empty() {
         appid_from_query(route.kind, req.query("appid").unwrap_or(""))
     } else {
         (route.kind, route.appid.as_str())
     };
-    let Some(app) = svc.config.app(appid) else {
-        warn!(appid, "simulated domain: unknown appid");
-        return err_json(404, 40013, "unknown appid");
+    let Some(app) = crate::config::is_identifier(appid, crate::config::MAX_APPID_LEN)
+        .then(|| svc.config.app(appid))
+        .flatten()
+    else {
+        warn!("simulated domain: unknown appid");
+        return Err(err_json(404, 40013, "unknown appid"));
     };
-    let authorised = match (&app.gateway_key, &route.key) {
-        (Some(expected), Some(given)) => expected.matches(given.expose()),
-        _ => false,
-    };
-    if !authorised {
+    if !route.key_matches(app) {
         warn!(
             appid,
             configured = app.gateway_key.is_some(),
             "simulated domain: missing or wrong gateway key"
         );
-        return err_json(
+        return Err(err_json(
             401,
             41001,
             "missing or wrong gateway key in the simulated domain URL",
-        );
+        ));
     }
+    Ok((app, kind))
+}
+
+/// Serves a request that `authenticate` has passed.
+pub(crate) async fn handle(svc: &Services, route: &Route, req: &Request) -> Response {
+    let (app, kind) = match authenticate(svc, route, req) {
+        Ok(found) => found,
+        Err(refused) => return refused,
+    };
     let method = &req.method;
     match kind {
         RouteKind::UdeskGateway if method == http::Method::POST => match req.query("type") {

@@ -74,8 +74,10 @@ impl Desk for UdeskWechat {
         if !status.is_success() {
             return Err(DeskError::Status(status.as_u16()));
         }
-        let body = sent.text().await.map_err(|e| transport_error(e, timeout))?;
-        judge_answer(&body)
+        let body = crate::outbound::read_capped(sent, crate::outbound::MAX_ANSWER_BYTES)
+            .await
+            .map_err(|e| DeskError::UnexpectedAnswer(e.to_string()))?;
+        judge_answer(&String::from_utf8_lossy(&body))
     }
 }
 
