@@ -323,3 +323,73 @@ async fn the_handoff_callback_reaches_the_desk_and_its_answer_comes_back() {
     assert_eq!(s, 400);
     assert_eq!(rig.desk.hits(), 3);
 }
+
+/// Security review §8: a `userQuit` hand-off closed the conversation before the dedup check,
+/// so a captured one, replayed, ended a conversation that had started since.
+#[tokio::test]
+async fn a_replayed_user_quit_does_not_close_a_newer_conversation() {
+    let rig = rig("quit-replay").await;
+    let t = now_secs();
+    let send = |text: &str| format!("touser={OPENID}&msgtype=text&text[content]={text}");
+    rig.agent_sends(&send("hello")).await;
+    let quit = chatbot::platform_encrypt(&handoff_xml("userQuit", 0, 0, "", 0, t));
+    let (s, _) = rig.handoff(json!({ "encrypted": quit }).to_string()).await;
+    assert_eq!(s, 200);
+    // A new conversation starts with the next agent message...
+    rig.agent_sends(&send("welcome back")).await;
+    // ...and the captured userQuit, sent again, must not end it.
+    let (s, _) = rig.handoff(json!({ "encrypted": quit }).to_string()).await;
+    assert_eq!(s, 200);
+    rig.agent_sends(&send("still here")).await;
+    let events: Vec<String> = rig
+        .platform
+        .received()
+        .iter()
+        .map(|f| f.get("event").cloned().unwrap_or_default())
+        .collect();
+    // hello opens; the desk's answer to the quit opens anew; the replay changes nothing.
+    assert_eq!(events, ["waiterEnter", "waiterEnter", "", ""], "{events:?}");
+}
+
+/// Security review §3: decrypt and parse errors were returned word for word ("invalid
+/// padding" versus "declared message length N"), a padding oracle. Every hand-off that
+/// cannot be opened now gets one identical answer.
+#[tokio::test]
+async fn every_undecryptable_hand_off_gets_the_same_answer() {
+    use base64::Engine as _;
+    let rig = rig("oracle").await;
+    let t = now_secs();
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let mut bodies: Vec<String> = vec![
+        // No ciphertext, not base64, not whole blocks.
+        json!({"nothing": 1}).to_string(),
+        json!({"encrypted": "@@@"}).to_string(),
+        json!({"encrypted": b64(&[7u8; 20])}).to_string(),
+        // Another platform's receive-id; a plaintext that is not the platform's XML.
+        json!({"encrypted": chatbot::py_crypto(&["encrypt", PLATFORM_KEY, "wxsomeoneelse"], &handoff_xml("", 0, 1, "x", 0, t))}).to_string(),
+        json!({"encrypted": chatbot::platform_encrypt("not xml at all")}).to_string(),
+        json!({"encrypted": chatbot::platform_encrypt("<xml><userid></userid></xml>")}).to_string(),
+    ];
+    // Random two-block ciphertexts, as the review sent: bad padding, or padding that
+    // happens to be valid over a malformed buffer.
+    for i in 0..40u8 {
+        let block: Vec<u8> = (0..32u8)
+            .map(|j| j.wrapping_mul(31).wrapping_add(i.wrapping_mul(17)))
+            .collect();
+        bodies.push(json!({ "encrypted": b64(&block) }).to_string());
+    }
+    let mut answers = std::collections::BTreeSet::new();
+    for body in bodies {
+        let r = rig
+            .http
+            .post(format!("{}/chatbot/{APPID}/{GATEWAY_KEY}", rig.base))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        answers.insert((r.status().as_u16(), r.text().await.unwrap()));
+    }
+    assert_eq!(answers.len(), 1, "distinct answers leak why: {answers:?}");
+    assert_eq!(answers.first().unwrap().0, 400);
+    assert_eq!(rig.desk.hits(), 0);
+}
