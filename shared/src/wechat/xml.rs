@@ -176,9 +176,13 @@ impl Doc {
                         .pop()
                         .ok_or_else(|| XmlError::Malformed("unbalanced end tag".into()))?;
                     let value = if children.is_empty() {
-                        let text = quick_xml::escape::unescape(&text)
+                        let mut text = quick_xml::escape::unescape(&text)
                             .map_err(|e| XmlError::Malformed(e.to_string()))?
                             .into_owned();
+                        // Characters XML forbids (a NUL, say) are dropped here as on output.
+                        if !text.chars().all(xml_char) {
+                            text.retain(xml_char);
+                        }
                         Value::Text { text, cdata }
                     } else {
                         Value::Children(children)
