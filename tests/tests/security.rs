@@ -868,3 +868,22 @@ async fn a_hanging_store_does_not_cost_the_answer() {
     assert!(started.elapsed() < Duration::from_millis(4900));
     assert_eq!(desk.hits(), 1);
 }
+
+/// In Lambda only `/wechat` enforced its body limit; every route does now.
+#[tokio::test]
+async fn lambda_routes_enforce_their_body_limits() {
+    let rig = rig("lambda-limit", "").await;
+    let body = "x".repeat(wxdesk::http::MAX_DESK_BODY + 1);
+    let req = lambda_http::http::Request::builder()
+        .method("POST")
+        .uri(format!(
+            "https://api.example/udesk-im/{IM_APPID}/{GATEWAY_KEY}?{}",
+            udesk_im_query()
+        ))
+        .body(lambda_http::Body::Text(body))
+        .unwrap();
+    let resp =
+        wxdesk::http::lambda::handle(&rig.svc, wxdesk::http::RouteKind::UdeskImPush, req).await;
+    assert_eq!(resp.status, 413, "{}", resp.body_str());
+    assert!(rig.wx.sent().is_empty());
+}

@@ -83,3 +83,86 @@ fn serves_the_example_config() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.ends_with("hello42"), "{answer}");
 }
+
+/// Security review §6: under `ulimit -n 64` accept errors were retried in a tight loop,
+/// burning a core and writing millions of "accept failed" lines. Now they back off (up to
+/// 1 s) and are logged at most once per 10 s, and the server recovers when descriptors free.
+#[test]
+fn accept_errors_back_off_and_are_logged_sparingly() {
+    let dir = std::env::temp_dir().join(format!("wxdesk-bin-emfile-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("example.toml");
+    let example = include_str!("../../../wxdesk.example.toml");
+    std::fs::write(
+        &cfg,
+        example.replace("\".wxdesk-data\"", &format!("{:?}", dir.join("data"))),
+    )
+    .unwrap();
+    let log = dir.join("server.log");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 48; exec {BIN} --config {} --listen 127.0.0.1:{port} > {} 2>&1",
+            cfg.display(),
+            log.display()
+        ))
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "wxdesk-local did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Hold more connections than the server has descriptors for.
+    let held: Vec<_> = (0..80)
+        .filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let cpu = || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let fields: Vec<u64> = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        // utime + stime, in clock ticks (fields 14 and 15 of the whole line).
+        fields[10] + fields[11]
+    };
+    let before = cpu();
+    std::thread::sleep(Duration::from_secs(2));
+    let ticks = cpu() - before;
+    drop(held);
+    // Descriptors free again: a legitimate request is served.
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let sig = wxdesk::wechat::signature::push_signature("replace-with-your-token", &ts, "n");
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET /wechat/wx0000000000000000?signature={sig}&timestamp={ts}&nonce=n&echostr=back HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    child.kill().unwrap();
+    let _ = child.wait();
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    let lines = logged.matches("accept failed").count();
+    assert!(lines >= 1, "the exhaustion was never logged: {logged}");
+    assert!(lines <= 3, "{lines} accept-failure lines in 2.5 s");
+    // 100 ticks per second: a spinning loop would use about 200 in 2 s.
+    assert!(
+        ticks < 40,
+        "the accept loop used {ticks} ticks of CPU in 2 s"
+    );
+    assert!(answer.ends_with("back"), "{answer}");
+}
