@@ -172,6 +172,23 @@ impl Route {
     }
 }
 
+/// What every desk-facing route checks first: the path's gateway key, then that the
+/// request is a POST. A refusal is (status, reason), for the route to answer in its own
+/// protocol's shape.
+pub fn desk_gate(
+    route: &Route,
+    app: &crate::config::AppConfig,
+    req: &Request,
+) -> Result<(), (u16, &'static str)> {
+    if !route.key_matches(app) {
+        return Err((401, "missing or wrong gateway key in the URL"));
+    }
+    if req.method != http::Method::POST {
+        return Err((405, "use POST"));
+    }
+    Ok(())
+}
+
 /// Matches a request path (leading API Gateway stage segments are tolerated). An appid
 /// segment that cannot be one (see `config::is_identifier`) matches nothing, so that no
 /// oversized or odd value reaches a lookup or a log line.
@@ -242,7 +259,7 @@ pub async fn authenticate(svc: &Services, route: &Route, req: &Request) -> Resul
             crate::desk::tencent_im::callback::authenticate(svc, route, req).map(|_| ())
         }
         RouteKind::ChatbotHandoff | RouteKind::ChatbotEvent => {
-            crate::source::chatbot::authenticate(svc, route).map(|_| ())
+            crate::source::chatbot::authenticate(svc, route, req).map(|_| ())
         }
         RouteKind::StagedMedia => {
             crate::wechat::media::authenticate_link(&svc.links, req, svc.clock.unix_secs())

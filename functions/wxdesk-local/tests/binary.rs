@@ -33,9 +33,10 @@ fn config_errors_exit_non_zero_and_name_the_key() {
     assert_eq!(out.status.code(), Some(2));
 }
 
-#[test]
-fn serves_the_example_config() {
-    let dir = std::env::temp_dir().join(format!("wxdesk-bin-ok-{}", std::process::id()));
+/// A fresh directory with the example config pointed into it, and a free port:
+/// (directory, config file, port).
+fn example_setup(name: &str) -> (std::path::PathBuf, std::path::PathBuf, u16) {
+    let dir = std::env::temp_dir().join(format!("wxdesk-bin-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("example.toml");
@@ -50,6 +51,12 @@ fn serves_the_example_config() {
         .local_addr()
         .unwrap()
         .port();
+    (dir, cfg, port)
+}
+
+#[test]
+fn serves_the_example_config() {
+    let (_dir, cfg, port) = example_setup("ok");
     let mut child = Command::new(BIN)
         .args([
             "--config",
@@ -89,22 +96,8 @@ fn serves_the_example_config() {
 /// 1 s) and are logged at most once per 10 s, and the server recovers when descriptors free.
 #[test]
 fn accept_errors_back_off_and_are_logged_sparingly() {
-    let dir = std::env::temp_dir().join(format!("wxdesk-bin-emfile-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = dir.join("example.toml");
-    let example = include_str!("../../../wxdesk.example.toml");
-    std::fs::write(
-        &cfg,
-        example.replace("\".wxdesk-data\"", &format!("{:?}", dir.join("data"))),
-    )
-    .unwrap();
+    let (dir, cfg, port) = example_setup("emfile");
     let log = dir.join("server.log");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(format!(

@@ -116,14 +116,13 @@ fn desk_text(h: &Handoff) -> Option<String> {
 pub fn authenticate<'a>(
     svc: &'a Services,
     route: &Route,
+    req: &Request,
 ) -> Result<(&'a AppConfig, &'a ChatbotConfig), Response> {
     let appid = route.appid.as_str();
     let Some(app) = svc.config.app(appid) else {
         return Err(refuse(404, appid, "unknown appid"));
     };
-    if !route.key_matches(app) {
-        return Err(refuse(401, appid, "missing or wrong gateway key"));
-    }
+    crate::http::desk_gate(route, app, req).map_err(|(status, why)| refuse(status, appid, why))?;
     let Some(cb) = &app.chatbot else {
         return Err(refuse(404, appid, "this account has no [apps.chatbot]"));
     };
@@ -280,7 +279,7 @@ async fn forward(
 /// `POST /chatbot/{appid}/{key}/event`: `{openid, event, kefuname?, kefuavatar?, msg?}`.
 pub(crate) async fn event(svc: &Services, route: &Route, req: &Request) -> Response {
     let appid = route.appid.as_str();
-    let (app, cb) = match authenticate(svc, route) {
+    let (app, cb) = match authenticate(svc, route, req) {
         Ok(found) => found,
         Err(refused) => return refused,
     };

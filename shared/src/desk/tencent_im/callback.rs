@@ -65,16 +65,7 @@ pub fn authenticate<'a>(
     else {
         return Err(refuse(404, appid, "this account's desk is not tencent_im"));
     };
-    if !route.key_matches(app) {
-        return Err(refuse(
-            401,
-            appid,
-            "missing or wrong gateway key in the callback URL",
-        ));
-    }
-    if req.method != http::Method::POST {
-        return Err(refuse(405, appid, "use POST"));
-    }
+    crate::http::desk_gate(route, app, req).map_err(|(status, why)| refuse(status, appid, why))?;
     if req.query("SdkAppid").and_then(|s| s.parse::<u64>().ok()) != Some(*sdkappid) {
         return Err(refuse(403, appid, "SdkAppid is not this account's"));
     }

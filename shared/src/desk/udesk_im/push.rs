@@ -39,16 +39,7 @@ pub fn authenticate<'a>(
     else {
         return Err(failure(404, appid, "this account's desk is not udesk_im"));
     };
-    if !route.key_matches(app) {
-        return Err(failure(
-            401,
-            appid,
-            "missing or wrong gateway key in the push address",
-        ));
-    }
-    if req.method != http::Method::POST {
-        return Err(failure(405, appid, "use POST"));
-    }
+    crate::http::desk_gate(route, app, req).map_err(|(status, why)| failure(status, appid, why))?;
     let (number, email) = (
         req.query("number").unwrap_or(""),
         req.query("email").unwrap_or(""),
