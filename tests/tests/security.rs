@@ -887,3 +887,31 @@ async fn lambda_routes_enforce_their_body_limits() {
     assert_eq!(resp.status, 413, "{}", resp.body_str());
     assert!(rig.wx.sent().is_empty());
 }
+
+/// §2: the doctor fails an account whose desk-facing routes are not guarded.
+#[tokio::test]
+async fn doctor_fails_an_account_without_a_gateway_key() {
+    let desk = udesk_wechat().await;
+    let text = config_text(&embedded_store("doctor-key"), &desk.url("/w"), "").replacen(
+        &format!("gateway_key = \"{GATEWAY_KEY}\"\n"),
+        "",
+        1,
+    );
+    let svc = wxdesk::Services::build(wxdesk::Config::parse(&text).unwrap())
+        .await
+        .unwrap();
+    let checks = wxdesk::doctor::run(&svc, Some(APPID)).await;
+    let config = checks.iter().find(|c| c.name == "config").unwrap();
+    let shown = config.to_string();
+    assert!(shown.starts_with("FAIL"), "{shown}");
+    assert!(shown.contains("gateway_key"), "{shown}");
+    let others = wxdesk::doctor::run(&svc, Some(MP_APPID)).await;
+    assert!(
+        others
+            .iter()
+            .find(|c| c.name == "config")
+            .unwrap()
+            .result
+            .is_ok()
+    );
+}
