@@ -176,13 +176,9 @@ impl Doc {
                         .pop()
                         .ok_or_else(|| XmlError::Malformed("unbalanced end tag".into()))?;
                     let value = if children.is_empty() {
-                        let mut text = quick_xml::escape::unescape(&text)
+                        let text = quick_xml::escape::unescape(&text)
                             .map_err(|e| XmlError::Malformed(e.to_string()))?
                             .into_owned();
-                        // Characters XML forbids (a NUL, say) are dropped here as on output.
-                        if !text.chars().all(xml_char) {
-                            text.retain(xml_char);
-                        }
                         Value::Text { text, cdata }
                     } else {
                         Value::Children(children)
@@ -303,8 +299,33 @@ fn xml_char(c: char) -> bool {
     matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
 }
 
+/// Whether `text` holds only characters XML allows: control characters are found eight
+/// bytes at a time (this runs on every field of every push), U+FFFE/U+FFFF by a character
+/// scan only where their first byte, 0xEF, occurs.
+fn xml_clean(text: &str) -> bool {
+    let b = text.as_bytes();
+    !has_control(b) && (memchr::memchr(0xEF, b).is_none() || text.chars().all(xml_char))
+}
+
+fn has_control(b: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let bad = |c: &u8| *c < 0x20 && !matches!(c, b'\t' | b'\n' | b'\r');
+    let mut words = b.chunks_exact(8);
+    for w in &mut words {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(w);
+        let x = u64::from_le_bytes(a);
+        // Some byte below 0x20 (tab and line breaks included): look at each.
+        if x.wrapping_sub(ONES * 0x20) & !x & HIGH != 0 && w.iter().any(bad) {
+            return true;
+        }
+    }
+    words.remainder().iter().any(bad)
+}
+
 fn push_xml_text(out: &mut String, text: &str) {
-    if text.chars().all(xml_char) {
+    if xml_clean(text) {
         out.push_str(text);
     } else {
         out.extend(text.chars().filter(|c| xml_char(*c)));
@@ -423,6 +444,16 @@ mod tests {
             Doc::parse_xml("<root/>"),
             Err(XmlError::WrongRoot(_))
         ));
+    }
+
+    #[test]
+    fn control_characters_are_found() {
+        assert!(has_control(b"0123456789abcdef\x01x"));
+        assert!(has_control(b"ab\x1f"));
+        assert!(has_control(b"\0"));
+        assert!(!has_control(b"tabs\tand\nbreaks\r are fine, 0123456789"));
+        assert!(!xml_clean("a\u{FFFE}b"));
+        assert!(xml_clean("\u{FF0C}\u{4E2D}\u{6587}"));
     }
 
     #[test]
