@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+pub use crate::support::secret::Secret;
 use crate::wechat::crypto::MsgCrypt;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,31 +28,6 @@ fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
         problem: problem.into(),
-    }
-}
-
-/// A secret string: usable, comparable, never printed.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-    /// Constant-time equality with a presented value.
-    pub fn matches(&self, presented: &str) -> bool {
-        use subtle::ConstantTimeEq;
-        self.0.len() == presented.len() && bool::from(self.0.as_bytes().ct_eq(presented.as_bytes()))
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
     }
 }
 
@@ -509,7 +485,7 @@ impl Config {
                     if desk_key.expose().is_empty() {
                         return Err(invalid(key("desk.key"), "must not be empty"));
                     }
-                    if crate::desk::udesk_im::sign::parse_offset(timezone).is_none() {
+                    if crate::support::localtime::parse_offset(timezone).is_none() {
                         return Err(invalid(
                             key("desk.timezone"),
                             "use a fixed offset like \"+08:00\" or Asia/Shanghai",

@@ -8,7 +8,7 @@ use crate::config::{AppConfig, DeskConfig};
 use crate::desk::tencent_im::TencentIm;
 use crate::desk::{http_client, udesk_im::UdeskIm};
 use crate::services::Services;
-use crate::wechat::api::operator_hint;
+use crate::wechat::error::operator_hint;
 
 pub struct Check {
     pub appid: String,

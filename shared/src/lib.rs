@@ -2,7 +2,6 @@
 //! customer-service desks. Every Lambda function and the local server are thin shells
 //! around this crate.
 
-pub mod clock;
 pub mod config;
 pub mod desk;
 pub mod doctor;
@@ -14,6 +13,7 @@ pub mod refresher;
 pub mod services;
 pub mod source;
 pub mod store;
+pub mod support;
 pub mod telemetry;
 pub mod transport;
 pub mod wechat;

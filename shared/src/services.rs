@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError, DeskConfig, StoreConfig};
 use crate::desk::tencent_im::{LastAgents, TencentIm};
 use crate::desk::{Desk, udesk_im::UdeskIm, udesk_wechat::UdeskWechat};
@@ -12,6 +11,7 @@ use crate::outbound::{Fetcher, GuardedFetch, http_client};
 use crate::store::aws::{AwsStore, AwsTokens, S3Media};
 use crate::store::embedded::{EmbeddedMedia, EmbeddedStore};
 use crate::store::{InboxStore, MediaStore, NotConfigured, StoreError, TokenStore};
+use crate::support::clock::{Clock, SystemClock};
 use crate::wechat::api::WechatApi;
 use crate::wechat::crypto::MsgCrypt;
 use crate::wechat::media::{Media, MediaLinks};

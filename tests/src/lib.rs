@@ -286,7 +286,7 @@ pub fn temp_dir(name: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!(
         "wxdesk-test-{}-{name}-{}",
         std::process::id(),
-        wxdesk::clock::unix_ms()
+        wxdesk::support::clock::unix_ms()
     ));
     let _ = std::fs::remove_dir_all(&d);
     d
@@ -301,7 +301,7 @@ pub fn embedded_store(name: &str) -> String {
 }
 
 pub fn now_secs() -> i64 {
-    wxdesk::clock::unix_ms() / 1000
+    wxdesk::support::clock::unix_ms() / 1000
 }
 
 /// Query string of a plain push signed like WeChat signs it.

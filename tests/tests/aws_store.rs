@@ -19,7 +19,7 @@ fn claim<'a>(key: &'a str, id: &'a str, now_ms: i64) -> NewClaim<'a> {
 }
 
 async fn claim_rules(store: &dyn InboxStore) {
-    let now = wxdesk::clock::unix_ms();
+    let now = wxdesk::support::clock::unix_ms();
     let key = format!("wxA#msg#{now}");
     let Claim::Won { attempt: 1, .. } = store.claim(&claim(&key, "c1", now)).await.unwrap() else {
         panic!("first claim must win")
@@ -100,7 +100,7 @@ async fn claim_rules(store: &dyn InboxStore) {
 }
 
 async fn race(store: Arc<dyn InboxStore>, racers: usize) {
-    let now = wxdesk::clock::unix_ms();
+    let now = wxdesk::support::clock::unix_ms();
     let key = format!("wxA#race#{now}");
     let tasks: Vec<_> = (0..racers)
         .map(|_| {
@@ -162,7 +162,7 @@ async fn callback_on_dynamodb_forwards_concurrent_duplicates_once() {
     let svc = Arc::new(wxdesk::Services::with_parts(
         config,
         moto_stores().await,
-        Arc::new(wxdesk::clock::SystemClock),
+        Arc::new(wxdesk::support::clock::SystemClock),
     ));
     let base = start_local(svc).await;
     let ts = now_secs();
@@ -190,7 +190,7 @@ async fn callback_on_dynamodb_forwards_concurrent_duplicates_once() {
 /// The token record's rules, the same on both stores: one lease at a time, a stale reader
 /// cannot lease, replace is compare-and-set, invalidate only touches the failing token.
 async fn token_rules(store: &dyn wxdesk::store::TokenStore) {
-    let now = wxdesk::clock::unix_ms();
+    let now = wxdesk::support::clock::unix_ms();
     let appid = format!("wxT{now}");
     assert_eq!(store.get(&appid).await.unwrap(), None);
     assert!(

@@ -119,7 +119,7 @@ async fn quiet_failing_and_garbage_desks_give_success() {
         assert_eq!((status, body.as_str()), (200, "success"), "{content}");
     }
     assert_eq!(rig.desk.hits(), 3);
-    let now = wxdesk::clock::unix_ms();
+    let now = wxdesk::support::clock::unix_ms();
     let failed = rig
         .svc
         .inbox
@@ -166,7 +166,7 @@ async fn slow_desk_is_answered_within_the_deadline() {
         .inbox
         .get(
             &format!("{PLAIN_APPID}#msg#3000#oUser#{ts}"),
-            wxdesk::clock::unix_ms(),
+            wxdesk::support::clock::unix_ms(),
         )
         .await
         .unwrap()
@@ -398,7 +398,7 @@ async fn embedded_store_survives_a_restart() {
     let entry = store
         .get(
             &format!("{PLAIN_APPID}#msg#7000#oUser#{ts}"),
-            wxdesk::clock::unix_ms(),
+            wxdesk::support::clock::unix_ms(),
         )
         .await
         .unwrap()

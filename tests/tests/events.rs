@@ -98,7 +98,7 @@ async fn every_sample_event_gets_its_answer() {
     let svc = Arc::new(wxdesk::Services::with_parts(
         cfg,
         stores,
-        Arc::new(wxdesk::clock::FixedClock::at_secs(SIGNED_AT)),
+        Arc::new(wxdesk::support::clock::FixedClock::at_secs(SIGNED_AT)),
     ));
 
     let events_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../events");

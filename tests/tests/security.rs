@@ -95,7 +95,7 @@ callback_token = "{CALLBACK_TOKEN}"
 }
 
 fn udesk_im_query() -> String {
-    let ts = sign::local_timestamp(now_secs(), 8 * 3600);
+    let ts = wxdesk::support::localtime::local_timestamp(now_secs(), 8 * 3600);
     sign::signed_query("", "", &ts, &wxdesk::config::Secret::new(IM_KEY))
 }
 
@@ -412,7 +412,10 @@ async fn oversized_identifiers_never_reach_a_map_or_the_store() {
     let entry = rig
         .svc
         .inbox
-        .get(&format!("{TIM_APPID}#tim#big_1"), wxdesk::clock::unix_ms())
+        .get(
+            &format!("{TIM_APPID}#tim#big_1"),
+            wxdesk::support::clock::unix_ms(),
+        )
         .await
         .unwrap();
     assert!(entry.is_none(), "the refused callback was stored");
@@ -796,7 +799,7 @@ async fn udesk_im_voice_without_a_staged_url_is_left_undelivered() {
         .inbox
         .get(
             &format!("{IM_APPID}#msg#9300#{CUSTOMER}#{ts}"),
-            wxdesk::clock::unix_ms(),
+            wxdesk::support::clock::unix_ms(),
         )
         .await
         .unwrap()
@@ -848,7 +851,7 @@ async fn a_hanging_store_does_not_cost_the_answer() {
     let svc = Arc::new(wxdesk::Services::with_parts(
         cfg,
         stores,
-        Arc::new(wxdesk::clock::SystemClock),
+        Arc::new(wxdesk::support::clock::SystemClock),
     ));
     let base = start_local(svc).await;
     let ts = now_secs();

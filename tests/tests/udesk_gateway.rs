@@ -39,7 +39,7 @@ async fn rig_with(name: &str, aws: bool, extra: &str) -> Rig {
         Arc::new(wxdesk::Services::with_parts(
             cfg,
             moto_stores().await,
-            Arc::new(wxdesk::clock::SystemClock),
+            Arc::new(wxdesk::support::clock::SystemClock),
         ))
     } else {
         let store = embedded_store(name);
@@ -48,7 +48,7 @@ async fn rig_with(name: &str, aws: bool, extra: &str) -> Rig {
         Arc::new(wxdesk::Services::with_parts(
             cfg,
             stores,
-            Arc::new(wxdesk::clock::SystemClock),
+            Arc::new(wxdesk::support::clock::SystemClock),
         ))
     };
     let base = start_local(svc.clone()).await;

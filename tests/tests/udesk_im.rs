@@ -77,7 +77,7 @@ async fn rig(name: &str, aws: bool) -> Rig {
     let svc = Arc::new(wxdesk::Services::with_parts(
         cfg,
         stores,
-        Arc::new(wxdesk::clock::SystemClock),
+        Arc::new(wxdesk::support::clock::SystemClock),
     ));
     tokio::spawn(wxdesk::local::serve(
         svc.clone(),
@@ -165,7 +165,7 @@ async fn text_is_forwarded_signed_and_chatting_msg_is_the_reply() {
     let (q, body) = rig.last_desk_call();
     // The stand-in checked the sign; the timestamp is Shanghai time, within a minute of now.
     let ts = &q["timestamp"];
-    let t = sign::parse_local_timestamp(ts, 8 * 3600).unwrap();
+    let t = wxdesk::support::localtime::parse_local_timestamp(ts, 8 * 3600).unwrap();
     assert!((t - now_secs()).abs() < 60, "{ts}");
     assert_eq!((q["number"].as_str(), q["email"].as_str()), ("", ""));
     assert_eq!(body.get("FromUserName"), Some("oImUser"));
@@ -361,7 +361,7 @@ fn signed(ts: &str, key: &str) -> String {
 #[tokio::test]
 async fn agent_pushes_are_verified_and_delivered() {
     let rig = rig("push", false).await;
-    let now_ts = sign::local_timestamp(now_secs(), 8 * 3600);
+    let now_ts = wxdesk::support::localtime::local_timestamp(now_secs(), 8 * 3600);
     let url = |q: &str| format!("{}/udesk-im/{IM_APPID}/{GATEWAY_KEY}?{q}", rig.base);
     let post = |u: String, body: &'static str| {
         let http = rig.http.clone();
@@ -386,7 +386,7 @@ async fn agent_pushes_are_verified_and_delivered() {
         json!({"success": true})
     );
     // Refused: wrong key, no sign, a stale timestamp, an unconvertible body.
-    let stale = sign::local_timestamp(now_secs() - 3600, 8 * 3600);
+    let stale = wxdesk::support::localtime::local_timestamp(now_secs() - 3600, 8 * 3600);
     for (q, status) in [
         (signed(&now_ts, "wrong"), 401),
         (format!("number=&email=&timestamp={now_ts}"), 401),

@@ -174,7 +174,7 @@ pub(crate) async fn handoff(svc: &Services, appid: &str, req: &Request) -> Respo
     let mut hash = Sha1::new();
     hash.update(h.content.as_bytes());
     hash.update(h.event.as_bytes());
-    let digest = crate::wechat::signature::hex_lower(&hash.finalize());
+    let digest = crate::support::hex::hex_lower(&hash.finalize());
     let key = format!(
         "{appid}#chatbot#{}#{}#{}",
         h.userid,

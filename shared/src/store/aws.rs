@@ -507,7 +507,9 @@ impl S3Media {
 fn too_old(last_modified: Option<&aws_sdk_s3::primitives::DateTime>) -> bool {
     last_modified
         .and_then(|t| t.to_millis().ok())
-        .is_some_and(|ms| crate::clock::unix_ms() - ms > super::MEDIA_TTL.as_millis() as i64)
+        .is_some_and(|ms| {
+            crate::support::clock::unix_ms() - ms > super::MEDIA_TTL.as_millis() as i64
+        })
 }
 
 /// Non-ASCII file names travel percent-encoded in S3 metadata (which is ASCII-only).

@@ -117,7 +117,7 @@ fn apply_batch(db: &Database, batch: Vec<Op>, sweep: bool) {
         {
             let mut table = txn.open_table(INBOX).map_err(unavailable)?;
             if sweep {
-                let now_s = crate::clock::unix_ms() / 1000;
+                let now_s = crate::support::clock::unix_ms() / 1000;
                 table
                     .retain(|_, v| {
                         serde_json::from_slice::<InboxEntry>(v)

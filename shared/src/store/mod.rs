@@ -125,16 +125,13 @@ pub fn entry_ref(key: &str) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(key.as_bytes());
     let appid = key.split('#').next().unwrap_or("");
-    format!(
-        "{appid}#{}",
-        &crate::wechat::signature::hex_lower(&digest[..6])
-    )
+    format!("{appid}#{}", &crate::support::hex::hex_lower(&digest[..6]))
 }
 
 pub fn new_claim_id() -> String {
     let mut b = [0u8; 12];
     rand::fill(&mut b);
-    crate::wechat::signature::hex_lower(&b)
+    crate::support::hex::hex_lower(&b)
 }
 
 /// One account's access_token record. A record with an empty token exists once somebody

@@ -12,7 +12,7 @@ use super::Agent;
 use crate::config::{AppConfig, ChatbotConfig};
 use crate::services::Services;
 use crate::store::{Claim, NewClaim, Outcome, new_claim_id};
-use crate::wechat::api::backoff;
+use crate::support::retry::retry;
 use crate::wechat::kf::KfMessage;
 use crate::wechat::xml::{Doc, Value as XmlValue};
 
@@ -285,25 +285,23 @@ pub async fn send_raw(
         cb.api_base.trim_end_matches('/'),
         cb.token.expose()
     );
-    let mut attempt = 0u32;
-    loop {
-        attempt += 1;
-        let result = post(svc, &url, &body).await;
-        match result {
-            Err(e) if e.transient() && attempt < 3 => {
-                warn!(appid = %app.appid, attempt, error = %e, "Dialogue Platform call failed; retrying");
-                tokio::time::sleep(backoff(attempt, Duration::from_millis(200))).await;
-            }
-            Err(e) => {
-                warn!(appid = %app.appid, errcode = e.errcode(), error = %e, "Dialogue Platform refused the message");
-                return Err(e);
-            }
-            Ok(v) => {
-                info!(appid = %app.appid, event, "agent message sent through the Dialogue Platform");
-                return Ok(v);
-            }
+    let result = retry(
+        3,
+        Duration::from_millis(200),
+        |_| post(svc, &url, &body),
+        ChatbotError::transient,
+        |attempt, e| warn!(appid = %app.appid, attempt, error = %e, "Dialogue Platform call failed; retrying"),
+    )
+    .await;
+    match &result {
+        Ok(_) => {
+            info!(appid = %app.appid, event, "agent message sent through the Dialogue Platform")
+        }
+        Err(e) => {
+            warn!(appid = %app.appid, errcode = e.errcode(), error = %e, "Dialogue Platform refused the message")
         }
     }
+    result
 }
 
 async fn post(svc: &Services, url: &str, body: &str) -> Result<Value, ChatbotError> {

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::config::AppConfig;
 use crate::services::Services;
-use crate::wechat::api::ApiError;
+use crate::wechat::error::ApiError;
 use crate::wechat::kf::KfMessage;
 
 /// Who is speaking, when the desk says (shown by the Dialogue Platform).

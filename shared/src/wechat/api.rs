@@ -7,111 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tracing::{error, warn};
 
 use crate::config::{AppConfig, WechatConfig};
 use crate::outbound::{GuardedFetch, read_capped};
 
+use super::error::{ApiError, TOKEN_INVALID, errcode_of, operator_hint};
 use super::token::TokenAuthority;
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ApiError {
-    /// WeChat answered with a non-zero errcode; `body` is its answer as is.
-    #[error("WeChat errcode {errcode}: {errmsg}")]
-    Wechat {
-        errcode: i64,
-        errmsg: String,
-        body: Value,
-    },
-    #[error("cannot reach WeChat: {0}")]
-    Transport(String),
-    #[error("WeChat answered HTTP {0}")]
-    Status(u16),
-    #[error("WeChat's answer is unreadable: {0}")]
-    Garbled(String),
-    #[error("no access_token: {0}")]
-    Token(String),
-}
-
-/// Codes that say the token itself was refused: renew it and retry once.
-pub const TOKEN_INVALID: [i64; 3] = [40001, 40014, 42001];
-
-/// What the operator must fix for codes that no retry can help.
-pub fn operator_hint(errcode: i64) -> Option<&'static str> {
-    Some(match errcode {
-        40164 => {
-            "this server's IP is not in the account's IP whitelist (WeChat admin console → Basic Configuration → IP whitelist)"
-        }
-        89503 => "the account's administrator must confirm this server's IP in WeChat",
-        40013 => "the appid is wrong: check apps.appid",
-        40125 => {
-            "the AppSecret is wrong: check apps.secret (reset it in the WeChat admin console if needed)"
-        }
-        40243 => "the AppSecret is frozen: unfreeze or reset it in the WeChat admin console",
-        45009 => "the daily API quota is used up (cgi-bin/clear_quota resets it, 10 times a month)",
-        48001 => "the account is not authorised for this API (verification or permission missing)",
-        _ => return None,
-    })
-}
-
-impl ApiError {
-    pub fn from_body(errcode: i64, body: Value) -> Self {
-        let errmsg = body
-            .get("errmsg")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned();
-        ApiError::Wechat {
-            errcode,
-            errmsg,
-            body,
-        }
-    }
-
-    /// WeChat's code, or -1 (WeChat's own "system busy") for failures around the call.
-    pub fn errcode(&self) -> i64 {
-        match self {
-            ApiError::Wechat { errcode, .. } => *errcode,
-            _ => -1,
-        }
-    }
-
-    pub fn is_transient(&self) -> bool {
-        match self {
-            ApiError::Wechat { errcode, .. } => *errcode == -1,
-            ApiError::Transport(_) => true,
-            ApiError::Status(s) => *s >= 500,
-            ApiError::Garbled(_) | ApiError::Token(_) => false,
-        }
-    }
-
-    /// The JSON a desk gets: WeChat's own answer when there is one, else an errcode/errmsg
-    /// pair saying what went wrong around the call.
-    pub fn to_json(&self) -> Value {
-        match self {
-            ApiError::Wechat { body, .. } => body.clone(),
-            other => json!({ "errcode": other.errcode(), "errmsg": format!("wxdesk: {other}") }),
-        }
-    }
-}
-
-/// `errcode` when present and non-zero.
-pub fn errcode_of(v: &Value) -> Option<i64> {
-    v.get("errcode")
-        .and_then(|c| {
-            c.as_i64()
-                .or_else(|| c.as_str().and_then(|s| s.parse().ok()))
-        })
-        .filter(|c| *c != 0)
-}
-
-/// Exponential backoff with full jitter: a random wait in [base·2^(n-1)/2, base·2^(n-1)].
-pub fn backoff(attempt: u32, base: Duration) -> Duration {
-    let top = base.saturating_mul(1 << attempt.saturating_sub(1).min(6));
-    let half = top / 2;
-    half + Duration::from_micros(rand::random_range(0..=half.as_micros().max(1) as u64))
-}
+use crate::support::retry::retry;
+use crate::support::url::with_query;
 
 /// The body of a call.
 #[derive(Debug, Clone)]
@@ -212,42 +117,47 @@ impl WechatApi {
         body: Body,
     ) -> Result<Raw, ApiError> {
         let appid = app.appid.as_str();
-        let mut renewed = false;
-        let mut transient = 0u32;
-        let mut token = self.tokens.get(app).await?;
-        loop {
-            let result = self.send_once(&method, path, query, &body, &token).await;
-            match result {
-                Ok(raw) => return Ok(raw),
-                Err(e) if TOKEN_INVALID.contains(&e.errcode()) && !renewed => {
-                    renewed = true;
-                    warn!(
-                        appid,
-                        path,
-                        errcode = e.errcode(),
-                        "access_token refused; renewing and retrying once"
-                    );
-                    token = self.tokens.renew_after_rejection(app, &token).await?;
-                }
-                Err(e) if e.is_transient() && transient < 2 => {
-                    transient += 1;
-                    warn!(appid, path, attempt = transient, error = %e, "WeChat call failed; retrying");
-                    tokio::time::sleep(backoff(transient, Duration::from_millis(200))).await;
-                }
-                Err(e) => {
-                    match operator_hint(e.errcode()) {
-                        Some(hint) => error!(
-                            appid,
-                            path,
-                            errcode = e.errcode(),
-                            "WeChat refused the call: {hint}"
-                        ),
-                        None => warn!(appid, path, error = %e, "WeChat call failed"),
-                    }
-                    return Err(e);
-                }
+        // -1 and 5xx are tried three times in all; a refused token is renewed once.
+        let attempt = |token: String| {
+            let (method, body) = (&method, &body);
+            async move {
+                retry(
+                    3,
+                    Duration::from_millis(200),
+                    |_| self.send_once(method, path, query, body, &token),
+                    ApiError::is_transient,
+                    |attempt, e| warn!(appid, path, attempt, error = %e, "WeChat call failed; retrying"),
+                )
+                .await
+                .map_err(|e| (e, token))
             }
-        }
+        };
+        let token = self.tokens.get(app).await?;
+        let result = match attempt(token).await {
+            Err((e, token)) if TOKEN_INVALID.contains(&e.errcode()) => {
+                warn!(
+                    appid,
+                    path,
+                    errcode = e.errcode(),
+                    "access_token refused; renewing and retrying once"
+                );
+                let renewed = self.tokens.renew_after_rejection(app, &token).await?;
+                attempt(renewed).await
+            }
+            other => other,
+        };
+        result.map_err(|(e, _)| {
+            match operator_hint(e.errcode()) {
+                Some(hint) => error!(
+                    appid,
+                    path,
+                    errcode = e.errcode(),
+                    "WeChat refused the call: {hint}"
+                ),
+                None => warn!(appid, path, error = %e, "WeChat call failed"),
+            }
+            e
+        })
     }
 
     async fn send_once(
@@ -340,15 +250,6 @@ impl WechatApi {
     }
 }
 
-/// `base?k=v&...`, values percent-encoded.
-pub fn with_query(base: &str, params: &[(&str, &str)]) -> String {
-    let mut ser = form_urlencoded::Serializer::new(String::new());
-    for (k, v) in params {
-        ser.append_pair(k, v);
-    }
-    format!("{base}?{}", ser.finish())
-}
-
 /// A multipart/form-data body with one file part: (content type, body).
 pub fn multipart_file(
     field: &str,
@@ -358,7 +259,7 @@ pub fn multipart_file(
 ) -> (String, Vec<u8>) {
     let mut b = [0u8; 12];
     rand::fill(&mut b);
-    let boundary = format!("wxdesk{}", super::signature::hex_lower(&b));
+    let boundary = format!("wxdesk{}", crate::support::hex::hex_lower(&b));
     // Quotes and line breaks cannot be escaped in a part header: leave them out.
     let clean = |s: &str| -> String {
         s.chars()
@@ -383,34 +284,6 @@ pub fn multipart_file(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_and_stays_bounded() {
-        let base = Duration::from_millis(100);
-        for n in 1..10 {
-            let d = backoff(n, base);
-            let top = base * (1 << (n - 1).min(6));
-            assert!(d >= top / 2 && d <= top, "{n}: {d:?}");
-        }
-    }
-
-    #[test]
-    fn errcode_is_read_from_the_body() {
-        assert_eq!(
-            errcode_of(&json!({"errcode": 40001, "errmsg": "x"})),
-            Some(40001)
-        );
-        assert_eq!(errcode_of(&json!({"errcode": "45015"})), Some(45015));
-        assert_eq!(errcode_of(&json!({"errcode": 0, "errmsg": "ok"})), None);
-        assert_eq!(errcode_of(&json!({"access_token": "t"})), None);
-        let e = ApiError::from_body(40164, json!({"errcode": 40164, "errmsg": "invalid ip"}));
-        assert!(!e.is_transient());
-        assert!(operator_hint(e.errcode()).unwrap().contains("whitelist"));
-        assert_eq!(e.to_json()["errcode"], 40164);
-        let t = ApiError::Transport("connection refused".into());
-        assert!(t.is_transient());
-        assert_eq!(t.to_json()["errcode"], -1);
-    }
 
     #[test]
     fn multipart_body_shape() {

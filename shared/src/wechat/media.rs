@@ -9,7 +9,8 @@ use tracing::{info, warn};
 use crate::config::{AppConfig, AppKind};
 use crate::store::{MediaStore, StagedMedia, StoreError, safe_segment};
 
-use super::api::{ApiError, Body, WechatApi};
+use super::api::{Body, WechatApi};
+use super::error::ApiError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MediaError {
@@ -361,7 +362,7 @@ impl MediaLinks {
             Err(_) => return String::new(),
         };
         mac.update(format!("{key}\n{expires}").as_bytes());
-        super::signature::hex_lower(&mac.finalize().into_bytes())
+        crate::support::hex::hex_lower(&mac.finalize().into_bytes())
     }
 
     /// A URL for a staged object, valid for `ttl`.
@@ -377,7 +378,7 @@ impl MediaLinks {
         let base = self.base.as_deref().ok_or(
             "set media.public_base_url: the embedded store serves staged media through this server",
         )?;
-        let expires = crate::clock::unix_ms() / 1000 + ttl.as_secs() as i64;
+        let expires = crate::support::clock::unix_ms() / 1000 + ttl.as_secs() as i64;
         let path: String = key
             .split('/')
             .map(|s| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>())

@@ -4,6 +4,8 @@
 use sha1::{Digest, Sha1};
 use subtle::ConstantTimeEq;
 
+use crate::support::hex::hex_lower;
+
 /// Lower-case hex SHA-1 of the parts after sorting them byte-wise.
 pub fn sign(parts: &[&str]) -> String {
     let mut sorted: Vec<&str> = parts.to_vec();
@@ -36,16 +38,6 @@ pub fn matches(expected_lower_hex: &str, received: &str) -> bool {
         .as_bytes()
         .ct_eq(received.as_bytes())
         .into()
-}
-
-pub(crate) fn hex_lower(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(HEX[(b >> 4) as usize] as char);
-        out.push(HEX[(b & 0x0f) as usize] as char);
-    }
-    out
 }
 
 #[cfg(test)]

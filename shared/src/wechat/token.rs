@@ -8,11 +8,13 @@ use std::time::Duration;
 use serde_json::Value;
 use tracing::{error, info, warn};
 
-use crate::clock::Clock;
 use crate::config::{AppConfig, WechatConfig};
 use crate::store::{StoreError, TokenStore};
+use crate::support::clock::Clock;
 
-use super::api::{ApiError, backoff, errcode_of, operator_hint, with_query};
+use super::error::{ApiError, errcode_of, operator_hint};
+use crate::support::retry::{backoff, retry};
+use crate::support::url::with_query;
 
 /// How a refresh went, for the scheduled refresher's log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,26 +202,22 @@ impl TokenAuthority {
     /// One call to `cgi-bin/token` (or `cgi-bin/stable_token`), with bounded retries for
     /// -1 and 5xx. Configuration errors are reported for the operator, never retried.
     async fn fetch(&self, app: &AppConfig, force: bool) -> Result<(String, i64), ApiError> {
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            let result = self.fetch_once(app, force).await;
-            match result {
-                Err(e) if e.is_transient() && attempt < 3 => {
-                    warn!(appid = %app.appid, attempt, error = %e, "token fetch failed; retrying");
-                    tokio::time::sleep(backoff(attempt, Duration::from_millis(200))).await;
-                }
-                Err(e) => {
-                    if let Some(hint) = operator_hint(e.errcode()) {
-                        error!(appid = %app.appid, errcode = e.errcode(), "cannot get an access_token: {hint}");
-                    } else {
-                        error!(appid = %app.appid, error = %e, "cannot get an access_token");
-                    }
-                    return Err(e);
-                }
-                Ok(t) => return Ok(t),
+        let result = retry(
+            3,
+            Duration::from_millis(200),
+            |_| self.fetch_once(app, force),
+            ApiError::is_transient,
+            |attempt, e| warn!(appid = %app.appid, attempt, error = %e, "token fetch failed; retrying"),
+        )
+        .await;
+        if let Err(e) = &result {
+            if let Some(hint) = operator_hint(e.errcode()) {
+                error!(appid = %app.appid, errcode = e.errcode(), "cannot get an access_token: {hint}");
+            } else {
+                error!(appid = %app.appid, error = %e, "cannot get an access_token");
             }
         }
+        result
     }
 
     async fn fetch_once(&self, app: &AppConfig, force: bool) -> Result<(String, i64), ApiError> {

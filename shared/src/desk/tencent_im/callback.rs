@@ -43,7 +43,7 @@ fn refuse(status: u16, appid: &str, why: &str) -> Response {
 
 /// `Sign` = lowercase hex SHA-256 of token + RequestTime.
 pub fn callback_sign(token: &str, request_time: &str) -> String {
-    crate::wechat::signature::hex_lower(&Sha256::digest(format!("{token}{request_time}")))
+    crate::support::hex::hex_lower(&Sha256::digest(format!("{token}{request_time}")))
 }
 
 /// The path's gateway key, the account's SdkAppid and Tencent's `Sign` over the callback

@@ -16,7 +16,9 @@ use tracing::{info, warn};
 
 use super::{Desk, DeskError, DeskReply};
 use crate::config::{AppConfig, DeskConfig, Secret};
-use crate::wechat::api::{WechatApi, backoff, with_query};
+use crate::support::retry::retry;
+use crate::support::url::with_query;
+use crate::wechat::api::WechatApi;
 use crate::wechat::media::{Fetched, Media, MediaLinks, media_key};
 use crate::wechat::message::{Event, Kind, Message};
 
@@ -63,7 +65,7 @@ pub struct Rest {
 
 impl Rest {
     fn admin_sig(&self) -> String {
-        let now = crate::clock::unix_ms() / 1000;
+        let now = crate::support::clock::unix_ms() / 1000;
         let mut cached = self.sig.lock().unwrap_or_else(|e| e.into_inner());
         match &*cached {
             Some((sig, made)) if now - made < ADMIN_SIG_LIFETIME - 3600 => sig.clone(),
@@ -88,40 +90,40 @@ impl Rest {
         body: &Value,
         deadline: Instant,
     ) -> Result<Value, ImError> {
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left < Duration::from_millis(50) {
-                return Err(ImError::OutOfTime);
-            }
-            let random = rand::random::<u32>().to_string();
-            let sdkappid = self.sdkappid.to_string();
-            let sig = self.admin_sig();
-            let url = with_query(
-                &format!("{}/v4/{command}", self.base),
-                &[
-                    ("sdkappid", sdkappid.as_str()),
-                    ("identifier", self.admin.as_str()),
-                    ("usersig", sig.as_str()),
-                    ("random", random.as_str()),
-                    ("contenttype", "json"),
-                ],
-            );
-            let result = self.send(url, body, left.min(REST_TIMEOUT)).await;
-            match result {
-                Err(e) if RATE_LIMITED.contains(&e.code()) && attempt < 3 => {
-                    warn!(
-                        command,
-                        code = e.code(),
-                        attempt,
-                        "Tencent IM rate limit; backing off"
-                    );
-                    tokio::time::sleep(backoff(attempt, Duration::from_millis(100))).await;
+        retry(
+            3,
+            Duration::from_millis(100),
+            |_| async {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left < Duration::from_millis(50) {
+                    return Err(ImError::OutOfTime);
                 }
-                other => return other,
-            }
-        }
+                let random = rand::random::<u32>().to_string();
+                let sdkappid = self.sdkappid.to_string();
+                let sig = self.admin_sig();
+                let url = with_query(
+                    &format!("{}/v4/{command}", self.base),
+                    &[
+                        ("sdkappid", sdkappid.as_str()),
+                        ("identifier", self.admin.as_str()),
+                        ("usersig", sig.as_str()),
+                        ("random", random.as_str()),
+                        ("contenttype", "json"),
+                    ],
+                );
+                self.send(url, body, left.min(REST_TIMEOUT)).await
+            },
+            |e: &ImError| RATE_LIMITED.contains(&e.code()),
+            |attempt, e| {
+                warn!(
+                    command,
+                    code = e.code(),
+                    attempt,
+                    "Tencent IM rate limit; backing off"
+                )
+            },
+        )
+        .await
     }
 
     async fn send(&self, url: String, body: &Value, timeout: Duration) -> Result<Value, ImError> {
@@ -293,7 +295,7 @@ impl TencentIm {
             .map_err(|e| warn!(appid = %self.app.appid, error = %e, "no URL for staged media"))
             .ok()?;
         use md5::{Digest, Md5};
-        let uuid = crate::wechat::signature::hex_lower(&Md5::digest(&m.bytes));
+        let uuid = crate::support::hex::hex_lower(&Md5::digest(&m.bytes));
         Some((url, m.bytes.len(), uuid))
     }
 

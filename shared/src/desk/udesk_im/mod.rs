@@ -62,7 +62,7 @@ impl UdeskIm {
             url: url.clone(),
             key: key.clone(),
             // Validated when the config was parsed.
-            offset_secs: sign::parse_offset(timezone).unwrap_or(8 * 3600),
+            offset_secs: crate::support::localtime::parse_offset(timezone).unwrap_or(8 * 3600),
             media_url_ttl: Duration::from_secs(*media_url_secs),
             queueing_text: queueing_text.clone(),
             offline_text: offline_text.clone(),
@@ -74,7 +74,7 @@ impl UdeskIm {
     }
 
     fn signed_url(&self, path_suffix: &str, now_secs: i64) -> String {
-        let ts = sign::local_timestamp(now_secs, self.offset_secs);
+        let ts = crate::support::localtime::local_timestamp(now_secs, self.offset_secs);
         // What we know of a WeChat customer carries no phone number or email.
         format!(
             "{}{path_suffix}?{}",
@@ -85,7 +85,7 @@ impl UdeskIm {
 
     /// The seed's channel test: `GET {url}/test?...` → `{"success": true}`.
     pub async fn check_channel(&self) -> Result<(), String> {
-        let url = self.signed_url("/test", crate::clock::unix_ms() / 1000);
+        let url = self.signed_url("/test", crate::support::clock::unix_ms() / 1000);
         let resp = self
             .http
             .get(url)
@@ -295,7 +295,7 @@ impl Desk for UdeskIm {
             return Ok(DeskReply::Empty);
         };
         let left = timeout.saturating_sub(started.elapsed());
-        let url = self.signed_url("", crate::clock::unix_ms() / 1000);
+        let url = self.signed_url("", crate::support::clock::unix_ms() / 1000);
         let resp = self
             .http
             .post(url)
@@ -328,7 +328,7 @@ pub fn passive_text(msg: &Message, content: &str) -> String {
     d.push("FromUserName", XmlValue::text(&msg.to_user));
     d.push(
         "CreateTime",
-        XmlValue::number(crate::clock::unix_ms() / 1000),
+        XmlValue::number(crate::support::clock::unix_ms() / 1000),
     );
     d.push("MsgType", XmlValue::text("text"));
     d.push("Content", XmlValue::text(content));

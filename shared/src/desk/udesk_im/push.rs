@@ -54,8 +54,8 @@ pub fn authenticate<'a>(
     if !sign::verify(number, email, timestamp, presented, key) {
         return Err(failure(401, appid, "sign verification failed"));
     }
-    let offset = sign::parse_offset(timezone).unwrap_or(8 * 3600);
-    match sign::parse_local_timestamp(timestamp, offset) {
+    let offset = crate::support::localtime::parse_offset(timezone).unwrap_or(8 * 3600);
+    match crate::support::localtime::parse_local_timestamp(timestamp, offset) {
         // 0 turns the window off (only for replaying recorded events).
         Some(t)
             if *sign_window_secs == 0 || svc.clock.unix_secs().abs_diff(t) <= *sign_window_secs => {

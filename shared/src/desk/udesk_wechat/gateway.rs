@@ -13,7 +13,8 @@ use crate::http::{Request, Response, Route, RouteKind, multipart_part};
 use crate::services::Services;
 use crate::store::StagedMedia;
 use crate::transport::{self, Agent};
-use crate::wechat::api::{ApiError, Body};
+use crate::wechat::api::Body;
+use crate::wechat::error::ApiError;
 use crate::wechat::kf::KfMessage;
 use crate::wechat::media::{Fetched, MediaError};
 

@@ -1,0 +1,9 @@
+//! Small building blocks with no knowledge of WeChat or desks: time, secrets, hex, retries
+//! with back-off, local time stamps and URLs.
+
+pub mod clock;
+pub mod hex;
+pub mod localtime;
+pub mod retry;
+pub mod secret;
+pub mod url;

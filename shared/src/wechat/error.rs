@@ -1,0 +1,118 @@
+//! WeChat's API errors: the errcode in the body whatever the HTTP status, what each code
+//! means for a retry, and what the operator must fix for the ones no retry helps.
+
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    /// WeChat answered with a non-zero errcode; `body` is its answer as is.
+    #[error("WeChat errcode {errcode}: {errmsg}")]
+    Wechat {
+        errcode: i64,
+        errmsg: String,
+        body: Value,
+    },
+    #[error("cannot reach WeChat: {0}")]
+    Transport(String),
+    #[error("WeChat answered HTTP {0}")]
+    Status(u16),
+    #[error("WeChat's answer is unreadable: {0}")]
+    Garbled(String),
+    #[error("no access_token: {0}")]
+    Token(String),
+}
+
+/// Codes that say the token itself was refused: renew it and retry once.
+pub const TOKEN_INVALID: [i64; 3] = [40001, 40014, 42001];
+
+/// What the operator must fix for codes that no retry can help.
+pub fn operator_hint(errcode: i64) -> Option<&'static str> {
+    Some(match errcode {
+        40164 => {
+            "this server's IP is not in the account's IP whitelist (WeChat admin console → Basic Configuration → IP whitelist)"
+        }
+        89503 => "the account's administrator must confirm this server's IP in WeChat",
+        40013 => "the appid is wrong: check apps.appid",
+        40125 => {
+            "the AppSecret is wrong: check apps.secret (reset it in the WeChat admin console if needed)"
+        }
+        40243 => "the AppSecret is frozen: unfreeze or reset it in the WeChat admin console",
+        45009 => "the daily API quota is used up (cgi-bin/clear_quota resets it, 10 times a month)",
+        48001 => "the account is not authorised for this API (verification or permission missing)",
+        _ => return None,
+    })
+}
+
+impl ApiError {
+    pub fn from_body(errcode: i64, body: Value) -> Self {
+        let errmsg = body
+            .get("errmsg")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        ApiError::Wechat {
+            errcode,
+            errmsg,
+            body,
+        }
+    }
+
+    /// WeChat's code, or -1 (WeChat's own "system busy") for failures around the call.
+    pub fn errcode(&self) -> i64 {
+        match self {
+            ApiError::Wechat { errcode, .. } => *errcode,
+            _ => -1,
+        }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ApiError::Wechat { errcode, .. } => *errcode == -1,
+            ApiError::Transport(_) => true,
+            ApiError::Status(s) => *s >= 500,
+            ApiError::Garbled(_) | ApiError::Token(_) => false,
+        }
+    }
+
+    /// The JSON a desk gets: WeChat's own answer when there is one, else an errcode/errmsg
+    /// pair saying what went wrong around the call.
+    pub fn to_json(&self) -> Value {
+        match self {
+            ApiError::Wechat { body, .. } => body.clone(),
+            other => json!({ "errcode": other.errcode(), "errmsg": format!("wxdesk: {other}") }),
+        }
+    }
+}
+
+/// `errcode` when present and non-zero.
+pub fn errcode_of(v: &Value) -> Option<i64> {
+    v.get("errcode")
+        .and_then(|c| {
+            c.as_i64()
+                .or_else(|| c.as_str().and_then(|s| s.parse().ok()))
+        })
+        .filter(|c| *c != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errcode_is_read_from_the_body() {
+        assert_eq!(
+            errcode_of(&json!({"errcode": 40001, "errmsg": "x"})),
+            Some(40001)
+        );
+        assert_eq!(errcode_of(&json!({"errcode": "45015"})), Some(45015));
+        assert_eq!(errcode_of(&json!({"errcode": 0, "errmsg": "ok"})), None);
+        assert_eq!(errcode_of(&json!({"access_token": "t"})), None);
+        let e = ApiError::from_body(40164, json!({"errcode": 40164, "errmsg": "invalid ip"}));
+        assert!(!e.is_transient());
+        assert!(operator_hint(e.errcode()).unwrap().contains("whitelist"));
+        assert_eq!(e.to_json()["errcode"], 40164);
+        let t = ApiError::Transport("connection refused".into());
+        assert!(t.is_transient());
+        assert_eq!(t.to_json()["errcode"], -1);
+    }
+}
