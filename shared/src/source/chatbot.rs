@@ -16,12 +16,16 @@ use crate::config::{AppConfig, ChatbotConfig};
 use crate::desk::DeskReply;
 use crate::http::{Request, Response, Route};
 use crate::services::Services;
-use crate::store::{Claim, NewClaim, Outcome, new_claim_id};
+use crate::store::Outcome;
+use crate::store::idempotency::{self, LEASE_MARGIN, Next};
 use crate::transport::chatbot::{self as transport, EVENTS};
 use crate::transport::{Agent, deliver};
 use crate::wechat::kf::{KfMessage, PassivePlan, plan_mini_program_reply};
 use crate::wechat::message::{Format, Message};
 use crate::wechat::xml::{Doc, Value as XmlValue};
+
+/// The dedup write's and the outcome record's share of the platform's wait.
+const CLAIM_WITHIN: Duration = Duration::from_millis(1000);
 
 fn answer(errcode: i64, errmsg: &str) -> Response {
     Response::json(json!({ "errcode": errcode, "errmsg": errmsg }).to_string())
@@ -181,59 +185,39 @@ pub(crate) async fn handoff(svc: &Services, appid: &str, req: &Request) -> Respo
         h.createtime,
         &digest[..16]
     );
-    let now = svc.clock.unix_ms();
-    let claim_id = new_claim_id();
-    let deadline_ms = svc.config.callback.reply_deadline_ms;
-    match svc
-        .inbox
-        .claim(&NewClaim {
+    let deadline = Duration::from_millis(svc.config.callback.reply_deadline_ms);
+    let next = idempotency::begin(
+        svc.inbox.as_ref(),
+        svc.clock.unix_ms(),
+        &idempotency::Entry {
             key: &key,
             appid,
             payload: &plain,
-            claim_id: &claim_id,
-            now_ms: now,
-            lease_until_ms: now + deadline_ms as i64 + 1500,
-            expires_at: now / 1000 + svc.config.callback.inbox_ttl_secs as i64,
-        })
-        .await
-    {
-        Ok(Claim::Won { .. }) => {}
-        Ok(_) => {
-            info!(appid, "duplicate hand-off callback: not forwarded again");
-            return answer(0, "ok");
-        }
-        Err(e) => warn!(appid, error = %e, "inbox unavailable; forwarding without dedup"),
-    }
+            lease: deadline + LEASE_MARGIN,
+            ttl_secs: svc.config.callback.inbox_ttl_secs,
+        },
+        CLAIM_WITHIN,
+    )
+    .await;
+    let Next::Deliver(claimed) = next else {
+        return answer(0, "ok");
+    };
     // Only a hand-off seen for the first time ends the conversation: a replayed `userQuit`
     // must not close a conversation that started since.
     if h.event == "userQuit" {
         transport::close_conversation(svc, app, &h.userid).await;
     }
-    let outcome = forward(
-        svc,
-        app,
-        cb,
-        &h,
-        &text,
-        started + Duration::from_millis(deadline_ms),
-    )
-    .await;
-    let recorded = match &outcome {
-        Ok(()) => {
-            svc.inbox
-                .finish(&key, &claim_id, Outcome::Answered(""))
-                .await
-        }
+    let outcome = forward(svc, app, cb, &h, &text, started + deadline).await;
+    let outcome = match &outcome {
+        Ok(()) => Outcome::Answered(""),
         Err(why) => {
             warn!(appid, error = %why, "hand-off not delivered to the desk; recorded as undelivered");
-            svc.inbox
-                .finish(&key, &claim_id, Outcome::Undelivered(why))
-                .await
+            Outcome::Undelivered(why)
         }
     };
-    if let Err(e) = recorded {
-        warn!(appid, error = %e, "could not record the hand-off outcome");
-    }
+    claimed
+        .finish(svc.inbox.as_ref(), outcome, CLAIM_WITHIN)
+        .await;
     answer(0, "ok")
 }
 

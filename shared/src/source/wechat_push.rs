@@ -11,7 +11,8 @@ use crate::config::{AppConfig, AppKind};
 use crate::desk::DeskReply;
 use crate::http::{Request, Response};
 use crate::services::{AppCrypto, Services};
-use crate::store::{Claim, NewClaim, Outcome, StoreError, entry_ref, new_claim_id};
+use crate::store::idempotency::{self, LEASE_MARGIN, Next};
+use crate::store::{Outcome, entry_ref};
 use crate::wechat::crypto::{CryptoError, MsgCrypt};
 use crate::wechat::kf::{PassivePlan, plan_mini_program_reply};
 use crate::wechat::message::{Format, Message};
@@ -21,9 +22,6 @@ use crate::wechat::xml::Doc;
 
 /// Time kept back from the desk call to record its outcome before the deadline.
 const RECORD_RESERVE: Duration = Duration::from_millis(250);
-/// A claim's lease outlives any handler that is still alive (the deadline is < 5 s), so
-/// only a crashed handler's claim is ever taken over.
-const LEASE_MARGIN_MS: i64 = 1500;
 /// The dedup write's share of WeChat's 5 s: a store that hangs must not cost the answer.
 const CLAIM_WITHIN: Duration = Duration::from_millis(1000);
 /// WeChat's openids are 28 characters; anything far longer is not one.
@@ -187,46 +185,23 @@ async fn push(
     // Logs name the entry by a hash: the key holds the customer's openid.
     let entry = entry_ref(&key);
     let deadline = started + Duration::from_millis(svc.config.callback.reply_deadline_ms);
-    let now_ms = svc.clock.unix_ms();
-    let claim_id = new_claim_id();
-    let claim = tokio::time::timeout(
-        CLAIM_WITHIN,
-        svc.inbox.claim(&NewClaim {
+    let next = idempotency::begin(
+        svc.inbox.as_ref(),
+        svc.clock.unix_ms(),
+        &idempotency::Entry {
             key: &key,
             appid,
             payload: &payload,
-            claim_id: &claim_id,
-            now_ms,
-            lease_until_ms: now_ms + svc.config.callback.reply_deadline_ms as i64 + LEASE_MARGIN_MS,
-            expires_at: now_ms / 1000 + svc.config.callback.inbox_ttl_secs as i64,
-        }),
+            lease: Duration::from_millis(svc.config.callback.reply_deadline_ms) + LEASE_MARGIN,
+            ttl_secs: svc.config.callback.inbox_ttl_secs,
+        },
+        CLAIM_WITHIN,
     )
-    .await
-    .unwrap_or_else(|_| {
-        Err(StoreError::Unavailable(format!(
-            "no answer within {CLAIM_WITHIN:?}"
-        )))
-    });
-    let owned = match claim {
-        Ok(Claim::Won { attempt, .. }) => {
-            if attempt > 1 {
-                info!(appid, entry = %entry, attempt, "redelivering an entry whose earlier delivery did not finish");
-            }
-            true
-        }
-        Ok(Claim::InFlight) => {
-            info!(appid, entry = %entry, "duplicate push while the first is in flight: not forwarded");
-            return Response::text(200, SUCCESS);
-        }
-        Ok(Claim::Answered(answer)) => {
-            info!(appid, entry = %entry, "duplicate push: answering as before");
-            return render(&answer, &env, app, svc, nonce);
-        }
-        Err(e) => {
-            // Losing the message is worse than a possible duplicate: forward without dedup.
-            error!(appid, entry = %entry, error = %e, "inbox unavailable; forwarding without dedup");
-            false
-        }
+    .await;
+    let claimed = match next {
+        Next::Deliver(c) => c,
+        Next::InFlight => return Response::text(200, SUCCESS),
+        Next::Answered(answer) => return render(&answer, &env, app, svc, nonce),
     };
 
     let budget = deadline
@@ -250,23 +225,12 @@ async fn push(
     if let Some(why) = &outcome_text {
         warn!(appid, entry = %entry, error = %why, "desk delivery failed; WeChat gets `success`, entry left undelivered");
     }
-    if owned {
-        let outcome = match &outcome_text {
-            Some(why) => Outcome::Undelivered(why),
-            None => Outcome::Answered(&answer),
-        };
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, svc.inbox.finish(&key, &claim_id, outcome)).await {
-            Ok(Ok(true)) => {}
-            Ok(Ok(false)) => {
-                warn!(appid, entry = %entry, "inbox entry was taken over by another handler")
-            }
-            Ok(Err(e)) => {
-                error!(appid, entry = %entry, error = %e, "could not record the delivery outcome")
-            }
-            Err(_) => error!(appid, entry = %entry, "recording the delivery outcome timed out"),
-        }
-    }
+    let outcome = match &outcome_text {
+        Some(why) => Outcome::Undelivered(why),
+        None => Outcome::Answered(&answer),
+    };
+    let left = deadline.saturating_duration_since(Instant::now());
+    claimed.finish(svc.inbox.as_ref(), outcome, left).await;
     render(&answer, &env, app, svc, nonce)
 }
 

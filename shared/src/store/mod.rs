@@ -3,6 +3,7 @@
 
 pub mod aws;
 pub mod embedded;
+pub mod idempotency;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};

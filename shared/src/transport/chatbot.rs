@@ -11,7 +11,7 @@ use tracing::{info, warn};
 use super::Agent;
 use crate::config::{AppConfig, ChatbotConfig};
 use crate::services::Services;
-use crate::store::{Claim, NewClaim, Outcome, new_claim_id};
+use crate::store::idempotency;
 use crate::support::retry::retry;
 use crate::wechat::kf::KfMessage;
 use crate::wechat::xml::{Doc, Value as XmlValue};
@@ -167,32 +167,17 @@ async fn opens_conversation(
     openid: &str,
 ) -> bool {
     let key = conversation_key(&app.appid, openid);
-    let now = svc.clock.unix_ms();
-    let claim_id = new_claim_id();
-    let claim = svc
-        .inbox
-        .claim(&NewClaim {
-            key: &key,
-            appid: &app.appid,
-            payload: "",
-            claim_id: &claim_id,
-            now_ms: now,
-            lease_until_ms: now + cb.conversation_secs as i64 * 1000,
-            expires_at: now / 1000 + cb.conversation_secs as i64,
-        })
-        .await;
-    match claim {
-        Ok(Claim::Won { .. }) => {
-            if let Err(e) = svc
-                .inbox
-                .finish(&key, &claim_id, Outcome::Answered("open"))
-                .await
-            {
-                warn!(appid = %app.appid, error = %e, "could not record the conversation");
-            }
-            true
-        }
-        Ok(_) => false,
+    let ttl = std::time::Duration::from_secs(cb.conversation_secs);
+    match idempotency::first_time(
+        svc.inbox.as_ref(),
+        &key,
+        &app.appid,
+        svc.clock.unix_ms(),
+        ttl,
+    )
+    .await
+    {
+        Ok(opened) => opened,
         Err(e) => {
             warn!(appid = %app.appid, error = %e, "conversation state unavailable; no waiterEnter");
             false

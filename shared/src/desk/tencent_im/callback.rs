@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::config::{AppConfig, DeskConfig, is_identifier};
 use crate::http::{Request, Response, Route};
 use crate::services::Services;
-use crate::store::{Claim, NewClaim, Outcome, StagedMedia, new_claim_id};
+use crate::store::idempotency::{self, Next};
+use crate::store::{Outcome, StagedMedia};
 use crate::transport::chatbot::EVENTS;
 use crate::transport::{self, Agent, DeliverError};
 use crate::wechat::kf::KfMessage;
@@ -142,33 +143,25 @@ pub(crate) async fn handle(svc: &Arc<Services>, appid: &str, req: &Request) -> R
     let previous = svc.tim_last_agent.insert(to, from);
     let switched = previous.is_some_and(|p| p != from);
     let key = format!("{appid}#tim#{msg_key}");
-    let now = svc.clock.unix_ms();
-    let claim_id = new_claim_id();
-    let claim = svc
-        .inbox
-        .claim(&NewClaim {
+    let payload = body.to_string();
+    let next = idempotency::begin(
+        svc.inbox.as_ref(),
+        svc.clock.unix_ms(),
+        &idempotency::Entry {
             key: &key,
             appid,
-            payload: &body.to_string(),
-            claim_id: &claim_id,
-            now_ms: now,
+            payload: &payload,
             // Our own task may run long (media upload): give it a minute before a resent
             // callback may take over.
-            lease_until_ms: now + 60_000,
-            expires_at: now / 1000 + svc.config.callback.inbox_ttl_secs as i64,
-        })
-        .await;
-    match claim {
-        Ok(Claim::Won { .. }) => {}
-        Ok(Claim::InFlight | Claim::Answered(_)) => {
-            info!(
-                appid,
-                msg_key, "duplicate Tencent IM callback: already delivered or delivering"
-            );
-            return ok();
-        }
-        Err(e) => error!(appid, error = %e, "inbox unavailable; delivering without dedup"),
-    }
+            lease: Duration::from_secs(60),
+            ttl_secs: svc.config.callback.inbox_ttl_secs,
+        },
+        ANSWER_WITHIN / 2,
+    )
+    .await;
+    let Next::Deliver(claimed) = next else {
+        return ok();
+    };
     let (svc2, appid2, to2, from2) = (
         svc.clone(),
         appid.to_owned(),
@@ -180,23 +173,19 @@ pub(crate) async fn handle(svc: &Arc<Services>, appid: &str, req: &Request) -> R
             return;
         };
         let outcome = deliver(&svc2, app, &to2, &from2, switched, &body).await;
-        let result = match &outcome {
+        let outcome = match &outcome {
             Ok(n) => {
                 info!(appid = %appid2, messages = n, "agent reply delivered to WeChat");
-                svc2.inbox
-                    .finish(&key, &claim_id, Outcome::Answered(""))
-                    .await
+                Outcome::Answered("")
             }
             Err(e) => {
                 warn!(appid = %appid2, error = %e, "agent reply not delivered; recorded as undelivered");
-                svc2.inbox
-                    .finish(&key, &claim_id, Outcome::Undelivered(&e.to_string()))
-                    .await
+                Outcome::Undelivered(&e.to_string())
             }
         };
-        if let Err(e) = result {
-            error!(appid = %appid2, error = %e, "could not record the delivery");
-        }
+        claimed
+            .finish(svc2.inbox.as_ref(), outcome, Duration::from_secs(5))
+            .await;
     });
     if tokio::time::timeout(ANSWER_WITHIN, task).await.is_err() {
         info!(

@@ -1,0 +1,158 @@
+//! The one idempotency mechanism every route that deduplicates uses: claim an inbox entry
+//! (one conditional write), learn what to do next, and record the outcome only while the
+//! claim still owns the entry. A store that fails or hangs never costs a message: the
+//! caller is told to deliver without dedup (a possible duplicate beats a lost message).
+
+use std::time::Duration;
+
+use tracing::{error, info, warn};
+
+use super::{Claim, InboxStore, NewClaim, Outcome, StoreError, entry_ref, new_claim_id};
+
+/// A claim's lease outlives its handler's deadline by this, so that only a handler that
+/// died is ever taken over.
+pub const LEASE_MARGIN: Duration = Duration::from_millis(1500);
+
+/// What to claim.
+pub struct Entry<'a> {
+    pub key: &'a str,
+    pub appid: &'a str,
+    /// What the entry keeps (the message as forwarded).
+    pub payload: &'a str,
+    /// How long this caller owns the entry before another may take it over.
+    pub lease: Duration,
+    pub ttl_secs: u64,
+}
+
+/// What the caller should do.
+#[derive(Debug)]
+pub enum Next {
+    /// Deliver, then `finish` the claim.
+    Deliver(Claimed),
+    /// Another handler is delivering it right now.
+    InFlight,
+    /// Already answered; this is the answer it got ("" = success).
+    Answered(String),
+}
+
+/// An entry this caller delivers. Without a claim id the store was unavailable and
+/// nothing will be recorded.
+#[derive(Debug)]
+pub struct Claimed {
+    pub key: String,
+    claim_id: Option<String>,
+    /// 1 for a first delivery, more when an earlier one did not finish.
+    pub attempt: u32,
+}
+
+/// Claims `entry`, giving the store at most `within`.
+pub async fn begin(
+    inbox: &dyn InboxStore,
+    now_ms: i64,
+    entry: &Entry<'_>,
+    within: Duration,
+) -> Next {
+    let claim_id = new_claim_id();
+    let claim = tokio::time::timeout(
+        within,
+        inbox.claim(&NewClaim {
+            key: entry.key,
+            appid: entry.appid,
+            payload: entry.payload,
+            claim_id: &claim_id,
+            now_ms,
+            lease_until_ms: now_ms + entry.lease.as_millis() as i64,
+            expires_at: now_ms / 1000 + entry.ttl_secs as i64,
+        }),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(StoreError::Unavailable(format!(
+            "no answer within {within:?}"
+        )))
+    });
+    let found = entry_ref(entry.key);
+    match claim {
+        Ok(Claim::Won { attempt, .. }) => {
+            if attempt > 1 {
+                info!(appid = entry.appid, entry = %found, attempt, "delivering an entry whose earlier delivery did not finish");
+            }
+            Next::Deliver(Claimed {
+                key: entry.key.to_owned(),
+                claim_id: Some(claim_id),
+                attempt,
+            })
+        }
+        Ok(Claim::InFlight) => {
+            info!(appid = entry.appid, entry = %found, "duplicate while the first is in flight: not delivered again");
+            Next::InFlight
+        }
+        Ok(Claim::Answered(answer)) => {
+            info!(appid = entry.appid, entry = %found, "duplicate: answered as before");
+            Next::Answered(answer)
+        }
+        Err(e) => {
+            error!(appid = entry.appid, entry = %found, error = %e, "inbox unavailable; delivering without dedup");
+            Next::Deliver(Claimed {
+                key: entry.key.to_owned(),
+                claim_id: None,
+                attempt: 1,
+            })
+        }
+    }
+}
+
+impl Claimed {
+    /// Records the outcome, if the claim still owns the entry, giving the store at most
+    /// `within`. Every way this can go wrong is logged here.
+    pub async fn finish(&self, inbox: &dyn InboxStore, outcome: Outcome<'_>, within: Duration) {
+        let Some(claim_id) = &self.claim_id else {
+            return;
+        };
+        let found = entry_ref(&self.key);
+        match tokio::time::timeout(within, inbox.finish(&self.key, claim_id, outcome)).await {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => warn!(entry = %found, "inbox entry was taken over by another handler"),
+            Ok(Err(e)) => {
+                error!(entry = %found, error = %e, "could not record the delivery outcome")
+            }
+            Err(_) => error!(entry = %found, "recording the delivery outcome timed out"),
+        }
+    }
+}
+
+/// Records `key` for `ttl` unless a live record exists: true for the caller that made it.
+/// For state that must be marked once (a conversation opened), not for messages.
+pub async fn first_time(
+    inbox: &dyn InboxStore,
+    key: &str,
+    appid: &str,
+    now_ms: i64,
+    ttl: Duration,
+) -> Result<bool, StoreError> {
+    let claim_id = new_claim_id();
+    let claim = inbox
+        .claim(&NewClaim {
+            key,
+            appid,
+            payload: "",
+            claim_id: &claim_id,
+            now_ms,
+            lease_until_ms: now_ms + ttl.as_millis() as i64,
+            expires_at: now_ms / 1000 + ttl.as_secs() as i64,
+        })
+        .await?;
+    match claim {
+        Claim::Won { .. } => {
+            // The mark is made: a failure to record it only means it may be made again.
+            if let Err(e) = inbox
+                .finish(key, &claim_id, Outcome::Answered("open"))
+                .await
+            {
+                warn!(entry = %entry_ref(key), error = %e, "could not record the mark");
+            }
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
