@@ -2,11 +2,7 @@
 //! hands out an access_token, and that the desk answers (Udesk's signed channel test for
 //! `udesk_im`). One line per check; secrets are never printed.
 
-use std::time::Duration;
-
 use crate::config::{AppConfig, DeskConfig};
-use crate::desk::tencent_im::TencentIm;
-use crate::desk::{http_client, udesk_im::UdeskIm};
 use crate::services::Services;
 use crate::wechat::error::operator_hint;
 
@@ -73,47 +69,9 @@ async fn token_check(svc: &Services, app: &AppConfig) -> Result<String, String> 
 }
 
 async fn desk_check(svc: &Services, app: &AppConfig) -> Result<String, String> {
-    match &app.desk {
-        DeskConfig::UdeskIm { .. } => {
-            let desk = UdeskIm::new(http_client(), app, svc.wechat.clone(), svc.links.clone())
-                .ok_or("not a udesk_im desk")?;
-            desk.check_channel()
-                .await
-                .map(|()| "Udesk's channel test answered success".into())
-        }
-        DeskConfig::TencentIm { agents, .. } => {
-            let desk = TencentIm::new(
-                http_client(),
-                app,
-                svc.wechat.clone(),
-                svc.links.clone(),
-                svc.tim_last_agent.clone(),
-            )
-            .ok_or("not a tencent_im desk")?;
-            // Importing the first agent is idempotent and proves the admin's UserSig works.
-            let deadline = std::time::Instant::now() + Duration::from_secs(8);
-            desk.rest
-                .call(
-                    "im_open_login_svc/account_import",
-                    &serde_json::json!({ "UserID": agents[0] }),
-                    deadline,
-                )
-                .await
-                .map(|_| "the REST API accepted the admin's UserSig".into())
-                .map_err(|e| e.to_string())
-        }
-        DeskConfig::UdeskWechat { url } => {
-            let resp = http_client()
-                .get(url)
-                .timeout(Duration::from_secs(5))
-                .send()
-                .await
-                .map_err(|e| format!("cannot reach the desk URL: {}", e.without_url()))?;
-            match resp.status().as_u16() {
-                s if s < 500 => Ok(format!("the desk URL answered HTTP {s}")),
-                s => Err(format!("the desk URL answered HTTP {s}")),
-            }
-        }
+    match svc.desk(&app.appid) {
+        Some(desk) => desk.check().await,
+        None => Err("no desk is configured".into()),
     }
 }
 

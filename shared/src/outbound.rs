@@ -54,6 +54,60 @@ pub async fn read_capped(mut resp: reqwest::Response, max: usize) -> Result<Byte
     Ok(buf.freeze())
 }
 
+/// A peer's answer, read whole (up to a cap).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub bytes: Bytes,
+}
+
+impl Answer {
+    pub fn header(&self, name: http::header::HeaderName) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The body as JSON, if it is JSON.
+    pub fn json(&self) -> Option<serde_json::Value> {
+        serde_json::from_slice(&self.bytes).ok()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Transport(String),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+}
+
+/// The one way an outbound call is made: sends `req` with `timeout`, reads the answer up
+/// to `max` bytes, and reports failures without the URL (URLs carry tokens, UserSigs and
+/// channel keys).
+pub async fn send(
+    req: reqwest::RequestBuilder,
+    timeout: Duration,
+    max: usize,
+) -> Result<Answer, SendError> {
+    let resp = req.timeout(timeout).send().await.map_err(|e| {
+        if e.is_timeout() {
+            SendError::Timeout(timeout)
+        } else {
+            SendError::Transport(e.without_url().to_string())
+        }
+    })?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let bytes = read_capped(resp, max).await?;
+    Ok(Answer {
+        status,
+        headers,
+        bytes,
+    })
+}
+
 /// Which hosts a guarded fetch may reach: a host matches an entry equal to it or a parent
 /// domain of it (`myqcloud.com` allows `cos.ap-shanghai.myqcloud.com`).
 #[derive(Debug, Clone, PartialEq, Eq)]

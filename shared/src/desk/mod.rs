@@ -32,6 +32,17 @@ pub enum DeskError {
     UnexpectedAnswer(String),
 }
 
+impl From<crate::outbound::SendError> for DeskError {
+    fn from(e: crate::outbound::SendError) -> Self {
+        use crate::outbound::SendError;
+        match e {
+            SendError::Timeout(d) => DeskError::Timeout(d),
+            SendError::Transport(m) => DeskError::Transport(m),
+            SendError::Read(r) => DeskError::UnexpectedAnswer(r.to_string()),
+        }
+    }
+}
+
 #[async_trait]
 pub trait Desk: Send + Sync {
     /// `xml` is the message as WeChat XML (as received, or converted from JSON).
@@ -41,6 +52,10 @@ pub trait Desk: Send + Sync {
         xml: &str,
         timeout: Duration,
     ) -> Result<DeskReply, DeskError>;
+
+    /// Whether the desk answers and accepts our credentials (for `doctor`): what was
+    /// found, or why not.
+    async fn check(&self) -> Result<String, String>;
 }
 
 pub use crate::outbound::http_client;

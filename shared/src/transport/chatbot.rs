@@ -10,6 +10,7 @@ use tracing::{info, warn};
 
 use super::Agent;
 use crate::config::{AppConfig, ChatbotConfig};
+use crate::outbound;
 use crate::services::Services;
 use crate::store::idempotency;
 use crate::support::retry::retry;
@@ -290,24 +291,23 @@ pub async fn send_raw(
 }
 
 async fn post(svc: &Services, url: &str, body: &str) -> Result<Value, ChatbotError> {
-    let resp = svc
+    let req = svc
         .http
         .post(url)
         .header(http::header::CONTENT_TYPE, "application/json")
-        .body(body.to_owned())
-        .timeout(Duration::from_millis(svc.config.wechat.timeout_ms))
-        .send()
-        .await
-        // The URL carries the platform TOKEN.
-        .map_err(|e| ChatbotError::Transport(e.without_url().to_string()))?;
-    let status = resp.status().as_u16();
-    let bytes = crate::outbound::read_capped(resp, crate::outbound::MAX_ANSWER_BYTES)
-        .await
-        .map_err(|e| ChatbotError::Transport(e.to_string()))?;
-    let v: Value = match serde_json::from_slice(&bytes) {
-        Ok(v) => v,
-        Err(_) if status >= 500 => return Err(ChatbotError::Status(status)),
-        Err(_) => return Err(ChatbotError::Garbled),
+        .body(body.to_owned());
+    let answer = outbound::send(
+        req,
+        Duration::from_millis(svc.config.wechat.timeout_ms),
+        outbound::MAX_ANSWER_BYTES,
+    )
+    .await
+    .map_err(|e| ChatbotError::Transport(e.to_string()))?;
+    let status = answer.status;
+    let v = match answer.json() {
+        Some(v) => v,
+        None if status >= 500 => return Err(ChatbotError::Status(status)),
+        None => return Err(ChatbotError::Garbled),
     };
     let code = v
         .get("errcode")

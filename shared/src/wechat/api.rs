@@ -11,7 +11,7 @@ use serde_json::Value;
 use tracing::{error, warn};
 
 use crate::config::{AppConfig, WechatConfig};
-use crate::outbound::{GuardedFetch, read_capped};
+use crate::outbound::{self, GuardedFetch};
 
 use super::error::{ApiError, TOKEN_INVALID, errcode_of, operator_hint};
 use super::token::TokenAuthority;
@@ -172,7 +172,7 @@ impl WechatApi {
         params.push(("access_token", token));
         params.extend_from_slice(query);
         let url = with_query(&format!("{}{path}", self.base), &params);
-        let mut req = self.http.request(method.clone(), url).timeout(self.timeout);
+        let mut req = self.http.request(method.clone(), url);
         req = match body {
             Body::None => req,
             Body::Json(v) => req
@@ -192,28 +192,21 @@ impl WechatApi {
                 req.header(http::header::CONTENT_TYPE, ct).body(body)
             }
         };
-        // The URL carries the access_token: errors are reported without it.
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| ApiError::Transport(e.without_url().to_string()))?;
-        let status = resp.status().as_u16();
-        let header = |h: http::header::HeaderName| {
-            resp.headers()
-                .get(h)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let content_type = header(http::header::CONTENT_TYPE).unwrap_or_default();
-        let content_disposition = header(http::header::CONTENT_DISPOSITION);
-        let bytes = read_capped(resp, MAX_API_ANSWER)
+        // The URL carries the access_token: `outbound::send` reports errors without it.
+        let answer = outbound::send(req, self.timeout, MAX_API_ANSWER)
             .await
             .map_err(|e| ApiError::Transport(e.to_string()))?;
+        let status = answer.status;
         let raw = Raw {
             status,
-            content_type,
-            content_disposition,
-            bytes,
+            content_type: answer
+                .header(http::header::CONTENT_TYPE)
+                .unwrap_or_default()
+                .to_owned(),
+            content_disposition: answer
+                .header(http::header::CONTENT_DISPOSITION)
+                .map(str::to_owned),
+            bytes: answer.bytes,
         };
         if raw.is_json()
             && let Ok(v) = serde_json::from_slice::<Value>(&raw.bytes)

@@ -13,6 +13,7 @@ use crate::store::{StoreError, TokenStore};
 use crate::support::clock::Clock;
 
 use super::error::{ApiError, errcode_of, operator_hint};
+use crate::outbound;
 use crate::support::retry::{backoff, retry};
 use crate::support::url::with_query;
 
@@ -243,17 +244,12 @@ impl TokenAuthority {
             );
             self.http.get(url)
         };
-        // The URL carries the secret: errors are reported without it.
-        let resp = req
-            .timeout(self.timeout)
-            .send()
-            .await
-            .map_err(|e| ApiError::Transport(e.without_url().to_string()))?;
-        let status = resp.status().as_u16();
-        let body = crate::outbound::read_capped(resp, crate::outbound::MAX_ANSWER_BYTES)
+        // The URL carries the secret: `outbound::send` reports errors without it.
+        let answer = outbound::send(req, self.timeout, outbound::MAX_ANSWER_BYTES)
             .await
             .map_err(|e| ApiError::Transport(e.to_string()))?;
-        let v: Value = serde_json::from_slice(&body).map_err(|_| {
+        let status = answer.status;
+        let v = answer.json().ok_or_else(|| {
             if status >= 500 {
                 ApiError::Status(status)
             } else {

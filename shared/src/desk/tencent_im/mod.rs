@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use super::{Desk, DeskError, DeskReply};
 use crate::config::{AppConfig, DeskConfig, Secret};
+use crate::outbound;
 use crate::support::retry::retry;
 use crate::support::url::with_query;
 use crate::wechat::api::WechatApi;
@@ -127,24 +128,18 @@ impl Rest {
     }
 
     async fn send(&self, url: String, body: &Value, timeout: Duration) -> Result<Value, ImError> {
-        let resp = self
+        let req = self
             .http
             .post(url)
             .header(http::header::CONTENT_TYPE, "application/json")
-            .body(body.to_string())
-            .timeout(timeout)
-            .send()
-            .await
-            // The URL carries the admin's UserSig.
-            .map_err(|e| ImError::Transport(e.without_url().to_string()))?;
-        let status = resp.status().as_u16();
-        let bytes = crate::outbound::read_capped(resp, crate::outbound::MAX_ANSWER_BYTES)
+            .body(body.to_string());
+        let answer = outbound::send(req, timeout, outbound::MAX_ANSWER_BYTES)
             .await
             .map_err(|e| ImError::Transport(e.to_string()))?;
-        if status != 200 {
-            return Err(ImError::Status(status));
+        if answer.status != 200 {
+            return Err(ImError::Status(answer.status));
         }
-        let v: Value = serde_json::from_slice(&bytes).map_err(|_| ImError::Garbled)?;
+        let v = answer.json().ok_or(ImError::Garbled)?;
         let code = v.get("ErrorCode").and_then(Value::as_i64).unwrap_or(0);
         if v.get("ActionStatus").and_then(Value::as_str) != Some("OK") || code != 0 {
             return Err(ImError::Fail {
@@ -396,6 +391,20 @@ fn passive_or_empty(msg: &Message, text: &Option<String>) -> DeskReply {
 
 #[async_trait]
 impl Desk for TencentIm {
+    async fn check(&self) -> Result<String, String> {
+        // Importing the first agent is idempotent and proves the admin's UserSig works.
+        let deadline = Instant::now() + Duration::from_secs(8);
+        self.rest
+            .call(
+                "im_open_login_svc/account_import",
+                &json!({ "UserID": self.agents[0] }),
+                deadline,
+            )
+            .await
+            .map(|_| "the REST API accepted the admin's UserSig".into())
+            .map_err(|e| e.to_string())
+    }
+
     async fn forward(
         &self,
         msg: &Message,

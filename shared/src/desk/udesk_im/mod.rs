@@ -17,6 +17,7 @@ use tracing::{info, warn};
 
 use super::{Desk, DeskError, DeskReply};
 use crate::config::{AppConfig, DeskConfig, Secret};
+use crate::outbound;
 use crate::wechat::api::WechatApi;
 use crate::wechat::media::{Fetched, Media, MediaLinks};
 use crate::wechat::message::{Kind, Message};
@@ -86,18 +87,16 @@ impl UdeskIm {
     /// The seed's channel test: `GET {url}/test?...` → `{"success": true}`.
     pub async fn check_channel(&self) -> Result<(), String> {
         let url = self.signed_url("/test", crate::support::clock::unix_ms() / 1000);
-        let resp = self
-            .http
-            .get(url)
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await
-            .map_err(|e| format!("cannot reach Udesk: {}", e.without_url()))?;
-        let status = resp.status().as_u16();
-        let v: Value = resp
-            .json_value()
-            .await
-            .map_err(|_| format!("Udesk answered HTTP {status}, not JSON"))?;
+        let answer = outbound::send(
+            self.http.get(url),
+            Duration::from_secs(5),
+            outbound::MAX_ANSWER_BYTES,
+        )
+        .await
+        .map_err(|e| format!("cannot reach Udesk: {e}"))?;
+        let v = answer
+            .json()
+            .ok_or_else(|| format!("Udesk answered HTTP {}, not JSON", answer.status))?;
         match v.get("success").and_then(Value::as_bool) {
             Some(true) => Ok(()),
             _ => Err(format!(
@@ -266,22 +265,14 @@ fn readable(msg: &Message) -> String {
     }
 }
 
-/// Extension for reading a JSON body without reqwest's `json` feature.
-trait JsonValue {
-    async fn json_value(self) -> Result<Value, ()>;
-}
-
-impl JsonValue for reqwest::Response {
-    async fn json_value(self) -> Result<Value, ()> {
-        let bytes = crate::outbound::read_capped(self, crate::outbound::MAX_ANSWER_BYTES)
-            .await
-            .map_err(|_| ())?;
-        serde_json::from_slice(&bytes).map_err(|_| ())
-    }
-}
-
 #[async_trait]
 impl Desk for UdeskIm {
+    async fn check(&self) -> Result<String, String> {
+        self.check_channel()
+            .await
+            .map(|()| "Udesk's channel test answered success".into())
+    }
+
     async fn forward(
         &self,
         msg: &Message,
@@ -296,23 +287,18 @@ impl Desk for UdeskIm {
         };
         let left = timeout.saturating_sub(started.elapsed());
         let url = self.signed_url("", crate::support::clock::unix_ms() / 1000);
-        let resp = self
+        let req = self
             .http
             .post(url)
             .header(http::header::CONTENT_TYPE, "text/xml; charset=utf-8")
-            .body(body.to_xml())
-            .timeout(left)
-            .send()
-            .await
-            .map_err(|e| super::udesk_wechat::transport_error(e, left))?;
-        let status = resp.status().as_u16();
-        if !(200..300).contains(&status) {
-            return Err(DeskError::Status(status));
+            .body(body.to_xml());
+        let answer = outbound::send(req, left, outbound::MAX_ANSWER_BYTES).await?;
+        if !(200..300).contains(&answer.status) {
+            return Err(DeskError::Status(answer.status));
         }
-        let answer = resp
-            .json_value()
-            .await
-            .map_err(|_| DeskError::UnexpectedAnswer("Udesk's answer is not JSON".into()))?;
+        let answer = answer
+            .json()
+            .ok_or_else(|| DeskError::UnexpectedAnswer("Udesk's answer is not JSON".into()))?;
         match self.customer_text(&answer) {
             Ok(Some(text)) => Ok(DeskReply::Passive(passive_text(msg, &text))),
             Ok(None) => Ok(DeskReply::Empty),

@@ -44,40 +44,40 @@ pub fn judge_answer(body: &str) -> Result<DeskReply, DeskError> {
     }
 }
 
-/// The channel URL carries Udesk's channel token: keep it out of errors.
-pub(crate) fn transport_error(e: reqwest::Error, timeout: Duration) -> DeskError {
-    if e.is_timeout() {
-        DeskError::Timeout(timeout)
-    } else {
-        DeskError::Transport(e.without_url().to_string())
-    }
-}
-
 #[async_trait]
 impl Desk for UdeskWechat {
+    async fn check(&self) -> Result<String, String> {
+        let answer = crate::outbound::send(
+            self.client.get(&self.url),
+            Duration::from_secs(5),
+            crate::outbound::MAX_ANSWER_BYTES,
+        )
+        .await
+        .map_err(|e| format!("cannot reach the desk URL: {e}"))?;
+        match answer.status {
+            s if s < 500 => Ok(format!("the desk URL answered HTTP {s}")),
+            s => Err(format!("the desk URL answered HTTP {s}")),
+        }
+    }
+
     async fn forward(
         &self,
         _msg: &Message,
         xml: &str,
         timeout: Duration,
     ) -> Result<DeskReply, DeskError> {
-        let sent = self
+        // The channel URL carries Udesk's channel token: `outbound::send` keeps it out of
+        // errors.
+        let req = self
             .client
             .post(&self.url)
             .header("Content-Type", "text/xml; charset=utf-8")
-            .body(xml.to_owned())
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|e| transport_error(e, timeout))?;
-        let status = sent.status();
-        if !status.is_success() {
-            return Err(DeskError::Status(status.as_u16()));
+            .body(xml.to_owned());
+        let answer = crate::outbound::send(req, timeout, crate::outbound::MAX_ANSWER_BYTES).await?;
+        if !(200..300).contains(&answer.status) {
+            return Err(DeskError::Status(answer.status));
         }
-        let body = crate::outbound::read_capped(sent, crate::outbound::MAX_ANSWER_BYTES)
-            .await
-            .map_err(|e| DeskError::UnexpectedAnswer(e.to_string()))?;
-        judge_answer(&String::from_utf8_lossy(&body))
+        judge_answer(&String::from_utf8_lossy(&answer.bytes))
     }
 }
 
