@@ -296,59 +296,77 @@ fn default_conversation_secs() -> u64 {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum DeskConfig {
     /// Udesk's "simulated WeChat middleware" channel: WeChat XML in, passive reply out.
-    UdeskWechat { url: String },
+    UdeskWechat(UdeskWechatConfig),
     /// Udesk's message interface (`im_callback`): signed XML in, a status JSON out; agents
-    /// answer through `POST /udesk-im/{appid}`.
-    UdeskIm {
-        url: String,
-        /// The KEY of the message push server address.
-        key: Secret,
-        /// The zone of Udesk's `YYYYMMDDHHmmss` timestamps: `Asia/Shanghai`, `+08:00`, ...
-        #[serde(default = "default_timezone")]
-        timezone: String,
-        /// Pushes to `/udesk-im/{appid}` whose timestamp is further than this from now are
-        /// refused; 0 turns the check off (only for replaying recorded events).
-        #[serde(default = "default_sign_window")]
-        sign_window_secs: u64,
-        /// How long the media URLs given to agents stay valid.
-        #[serde(default = "default_media_url_secs")]
-        media_url_secs: u64,
-        /// Shown to a customer waiting in the queue; `{turn}` is the position.
-        #[serde(default = "default_queueing_text")]
-        queueing_text: String,
-        #[serde(default = "default_offline_text")]
-        offline_text: String,
-        /// Events forwarded to Udesk as a text message with this wording; events not
-        /// listed are not forwarded.
-        #[serde(default = "default_event_texts")]
-        event_texts: HashMap<String, String>,
-    },
+    /// answer through `POST /udesk-im/{appid}/{gateway_key}`.
+    UdeskIm(UdeskImConfig),
     /// Tencent Cloud IM: customers become IM accounts (UserID = openid) and talk to agent
-    /// accounts; agents' messages come back through the after-send callback `/tim/{appid}`.
-    TencentIm {
-        sdkappid: u64,
-        secret_key: Secret,
-        /// The App admin identifier used for REST calls.
-        admin: String,
-        /// Agent accounts: customer messages go to the one who last served the customer,
-        /// else the first.
-        agents: Vec<String>,
-        #[serde(default = "default_tim_api_base")]
-        api_base: String,
-        /// The console's callback authentication token (required: without it anyone who
-        /// knows the public SdkAppid could speak for an agent).
-        callback_token: Secret,
-        /// Passive reply to a new follower.
-        #[serde(default)]
-        welcome: Option<String>,
-        /// Passive reply to each customer message (e.g. "Connecting you to an agent...");
-        /// without it the customer gets `success`.
-        #[serde(default)]
-        connecting_text: Option<String>,
-    },
+    /// accounts; agents' messages come back through the after-send callback
+    /// `/tim/{appid}/{gateway_key}`.
+    TencentIm(TencentImConfig),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UdeskWechatConfig {
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UdeskImConfig {
+    pub url: String,
+    /// The KEY of the message push server address.
+    pub key: Secret,
+    /// The zone of Udesk's `YYYYMMDDHHmmss` timestamps: `Asia/Shanghai`, `+08:00`, ...
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// Pushes to `/udesk-im/{appid}` whose timestamp is further than this from now are
+    /// refused; 0 turns the check off (only for replaying recorded events).
+    #[serde(default = "default_sign_window")]
+    pub sign_window_secs: u64,
+    /// How long the media URLs given to agents stay valid.
+    #[serde(default = "default_media_url_secs")]
+    pub media_url_secs: u64,
+    /// Shown to a customer waiting in the queue; `{turn}` is the position.
+    #[serde(default = "default_queueing_text")]
+    pub queueing_text: String,
+    #[serde(default = "default_offline_text")]
+    pub offline_text: String,
+    /// Events forwarded to Udesk as a text message with this wording; events not
+    /// listed are not forwarded.
+    #[serde(default = "default_event_texts")]
+    pub event_texts: HashMap<String, String>,
+    /// `timezone` as seconds east of UTC, worked out when the config is parsed.
+    #[serde(skip)]
+    pub offset_secs: i32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TencentImConfig {
+    pub sdkappid: u64,
+    pub secret_key: Secret,
+    /// The App admin identifier used for REST calls.
+    pub admin: String,
+    /// Agent accounts: customer messages go to the one who last served the customer,
+    /// else the first.
+    pub agents: Vec<String>,
+    #[serde(default = "default_tim_api_base")]
+    pub api_base: String,
+    /// The console's callback authentication token (required: without it anyone who
+    /// knows the public SdkAppid could speak for an agent).
+    pub callback_token: Secret,
+    /// Passive reply to a new follower.
+    #[serde(default)]
+    pub welcome: Option<String>,
+    /// Passive reply to each customer message (e.g. "Connecting you to an agent...");
+    /// without it the customer gets `success`.
+    #[serde(default)]
+    pub connecting_text: Option<String>,
 }
 
 fn default_tim_api_base() -> String {
@@ -402,9 +420,9 @@ impl Config {
 
     /// Parses with `[store]` supplied from outside (deployments name their own tables).
     pub fn parse_with_store(text: &str, store: Option<StoreConfig>) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| syntax_error(text, &e))?;
+        let mut raw: RawConfig = toml::from_str(text).map_err(|e| syntax_error(text, &e))?;
         let mut by_appid = HashMap::new();
-        for (i, app) in raw.apps.iter().enumerate() {
+        for (i, app) in raw.apps.iter_mut().enumerate() {
             let key = |k: &str| format!("apps[{i}].{k}");
             if !is_identifier(&app.appid, MAX_APPID_LEN) {
                 return Err(invalid(
@@ -470,35 +488,30 @@ impl Config {
                     .map_err(|e| invalid(key("chatbot.encoding_aes_key"), e.to_string()))?;
                 check_url(&cb.api_base).map_err(|p| invalid(key("chatbot.api_base"), p))?;
             }
-            match &app.desk {
-                DeskConfig::UdeskWechat { url } => {
+            match &mut app.desk {
+                DeskConfig::UdeskWechat(UdeskWechatConfig { url }) => {
                     check_url(url).map_err(|p| invalid(key("desk.url"), p))?
                 }
-                DeskConfig::UdeskIm {
-                    url,
-                    key: desk_key,
-                    timezone,
-                    media_url_secs,
-                    ..
-                } => {
-                    check_url(url).map_err(|p| invalid(key("desk.url"), p))?;
-                    if desk_key.expose().is_empty() {
+                DeskConfig::UdeskIm(c) => {
+                    check_url(&c.url).map_err(|p| invalid(key("desk.url"), p))?;
+                    if c.key.expose().is_empty() {
                         return Err(invalid(key("desk.key"), "must not be empty"));
                     }
-                    if crate::support::localtime::parse_offset(timezone).is_none() {
-                        return Err(invalid(
-                            key("desk.timezone"),
-                            "use a fixed offset like \"+08:00\" or Asia/Shanghai",
-                        ));
-                    }
-                    if !(60..=7 * 24 * 3600).contains(media_url_secs) {
+                    c.offset_secs = crate::support::localtime::parse_offset(&c.timezone)
+                        .ok_or_else(|| {
+                            invalid(
+                                key("desk.timezone"),
+                                "use a fixed offset like \"+08:00\" or Asia/Shanghai",
+                            )
+                        })?;
+                    if !(60..=7 * 24 * 3600).contains(&c.media_url_secs) {
                         return Err(invalid(
                             key("desk.media_url_secs"),
                             "must be between 60 and 604800 (S3's limit)",
                         ));
                     }
                 }
-                DeskConfig::TencentIm {
+                DeskConfig::TencentIm(TencentImConfig {
                     sdkappid,
                     secret_key,
                     admin,
@@ -506,7 +519,7 @@ impl Config {
                     api_base,
                     callback_token,
                     ..
-                } => {
+                }) => {
                     if callback_token.expose().is_empty() {
                         return Err(invalid(
                             key("desk.callback_token"),

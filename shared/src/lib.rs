@@ -1,16 +1,13 @@
 //! wxdesk: the middleware between WeChat (Official Accounts, Mini Programs) and
 //! customer-service desks. Every Lambda function and the local server are thin shells
-//! around this crate.
+//! around this crate. The layers, lowest first (see README, Layout): support, wechat codecs,
+//! config, store, wechat clients, context, desk and transport, source, app.
 
+pub mod app;
 pub mod config;
+pub mod context;
 pub mod desk;
-pub mod doctor;
 pub mod http;
-#[cfg(feature = "local")]
-pub mod local;
-pub mod outbound;
-pub mod refresher;
-pub mod services;
 pub mod source;
 pub mod store;
 pub mod support;
@@ -18,5 +15,5 @@ pub mod telemetry;
 pub mod transport;
 pub mod wechat;
 
+pub use app::Services;
 pub use config::Config;
-pub use services::Services;

@@ -354,7 +354,11 @@ pub const FETCH_LOOPBACK: &str = "[fetch]\nallow_local_http = true\nim_hosts = [
 pub async fn start_local(svc: Arc<wxdesk::Services>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(wxdesk::local::serve(svc, listener, std::future::pending()));
+    tokio::spawn(wxdesk::app::local::serve(
+        svc,
+        listener,
+        std::future::pending(),
+    ));
     format!("http://{addr}")
 }
 
@@ -425,7 +429,7 @@ pub async fn moto_inbox() -> wxdesk::store::aws::AwsStore {
 }
 
 /// All three stores in moto: fresh inbox and tokens tables and a fresh bucket.
-pub async fn moto_stores() -> wxdesk::services::Stores {
+pub async fn moto_stores() -> wxdesk::store::Stores {
     static N: AtomicUsize = AtomicUsize::new(0);
     let cfg = moto_sdk_config().await;
     let ddb = aws_sdk_dynamodb::Client::new(&cfg);
@@ -445,7 +449,7 @@ pub async fn moto_stores() -> wxdesk::services::Stores {
         .send()
         .await
         .expect("create bucket in moto");
-    wxdesk::services::Stores {
+    wxdesk::store::Stores {
         inbox: Arc::new(moto_inbox().await),
         tokens: Arc::new(wxdesk::store::aws::AwsTokens::new(ddb, tokens)),
         media: Arc::new(wxdesk::store::aws::S3Media::new(s3, bucket)),

@@ -94,7 +94,7 @@ async fn every_sample_event_gets_its_answer() {
     // The samples were signed at one moment (Tencent IM's Sign is checked within 60 s of
     // its RequestTime): replay them at that moment.
     let cfg = wxdesk::Config::parse(&text).unwrap();
-    let stores = wxdesk::services::Stores::open(&cfg.store).await.unwrap();
+    let stores = wxdesk::store::Stores::open(&cfg.store).await.unwrap();
     let svc = Arc::new(wxdesk::Services::with_parts(
         cfg,
         stores,
@@ -115,7 +115,7 @@ async fn every_sample_event_gets_its_answer() {
         let raw = std::fs::read_to_string(format!("{events_dir}/{name}.json")).unwrap();
         if let Expect::Schedule = expect {
             let fetched = wx.token_calls();
-            let (report, ok) = wxdesk::refresher::refresh_all(&svc).await;
+            let (report, ok) = wxdesk::app::refresher::refresh_all(&svc).await;
             assert!(ok, "{name}: {report}");
             assert!(wx.token_calls() > fetched || report.to_string().contains("fresh"));
             continue;
@@ -127,7 +127,7 @@ async fn every_sample_event_gets_its_answer() {
         };
         let hits_before = desk.hits();
         let sent_before = wx.sent().len();
-        let resp = wxdesk::http::lambda::handle(&svc, kind, req).await;
+        let resp = wxdesk::app::lambda::handle(&svc, kind, req).await;
         let body = resp.body_str().to_owned();
         assert_eq!(resp.status, 200, "{name}: {body}");
         match expect {
@@ -195,7 +195,7 @@ async fn every_sample_event_gets_its_answer() {
                 assert_eq!(resp.content_type, "image/jpeg", "{name}");
                 assert_eq!(resp.body.as_ref(), b"\xff\xd8\xff\xe0 sample jpeg");
                 // Through the Lambda adapter the bytes go base64-encoded.
-                let lambda = wxdesk::http::lambda::to_lambda_response(resp);
+                let lambda = wxdesk::app::lambda::to_lambda_response(resp);
                 assert!(
                     matches!(lambda.body(), lambda_http::Body::Binary(_)),
                     "{name}"

@@ -78,7 +78,7 @@ callback_token = "{CALLBACK_TOKEN}"
     let text = config_text(&embedded_store(name), &desk.url("/weixin/chan"), &apps);
     let cfg = wxdesk::Config::parse(&text).unwrap();
     let svc = Arc::new(wxdesk::Services::build(cfg).await.unwrap());
-    tokio::spawn(wxdesk::local::serve(
+    tokio::spawn(wxdesk::app::local::serve(
         svc.clone(),
         listener,
         std::future::pending(),
@@ -846,7 +846,7 @@ async fn a_hanging_store_does_not_cost_the_answer() {
         "",
     ))
     .unwrap();
-    let mut stores = wxdesk::services::Stores::open(&cfg.store).await.unwrap();
+    let mut stores = wxdesk::store::Stores::open(&cfg.store).await.unwrap();
     stores.inbox = Arc::new(Hanging);
     let svc = Arc::new(wxdesk::Services::with_parts(
         cfg,
@@ -886,7 +886,7 @@ async fn lambda_routes_enforce_their_body_limits() {
         .body(lambda_http::Body::Text(body))
         .unwrap();
     let resp =
-        wxdesk::http::lambda::handle(&rig.svc, wxdesk::http::RouteKind::UdeskImPush, req).await;
+        wxdesk::app::lambda::handle(&rig.svc, wxdesk::http::RouteKind::UdeskImPush, req).await;
     assert_eq!(resp.status, 413, "{}", resp.body_str());
     assert!(rig.wx.sent().is_empty());
 }
@@ -903,12 +903,12 @@ async fn doctor_fails_an_account_without_a_gateway_key() {
     let svc = wxdesk::Services::build(wxdesk::Config::parse(&text).unwrap())
         .await
         .unwrap();
-    let checks = wxdesk::doctor::run(&svc, Some(APPID)).await;
+    let checks = wxdesk::app::doctor::run(&svc, Some(APPID)).await;
     let config = checks.iter().find(|c| c.name == "config").unwrap();
     let shown = config.to_string();
     assert!(shown.starts_with("FAIL"), "{shown}");
     assert!(shown.contains("gateway_key"), "{shown}");
-    let others = wxdesk::doctor::run(&svc, Some(MP_APPID)).await;
+    let others = wxdesk::app::doctor::run(&svc, Some(MP_APPID)).await;
     assert!(
         others
             .iter()

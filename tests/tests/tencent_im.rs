@@ -63,7 +63,11 @@ connecting_text = "Connecting you to an agent..."
     );
     let cfg = wxdesk::Config::parse(&text).unwrap();
     let svc = Arc::new(wxdesk::Services::build(cfg).await.unwrap());
-    tokio::spawn(wxdesk::local::serve(svc, listener, std::future::pending()));
+    tokio::spawn(wxdesk::app::local::serve(
+        svc,
+        listener,
+        std::future::pending(),
+    ));
     Rig {
         base,
         wx,

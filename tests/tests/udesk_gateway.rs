@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use wxdesk::services::Stores;
+use wxdesk::store::Stores;
 use wxdesk_tests::wechat::{self, WechatStandIn};
 use wxdesk_tests::*;
 
@@ -569,19 +569,19 @@ async fn mini_program_passive_replies_become_custom_sends() {
 #[tokio::test]
 async fn the_scheduled_refresher_renews_only_when_due() {
     let rig = rig("refresher").await;
-    let (report, ok) = wxdesk::refresher::refresh_all(&rig.svc).await;
+    let (report, ok) = wxdesk::app::refresher::refresh_all(&rig.svc).await;
     assert!(ok, "{report}");
     assert_eq!(report[APPID]["state"], "refreshed");
     let accounts = rig.svc.config.apps.len();
     assert_eq!(rig.wx.token_calls(), accounts, "one per account");
-    let (report, _) = wxdesk::refresher::refresh_all(&rig.svc).await;
+    let (report, _) = wxdesk::app::refresher::refresh_all(&rig.svc).await;
     assert_eq!(report[APPID]["state"], "fresh");
     assert_eq!(rig.wx.token_calls(), accounts);
     // A token close to expiry is renewed by the next pass.
     let short = rig_with("refresher-short", false, "").await;
     short.wx.state.lock().unwrap().expires_in = 600;
-    wxdesk::refresher::refresh_all(&short.svc).await;
-    let (report, _) = wxdesk::refresher::refresh_all(&short.svc).await;
+    wxdesk::app::refresher::refresh_all(&short.svc).await;
+    let (report, _) = wxdesk::app::refresher::refresh_all(&short.svc).await;
     assert_eq!(report[APPID]["state"], "refreshed", "{report}");
     assert_eq!(short.wx.token_calls(), 2 * accounts);
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use wxdesk::config::Secret;
 use wxdesk::desk::udesk_im::sign;
-use wxdesk::services::Stores;
+use wxdesk::store::Stores;
 use wxdesk::wechat::xml::Doc;
 use wxdesk_tests::wechat::{self, WechatStandIn};
 use wxdesk_tests::*;
@@ -79,7 +79,7 @@ async fn rig(name: &str, aws: bool) -> Rig {
         stores,
         Arc::new(wxdesk::support::clock::SystemClock),
     ));
-    tokio::spawn(wxdesk::local::serve(
+    tokio::spawn(wxdesk::app::local::serve(
         svc.clone(),
         listener,
         std::future::pending(),
@@ -224,7 +224,7 @@ async fn a_wrong_key_is_refused_by_udesk_and_the_customer_gets_success() {
         .unwrap();
     assert_eq!(r.text().await.unwrap(), "success");
     // The doctor says why.
-    let checks = wxdesk::doctor::run(&svc, Some(IM_APPID)).await;
+    let checks = wxdesk::app::doctor::run(&svc, Some(IM_APPID)).await;
     let lines: Vec<String> = checks.iter().map(ToString::to_string).collect();
     assert!(
         lines
@@ -238,7 +238,7 @@ async fn a_wrong_key_is_refused_by_udesk_and_the_customer_gets_success() {
 #[tokio::test]
 async fn doctor_passes_against_a_working_desk() {
     let rig = rig("doctor", false).await;
-    let checks = wxdesk::doctor::run(&rig.svc, None).await;
+    let checks = wxdesk::app::doctor::run(&rig.svc, None).await;
     assert_eq!(checks.len(), 6);
     for c in &checks {
         assert!(c.result.is_ok(), "{c}");

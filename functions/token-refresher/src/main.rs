@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    wxdesk::refresher::run_lambda().await
+    wxdesk::app::refresher::run_lambda().await
 }

@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    wxdesk::http::lambda::run(wxdesk::http::RouteKind::UdeskGateway).await
+    wxdesk::app::lambda::run(wxdesk::http::RouteKind::UdeskGateway).await
 }

@@ -41,7 +41,7 @@ async fn main() -> ExitCode {
         }
     };
     if doctor {
-        let checks = wxdesk::doctor::run(&svc, app.as_deref()).await;
+        let checks = wxdesk::app::doctor::run(&svc, app.as_deref()).await;
         if checks.is_empty() {
             eprintln!("wxdesk-local: no account to check");
             return ExitCode::from(1);
@@ -68,14 +68,14 @@ async fn main() -> ExitCode {
         "wxdesk-local serving /wechat/{{appid}} and /udesk/{{appid}}/{{key}}"
     );
     // What the token-refresher function does on its EventBridge schedule in AWS.
-    tokio::spawn(wxdesk::refresher::every(
+    tokio::spawn(wxdesk::app::refresher::every(
         svc.clone(),
         std::time::Duration::from_secs(300),
     ));
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    match wxdesk::local::serve(svc, listener, shutdown).await {
+    match wxdesk::app::local::serve(svc, listener, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("wxdesk-local: {e}");

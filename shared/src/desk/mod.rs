@@ -32,9 +32,9 @@ pub enum DeskError {
     UnexpectedAnswer(String),
 }
 
-impl From<crate::outbound::SendError> for DeskError {
-    fn from(e: crate::outbound::SendError) -> Self {
-        use crate::outbound::SendError;
+impl From<crate::support::outbound::SendError> for DeskError {
+    fn from(e: crate::support::outbound::SendError) -> Self {
+        use crate::support::outbound::SendError;
         match e {
             SendError::Timeout(d) => DeskError::Timeout(d),
             SendError::Transport(m) => DeskError::Transport(m),
@@ -58,4 +58,4 @@ pub trait Desk: Send + Sync {
     async fn check(&self) -> Result<String, String>;
 }
 
-pub use crate::outbound::http_client;
+pub use crate::support::outbound::http_client;

@@ -1,4 +1,5 @@
-//! The Dialogue Platform's hand-off callback `POST /chatbot/{appid}/{gateway_key}`: the platform POSTs
+//! The Dialogue Platform's hand-off callback `POST /chatbot/{appid}/{gateway_key}`, an
+//! inbound source of customer messages: the platform POSTs
 //! `{"encrypted": "<base64>"}` (also accepted: `encrypt`, and an XML `<Encrypt>` wrapper),
 //! decrypted with the platform key and checked against its APPID. A customer asking for a
 //! person, their messages, their leaving and their rating go to the app's desk; whatever
@@ -13,14 +14,14 @@ use sha1::{Digest, Sha1};
 use tracing::{info, warn};
 
 use crate::config::{AppConfig, ChatbotConfig};
-use crate::desk::DeskReply;
-use crate::http::{Request, Response, Route};
-use crate::services::Services;
+use crate::context::Context;
+use crate::desk::{Desk, DeskReply};
+use crate::http::{Request, Response};
 use crate::store::Outcome;
 use crate::store::idempotency::{self, LEASE_MARGIN, Next};
-use crate::transport::chatbot::{self as transport, EVENTS};
+use crate::transport::chatbot as transport;
 use crate::transport::{Agent, deliver};
-use crate::wechat::kf::{KfMessage, PassivePlan, plan_mini_program_reply};
+use crate::wechat::kf::{PassivePlan, plan_mini_program_reply};
 use crate::wechat::message::{Format, Message};
 use crate::wechat::xml::{Doc, Value as XmlValue};
 
@@ -31,7 +32,7 @@ fn answer(errcode: i64, errmsg: &str) -> Response {
     Response::json(json!({ "errcode": errcode, "errmsg": errmsg }).to_string())
 }
 
-fn refuse(status: u16, appid: &str, why: &str) -> Response {
+pub(crate) fn refuse(status: u16, appid: &str, why: &str) -> Response {
     warn!(
         appid,
         status,
@@ -115,24 +116,6 @@ fn desk_text(h: &Handoff) -> Option<String> {
     }
 }
 
-/// Both Dialogue Platform routes: the path's gateway key (the platform signs nothing but
-/// its ciphertext), and an account that has `[apps.chatbot]`.
-pub fn authenticate<'a>(
-    svc: &'a Services,
-    route: &Route,
-    req: &Request,
-) -> Result<(&'a AppConfig, &'a ChatbotConfig), Response> {
-    let appid = route.appid.as_str();
-    let Some(app) = svc.config.app(appid) else {
-        return Err(refuse(404, appid, "unknown appid"));
-    };
-    crate::http::desk_gate(route, app, req).map_err(|(status, why)| refuse(status, appid, why))?;
-    let Some(cb) = &app.chatbot else {
-        return Err(refuse(404, appid, "this account has no [apps.chatbot]"));
-    };
-    Ok((app, cb))
-}
-
 /// A userid the platform could have sent: printable, no separators our keys and XML use.
 fn plausible_userid(u: &str) -> bool {
     !u.is_empty()
@@ -149,15 +132,16 @@ fn unreadable(appid: &str, why: &str) -> Response {
     Response::json_status(400, &json!({ "errcode": -1, "errmsg": "invalid request" }))
 }
 
-/// Serves a hand-off that `authenticate` has passed.
-pub(crate) async fn handoff(svc: &Services, appid: &str, req: &Request) -> Response {
+/// Serves a hand-off to `app`, whose route was authenticated, with its desk.
+pub async fn handoff(
+    svc: &Context,
+    desk: &dyn Desk,
+    app: &AppConfig,
+    cb: &ChatbotConfig,
+    req: &Request,
+) -> Response {
     let started = Instant::now();
-    let Some(app) = svc.config.app(appid) else {
-        return refuse(404, appid, "unknown appid");
-    };
-    let Some(cb) = &app.chatbot else {
-        return refuse(404, appid, "this account has no [apps.chatbot]");
-    };
+    let appid = app.appid.as_str();
     let Some(enc) = std::str::from_utf8(&req.body).ok().and_then(ciphertext) else {
         return unreadable(appid, "no encrypted field in the body");
     };
@@ -207,7 +191,7 @@ pub(crate) async fn handoff(svc: &Services, appid: &str, req: &Request) -> Respo
     if h.event == "userQuit" {
         transport::close_conversation(svc, app, &h.userid).await;
     }
-    let outcome = forward(svc, app, cb, &h, &text, started + deadline).await;
+    let outcome = forward(svc, desk, app, cb, &h, &text, started + deadline).await;
     let outcome = match &outcome {
         Ok(()) => Outcome::Answered(""),
         Err(why) => {
@@ -224,14 +208,14 @@ pub(crate) async fn handoff(svc: &Services, appid: &str, req: &Request) -> Respo
 /// The customer's words as a WeChat text message to the desk; the desk's answer, if any,
 /// back through sendmsg.
 async fn forward(
-    svc: &Services,
+    svc: &Context,
+    desk: &dyn Desk,
     app: &AppConfig,
     cb: &ChatbotConfig,
     h: &Handoff,
     text: &str,
     deadline: Instant,
 ) -> Result<(), String> {
-    let desk = svc.desk(&app.appid).ok_or("no desk configured")?;
     let mut d = Doc::default();
     d.push("ToUserName", XmlValue::text(&cb.appid));
     d.push("FromUserName", XmlValue::text(&h.userid));
@@ -257,41 +241,5 @@ async fn forward(
             .map_err(|e| e.to_string()),
         Ok(PassivePlan::Keep) => Ok(()),
         Err(e) => Err(format!("the desk's reply cannot be sent: {e}")),
-    }
-}
-
-/// `POST /chatbot/{appid}/{key}/event`: `{openid, event, kefuname?, kefuavatar?, msg?}`.
-pub(crate) async fn event(svc: &Services, route: &Route, req: &Request) -> Response {
-    let appid = route.appid.as_str();
-    let (app, cb) = match authenticate(svc, route, req) {
-        Ok(found) => found,
-        Err(refused) => return refused,
-    };
-    let Ok(v) = serde_json::from_slice::<Value>(&req.body) else {
-        return refuse(400, appid, "the body must be a JSON object");
-    };
-    let s = |k: &str| v.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
-    let Some(openid) = s("openid") else {
-        return refuse(400, appid, "missing field openid");
-    };
-    let Some(ev) = s("event").filter(|e| EVENTS.contains(e)) else {
-        return refuse(
-            400,
-            appid,
-            &format!("event must be one of {}", EVENTS.join(", ")),
-        );
-    };
-    let agent = Agent {
-        name: s("kefuname").map(str::to_owned),
-        avatar: s("kefuavatar").map(str::to_owned),
-    };
-    let msg = s("msg").unwrap_or(transport::default_event_text(ev));
-    let parts = [KfMessage::text(openid, msg)];
-    match transport::send(svc, app, cb, &parts, &agent, Some(ev)).await {
-        Ok(v) => Response::json(v.to_string()),
-        Err(e) => Response::json_status(
-            if e.answered() { 200 } else { 502 },
-            &json!({ "errcode": e.errcode(), "errmsg": format!("wxdesk: {e}") }),
-        ),
     }
 }

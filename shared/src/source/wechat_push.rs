@@ -8,9 +8,9 @@ use tracing::{error, info, warn};
 
 use crate::config::is_identifier;
 use crate::config::{AppConfig, AppKind};
-use crate::desk::DeskReply;
+use crate::context::{AppCrypto, Context};
+use crate::desk::{Desk, DeskReply};
 use crate::http::{Request, Response};
-use crate::services::{AppCrypto, Services};
 use crate::store::idempotency::{self, LEASE_MARGIN, Next};
 use crate::store::{Outcome, entry_ref};
 use crate::wechat::crypto::{CryptoError, MsgCrypt};
@@ -34,7 +34,7 @@ fn refuse(status: u16, appid: &str, why: &str) -> Response {
 
 /// The checks on the query alone: a known account, a fresh timestamp, WeChat's signature.
 pub fn authenticate<'a>(
-    svc: &'a Services,
+    svc: &'a Context,
     appid: &str,
     req: &Request,
 ) -> Result<&'a AppConfig, Response> {
@@ -81,8 +81,8 @@ pub fn authenticate<'a>(
     Ok(app)
 }
 
-/// Serves a push that `authenticate` has passed (`http::dispatch` runs it first).
-pub(crate) async fn handle(svc: &Services, appid: &str, req: &Request) -> Response {
+/// Serves a push that `authenticate` has passed, with the account's desk.
+pub async fn handle(svc: &Context, desk: &dyn Desk, appid: &str, req: &Request) -> Response {
     let started = Instant::now();
     let Some(app) = svc.config.app(appid) else {
         return refuse(404, appid, "unknown appid");
@@ -99,7 +99,7 @@ pub(crate) async fn handle(svc: &Services, appid: &str, req: &Request) -> Respon
             }
             None => refuse(400, appid, "missing echostr"),
         },
-        http::Method::POST => push(svc, app, req, timestamp, nonce, started).await,
+        http::Method::POST => push(svc, desk, app, req, timestamp, nonce, started).await,
         _ => refuse(405, appid, "method not allowed"),
     }
 }
@@ -111,7 +111,8 @@ struct Envelope<'a> {
 }
 
 async fn push(
-    svc: &Services,
+    svc: &Context,
+    desk: &dyn Desk,
     app: &AppConfig,
     req: &Request,
     timestamp: &str,
@@ -173,9 +174,6 @@ async fn push(
         );
         return Response::text(200, SUCCESS);
     }
-    let Some(desk) = svc.desk(appid) else {
-        return refuse(500, appid, "no desk configured");
-    };
     // The desk gets WeChat XML: the decrypted document as received, or the JSON converted.
     let payload = match msg.format {
         Format::Xml => plaintext,
@@ -238,7 +236,7 @@ async fn push(
 /// the desk says goes through the custom-send API inside the deadline, and WeChat gets
 /// `success`. Returns the answer for WeChat, or why the reply was not delivered.
 async fn mini_program_reply(
-    svc: &Services,
+    svc: &Context,
     app: &AppConfig,
     msg: &Message,
     xml: String,
@@ -309,7 +307,7 @@ fn render(
     answer: &str,
     env: &Envelope<'_>,
     app: &AppConfig,
-    svc: &Services,
+    svc: &Context,
     nonce: &str,
 ) -> Response {
     if answer.trim().is_empty() {

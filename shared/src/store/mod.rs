@@ -5,6 +5,8 @@ pub mod aws;
 pub mod embedded;
 pub mod idempotency;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -86,6 +88,95 @@ pub struct NewClaim<'a> {
 pub enum Outcome<'a> {
     Answered(&'a str),
     Undelivered(&'a str),
+}
+
+/// The three stores, from one backend.
+#[derive(Clone)]
+pub struct Stores {
+    pub inbox: Arc<dyn InboxStore>,
+    pub tokens: Arc<dyn TokenStore>,
+    pub media: Arc<dyn MediaStore>,
+}
+
+impl Stores {
+    pub async fn open(config: &crate::config::StoreConfig) -> Result<Stores, StoreError> {
+        Ok(match config {
+            crate::config::StoreConfig::Embedded { path } => {
+                let db = Arc::new(embedded::EmbeddedStore::open(path)?);
+                Stores {
+                    inbox: db.clone(),
+                    tokens: db,
+                    media: Arc::new(embedded::EmbeddedMedia::open(&path.join("media"))?),
+                }
+            }
+            crate::config::StoreConfig::Aws {
+                dedup_table,
+                tokens_table,
+                media_bucket,
+            } => {
+                let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+                let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+                Stores {
+                    inbox: Arc::new(aws::AwsStore::new(ddb.clone(), dedup_table)),
+                    tokens: match tokens_table {
+                        Some(t) => Arc::new(aws::AwsTokens::new(ddb, t)),
+                        None => Arc::new(NotConfigured("store.tokens_table (WXDESK_TOKENS_TABLE)")),
+                    },
+                    media: match media_bucket {
+                        Some(b) => {
+                            // Custom endpoints (moto, MinIO, LocalStack) want path-style
+                            // URLs; AWS itself takes virtual-hosted ones.
+                            let custom = std::env::var_os("AWS_ENDPOINT_URL_S3")
+                                .or_else(|| std::env::var_os("AWS_ENDPOINT_URL"))
+                                .is_some();
+                            let s3 = aws_sdk_s3::Client::from_conf(
+                                aws_sdk_s3::config::Builder::from(&sdk)
+                                    .force_path_style(custom)
+                                    .build(),
+                            );
+                            Arc::new(aws::S3Media::new(s3, b))
+                        }
+                        None => Arc::new(NotConfigured("store.media_bucket (WXDESK_MEDIA_BUCKET)")),
+                    },
+                }
+            }
+        })
+    }
+}
+
+/// The agent who last served each customer, as this process saw it; at most `CAP`
+/// customers are remembered (an arbitrary one is forgotten to make room), so no stream of
+/// callbacks can grow it without bound.
+#[derive(Default)]
+pub struct LastAgents(std::sync::Mutex<std::collections::HashMap<String, String>>);
+
+impl LastAgents {
+    const CAP: usize = 10_000;
+
+    /// Records `agent` for `openid`; returns the agent remembered before, if any.
+    pub fn insert(&self, openid: &str, agent: &str) -> Option<String> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= Self::CAP
+            && !map.contains_key(openid)
+            && let Some(evict) = map.keys().next().cloned()
+        {
+            map.remove(&evict);
+        }
+        map.insert(openid.to_owned(), agent.to_owned())
+    }
+
+    pub fn get(&self, openid: &str) -> Option<String> {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(openid).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Dedup and inbox. `claim` is one conditional write: exactly one of any number of
@@ -301,6 +392,19 @@ impl MediaStore for NotConfigured {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn last_agents_stay_bounded() {
+        let m = LastAgents::default();
+        for i in 0..LastAgents::CAP + 500 {
+            m.insert(&format!("o{i}"), "agent1");
+        }
+        assert_eq!(m.len(), LastAgents::CAP);
+        assert_eq!(m.insert("o_new", "agent1"), None);
+        assert_eq!(m.insert("o_new", "agent2").as_deref(), Some("agent1"));
+        assert_eq!(m.get("o_new").as_deref(), Some("agent2"));
+        assert_eq!(m.len(), LastAgents::CAP);
+    }
 
     #[test]
     fn token_record_debug_hides_the_token() {

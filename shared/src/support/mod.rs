@@ -4,6 +4,7 @@
 pub mod clock;
 pub mod hex;
 pub mod localtime;
+pub mod outbound;
 pub mod retry;
 pub mod secret;
 pub mod url;

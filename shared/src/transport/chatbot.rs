@@ -10,19 +10,13 @@ use tracing::{info, warn};
 
 use super::Agent;
 use crate::config::{AppConfig, ChatbotConfig};
-use crate::outbound;
-use crate::services::Services;
+use crate::context::Context;
 use crate::store::idempotency;
+use crate::support::outbound;
 use crate::support::retry::retry;
+use crate::wechat::dialogue::{meaning, msg_of};
 use crate::wechat::kf::KfMessage;
 use crate::wechat::xml::{Doc, Value as XmlValue};
-
-pub const EVENTS: [&str; 4] = [
-    "waiterEnter",
-    "waiterSwitch",
-    "waiterQuit",
-    "waiterQualityEvaluate",
-];
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ChatbotError {
@@ -58,111 +52,13 @@ impl ChatbotError {
     }
 }
 
-/// What the platform's codes mean, and what to do about them.
-pub fn meaning(code: i64) -> &'static str {
-    match code {
-        1001 => "TOKEN is not valid: check apps.chatbot.token",
-        1002 => "the bot has not passed review",
-        1003 => "signature lacks the userid field",
-        1004 => "signature field is empty",
-        1005 => "signature expired or invalid: check apps.chatbot.encoding_aes_key and appid",
-        1006 => "signature check failed (userid missing)",
-        1007 => "appid, category, label or desc is empty",
-        1008 => "appid, openid or msg is empty",
-        1009 | 1011 => "appid is invalid: check apps.chatbot.appid",
-        1010 => "appid check failed",
-        1013 => "encryption parameters do not match (decrypt failed): check encoding_aes_key",
-        1015 => "managerid is invalid",
-        1019 => "the open API is not enabled for this bot, or the encryption is wrong",
-        3005 => "the Official Account is not verified",
-        3014 => "the message contains a sensitive word",
-        _ => "unknown error",
-    }
-}
-
-/// A custom message as the platform's `msg`: a string for text, else the seed's object.
-pub fn msg_of(kf: &KfMessage) -> Value {
-    let c = &kf.content;
-    let s = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
-    match kf.msgtype.as_str() {
-        "text" => Value::String(s("content")),
-        "news" => {
-            let articles: Vec<Value> = c
-                .get("articles")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default()
-                .iter()
-                .map(|a| {
-                    let f = |k: &str| a.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
-                    let url = f("url");
-                    // Official Account articles are `mp`; anything else is an H5 page.
-                    let kind = if url.contains("mp.weixin.qq.com") {
-                        "mp"
-                    } else {
-                        "h5"
-                    };
-                    json!({ "title": f("title"), "description": f("description"), "url": url,
-                            "picurl": f("picurl"), "type": kind })
-                })
-                .collect();
-            json!({ "news": { "articles": articles } })
-        }
-        "image" => json!({ "image": { "media_id": s("media_id"), "url": s("url") } }),
-        "miniprogrampage" => json!({ "miniprogrampage": {
-            "title": s("title"), "appid": s("appid"), "pagepath": s("pagepath"),
-            "thumb_media_id": s("thumb_media_id"), "thumb_url": s("thumb_url"),
-        }}),
-        "link" => Value::String(link_html(&s("url"), &s("title"))),
-        other => Value::String(format!("[{other} message]")),
-    }
-}
-
-/// A link as the platform's HTML text: the URL only when it is http(s), both parts escaped,
-/// so that an agent's input cannot add markup or a `javascript:` link.
-fn link_html(url: &str, title: &str) -> String {
-    let title = escape_html(if title.is_empty() { url } else { title });
-    let lower = url.trim().to_ascii_lowercase();
-    if lower.starts_with("https://") || lower.starts_with("http://") {
-        format!("<a href=\"{}\">{title}</a>", escape_html(url.trim()))
-    } else {
-        title
-    }
-}
-
-fn escape_html(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// What the customer reads with a waiter event that came without text (`msg` is required).
-pub fn default_event_text(event: &str) -> &'static str {
-    match event {
-        "waiterEnter" => "An agent has joined the conversation.",
-        "waiterSwitch" => "You have been transferred to another agent.",
-        "waiterQuit" => "The agent has left the conversation.",
-        "waiterQualityEvaluate" => "How satisfied are you with this conversation?",
-        _ => "",
-    }
-}
-
 fn conversation_key(appid: &str, openid: &str) -> String {
     format!("{appid}#chatbot-conversation#{openid}")
 }
 
 /// Whether this agent message opens a conversation (and marks it open).
 async fn opens_conversation(
-    svc: &Services,
+    svc: &Context,
     app: &AppConfig,
     cb: &ChatbotConfig,
     openid: &str,
@@ -187,7 +83,7 @@ async fn opens_conversation(
 }
 
 /// Forgets a conversation (after `waiterQuit`): the next agent message opens a new one.
-pub async fn close_conversation(svc: &Services, app: &AppConfig, openid: &str) {
+pub async fn close_conversation(svc: &Context, app: &AppConfig, openid: &str) {
     if let Err(e) = svc
         .inbox
         .remove(&conversation_key(&app.appid, openid))
@@ -200,7 +96,7 @@ pub async fn close_conversation(svc: &Services, app: &AppConfig, openid: &str) {
 /// Sends agent messages (one, or several as `multimsg`) to a customer, with `event` when
 /// given and `waiterEnter` when the conversation is new.
 pub async fn send(
-    svc: &Services,
+    svc: &Context,
     app: &AppConfig,
     cb: &ChatbotConfig,
     parts: &[KfMessage],
@@ -234,7 +130,7 @@ pub async fn send(
 /// One sendmsg call: build, encrypt, post, read the errcode; network errors and 5xx are
 /// retried with backoff, the platform's own refusals never.
 pub async fn send_raw(
-    svc: &Services,
+    svc: &Context,
     app: &AppConfig,
     cb: &ChatbotConfig,
     openid: &str,
@@ -290,7 +186,7 @@ pub async fn send_raw(
     result
 }
 
-async fn post(svc: &Services, url: &str, body: &str) -> Result<Value, ChatbotError> {
+async fn post(svc: &Context, url: &str, body: &str) -> Result<Value, ChatbotError> {
     let req = svc
         .http
         .post(url)
@@ -324,49 +220,4 @@ async fn post(svc: &Services, url: &str, body: &str) -> Result<Value, ChatbotErr
         return Err(ChatbotError::Status(status));
     }
     Ok(v)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn message_mapping() {
-        let news = KfMessage::parse(
-            b"touser=o&msgtype=news&news[articles][0][title]=T&news[articles][0][url]=https://mp.weixin.qq.com/s/x&news[articles][1][title]=U&news[articles][1][url]=https://shop.example/a",
-            crate::config::AppKind::OfficialAccount,
-        )
-        .unwrap();
-        assert_eq!(
-            msg_of(&news),
-            json!({"news":{"articles":[
-                {"title":"T","description":"","url":"https://mp.weixin.qq.com/s/x","picurl":"","type":"mp"},
-                {"title":"U","description":"","url":"https://shop.example/a","picurl":"","type":"h5"}]}})
-        );
-        assert_eq!(
-            msg_of(&KfMessage::text("o", "hi <a href=\"x\">y</a>")),
-            json!("hi <a href=\"x\">y</a>")
-        );
-        let link = KfMessage {
-            touser: "o".into(),
-            msgtype: "link".into(),
-            content: json!({"url": "https://shop.example/a?x=1&y=\"><script>", "title": "<b>Sale</b>"}),
-            kf_account: None,
-        };
-        assert_eq!(
-            msg_of(&link),
-            json!(
-                "<a href=\"https://shop.example/a?x=1&amp;y=&quot;&gt;&lt;script&gt;\">&lt;b&gt;Sale&lt;/b&gt;</a>"
-            )
-        );
-        let js = KfMessage {
-            content: json!({"url": "javascript:alert(1)", "title": "t"}),
-            ..link
-        };
-        assert_eq!(msg_of(&js), json!("t"));
-        assert_eq!(
-            meaning(1001),
-            "TOKEN is not valid: check apps.chatbot.token"
-        );
-    }
 }

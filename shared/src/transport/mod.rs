@@ -7,7 +7,7 @@ pub mod chatbot;
 use serde_json::{Value, json};
 
 use crate::config::AppConfig;
-use crate::services::Services;
+use crate::context::Context;
 use crate::wechat::error::ApiError;
 use crate::wechat::kf::KfMessage;
 
@@ -52,7 +52,7 @@ impl DeliverError {
 
 /// Delivers one agent message; answers the far side's JSON.
 pub async fn deliver(
-    svc: &Services,
+    svc: &Context,
     app: &AppConfig,
     msg: &KfMessage,
     agent: &Agent,
@@ -60,10 +60,30 @@ pub async fn deliver(
     deliver_many(svc, app, std::slice::from_ref(msg), agent, None).await
 }
 
+/// A waiter event with no message of its own (a bare signal from the desk): the Dialogue
+/// Platform gets the event with its default text; custom send has no use for it.
+pub async fn signal(
+    svc: &Context,
+    app: &AppConfig,
+    openid: &str,
+    event: &str,
+    agent: &Agent,
+) -> Result<(), DeliverError> {
+    let Some(cb) = &app.chatbot else {
+        return Ok(());
+    };
+    let msg = Value::String(crate::wechat::dialogue::default_event_text(event).to_owned());
+    chatbot::send_raw(svc, app, cb, openid, &msg, Some(event), agent).await?;
+    if event == "waiterQuit" {
+        chatbot::close_conversation(svc, app, openid).await;
+    }
+    Ok(())
+}
+
 /// Delivers the parts of one agent message: one custom send per part, or one sendmsg
 /// (`multimsg` for several parts) carrying `event` when one is due.
 pub async fn deliver_many(
-    svc: &Services,
+    svc: &Context,
     app: &AppConfig,
     parts: &[KfMessage],
     agent: &Agent,

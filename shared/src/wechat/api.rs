@@ -11,7 +11,7 @@ use serde_json::Value;
 use tracing::{error, warn};
 
 use crate::config::{AppConfig, WechatConfig};
-use crate::outbound::{self, GuardedFetch};
+use crate::support::outbound::{self, GuardedFetch};
 
 use super::error::{ApiError, TOKEN_INVALID, errcode_of, operator_hint};
 use super::token::TokenAuthority;

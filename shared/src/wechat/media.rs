@@ -354,6 +354,11 @@ impl MediaLinks {
         self.store.as_ref()
     }
 
+    /// A staged object by the key of a link whose signature `verify` accepted.
+    pub async fn get(&self, key: &str) -> Result<Option<StagedMedia>, StoreError> {
+        self.store.get(key).await
+    }
+
     fn sig(&self, key: &str, expires: i64) -> String {
         use hmac::{KeyInit, Mac};
         let mut mac = match HmacSha256::new_from_slice(&self.key) {
@@ -393,43 +398,6 @@ impl MediaLinks {
     /// Whether a local media URL's signature holds and it has not expired.
     pub fn verify(&self, key: &str, expires: i64, sig: &str, now_secs: i64) -> bool {
         expires >= now_secs && crate::config::Secret::new(self.sig(key, expires)).matches(sig)
-    }
-}
-
-fn link_key(req: &crate::http::Request) -> &str {
-    req.path.split_once("/media/").map(|(_, k)| k).unwrap_or("")
-}
-
-/// `GET /media/{key}?expires=&sig=`: the link's signature and expiry, before anything else.
-pub fn authenticate_link(
-    links: &MediaLinks,
-    req: &crate::http::Request,
-    now_secs: i64,
-) -> Result<(), crate::http::Response> {
-    let expires = req.query("expires").and_then(|e| e.parse::<i64>().ok());
-    let sig = req.query("sig").unwrap_or("");
-    match expires {
-        Some(exp) if links.verify(link_key(req), exp, sig, now_secs) => Ok(()),
-        _ => {
-            warn!("staged media: bad or expired link");
-            Err(crate::http::Response::text(
-                403,
-                "this media link is invalid or has expired",
-            ))
-        }
-    }
-}
-
-/// Serves staged media on the embedded store to desks, once `authenticate_link` passed.
-pub async fn serve_signed(links: &MediaLinks, req: &crate::http::Request) -> crate::http::Response {
-    use crate::http::Response;
-    match links.store.get(link_key(req)).await {
-        Ok(Some(m)) => Response::bytes(m.content_type, m.bytes),
-        Ok(None) => Response::text(404, "this media is no longer staged"),
-        Err(e) => {
-            warn!(error = %e, "staged media: store read failed");
-            Response::text(503, "media store unavailable")
-        }
     }
 }
 

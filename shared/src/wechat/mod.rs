@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod crypto;
+pub mod dialogue;
 pub mod error;
 pub mod kf;
 pub mod media;

@@ -13,7 +13,7 @@ use crate::store::{StoreError, TokenStore};
 use crate::support::clock::Clock;
 
 use super::error::{ApiError, errcode_of, operator_hint};
-use crate::outbound;
+use crate::support::outbound;
 use crate::support::retry::{backoff, retry};
 use crate::support::url::with_query;
 

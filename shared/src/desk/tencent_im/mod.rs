@@ -3,10 +3,9 @@
 //! agent account through the REST API; agents' replies come back through the after-send
 //! callback (`callback`).
 
-pub mod callback;
+pub mod agent;
 pub mod usersig;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,8 +14,10 @@ use serde_json::{Value, json};
 use tracing::{info, warn};
 
 use super::{Desk, DeskError, DeskReply};
-use crate::config::{AppConfig, DeskConfig, Secret};
-use crate::outbound;
+use crate::config::{AppConfig, Secret, TencentImConfig};
+use crate::context::Context;
+use crate::store::LastAgents;
+use crate::support::outbound;
 use crate::support::retry::retry;
 use crate::support::url::with_query;
 use crate::wechat::api::WechatApi;
@@ -155,41 +156,6 @@ impl Rest {
     }
 }
 
-/// The agent who last served each customer, as this process saw it; at most `CAP`
-/// customers are remembered (an arbitrary one is forgotten to make room), so no stream of
-/// callbacks can grow it without bound.
-#[derive(Default)]
-pub struct LastAgents(Mutex<HashMap<String, String>>);
-
-impl LastAgents {
-    const CAP: usize = 10_000;
-
-    /// Records `agent` for `openid`; returns the agent remembered before, if any.
-    pub fn insert(&self, openid: &str, agent: &str) -> Option<String> {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= Self::CAP
-            && !map.contains_key(openid)
-            && let Some(evict) = map.keys().next().cloned()
-        {
-            map.remove(&evict);
-        }
-        map.insert(openid.to_owned(), agent.to_owned())
-    }
-
-    pub fn get(&self, openid: &str) -> Option<String> {
-        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(openid).cloned()
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 pub struct TencentIm {
     pub rest: Rest,
     agents: Vec<String>,
@@ -203,43 +169,24 @@ pub struct TencentIm {
 }
 
 impl TencentIm {
-    pub fn new(
-        http: reqwest::Client,
-        app: &AppConfig,
-        api: Arc<WechatApi>,
-        links: Arc<MediaLinks>,
-        last_agent: Arc<LastAgents>,
-    ) -> Option<Self> {
-        let DeskConfig::TencentIm {
-            sdkappid,
-            secret_key,
-            admin,
-            agents,
-            api_base,
-            welcome,
-            connecting_text,
-            ..
-        } = &app.desk
-        else {
-            return None;
-        };
-        Some(Self {
+    pub fn new(ctx: &Context, app: &AppConfig, cfg: &TencentImConfig) -> Self {
+        Self {
             rest: Rest {
-                http,
-                base: api_base.trim_end_matches('/').to_owned(),
-                sdkappid: *sdkappid,
-                key: secret_key.clone(),
-                admin: admin.clone(),
+                http: ctx.http.clone(),
+                base: cfg.api_base.trim_end_matches('/').to_owned(),
+                sdkappid: cfg.sdkappid,
+                key: cfg.secret_key.clone(),
+                admin: cfg.admin.clone(),
                 sig: Mutex::new(None),
             },
-            agents: agents.clone(),
-            welcome: welcome.clone(),
-            connecting_text: connecting_text.clone(),
+            agents: cfg.agents.clone(),
+            welcome: cfg.welcome.clone(),
+            connecting_text: cfg.connecting_text.clone(),
             app: app.clone(),
-            api,
-            links,
-            last_agent,
-        })
+            api: ctx.wechat.clone(),
+            links: ctx.links.clone(),
+            last_agent: ctx.tim_last_agent.clone(),
+        }
     }
 
     fn agent_for(&self, openid: &str) -> String {
@@ -384,7 +331,7 @@ impl TencentIm {
 
 fn passive_or_empty(msg: &Message, text: &Option<String>) -> DeskReply {
     match text {
-        Some(t) if !t.is_empty() => DeskReply::Passive(super::udesk_im::passive_text(msg, t)),
+        Some(t) if !t.is_empty() => DeskReply::Passive(crate::wechat::reply::passive_text(msg, t)),
         _ => DeskReply::Empty,
     }
 }
@@ -446,23 +393,5 @@ impl Desk for TencentIm {
                 Ok(passive_or_empty(msg, &self.connecting_text))
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::LastAgents;
-
-    #[test]
-    fn last_agents_stay_bounded() {
-        let m = LastAgents::default();
-        for i in 0..LastAgents::CAP + 500 {
-            m.insert(&format!("o{i}"), "agent1");
-        }
-        assert_eq!(m.len(), LastAgents::CAP);
-        assert_eq!(m.insert("o_new", "agent1"), None);
-        assert_eq!(m.insert("o_new", "agent2").as_deref(), Some("agent1"));
-        assert_eq!(m.get("o_new").as_deref(), Some("agent2"));
-        assert_eq!(m.len(), LastAgents::CAP);
     }
 }

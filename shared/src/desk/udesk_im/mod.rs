@@ -4,10 +4,8 @@
 //! staged first and handed to Udesk as URLs, so Udesk never needs a WeChat token. Agents
 //! answer through `POST /udesk-im/{appid}` (`push`).
 
-pub mod push;
 pub mod sign;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,8 +14,9 @@ use serde_json::Value;
 use tracing::{info, warn};
 
 use super::{Desk, DeskError, DeskReply};
-use crate::config::{AppConfig, DeskConfig, Secret};
-use crate::outbound;
+use crate::config::{AppConfig, UdeskImConfig};
+use crate::context::Context;
+use crate::support::outbound;
 use crate::wechat::api::WechatApi;
 use crate::wechat::media::{Fetched, Media, MediaLinks};
 use crate::wechat::message::{Kind, Message};
@@ -25,62 +24,30 @@ use crate::wechat::xml::{Doc, Value as XmlValue};
 
 pub struct UdeskIm {
     http: reqwest::Client,
-    url: String,
-    key: Secret,
-    offset_secs: i32,
-    media_url_ttl: Duration,
-    queueing_text: String,
-    offline_text: String,
-    event_texts: HashMap<String, String>,
+    cfg: UdeskImConfig,
     app: AppConfig,
     api: Arc<WechatApi>,
     links: Arc<MediaLinks>,
 }
 
 impl UdeskIm {
-    /// `None` unless the app's desk is `udesk_im`.
-    pub fn new(
-        http: reqwest::Client,
-        app: &AppConfig,
-        api: Arc<WechatApi>,
-        links: Arc<MediaLinks>,
-    ) -> Option<Self> {
-        let DeskConfig::UdeskIm {
-            url,
-            key,
-            timezone,
-            media_url_secs,
-            queueing_text,
-            offline_text,
-            event_texts,
-            ..
-        } = &app.desk
-        else {
-            return None;
-        };
-        Some(Self {
-            http,
-            url: url.clone(),
-            key: key.clone(),
-            // Validated when the config was parsed.
-            offset_secs: crate::support::localtime::parse_offset(timezone).unwrap_or(8 * 3600),
-            media_url_ttl: Duration::from_secs(*media_url_secs),
-            queueing_text: queueing_text.clone(),
-            offline_text: offline_text.clone(),
-            event_texts: event_texts.clone(),
+    pub fn new(ctx: &Context, app: &AppConfig, cfg: &UdeskImConfig) -> Self {
+        Self {
+            http: ctx.http.clone(),
+            cfg: cfg.clone(),
             app: app.clone(),
-            api,
-            links,
-        })
+            api: ctx.wechat.clone(),
+            links: ctx.links.clone(),
+        }
     }
 
     fn signed_url(&self, path_suffix: &str, now_secs: i64) -> String {
-        let ts = crate::support::localtime::local_timestamp(now_secs, self.offset_secs);
+        let ts = crate::support::localtime::local_timestamp(now_secs, self.cfg.offset_secs);
         // What we know of a WeChat customer carries no phone number or email.
         format!(
             "{}{path_suffix}?{}",
-            self.url.trim_end_matches('/'),
-            sign::signed_query("", "", &ts, &self.key)
+            self.cfg.url.trim_end_matches('/'),
+            sign::signed_query("", "", &ts, &self.cfg.key)
         )
     }
 
@@ -128,7 +95,11 @@ impl UdeskIm {
                 return None;
             }
         };
-        match self.links.url(&key, self.media_url_ttl).await {
+        match self
+            .links
+            .url(&key, Duration::from_secs(self.cfg.media_url_secs))
+            .await
+        {
             Ok(u) => Some(u),
             Err(e) => {
                 warn!(appid = %self.app.appid, media_id, error = %e, "no URL for staged media");
@@ -200,7 +171,7 @@ impl UdeskIm {
             }
             Kind::Event(ev) => {
                 // Only the events named in event_texts reach Udesk, known or not.
-                let Some(wording) = self.event_texts.get(ev.name()) else {
+                let Some(wording) = self.cfg.event_texts.get(ev.name()) else {
                     return Ok(None);
                 };
                 text(&mut d, wording.clone());
@@ -238,11 +209,13 @@ impl UdeskIm {
                     .map(|t| t.as_i64().map_or_else(|| t.to_string(), |n| n.to_string()))
                     .unwrap_or_default();
                 Ok(Some(
-                    self.queueing_text.replace("{turn}", turn.trim_matches('"')),
+                    self.cfg
+                        .queueing_text
+                        .replace("{turn}", turn.trim_matches('"')),
                 ))
             }
             Some("chatting") => Ok(msg.map(str::to_owned)),
-            Some("offline") => Ok(Some(self.offline_text.clone())),
+            Some("offline") => Ok(Some(self.cfg.offline_text.clone())),
             Some(other) => Err(format!("Udesk answered status {other:?}")),
             None => Err("Udesk's answer has no status".to_owned()),
         }
@@ -300,23 +273,11 @@ impl Desk for UdeskIm {
             .json()
             .ok_or_else(|| DeskError::UnexpectedAnswer("Udesk's answer is not JSON".into()))?;
         match self.customer_text(&answer) {
-            Ok(Some(text)) => Ok(DeskReply::Passive(passive_text(msg, &text))),
+            Ok(Some(text)) => Ok(DeskReply::Passive(crate::wechat::reply::passive_text(
+                msg, &text,
+            ))),
             Ok(None) => Ok(DeskReply::Empty),
             Err(why) => Err(DeskError::UnexpectedAnswer(why)),
         }
     }
-}
-
-/// A passive text reply to the customer who sent `msg`.
-pub fn passive_text(msg: &Message, content: &str) -> String {
-    let mut d = Doc::default();
-    d.push("ToUserName", XmlValue::text(&msg.from_user));
-    d.push("FromUserName", XmlValue::text(&msg.to_user));
-    d.push(
-        "CreateTime",
-        XmlValue::number(crate::support::clock::unix_ms() / 1000),
-    );
-    d.push("MsgType", XmlValue::text("text"));
-    d.push("Content", XmlValue::text(content));
-    d.to_xml()
 }

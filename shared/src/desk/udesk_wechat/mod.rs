@@ -3,8 +3,6 @@
 //! back to WeChat unchanged. The other direction, Udesk calling our "simulated WeChat
 //! domain", is `gateway`.
 
-pub mod gateway;
-
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -47,10 +45,10 @@ pub fn judge_answer(body: &str) -> Result<DeskReply, DeskError> {
 #[async_trait]
 impl Desk for UdeskWechat {
     async fn check(&self) -> Result<String, String> {
-        let answer = crate::outbound::send(
+        let answer = crate::support::outbound::send(
             self.client.get(&self.url),
             Duration::from_secs(5),
-            crate::outbound::MAX_ANSWER_BYTES,
+            crate::support::outbound::MAX_ANSWER_BYTES,
         )
         .await
         .map_err(|e| format!("cannot reach the desk URL: {e}"))?;
@@ -73,7 +71,12 @@ impl Desk for UdeskWechat {
             .post(&self.url)
             .header("Content-Type", "text/xml; charset=utf-8")
             .body(xml.to_owned());
-        let answer = crate::outbound::send(req, timeout, crate::outbound::MAX_ANSWER_BYTES).await?;
+        let answer = crate::support::outbound::send(
+            req,
+            timeout,
+            crate::support::outbound::MAX_ANSWER_BYTES,
+        )
+        .await?;
         if !(200..300).contains(&answer.status) {
             return Err(DeskError::Status(answer.status));
         }

@@ -2,8 +2,8 @@
 //! hands out an access_token, and that the desk answers (Udesk's signed channel test for
 //! `udesk_im`). One line per check; secrets are never printed.
 
+use crate::app::Services;
 use crate::config::{AppConfig, DeskConfig};
-use crate::services::Services;
 use crate::wechat::error::operator_hint;
 
 pub struct Check {
@@ -32,9 +32,9 @@ fn config_check(app: &AppConfig) -> Result<String, String> {
     };
     desk_routes_check(app)?;
     let kind = match &app.desk {
-        DeskConfig::UdeskWechat { .. } => "udesk_wechat",
-        DeskConfig::UdeskIm { .. } => "udesk_im",
-        DeskConfig::TencentIm { .. } => "tencent_im",
+        DeskConfig::UdeskWechat(_) => "udesk_wechat",
+        DeskConfig::UdeskIm(_) => "udesk_im",
+        DeskConfig::TencentIm(_) => "tencent_im",
     };
     Ok(format!("{kind} desk, {mode}"))
 }
@@ -47,10 +47,10 @@ fn desk_routes_check(app: &AppConfig) -> Result<(), String> {
         return Err("no gateway_key: the desk-facing routes are closed, so agents cannot answer (set a random gateway_key of 16+ characters)".into());
     }
     match &app.desk {
-        DeskConfig::UdeskIm { key, .. } if key.expose().len() < 8 => {
+        DeskConfig::UdeskIm(c) if c.key.expose().len() < 8 => {
             Err("desk.key is shorter than 8 characters: use the KEY Udesk shows".into())
         }
-        DeskConfig::TencentIm { callback_token, .. } if callback_token.expose().len() < 8 => Err(
+        DeskConfig::TencentIm(c) if c.callback_token.expose().len() < 8 => Err(
             "desk.callback_token is shorter than 8 characters: set a long token in the IM console"
                 .into(),
         ),

@@ -11,15 +11,13 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
-use crate::config::{AppConfig, DeskConfig, is_identifier};
+use crate::app::Services;
+use crate::config::{AppConfig, DeskConfig, TencentImConfig, is_identifier};
+use crate::desk::tencent_im::agent;
 use crate::http::{Request, Response, Route};
-use crate::services::Services;
+use crate::store::Outcome;
 use crate::store::idempotency::{self, Next};
-use crate::store::{Outcome, StagedMedia};
-use crate::transport::chatbot::EVENTS;
 use crate::transport::{self, Agent, DeliverError};
-use crate::wechat::kf::KfMessage;
-use crate::wechat::media::{limit_for, sniff};
 
 /// Answer Tencent well inside its 2 s.
 const ANSWER_WITHIN: Duration = Duration::from_millis(1500);
@@ -27,8 +25,6 @@ const ANSWER_WITHIN: Duration = Duration::from_millis(1500);
 const SIGN_WINDOW_SECS: u64 = 60;
 /// Tencent IM UserIDs are at most 32 bytes.
 pub const MAX_USERID_LEN: usize = 32;
-/// Elements of one agent message turned into customer messages; the rest are summarised.
-const MAX_ELEMENTS: usize = 10;
 
 fn ok() -> Response {
     Response::json(json!({"ActionStatus": "OK", "ErrorInfo": "", "ErrorCode": 0}).to_string())
@@ -58,11 +54,11 @@ pub fn authenticate<'a>(
     let Some(app) = svc.config.app(appid) else {
         return Err(refuse(404, appid, "unknown appid"));
     };
-    let DeskConfig::TencentIm {
+    let DeskConfig::TencentIm(TencentImConfig {
         sdkappid,
         callback_token,
         ..
-    } = &app.desk
+    }) = &app.desk
     else {
         return Err(refuse(404, appid, "this account's desk is not tencent_im"));
     };
@@ -90,7 +86,7 @@ pub(crate) async fn handle(svc: &Arc<Services>, appid: &str, req: &Request) -> R
     let Some(app) = svc.config.app(appid) else {
         return refuse(404, appid, "unknown appid");
     };
-    let DeskConfig::TencentIm { agents, .. } = &app.desk else {
+    let DeskConfig::TencentIm(TencentImConfig { agents, .. }) = &app.desk else {
         return refuse(404, appid, "this account's desk is not tencent_im");
     };
     let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {
@@ -197,8 +193,7 @@ pub(crate) async fn handle(svc: &Arc<Services>, appid: &str, req: &Request) -> R
 }
 
 /// Turns an agent's IM message into messages for the customer and delivers them (custom
-/// send, or the Dialogue Platform); returns how many parts went out. A TIMCustomElem whose
-/// Data names a waiter event (`waiterQuit`, ...) sends that event, with Desc as the text.
+/// send, or the Dialogue Platform); returns how many parts went out.
 async fn deliver(
     svc: &Services,
     app: &AppConfig,
@@ -207,177 +202,20 @@ async fn deliver(
     switched: bool,
     body: &Value,
 ) -> Result<usize, DeliverError> {
-    let elems = body
-        .get("MsgBody")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let mut parts = Vec::new();
-    let mut event = switched.then_some("waiterSwitch");
-    if elems.len() > MAX_ELEMENTS {
-        warn!(appid = %app.appid, elements = elems.len(), "agent message with too many elements; the rest are summarised");
-    }
-    for elem in elems.iter().take(MAX_ELEMENTS) {
-        let data = elem
-            .pointer("/MsgContent/Data")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        if elem.get("MsgType").and_then(Value::as_str) == Some("TIMCustomElem")
-            && let Some(e) = EVENTS.iter().find(|e| **e == data)
-        {
-            event = Some(e);
-            // The signal itself is not for the customer's eyes; its Desc is.
-            let desc = elem
-                .pointer("/MsgContent/Desc")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            if !desc.is_empty() {
-                parts.push(KfMessage::text(openid, desc));
-            }
-            continue;
-        }
-        if let Some(kf) = to_custom(svc, app, openid, elem).await {
-            parts.push(kf);
-        }
-    }
-    if elems.len() > MAX_ELEMENTS {
-        parts.push(KfMessage::text(
-            openid,
-            &format!(
-                "[{} more parts of this message cannot be shown here]",
-                elems.len() - MAX_ELEMENTS
-            ),
-        ));
-    }
+    let m = agent::customer_parts(svc, app, openid, switched, body).await;
     let agent = Agent {
         name: Some(agent_id.to_owned()),
         avatar: None,
     };
-    if parts.is_empty() && event.is_none() {
+    match (m.parts.is_empty(), m.event) {
         // Nothing the customer could read and no signal: say so rather than drop it.
-        return Err(DeliverError::Empty);
-    }
-    if parts.is_empty() {
-        // A bare waiter signal: only the Dialogue Platform has a use for it.
-        if let (Some(e), Some(cb)) = (event, &app.chatbot) {
-            let msg = Value::String(crate::transport::chatbot::default_event_text(e).to_owned());
-            crate::transport::chatbot::send_raw(svc, app, cb, openid, &msg, Some(e), &agent)
-                .await?;
-            if e == "waiterQuit" {
-                crate::transport::chatbot::close_conversation(svc, app, openid).await;
-            }
-        }
-        return Ok(0);
-    }
-    transport::deliver_many(svc, app, &parts, &agent, event).await?;
-    Ok(parts.len())
-}
-
-/// One IM element as a WeChat custom message.
-async fn to_custom(
-    svc: &Services,
-    app: &AppConfig,
-    openid: &str,
-    elem: &Value,
-) -> Option<KfMessage> {
-    let c = elem.get("MsgContent").cloned().unwrap_or(Value::Null);
-    let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
-    let text = |t: String| Some(KfMessage::text(openid, &t));
-    match elem.get("MsgType").and_then(Value::as_str).unwrap_or("") {
-        "TIMTextElem" => text(s(&c, "Text")),
-        "TIMImageElem" => {
-            let infos = c
-                .get("ImageInfoArray")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            let url = infos
-                .iter()
-                .find(|i| i.get("Type").and_then(Value::as_i64) == Some(1))
-                .or(infos.first())
-                .map(|i| s(i, "URL"))
-                .unwrap_or_default();
-            Some(media_or_link(svc, app, openid, "image", &url, "Image").await)
-        }
-        "TIMSoundElem" => {
-            Some(media_or_link(svc, app, openid, "voice", &s(&c, "Url"), "Voice message").await)
-        }
-        "TIMVideoFileElem" => {
-            Some(media_or_link(svc, app, openid, "video", &s(&c, "VideoUrl"), "Video").await)
-        }
-        "TIMFileElem" => text(format!("[File] {} {}", s(&c, "FileName"), s(&c, "Url"))),
-        "TIMLocationElem" => text(format!(
-            "[Location] {} ({}, {})",
-            s(&c, "Desc"),
-            c.get("Latitude").map(Value::to_string).unwrap_or_default(),
-            c.get("Longitude").map(Value::to_string).unwrap_or_default()
-        )),
-        "TIMCustomElem" => {
-            let desc = s(&c, "Desc");
-            text(if desc.is_empty() { s(&c, "Data") } else { desc })
-        }
-        "TIMFaceElem" => text("[Sticker]".into()),
-        other => {
-            // The customer sees that something was sent, rather than nothing at all.
-            let shown: String = other
-                .chars()
-                .filter(char::is_ascii_alphanumeric)
-                .take(32)
-                .collect();
-            warn!(appid = %app.appid, msg_type = %shown, "IM element type not handled; sending a readable note");
-            text(format!(
-                "[The agent sent a {shown} message, which cannot be shown here]"
-            ))
-        }
-    }
-}
-
-/// The agent's media as a WeChat media message, or a text with its link where WeChat
-/// does not take it.
-async fn media_or_link(
-    svc: &Services,
-    app: &AppConfig,
-    openid: &str,
-    media_type: &str,
-    url: &str,
-    label: &str,
-) -> KfMessage {
-    match upload(svc, app, media_type, url).await {
-        Some(media_id) => KfMessage::media(openid, media_type, &media_id),
-        None => KfMessage::text(openid, &format!("[{label}] {url}")),
-    }
-}
-
-/// Fetches an agent's media (guarded: IM hosts only, WeChat's size limit for the type) and
-/// adds it to WeChat as temporary material, where WeChat takes its type and format;
-/// `None` means "send a link instead".
-async fn upload(svc: &Services, app: &AppConfig, media_type: &str, url: &str) -> Option<String> {
-    let limit = limit_for(media_type, app.kind)?;
-    let (content_type, bytes) = match svc.im_media.get(url, limit.max_bytes).await {
-        Ok(r) => r,
-        Err(e) => {
-            warn!(appid = %app.appid, error = %e, "could not fetch the agent's media; sending a link");
-            return None;
-        }
-    };
-    sniff(&bytes)?;
-    let file = StagedMedia {
-        bytes,
-        content_type,
-        filename: url
-            .rsplit('/')
-            .next()
-            .unwrap_or("media")
-            .split('?')
-            .next()
-            .unwrap_or("media")
-            .to_owned(),
-    };
-    match svc.media().upload(app, media_type, file).await {
-        Ok(v) => v.get("media_id").and_then(Value::as_str).map(str::to_owned),
-        Err(e) => {
-            warn!(appid = %app.appid, error = %e, "WeChat did not take the agent's media; sending a link");
-            None
+        (true, None) => Err(DeliverError::Empty),
+        (true, Some(event)) => transport::signal(svc, app, openid, event, &agent)
+            .await
+            .map(|_| 0),
+        (false, event) => {
+            transport::deliver_many(svc, app, &m.parts, &agent, event).await?;
+            Ok(m.parts.len())
         }
     }
 }

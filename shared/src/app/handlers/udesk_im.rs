@@ -8,10 +8,10 @@
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::sign;
-use crate::config::{AppConfig, DeskConfig};
+use crate::app::Services;
+use crate::config::{AppConfig, DeskConfig, UdeskImConfig};
+use crate::desk::udesk_im::sign;
 use crate::http::{Request, Response, Route};
-use crate::services::Services;
 use crate::wechat::kf::KfMessage;
 
 fn failure(status: u16, appid: &str, msg: &str) -> Response {
@@ -30,12 +30,12 @@ pub fn authenticate<'a>(
     let Some(app) = svc.config.app(appid) else {
         return Err(failure(404, appid, "unknown appid"));
     };
-    let DeskConfig::UdeskIm {
+    let DeskConfig::UdeskIm(UdeskImConfig {
         key,
-        timezone,
+        offset_secs,
         sign_window_secs,
         ..
-    } = &app.desk
+    }) = &app.desk
     else {
         return Err(failure(404, appid, "this account's desk is not udesk_im"));
     };
@@ -54,8 +54,7 @@ pub fn authenticate<'a>(
     if !sign::verify(number, email, timestamp, presented, key) {
         return Err(failure(401, appid, "sign verification failed"));
     }
-    let offset = crate::support::localtime::parse_offset(timezone).unwrap_or(8 * 3600);
-    match crate::support::localtime::parse_local_timestamp(timestamp, offset) {
+    match crate::support::localtime::parse_local_timestamp(timestamp, *offset_secs) {
         // 0 turns the window off (only for replaying recorded events).
         Some(t)
             if *sign_window_secs == 0 || svc.clock.unix_secs().abs_diff(t) <= *sign_window_secs => {

@@ -22,8 +22,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::http::{Request, Response, authenticate, is_upload, route, serve_authenticated};
-use crate::services::Services;
+use crate::app::Services;
+use crate::app::routes::{authenticate, serve_authenticated};
+use crate::http::{Request, Response, is_upload, route};
 
 async fn serve_one(svc: &Arc<Services>, req: hyper::Request<hyper::body::Incoming>) -> Response {
     let (parts, body) = req.into_parts();

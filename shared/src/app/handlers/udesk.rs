@@ -8,9 +8,9 @@
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
+use crate::app::Services;
 use crate::config::AppConfig;
 use crate::http::{Request, Response, Route, RouteKind, multipart_part};
-use crate::services::Services;
 use crate::store::StagedMedia;
 use crate::transport::{self, Agent};
 use crate::wechat::api::Body;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tracing::{error, info};
 
-use crate::services::Services;
+use crate::app::Services;
 use crate::wechat::token::Refresh;
 
 /// One pass over every account: a JSON report, and whether every account is fine.

@@ -1,0 +1,123 @@
+//! API Gateway (HTTP API payload v2 and REST) through lambda_http: one function's main.
+
+use std::sync::Arc;
+
+use lambda_http::{Body, RequestExt, service_fn};
+
+use crate::app::Services;
+use crate::app::routes::dispatch;
+use crate::http::{Request, Response, RouteKind, route};
+
+pub fn to_request(req: &lambda_http::Request) -> Request {
+    let query = req
+        .query_string_parameters_ref()
+        .map(|q| {
+            q.iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect()
+        })
+        .unwrap_or_else(|| {
+            req.uri()
+                .query()
+                .map(Request::parse_query)
+                .unwrap_or_default()
+        });
+    let body = match req.body() {
+        Body::Empty => bytes::Bytes::new(),
+        Body::Text(t) => bytes::Bytes::copy_from_slice(t.as_bytes()),
+        Body::Binary(b) => bytes::Bytes::copy_from_slice(b),
+        _ => bytes::Bytes::new(),
+    };
+    Request {
+        method: req.method().clone(),
+        path: req.uri().path().to_owned(),
+        query,
+        headers: req.headers().clone(),
+        body,
+    }
+}
+
+pub fn to_lambda_response(resp: Response) -> lambda_http::Response<Body> {
+    let text = resp.is_text();
+    let body = if resp.body.is_empty() {
+        Body::Empty
+    } else if text {
+        match String::from_utf8(resp.body.to_vec()) {
+            Ok(s) => Body::Text(s),
+            Err(e) => Body::Binary(e.into_bytes()),
+        }
+    } else {
+        // lambda_http base64-encodes binary bodies for API Gateway.
+        Body::Binary(resp.body.to_vec())
+    };
+    let mut builder = lambda_http::Response::builder()
+        .status(resp.status)
+        .header("Content-Type", resp.content_type.as_ref());
+    for (name, value) in &resp.headers {
+        builder = builder.header(name, value);
+    }
+    builder
+        .body(body)
+        .unwrap_or_else(|_| lambda_http::Response::new(Body::Empty))
+}
+
+/// Serves one function's route: the appid comes from API Gateway's path parameters,
+/// else from the path itself.
+pub async fn handle(svc: &Arc<Services>, kind: RouteKind, req: lambda_http::Request) -> Response {
+    let request = to_request(&req);
+    let found = match route(&request.path) {
+        Some(r) if r.kind == kind => Some(r),
+        // The simulated-domain function serves every Udesk path it is given.
+        Some(r) if kind == RouteKind::UdeskGateway && r.kind.is_udesk() => Some(r),
+        // A custom domain's base path can hide the route's own prefix: fall back on
+        // what API Gateway matched.
+        _ => req.path_parameters_ref().and_then(|p| {
+            let key = p.first("key").map(crate::config::Secret::new);
+            p.first("appid")
+                .map(|appid| crate::http::Route {
+                    kind,
+                    appid: appid.to_owned(),
+                    key: key.clone(),
+                })
+                .or_else(|| {
+                    key.map(|k| crate::http::Route {
+                        kind,
+                        appid: String::new(),
+                        key: Some(k),
+                    })
+                })
+        }),
+    };
+    match found {
+        Some(r) => dispatch(svc, &r, &request).await,
+        None => {
+            // Only the first segment: Udesk paths carry the gateway key further on.
+            let prefix = request
+                .path
+                .split('/')
+                .find(|s| !s.is_empty())
+                .unwrap_or("");
+            tracing::warn!(prefix, "no route for this path");
+            Response::text(404, "no such route")
+        }
+    }
+}
+
+/// The whole main of a function: telemetry, config and services once, then serve.
+pub async fn run(kind: RouteKind) -> Result<(), lambda_http::Error> {
+    crate::telemetry::init();
+    let svc = match Services::from_env().await {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            return Err(e.into());
+        }
+    };
+    lambda_http::run(service_fn(move |req| {
+        let svc = svc.clone();
+        async move {
+            Ok::<_, std::convert::Infallible>(to_lambda_response(handle(&svc, kind, req).await))
+        }
+    }))
+    .await
+}

@@ -1,0 +1,82 @@
+//! The application: wiring (the context and the desk registry), the route table and its
+//! handlers, and the ways to run them (Lambda, the local server, the doctor, the token
+//! refresher). Nothing below this module imports it.
+
+pub mod doctor;
+pub mod handlers;
+pub mod lambda;
+#[cfg(feature = "local")]
+pub mod local;
+pub mod refresher;
+pub mod routes;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::{Config, ConfigError, DeskConfig};
+use crate::context::Context;
+use crate::desk::Desk;
+use crate::desk::tencent_im::TencentIm;
+use crate::desk::udesk_im::UdeskIm;
+use crate::desk::udesk_wechat::UdeskWechat;
+use crate::store::{StoreError, Stores};
+use crate::support::clock::{Clock, SystemClock};
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// The context and every account's desk, built once at start-up and shared by every
+/// request. Reads as its context (`svc.config`, `svc.inbox`, ...).
+pub struct Services {
+    pub ctx: Context,
+    desks: HashMap<String, Arc<dyn Desk>>,
+}
+
+impl std::ops::Deref for Services {
+    type Target = Context;
+    fn deref(&self) -> &Context {
+        &self.ctx
+    }
+}
+
+impl Services {
+    /// Builds services on the store the config names.
+    pub async fn build(config: Config) -> Result<Services, InitError> {
+        let stores = Stores::open(&config.store).await?;
+        Ok(Self::with_parts(config, stores, Arc::new(SystemClock)))
+    }
+
+    /// Lambda init: config from WXDESK_CONFIG / WXDESK_CONFIG_FILE.
+    pub async fn from_env() -> Result<Services, InitError> {
+        Self::build(Config::from_env()?).await
+    }
+
+    pub fn with_parts(config: Config, stores: Stores, clock: Arc<dyn Clock>) -> Services {
+        let ctx = Context::new(config, stores, clock);
+        let desks = ctx
+            .config
+            .apps
+            .iter()
+            .map(|app| (app.appid.clone(), desk_for(&ctx, app)))
+            .collect();
+        Services { ctx, desks }
+    }
+
+    pub fn desk(&self, appid: &str) -> Option<&Arc<dyn Desk>> {
+        self.desks.get(appid)
+    }
+}
+
+/// The desk registry: the one place a desk kind becomes a connector.
+fn desk_for(ctx: &Context, app: &crate::config::AppConfig) -> Arc<dyn Desk> {
+    match &app.desk {
+        DeskConfig::UdeskWechat(c) => Arc::new(UdeskWechat::new(ctx.http.clone(), c.url.clone())),
+        DeskConfig::UdeskIm(c) => Arc::new(UdeskIm::new(ctx, app, c)),
+        DeskConfig::TencentIm(c) => Arc::new(TencentIm::new(ctx, app, c)),
+    }
+}

@@ -1,0 +1,68 @@
+//! The route table: for each route, what it checks from the request's head before its
+//! body is read, and the handler that serves it.
+
+use std::sync::Arc;
+
+use crate::app::Services;
+use crate::app::handlers;
+use crate::http::{Request, Response, Route, RouteKind, is_upload};
+use crate::source;
+
+/// Everything a route checks from the request's head alone (path key, signature, time
+/// window, account and method), before its body is read: a refusal here is the whole
+/// answer, and nothing else happens.
+pub async fn authenticate(svc: &Services, route: &Route, req: &Request) -> Result<(), Response> {
+    match route.kind {
+        RouteKind::WechatCallback => {
+            source::wechat_push::authenticate(svc, &route.appid, req).map(|_| ())
+        }
+        RouteKind::UdeskGateway | RouteKind::UdeskTemplateList | RouteKind::UdeskTemplateSend => {
+            handlers::udesk::authenticate(svc, route, req).map(|_| ())
+        }
+        RouteKind::UdeskImPush => handlers::udesk_im::authenticate(svc, route, req).map(|_| ()),
+        RouteKind::TimCallback => handlers::tim::authenticate(svc, route, req).map(|_| ()),
+        RouteKind::ChatbotHandoff | RouteKind::ChatbotEvent => {
+            handlers::chatbot::authenticate(svc, route, req).map(|_| ())
+        }
+        RouteKind::StagedMedia => {
+            handlers::media::authenticate(&svc.links, req, svc.clock.unix_secs())
+        }
+    }
+}
+
+/// Authenticates, checks the body against the route's limit, and serves.
+pub async fn dispatch(svc: &Arc<Services>, route: &Route, req: &Request) -> Response {
+    if let Err(refused) = authenticate(svc, route, req).await {
+        return refused;
+    }
+    let limit = route
+        .kind
+        .max_body_bytes(&svc.config, is_upload(route.kind, &req.method, &req.query));
+    if req.body.len() > limit {
+        tracing::warn!(appid = %route.appid, limit, "request body over the route's limit");
+        return Response::text(413, "body too large");
+    }
+    serve_authenticated(svc, route, req).await
+}
+
+/// Serves a request that `authenticate` has passed and whose body is within its limit.
+pub(crate) async fn serve_authenticated(
+    svc: &Arc<Services>,
+    route: &Route,
+    req: &Request,
+) -> Response {
+    match route.kind {
+        RouteKind::WechatCallback => match svc.desk(&route.appid) {
+            Some(desk) => source::wechat_push::handle(svc, desk.as_ref(), &route.appid, req).await,
+            None => Response::text(404, "unknown appid"),
+        },
+        RouteKind::UdeskGateway | RouteKind::UdeskTemplateList | RouteKind::UdeskTemplateSend => {
+            handlers::udesk::handle(svc, route, req).await
+        }
+        RouteKind::UdeskImPush => handlers::udesk_im::handle(svc, &route.appid, req).await,
+        RouteKind::ChatbotHandoff => handlers::chatbot::handoff(svc, route, req).await,
+        RouteKind::ChatbotEvent => handlers::chatbot::event(svc, route, req).await,
+        RouteKind::TimCallback => handlers::tim::handle(svc, &route.appid, req).await,
+        RouteKind::StagedMedia => handlers::media::serve(&svc.links, req).await,
+    }
+}

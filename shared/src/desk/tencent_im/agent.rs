@@ -1,0 +1,187 @@
+//! An agent's message from the after-send callback, as what the customer gets: IM
+//! elements become WeChat custom messages (media fetched under the guarded fetch and
+//! uploaded to WeChat where it takes them, else a link).
+
+use serde_json::Value;
+use tracing::warn;
+
+use crate::config::AppConfig;
+use crate::context::Context;
+use crate::store::StagedMedia;
+use crate::wechat::dialogue::EVENTS;
+use crate::wechat::kf::KfMessage;
+use crate::wechat::media::{limit_for, sniff};
+
+/// Elements of one agent message turned into customer messages; the rest are summarised.
+pub const MAX_ELEMENTS: usize = 10;
+
+/// What an agent's IM message says to the customer: its parts as WeChat custom messages,
+/// and the waiter event it signals, if any.
+pub struct AgentMessage {
+    pub parts: Vec<KfMessage>,
+    pub event: Option<&'static str>,
+}
+
+/// An after-send callback's `MsgBody` for the customer. A TIMCustomElem whose Data names a
+/// waiter event (`waiterQuit`, ...) signals that event, with Desc as the text; an element
+/// WeChat cannot show becomes a note; past `MAX_ELEMENTS` a note counts the rest.
+pub async fn customer_parts(
+    ctx: &Context,
+    app: &AppConfig,
+    openid: &str,
+    switched: bool,
+    body: &Value,
+) -> AgentMessage {
+    let elems = body
+        .get("MsgBody")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut parts = Vec::new();
+    let mut event = switched.then_some("waiterSwitch");
+    if elems.len() > MAX_ELEMENTS {
+        warn!(appid = %app.appid, elements = elems.len(), "agent message with too many elements; the rest are summarised");
+    }
+    for elem in elems.iter().take(MAX_ELEMENTS) {
+        let data = elem
+            .pointer("/MsgContent/Data")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if elem.get("MsgType").and_then(Value::as_str) == Some("TIMCustomElem")
+            && let Some(e) = EVENTS.iter().find(|e| **e == data)
+        {
+            event = Some(e);
+            // The signal itself is not for the customer's eyes; its Desc is.
+            let desc = elem
+                .pointer("/MsgContent/Desc")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            if !desc.is_empty() {
+                parts.push(KfMessage::text(openid, desc));
+            }
+            continue;
+        }
+        if let Some(kf) = to_custom(ctx, app, openid, elem).await {
+            parts.push(kf);
+        }
+    }
+    if elems.len() > MAX_ELEMENTS {
+        parts.push(KfMessage::text(
+            openid,
+            &format!(
+                "[{} more parts of this message cannot be shown here]",
+                elems.len() - MAX_ELEMENTS
+            ),
+        ));
+    }
+    AgentMessage { parts, event }
+}
+
+/// One IM element as a WeChat custom message.
+async fn to_custom(
+    ctx: &Context,
+    app: &AppConfig,
+    openid: &str,
+    elem: &Value,
+) -> Option<KfMessage> {
+    let c = elem.get("MsgContent").cloned().unwrap_or(Value::Null);
+    let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+    let text = |t: String| Some(KfMessage::text(openid, &t));
+    match elem.get("MsgType").and_then(Value::as_str).unwrap_or("") {
+        "TIMTextElem" => text(s(&c, "Text")),
+        "TIMImageElem" => {
+            let infos = c
+                .get("ImageInfoArray")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let url = infos
+                .iter()
+                .find(|i| i.get("Type").and_then(Value::as_i64) == Some(1))
+                .or(infos.first())
+                .map(|i| s(i, "URL"))
+                .unwrap_or_default();
+            Some(media_or_link(ctx, app, openid, "image", &url, "Image").await)
+        }
+        "TIMSoundElem" => {
+            Some(media_or_link(ctx, app, openid, "voice", &s(&c, "Url"), "Voice message").await)
+        }
+        "TIMVideoFileElem" => {
+            Some(media_or_link(ctx, app, openid, "video", &s(&c, "VideoUrl"), "Video").await)
+        }
+        "TIMFileElem" => text(format!("[File] {} {}", s(&c, "FileName"), s(&c, "Url"))),
+        "TIMLocationElem" => text(format!(
+            "[Location] {} ({}, {})",
+            s(&c, "Desc"),
+            c.get("Latitude").map(Value::to_string).unwrap_or_default(),
+            c.get("Longitude").map(Value::to_string).unwrap_or_default()
+        )),
+        "TIMCustomElem" => {
+            let desc = s(&c, "Desc");
+            text(if desc.is_empty() { s(&c, "Data") } else { desc })
+        }
+        "TIMFaceElem" => text("[Sticker]".into()),
+        other => {
+            // The customer sees that something was sent, rather than nothing at all.
+            let shown: String = other
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .take(32)
+                .collect();
+            warn!(appid = %app.appid, msg_type = %shown, "IM element type not handled; sending a readable note");
+            text(format!(
+                "[The agent sent a {shown} message, which cannot be shown here]"
+            ))
+        }
+    }
+}
+
+/// The agent's media as a WeChat media message, or a text with its link where WeChat
+/// does not take it.
+async fn media_or_link(
+    ctx: &Context,
+    app: &AppConfig,
+    openid: &str,
+    media_type: &str,
+    url: &str,
+    label: &str,
+) -> KfMessage {
+    match upload(ctx, app, media_type, url).await {
+        Some(media_id) => KfMessage::media(openid, media_type, &media_id),
+        None => KfMessage::text(openid, &format!("[{label}] {url}")),
+    }
+}
+
+/// Fetches an agent's media (guarded: IM hosts only, WeChat's size limit for the type) and
+/// adds it to WeChat as temporary material, where WeChat takes its type and format;
+/// `None` means "send a link instead".
+async fn upload(ctx: &Context, app: &AppConfig, media_type: &str, url: &str) -> Option<String> {
+    let limit = limit_for(media_type, app.kind)?;
+    let (content_type, bytes) = match ctx.im_media.get(url, limit.max_bytes).await {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(appid = %app.appid, error = %e, "could not fetch the agent's media; sending a link");
+            return None;
+        }
+    };
+    sniff(&bytes)?;
+    let file = StagedMedia {
+        bytes,
+        content_type,
+        filename: url
+            .rsplit('/')
+            .next()
+            .unwrap_or("media")
+            .split('?')
+            .next()
+            .unwrap_or("media")
+            .to_owned(),
+    };
+    match ctx.media().upload(app, media_type, file).await {
+        Ok(v) => v.get("media_id").and_then(Value::as_str).map(str::to_owned),
+        Err(e) => {
+            warn!(appid = %app.appid, error = %e, "WeChat did not take the agent's media; sending a link");
+            None
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! The WeChat Dialogue Open Platform's vocabulary (seed 002): waiter events, what its error
+//! codes mean, and an agent message as the platform's `msg` (a string, or the seed's
+//! object). The calls themselves are `transport::chatbot`; the hand-off callback is
+//! `source::chatbot`.
+
+use serde_json::{Value, json};
+
+use super::kf::KfMessage;
+
+pub const EVENTS: [&str; 4] = [
+    "waiterEnter",
+    "waiterSwitch",
+    "waiterQuit",
+    "waiterQualityEvaluate",
+];
+
+/// What the platform's codes mean, and what to do about them.
+pub fn meaning(code: i64) -> &'static str {
+    match code {
+        1001 => "TOKEN is not valid: check apps.chatbot.token",
+        1002 => "the bot has not passed review",
+        1003 => "signature lacks the userid field",
+        1004 => "signature field is empty",
+        1005 => "signature expired or invalid: check apps.chatbot.encoding_aes_key and appid",
+        1006 => "signature check failed (userid missing)",
+        1007 => "appid, category, label or desc is empty",
+        1008 => "appid, openid or msg is empty",
+        1009 | 1011 => "appid is invalid: check apps.chatbot.appid",
+        1010 => "appid check failed",
+        1013 => "encryption parameters do not match (decrypt failed): check encoding_aes_key",
+        1015 => "managerid is invalid",
+        1019 => "the open API is not enabled for this bot, or the encryption is wrong",
+        3005 => "the Official Account is not verified",
+        3014 => "the message contains a sensitive word",
+        _ => "unknown error",
+    }
+}
+
+/// A custom message as the platform's `msg`: a string for text, else the seed's object.
+pub fn msg_of(kf: &KfMessage) -> Value {
+    let c = &kf.content;
+    let s = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+    match kf.msgtype.as_str() {
+        "text" => Value::String(s("content")),
+        "news" => {
+            let articles: Vec<Value> = c
+                .get("articles")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|a| {
+                    let f = |k: &str| a.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+                    let url = f("url");
+                    // Official Account articles are `mp`; anything else is an H5 page.
+                    let kind = if url.contains("mp.weixin.qq.com") {
+                        "mp"
+                    } else {
+                        "h5"
+                    };
+                    json!({ "title": f("title"), "description": f("description"), "url": url,
+                            "picurl": f("picurl"), "type": kind })
+                })
+                .collect();
+            json!({ "news": { "articles": articles } })
+        }
+        "image" => json!({ "image": { "media_id": s("media_id"), "url": s("url") } }),
+        "miniprogrampage" => json!({ "miniprogrampage": {
+            "title": s("title"), "appid": s("appid"), "pagepath": s("pagepath"),
+            "thumb_media_id": s("thumb_media_id"), "thumb_url": s("thumb_url"),
+        }}),
+        "link" => Value::String(link_html(&s("url"), &s("title"))),
+        other => Value::String(format!("[{other} message]")),
+    }
+}
+
+/// A link as the platform's HTML text: the URL only when it is http(s), both parts escaped,
+/// so that an agent's input cannot add markup or a `javascript:` link.
+fn link_html(url: &str, title: &str) -> String {
+    let title = escape_html(if title.is_empty() { url } else { title });
+    let lower = url.trim().to_ascii_lowercase();
+    if lower.starts_with("https://") || lower.starts_with("http://") {
+        format!("<a href=\"{}\">{title}</a>", escape_html(url.trim()))
+    } else {
+        title
+    }
+}
+
+fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// What the customer reads with a waiter event that came without text (`msg` is required).
+pub fn default_event_text(event: &str) -> &'static str {
+    match event {
+        "waiterEnter" => "An agent has joined the conversation.",
+        "waiterSwitch" => "You have been transferred to another agent.",
+        "waiterQuit" => "The agent has left the conversation.",
+        "waiterQualityEvaluate" => "How satisfied are you with this conversation?",
+        _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_mapping() {
+        let news = KfMessage::parse(
+            b"touser=o&msgtype=news&news[articles][0][title]=T&news[articles][0][url]=https://mp.weixin.qq.com/s/x&news[articles][1][title]=U&news[articles][1][url]=https://shop.example/a",
+            crate::config::AppKind::OfficialAccount,
+        )
+        .unwrap();
+        assert_eq!(
+            msg_of(&news),
+            json!({"news":{"articles":[
+                {"title":"T","description":"","url":"https://mp.weixin.qq.com/s/x","picurl":"","type":"mp"},
+                {"title":"U","description":"","url":"https://shop.example/a","picurl":"","type":"h5"}]}})
+        );
+        assert_eq!(
+            msg_of(&KfMessage::text("o", "hi <a href=\"x\">y</a>")),
+            json!("hi <a href=\"x\">y</a>")
+        );
+        let link = KfMessage {
+            touser: "o".into(),
+            msgtype: "link".into(),
+            content: json!({"url": "https://shop.example/a?x=1&y=\"><script>", "title": "<b>Sale</b>"}),
+            kf_account: None,
+        };
+        assert_eq!(
+            msg_of(&link),
+            json!(
+                "<a href=\"https://shop.example/a?x=1&amp;y=&quot;&gt;&lt;script&gt;\">&lt;b&gt;Sale&lt;/b&gt;</a>"
+            )
+        );
+        let js = KfMessage {
+            content: json!({"url": "javascript:alert(1)", "title": "t"}),
+            ..link
+        };
+        assert_eq!(msg_of(&js), json!("t"));
+        assert_eq!(
+            meaning(1001),
+            "TOKEN is not valid: check apps.chatbot.token"
+        );
+    }
+}
