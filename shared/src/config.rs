@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+pub use crate::support::ids::{MAX_APPID_LEN, is_identifier};
 pub use crate::support::secret::Secret;
+pub use crate::wechat::AppKind;
 use crate::wechat::crypto::MsgCrypt;
 
 #[derive(Debug, thiserror::Error)]
@@ -209,13 +211,6 @@ impl Default for CallbackConfig {
             .collect(),
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum AppKind {
-    OfficialAccount,
-    MiniProgram,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -698,6 +693,15 @@ impl Config {
 }
 
 impl AppConfig {
+    /// Whether a route's path carries this account's gateway key (compared in constant
+    /// time). An account without one has its desk-facing routes closed.
+    pub fn gateway_key_matches(&self, presented: Option<&Secret>) -> bool {
+        match (&self.gateway_key, presented) {
+            (Some(expected), Some(given)) => expected.matches(given.expose()),
+            _ => false,
+        }
+    }
+
     pub fn skips_event(&self, event: &str, global: &CallbackConfig) -> bool {
         self.skip_events
             .as_ref()
@@ -705,18 +709,6 @@ impl AppConfig {
             .iter()
             .any(|e| e == event)
     }
-}
-
-/// The longest appid wxdesk accepts (WeChat's are 18 characters).
-pub const MAX_APPID_LEN: usize = 64;
-
-/// Whether `s` is 1..=`max` ASCII letters, digits, '_' or '-': the shape of appids, openids
-/// and IM UserIDs, checked before such a value reaches a map, a store key or a log line.
-pub fn is_identifier(s: &str, max: usize) -> bool {
-    !s.is_empty()
-        && s.len() <= max
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// toml's own Display quotes the offending source line, which may hold a secret: report the

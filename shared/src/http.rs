@@ -130,23 +130,6 @@ impl RouteKind {
             RouteKind::UdeskGateway | RouteKind::UdeskTemplateList | RouteKind::UdeskTemplateSend
         )
     }
-
-    /// The largest request body the route takes; `upload` says whether the request is a
-    /// Udesk media upload (`POST ...?type=`), the one kind of request with a large body.
-    pub fn max_body_bytes(self, config: &crate::Config, upload: bool) -> usize {
-        match self {
-            RouteKind::WechatCallback => config.callback.max_body_bytes,
-            RouteKind::UdeskGateway if upload => MAX_UPLOAD_BODY,
-            RouteKind::UdeskGateway
-            | RouteKind::UdeskTemplateList
-            | RouteKind::UdeskTemplateSend
-            | RouteKind::UdeskImPush
-            | RouteKind::TimCallback
-            | RouteKind::ChatbotHandoff
-            | RouteKind::ChatbotEvent => MAX_DESK_BODY,
-            RouteKind::StagedMedia => 0,
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,39 +138,11 @@ pub struct Route {
     /// From the path; empty when the request names it in `?appid=` instead.
     pub appid: String,
     /// The secret path segment of routes that have one.
-    pub key: Option<crate::config::Secret>,
-}
-
-impl Route {
-    /// Whether the path carries the account's gateway key (compared in constant time). An
-    /// account without one has its desk-facing routes closed.
-    pub fn key_matches(&self, app: &crate::config::AppConfig) -> bool {
-        match (&app.gateway_key, &self.key) {
-            (Some(expected), Some(given)) => expected.matches(given.expose()),
-            _ => false,
-        }
-    }
-}
-
-/// What every desk-facing route checks first: the path's gateway key, then that the
-/// request is a POST. A refusal is (status, reason), for the route to answer in its own
-/// protocol's shape.
-pub fn desk_gate(
-    route: &Route,
-    app: &crate::config::AppConfig,
-    req: &Request,
-) -> Result<(), (u16, &'static str)> {
-    if !route.key_matches(app) {
-        return Err((401, "missing or wrong gateway key in the URL"));
-    }
-    if req.method != http::Method::POST {
-        return Err((405, "use POST"));
-    }
-    Ok(())
+    pub key: Option<crate::support::secret::Secret>,
 }
 
 /// Matches a request path (leading API Gateway stage segments are tolerated). An appid
-/// segment that cannot be one (see `config::is_identifier`) matches nothing, so that no
+/// segment that cannot be one (see `support::ids`) matches nothing, so that no
 /// oversized or odd value reaches a lookup or a log line.
 pub fn route(path: &str) -> Option<Route> {
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
@@ -199,11 +154,11 @@ pub fn route(path: &str) -> Option<Route> {
     })?;
     let r = |kind, appid: &str, key: Option<&str>| {
         let appid_ok =
-            appid.is_empty() || crate::config::is_identifier(appid, crate::config::MAX_APPID_LEN);
+            appid.is_empty() || crate::support::ids::is_identifier(appid, crate::support::ids::MAX_APPID_LEN);
         appid_ok.then(|| Route {
             kind,
             appid: appid.to_owned(),
-            key: key.map(crate::config::Secret::new),
+            key: key.map(crate::support::secret::Secret::new),
         })
     };
     match &segs[i..] {

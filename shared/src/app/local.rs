@@ -48,7 +48,8 @@ async fn serve_one(svc: &Arc<Services>, req: hyper::Request<hyper::body::Incomin
     if let Err(refused) = authenticate(svc, &r, &request).await {
         return refused;
     }
-    let limit = r.kind.max_body_bytes(
+    let limit = crate::app::routes::max_body_bytes(
+        r.kind,
         &svc.config,
         is_upload(r.kind, &request.method, &request.query),
     );

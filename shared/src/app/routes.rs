@@ -5,8 +5,42 @@ use std::sync::Arc;
 
 use crate::app::Services;
 use crate::app::handlers;
-use crate::http::{Request, Response, Route, RouteKind, is_upload};
+use crate::http::{MAX_DESK_BODY, MAX_UPLOAD_BODY, Request, Response, Route, RouteKind, is_upload};
 use crate::source;
+
+/// The largest request body a route takes; `upload` says whether the request is a Udesk
+/// media upload (`POST ...?type=`), the one kind of request with a large body.
+pub fn max_body_bytes(kind: RouteKind, config: &crate::Config, upload: bool) -> usize {
+    match kind {
+        RouteKind::WechatCallback => config.callback.max_body_bytes,
+        RouteKind::UdeskGateway if upload => MAX_UPLOAD_BODY,
+        RouteKind::UdeskGateway
+        | RouteKind::UdeskTemplateList
+        | RouteKind::UdeskTemplateSend
+        | RouteKind::UdeskImPush
+        | RouteKind::TimCallback
+        | RouteKind::ChatbotHandoff
+        | RouteKind::ChatbotEvent => MAX_DESK_BODY,
+        RouteKind::StagedMedia => 0,
+    }
+}
+
+/// What every desk-facing route checks first: the path's gateway key, then that the
+/// request is a POST. A refusal is (status, reason), for the route to answer in its own
+/// protocol's shape.
+pub fn desk_gate(
+    route: &Route,
+    app: &crate::config::AppConfig,
+    req: &Request,
+) -> Result<(), (u16, &'static str)> {
+    if !app.gateway_key_matches(route.key.as_ref()) {
+        return Err((401, "missing or wrong gateway key in the URL"));
+    }
+    if req.method != http::Method::POST {
+        return Err((405, "use POST"));
+    }
+    Ok(())
+}
 
 /// Everything a route checks from the request's head alone (path key, signature, time
 /// window, account and method), before its body is read: a refusal here is the whole
@@ -35,9 +69,11 @@ pub async fn dispatch(svc: &Arc<Services>, route: &Route, req: &Request) -> Resp
     if let Err(refused) = authenticate(svc, route, req).await {
         return refused;
     }
-    let limit = route
-        .kind
-        .max_body_bytes(&svc.config, is_upload(route.kind, &req.method, &req.query));
+    let limit = max_body_bytes(
+        route.kind,
+        &svc.config,
+        is_upload(route.kind, &req.method, &req.query),
+    );
     if req.body.len() > limit {
         tracing::warn!(appid = %route.appid, limit, "request body over the route's limit");
         return Response::text(413, "body too large");

@@ -3,6 +3,7 @@
 
 pub mod clock;
 pub mod hex;
+pub mod ids;
 pub mod localtime;
 pub mod outbound;
 pub mod retry;

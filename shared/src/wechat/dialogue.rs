@@ -120,7 +120,7 @@ mod tests {
     fn message_mapping() {
         let news = KfMessage::parse(
             b"touser=o&msgtype=news&news[articles][0][title]=T&news[articles][0][url]=https://mp.weixin.qq.com/s/x&news[articles][1][title]=U&news[articles][1][url]=https://shop.example/a",
-            crate::config::AppKind::OfficialAccount,
+            crate::wechat::AppKind::OfficialAccount,
         )
         .unwrap();
         assert_eq!(

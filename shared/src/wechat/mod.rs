@@ -11,3 +11,11 @@ pub mod reply;
 pub mod signature;
 pub mod token;
 pub mod xml;
+
+/// What kind of WeChat account an appid is; it decides which messages it can send and take.
+#[derive(Debug, Clone, Copy, serde::Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AppKind {
+    OfficialAccount,
+    MiniProgram,
+}

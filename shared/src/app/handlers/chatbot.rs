@@ -24,7 +24,7 @@ pub fn authenticate<'a>(
     let Some(app) = svc.config.app(appid) else {
         return Err(refuse(404, appid, "unknown appid"));
     };
-    crate::http::desk_gate(route, app, req).map_err(|(status, why)| refuse(status, appid, why))?;
+    crate::app::routes::desk_gate(route, app, req).map_err(|(status, why)| refuse(status, appid, why))?;
     let Some(cb) = &app.chatbot else {
         return Err(refuse(404, appid, "this account has no [apps.chatbot]"));
     };

@@ -62,7 +62,7 @@ pub fn authenticate<'a>(
     else {
         return Err(refuse(404, appid, "this account's desk is not tencent_im"));
     };
-    crate::http::desk_gate(route, app, req).map_err(|(status, why)| refuse(status, appid, why))?;
+    crate::app::routes::desk_gate(route, app, req).map_err(|(status, why)| refuse(status, appid, why))?;
     if req.query("SdkAppid").and_then(|s| s.parse::<u64>().ok()) != Some(*sdkappid) {
         return Err(refuse(403, appid, "SdkAppid is not this account's"));
     }

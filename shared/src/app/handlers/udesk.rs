@@ -67,7 +67,7 @@ pub fn authenticate<'a>(
         warn!("simulated domain: unknown appid");
         return Err(err_json(404, 40013, "unknown appid"));
     };
-    if !route.key_matches(app) {
+    if !app.gateway_key_matches(route.key.as_ref()) {
         warn!(
             appid,
             configured = app.gateway_key.is_some(),

@@ -39,7 +39,7 @@ pub fn authenticate<'a>(
     else {
         return Err(failure(404, appid, "this account's desk is not udesk_im"));
     };
-    crate::http::desk_gate(route, app, req).map_err(|(status, why)| failure(status, appid, why))?;
+    crate::app::routes::desk_gate(route, app, req).map_err(|(status, why)| failure(status, appid, why))?;
     let (number, email) = (
         req.query("number").unwrap_or(""),
         req.query("email").unwrap_or(""),
