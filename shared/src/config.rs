@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-pub use crate::support::ids::{MAX_APPID_LEN, is_identifier};
+pub(crate) use crate::support::ids::{MAX_APPID_LEN, is_identifier};
 pub use crate::support::secret::Secret;
 pub use crate::wechat::AppKind;
 use crate::wechat::crypto::MsgCrypt;
@@ -414,7 +414,10 @@ impl Config {
     }
 
     /// Parses with `[store]` supplied from outside (deployments name their own tables).
-    pub fn parse_with_store(text: &str, store: Option<StoreConfig>) -> Result<Config, ConfigError> {
+    pub(crate) fn parse_with_store(
+        text: &str,
+        store: Option<StoreConfig>,
+    ) -> Result<Config, ConfigError> {
         let mut raw: RawConfig = toml::from_str(text).map_err(|e| syntax_error(text, &e))?;
         let mut by_appid = HashMap::new();
         for (i, app) in raw.apps.iter_mut().enumerate() {
@@ -662,7 +665,7 @@ impl Config {
     /// Lambda: the document in `WXDESK_CONFIG`, or a file named by `WXDESK_CONFIG_FILE`.
     /// When template.yaml sets `WXDESK_DEDUP_TABLE` (and `WXDESK_TOKENS_TABLE`,
     /// `WXDESK_MEDIA_BUCKET`), those resources replace the document's `[store]`.
-    pub fn from_env() -> Result<Config, ConfigError> {
+    pub(crate) fn from_env() -> Result<Config, ConfigError> {
         let text = match (
             std::env::var("WXDESK_CONFIG"),
             std::env::var("WXDESK_CONFIG_FILE"),
@@ -695,14 +698,14 @@ impl Config {
 impl AppConfig {
     /// Whether a route's path carries this account's gateway key (compared in constant
     /// time). An account without one has its desk-facing routes closed.
-    pub fn gateway_key_matches(&self, presented: Option<&Secret>) -> bool {
+    pub(crate) fn gateway_key_matches(&self, presented: Option<&Secret>) -> bool {
         match (&self.gateway_key, presented) {
             (Some(expected), Some(given)) => expected.matches(given.expose()),
             _ => false,
         }
     }
 
-    pub fn skips_event(&self, event: &str, global: &CallbackConfig) -> bool {
+    pub(crate) fn skips_event(&self, event: &str, global: &CallbackConfig) -> bool {
         self.skip_events
             .as_ref()
             .unwrap_or(&global.skip_events)

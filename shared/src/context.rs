@@ -107,7 +107,7 @@ impl Context {
     }
 
     /// The account's Dialogue Platform key, decoded once.
-    pub fn chatbot_crypt(&self, appid: &str) -> Option<&MsgCrypt> {
+    pub(crate) fn chatbot_crypt(&self, appid: &str) -> Option<&MsgCrypt> {
         self.chatbot_crypto.get(appid)
     }
 

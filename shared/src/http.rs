@@ -27,7 +27,7 @@ impl Request {
             .map(|(_, v)| v.as_str())
     }
 
-    pub fn parse_query(raw: &str) -> Vec<(String, String)> {
+    pub(crate) fn parse_query(raw: &str) -> Vec<(String, String)> {
         form_urlencoded::parse(raw.as_bytes())
             .into_owned()
             .collect()
@@ -61,7 +61,7 @@ impl Response {
     pub fn json(body: impl Into<String>) -> Self {
         Self::new(200, "application/json; charset=utf-8", body.into())
     }
-    pub fn json_status(status: u16, body: &serde_json::Value) -> Self {
+    pub(crate) fn json_status(status: u16, body: &serde_json::Value) -> Self {
         Self::new(status, "application/json; charset=utf-8", body.to_string())
     }
     pub fn bytes(content_type: String, body: Bytes) -> Self {
@@ -77,12 +77,12 @@ impl Response {
         r.headers.push((http::header::LOCATION, location));
         r
     }
-    pub fn with_header(mut self, name: http::header::HeaderName, value: String) -> Self {
+    pub(crate) fn with_header(mut self, name: http::header::HeaderName, value: String) -> Self {
         self.headers.push((name, value));
         self
     }
     /// Text-like bodies go to API Gateway as text, everything else base64-encoded.
-    pub fn is_text(&self) -> bool {
+    pub(crate) fn is_text(&self) -> bool {
         let ct = self.content_type.as_ref();
         ct.starts_with("text/")
             || ct.starts_with("application/json")
@@ -118,13 +118,13 @@ pub enum RouteKind {
 }
 
 /// The largest body of a Udesk media upload: a 10 MB video plus the multipart framing.
-pub const MAX_UPLOAD_BODY: usize = 11 * 1024 * 1024;
+pub(crate) const MAX_UPLOAD_BODY: usize = 11 * 1024 * 1024;
 /// The largest body of a desk-facing JSON or form request (an agent message, a template, a
 /// callback): WeChat's own messages are far smaller.
 pub const MAX_DESK_BODY: usize = 64 * 1024;
 
 impl RouteKind {
-    pub fn is_udesk(self) -> bool {
+    pub(crate) fn is_udesk(self) -> bool {
         matches!(
             self,
             RouteKind::UdeskGateway | RouteKind::UdeskTemplateList | RouteKind::UdeskTemplateSend
@@ -153,8 +153,8 @@ pub fn route(path: &str) -> Option<Route> {
         )
     })?;
     let r = |kind, appid: &str, key: Option<&str>| {
-        let appid_ok =
-            appid.is_empty() || crate::support::ids::is_identifier(appid, crate::support::ids::MAX_APPID_LEN);
+        let appid_ok = appid.is_empty()
+            || crate::support::ids::is_identifier(appid, crate::support::ids::MAX_APPID_LEN);
         appid_ok.then(|| Route {
             kind,
             appid: appid.to_owned(),
@@ -187,7 +187,11 @@ pub fn route(path: &str) -> Option<Route> {
 }
 
 /// Whether a request is a Udesk media upload, from its head alone.
-pub fn is_upload(kind: RouteKind, method: &http::Method, query: &[(String, String)]) -> bool {
+pub(crate) fn is_upload(
+    kind: RouteKind,
+    method: &http::Method,
+    query: &[(String, String)],
+) -> bool {
     kind == RouteKind::UdeskGateway
         && method == http::Method::POST
         && query.iter().any(|(k, _)| k == "type")
@@ -195,7 +199,7 @@ pub fn is_upload(kind: RouteKind, method: &http::Method, query: &[(String, Strin
 
 /// The one file part named `field` of a multipart/form-data body: (file name, content
 /// type, bytes).
-pub fn multipart_part(
+pub(crate) fn multipart_part(
     content_type: &str,
     body: &Bytes,
     field: &str,

@@ -8,11 +8,11 @@ pub mod config;
 pub mod context;
 pub mod desk;
 pub mod http;
-pub mod source;
+pub(crate) mod source;
 pub mod store;
 pub mod support;
 pub mod telemetry;
-pub mod transport;
+pub(crate) mod transport;
 pub mod wechat;
 
 pub use app::Services;

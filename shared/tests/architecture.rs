@@ -85,14 +85,17 @@ fn references(module: &str, text: &str, known: &BTreeMap<String, String>) -> BTr
     let mut out = BTreeSet::new();
     for line in text.lines() {
         let code = line.split("//").next().unwrap_or("");
-        for (anchor, base) in [("crate::", Vec::new()), ("super::", {
-            let mut parts: Vec<&str> = module.split("::").filter(|s| !s.is_empty()).collect();
-            // In `a/b/mod.rs` (module a::b) and `a/b/c.rs` (a::b::c) alike, `super` is
-            // the parent of the module.
-            let _ = is_mod_rs;
-            parts.pop();
-            parts
-        })] {
+        for (anchor, base) in [
+            ("crate::", Vec::new()),
+            ("super::", {
+                let mut parts: Vec<&str> = module.split("::").filter(|s| !s.is_empty()).collect();
+                // In `a/b/mod.rs` (module a::b) and `a/b/c.rs` (a::b::c) alike, `super` is
+                // the parent of the module.
+                let _ = is_mod_rs;
+                parts.pop();
+                parts
+            }),
+        ] {
             let mut rest = code;
             while let Some(i) = rest.find(anchor) {
                 // `crate::` inside `wxdesk::crate::` cannot occur; skip `$crate::` macros.
@@ -213,7 +216,10 @@ fn imports_follow_the_layers() {
     let g = graph();
     assert!(g.len() > 40, "the walk found only {} modules", g.len());
     for m in g.keys().filter(|m| !m.is_empty()) {
-        assert!(layer(m).is_some(), "module {m} has no layer: add it to `layer`");
+        assert!(
+            layer(m).is_some(),
+            "module {m} has no layer: add it to `layer`"
+        );
     }
     let bad = violations(&g);
     assert!(bad.is_empty(), "layer violations:\n{}", bad.join("\n"));
@@ -260,7 +266,10 @@ fn the_checker_catches_violations_and_circles() {
     }
     assert!(!bad.iter().any(|b| b.starts_with("desk::a -> context")));
     let c = circles(&g);
-    assert!(c.iter().any(|p| p.contains(&"wechat::api".to_owned())), "{c:?}");
+    assert!(
+        c.iter().any(|p| p.contains(&"wechat::api".to_owned())),
+        "{c:?}"
+    );
     assert!(
         !c.iter().any(|p| p.contains(&"store::embedded".to_owned())),
         "a parent using its child is not a circle: {c:?}"

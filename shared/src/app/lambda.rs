@@ -8,7 +8,7 @@ use crate::app::Services;
 use crate::app::routes::dispatch;
 use crate::http::{Request, Response, RouteKind, route};
 
-pub fn to_request(req: &lambda_http::Request) -> Request {
+pub(crate) fn to_request(req: &lambda_http::Request) -> Request {
     let query = req
         .query_string_parameters_ref()
         .map(|q| {

@@ -52,7 +52,7 @@ impl Services {
     }
 
     /// Lambda init: config from WXDESK_CONFIG / WXDESK_CONFIG_FILE.
-    pub async fn from_env() -> Result<Services, InitError> {
+    pub(crate) async fn from_env() -> Result<Services, InitError> {
         Self::build(Config::from_env()?).await
     }
 

@@ -10,7 +10,7 @@ use crate::source;
 
 /// The largest request body a route takes; `upload` says whether the request is a Udesk
 /// media upload (`POST ...?type=`), the one kind of request with a large body.
-pub fn max_body_bytes(kind: RouteKind, config: &crate::Config, upload: bool) -> usize {
+pub(crate) fn max_body_bytes(kind: RouteKind, config: &crate::Config, upload: bool) -> usize {
     match kind {
         RouteKind::WechatCallback => config.callback.max_body_bytes,
         RouteKind::UdeskGateway if upload => MAX_UPLOAD_BODY,
@@ -28,7 +28,7 @@ pub fn max_body_bytes(kind: RouteKind, config: &crate::Config, upload: bool) -> 
 /// What every desk-facing route checks first: the path's gateway key, then that the
 /// request is a POST. A refusal is (status, reason), for the route to answer in its own
 /// protocol's shape.
-pub fn desk_gate(
+pub(crate) fn desk_gate(
     route: &Route,
     app: &crate::config::AppConfig,
     req: &Request,
@@ -45,7 +45,11 @@ pub fn desk_gate(
 /// Everything a route checks from the request's head alone (path key, signature, time
 /// window, account and method), before its body is read: a refusal here is the whole
 /// answer, and nothing else happens.
-pub async fn authenticate(svc: &Services, route: &Route, req: &Request) -> Result<(), Response> {
+pub(crate) async fn authenticate(
+    svc: &Services,
+    route: &Route,
+    req: &Request,
+) -> Result<(), Response> {
     match route.kind {
         RouteKind::WechatCallback => {
             source::wechat_push::authenticate(svc, &route.appid, req).map(|_| ())
@@ -65,7 +69,7 @@ pub async fn authenticate(svc: &Services, route: &Route, req: &Request) -> Resul
 }
 
 /// Authenticates, checks the body against the route's limit, and serves.
-pub async fn dispatch(svc: &Arc<Services>, route: &Route, req: &Request) -> Response {
+pub(crate) async fn dispatch(svc: &Arc<Services>, route: &Route, req: &Request) -> Response {
     if let Err(refused) = authenticate(svc, route, req).await {
         return refused;
     }

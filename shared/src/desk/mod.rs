@@ -57,5 +57,3 @@ pub trait Desk: Send + Sync {
     /// found, or why not.
     async fn check(&self) -> Result<String, String>;
 }
-
-pub use crate::support::outbound::http_client;

@@ -33,7 +33,7 @@ fn refuse(status: u16, appid: &str, why: &str) -> Response {
 }
 
 /// The checks on the query alone: a known account, a fresh timestamp, WeChat's signature.
-pub fn authenticate<'a>(
+pub(crate) fn authenticate<'a>(
     svc: &'a Context,
     appid: &str,
     req: &Request,

@@ -19,7 +19,7 @@ use super::{
 };
 
 /// Attribute DynamoDB's TTL deletes on (lazily: reads check it too).
-pub const TTL_ATTRIBUTE: &str = "expires_at";
+pub(crate) const TTL_ATTRIBUTE: &str = "expires_at";
 
 #[derive(Clone)]
 pub struct AwsStore {
@@ -44,16 +44,6 @@ impl AwsStore {
             ddb,
             dedup_table: dedup_table.into(),
         }
-    }
-
-    /// Clients from the standard AWS environment (region, credentials, AWS_ENDPOINT_URL*).
-    pub async fn from_env(dedup_table: &str) -> Self {
-        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        Self::new(Client::new(&sdk), dedup_table)
-    }
-
-    pub fn dynamodb(&self) -> &Client {
-        &self.ddb
     }
 
     async fn read(&self, key: &str) -> Result<Option<InboxEntry>, StoreError> {

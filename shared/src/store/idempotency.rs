@@ -11,10 +11,10 @@ use super::{Claim, InboxStore, NewClaim, Outcome, StoreError, entry_ref, new_cla
 
 /// A claim's lease outlives its handler's deadline by this, so that only a handler that
 /// died is ever taken over.
-pub const LEASE_MARGIN: Duration = Duration::from_millis(1500);
+pub(crate) const LEASE_MARGIN: Duration = Duration::from_millis(1500);
 
 /// What to claim.
-pub struct Entry<'a> {
+pub(crate) struct Entry<'a> {
     pub key: &'a str,
     pub appid: &'a str,
     /// What the entry keeps (the message as forwarded).
@@ -26,7 +26,7 @@ pub struct Entry<'a> {
 
 /// What the caller should do.
 #[derive(Debug)]
-pub enum Next {
+pub(crate) enum Next {
     /// Deliver, then `finish` the claim.
     Deliver(Claimed),
     /// Another handler is delivering it right now.
@@ -38,15 +38,13 @@ pub enum Next {
 /// An entry this caller delivers. Without a claim id the store was unavailable and
 /// nothing will be recorded.
 #[derive(Debug)]
-pub struct Claimed {
+pub(crate) struct Claimed {
     pub key: String,
     claim_id: Option<String>,
-    /// 1 for a first delivery, more when an earlier one did not finish.
-    pub attempt: u32,
 }
 
 /// Claims `entry`, giving the store at most `within`.
-pub async fn begin(
+pub(crate) async fn begin(
     inbox: &dyn InboxStore,
     now_ms: i64,
     entry: &Entry<'_>,
@@ -80,7 +78,6 @@ pub async fn begin(
             Next::Deliver(Claimed {
                 key: entry.key.to_owned(),
                 claim_id: Some(claim_id),
-                attempt,
             })
         }
         Ok(Claim::InFlight) => {
@@ -96,7 +93,6 @@ pub async fn begin(
             Next::Deliver(Claimed {
                 key: entry.key.to_owned(),
                 claim_id: None,
-                attempt: 1,
             })
         }
     }
@@ -123,7 +119,7 @@ impl Claimed {
 
 /// Records `key` for `ttl` unless a live record exists: true for the caller that made it.
 /// For state that must be marked once (a conversation opened), not for messages.
-pub async fn first_time(
+pub(crate) async fn first_time(
     inbox: &dyn InboxStore,
     key: &str,
     appid: &str,

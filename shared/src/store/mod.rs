@@ -213,7 +213,7 @@ pub(crate) fn decide(existing: Option<&InboxEntry>, now_ms: i64) -> Option<Claim
 
 /// How logs name an inbox entry: its keys hold openids, which logs never show. The first
 /// 12 hex digits of the key's SHA-256; `entry_ref` of a known key finds its log lines.
-pub fn entry_ref(key: &str) -> String {
+pub(crate) fn entry_ref(key: &str) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(key.as_bytes());
     let appid = key.split('#').next().unwrap_or("");
@@ -316,10 +316,10 @@ pub trait MediaStore: Send + Sync {
 }
 
 /// WeChat media ids live 3 days; nothing staged outlives them.
-pub const MEDIA_TTL: std::time::Duration = std::time::Duration::from_secs(3 * 24 * 3600);
+pub(crate) const MEDIA_TTL: std::time::Duration = std::time::Duration::from_secs(3 * 24 * 3600);
 
 /// A media key's last segment made safe for a file name and an S3 key.
-pub fn safe_segment(s: &str) -> String {
+pub(crate) fn safe_segment(s: &str) -> String {
     let out: String = s
         .chars()
         .map(|c| {
@@ -339,7 +339,7 @@ pub fn safe_segment(s: &str) -> String {
 
 /// Stands in for a store the deployment did not configure: every call says which key to
 /// set, so the account's other routes keep working.
-pub struct NotConfigured(pub &'static str);
+pub(crate) struct NotConfigured(pub &'static str);
 
 impl NotConfigured {
     fn err(&self) -> StoreError {

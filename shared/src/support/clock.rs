@@ -34,12 +34,6 @@ impl FixedClock {
     pub fn at_secs(secs: i64) -> Self {
         FixedClock(AtomicI64::new(secs * 1000))
     }
-    pub fn set_ms(&self, ms: i64) {
-        self.0.store(ms, Ordering::SeqCst);
-    }
-    pub fn advance_ms(&self, ms: i64) {
-        self.0.fetch_add(ms, Ordering::SeqCst);
-    }
 }
 
 impl Clock for FixedClock {

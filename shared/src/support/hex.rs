@@ -1,7 +1,7 @@
 //! Lower-case hex, for digests and random ids.
 
 /// Lower-case hex of `bytes`.
-pub fn hex_lower(bytes: &[u8]) -> String {
+pub(crate) fn hex_lower(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {

@@ -2,14 +2,13 @@
 //! a value reaches a map, a store key or a log line.
 
 /// The longest appid wxdesk accepts (WeChat's are 18 characters).
-pub const MAX_APPID_LEN: usize = 64;
+pub(crate) const MAX_APPID_LEN: usize = 64;
 
 /// Whether `s` is 1..=`max` ASCII letters, digits, '_' or '-': the shape of appids, openids
 /// and IM UserIDs, checked before such a value reaches a map, a store key or a log line.
-pub fn is_identifier(s: &str, max: usize) -> bool {
+pub(crate) fn is_identifier(s: &str, max: usize) -> bool {
     !s.is_empty()
         && s.len() <= max
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
-

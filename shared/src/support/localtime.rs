@@ -62,7 +62,7 @@ pub fn parse_local_timestamp(s: &str, offset_secs: i32) -> Option<i64> {
 
 /// A fixed UTC offset: `+08:00`, `-05:30`, `UTC`, or the names of the zones without
 /// daylight saving time that Udesk tenants use.
-pub fn parse_offset(s: &str) -> Option<i32> {
+pub(crate) fn parse_offset(s: &str) -> Option<i32> {
     match s {
         "UTC" | "Z" => return Some(0),
         "Asia/Shanghai" | "Asia/Chongqing" | "Asia/Hong_Kong" | "Asia/Taipei" | "Asia/Macau"

@@ -11,12 +11,12 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 
 /// Answers from desks and platforms are small JSON or XML documents.
-pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 
 /// One HTTP client for every outbound call to configured endpoints: pooled, keep-alive,
 /// bounded connect time, no redirects (an API that redirects is misconfigured, and a
 /// redirect would carry our credentials elsewhere).
-pub fn http_client() -> reqwest::Client {
+pub(crate) fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2))
         .pool_idle_timeout(Duration::from_secs(50))
@@ -36,7 +36,10 @@ pub enum ReadError {
 
 /// Reads a response body, refusing it as soon as it passes `max` bytes (by its declared
 /// length, or while it streams in), so that no peer can make us buffer more.
-pub async fn read_capped(mut resp: reqwest::Response, max: usize) -> Result<Bytes, ReadError> {
+pub(crate) async fn read_capped(
+    mut resp: reqwest::Response,
+    max: usize,
+) -> Result<Bytes, ReadError> {
     if resp.content_length().is_some_and(|n| n > max as u64) {
         return Err(ReadError::TooLarge(max));
     }
@@ -124,7 +127,7 @@ impl AllowList {
         )
     }
 
-    pub fn allows(&self, host: &str) -> bool {
+    pub(crate) fn allows(&self, host: &str) -> bool {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         self.0.iter().any(|d| {
             host == *d
@@ -138,7 +141,7 @@ impl AllowList {
 /// Addresses no URL from outside may reach: loopback, private, link-local (cloud metadata
 /// at 169.254.169.254 included), shared, unspecified, multicast, documentation and
 /// reserved ranges, and their IPv6 counterparts (IPv4-mapped addresses judged as IPv4).
-pub fn is_internal(ip: IpAddr) -> bool {
+pub(crate) fn is_internal(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
             let o = v4.octets();

@@ -83,7 +83,7 @@ async fn opens_conversation(
 }
 
 /// Forgets a conversation (after `waiterQuit`): the next agent message opens a new one.
-pub async fn close_conversation(svc: &Context, app: &AppConfig, openid: &str) {
+pub(crate) async fn close_conversation(svc: &Context, app: &AppConfig, openid: &str) {
     if let Err(e) = svc
         .inbox
         .remove(&conversation_key(&app.appid, openid))
@@ -129,7 +129,7 @@ pub async fn send(
 
 /// One sendmsg call: build, encrypt, post, read the errcode; network errors and 5xx are
 /// retried with backoff, the platform's own refusals never.
-pub async fn send_raw(
+pub(crate) async fn send_raw(
     svc: &Context,
     app: &AppConfig,
     cb: &ChatbotConfig,

@@ -30,7 +30,7 @@ pub enum DeliverError {
 
 impl DeliverError {
     /// The JSON a desk that speaks WeChat's error shape gets.
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         match self {
             DeliverError::Wechat(e) => e.to_json(),
             DeliverError::Chatbot(e) => {
@@ -51,7 +51,7 @@ impl DeliverError {
 }
 
 /// Delivers one agent message; answers the far side's JSON.
-pub async fn deliver(
+pub(crate) async fn deliver(
     svc: &Context,
     app: &AppConfig,
     msg: &KfMessage,
@@ -82,7 +82,7 @@ pub async fn signal(
 
 /// Delivers the parts of one agent message: one custom send per part, or one sendmsg
 /// (`multimsg` for several parts) carrying `event` when one is due.
-pub async fn deliver_many(
+pub(crate) async fn deliver_many(
     svc: &Context,
     app: &AppConfig,
     parts: &[KfMessage],

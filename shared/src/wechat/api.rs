@@ -42,7 +42,7 @@ pub struct Raw {
 }
 
 impl Raw {
-    pub fn is_json(&self) -> bool {
+    pub(crate) fn is_json(&self) -> bool {
         self.content_type.starts_with("application/json")
             || self.content_type.starts_with("text/plain")
             || self.bytes.first() == Some(&b'{')
@@ -51,9 +51,9 @@ impl Raw {
 
 /// The largest answer read from WeChat's API: media downloads (images, voice, thumbs; at
 /// most 10 MB by WeChat's own limits) with room to spare. JSON answers are far smaller.
-pub const MAX_API_ANSWER: usize = 12 * 1024 * 1024;
+pub(crate) const MAX_API_ANSWER: usize = 12 * 1024 * 1024;
 /// A video behind `video_url`: WeChat's temporary videos are at most 10 MB.
-pub const MAX_VIDEO_BYTES: usize = 10 * 1024 * 1024;
+pub(crate) const MAX_VIDEO_BYTES: usize = 10 * 1024 * 1024;
 
 pub struct WechatApi {
     http: reqwest::Client,
@@ -95,7 +95,11 @@ impl WechatApi {
     }
 
     /// `cgi-bin/message/custom/send`.
-    pub async fn custom_send(&self, app: &AppConfig, message: &Value) -> Result<Value, ApiError> {
+    pub(crate) async fn custom_send(
+        &self,
+        app: &AppConfig,
+        message: &Value,
+    ) -> Result<Value, ApiError> {
         self.call(
             app,
             http::Method::POST,
@@ -228,7 +232,7 @@ impl WechatApi {
 
     /// A `video_url` from `media/get`: a guarded fetch (WeChat's hosts only, https, no
     /// internal address, at most `MAX_VIDEO_BYTES`), without the token.
-    pub async fn fetch_video(&self, url: &str) -> Result<Raw, ApiError> {
+    pub(crate) async fn fetch_video(&self, url: &str) -> Result<Raw, ApiError> {
         let (content_type, bytes) = self
             .video
             .get(url, MAX_VIDEO_BYTES)
@@ -244,7 +248,7 @@ impl WechatApi {
 }
 
 /// A multipart/form-data body with one file part: (content type, body).
-pub fn multipart_file(
+pub(crate) fn multipart_file(
     field: &str,
     filename: &str,
     content_type: &str,

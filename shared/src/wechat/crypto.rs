@@ -137,7 +137,12 @@ impl MsgCrypt {
     }
 
     /// Deterministic form of [`encrypt`](Self::encrypt), for published test vectors.
-    pub fn encrypt_with_random(&self, msg: &str, receive_id: &str, random: &[u8; 16]) -> String {
+    pub(crate) fn encrypt_with_random(
+        &self,
+        msg: &str,
+        receive_id: &str,
+        random: &[u8; 16],
+    ) -> String {
         let len = 16 + 4 + msg.len() + receive_id.len();
         let pad = WX_BLOCK - len % WX_BLOCK;
         let mut buf = Vec::with_capacity(len + pad);

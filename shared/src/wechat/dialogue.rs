@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::kf::KfMessage;
 
-pub const EVENTS: [&str; 4] = [
+pub(crate) const EVENTS: [&str; 4] = [
     "waiterEnter",
     "waiterSwitch",
     "waiterQuit",
@@ -15,7 +15,7 @@ pub const EVENTS: [&str; 4] = [
 ];
 
 /// What the platform's codes mean, and what to do about them.
-pub fn meaning(code: i64) -> &'static str {
+pub(crate) fn meaning(code: i64) -> &'static str {
     match code {
         1001 => "TOKEN is not valid: check apps.chatbot.token",
         1002 => "the bot has not passed review",
@@ -37,7 +37,7 @@ pub fn meaning(code: i64) -> &'static str {
 }
 
 /// A custom message as the platform's `msg`: a string for text, else the seed's object.
-pub fn msg_of(kf: &KfMessage) -> Value {
+pub(crate) fn msg_of(kf: &KfMessage) -> Value {
     let c = &kf.content;
     let s = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
     match kf.msgtype.as_str() {
@@ -102,7 +102,7 @@ fn escape_html(s: &str) -> String {
 }
 
 /// What the customer reads with a waiter event that came without text (`msg` is required).
-pub fn default_event_text(event: &str) -> &'static str {
+pub(crate) fn default_event_text(event: &str) -> &'static str {
     match event {
         "waiterEnter" => "An agent has joined the conversation.",
         "waiterSwitch" => "You have been transferred to another agent.",

@@ -23,10 +23,10 @@ pub enum ApiError {
 }
 
 /// Codes that say the token itself was refused: renew it and retry once.
-pub const TOKEN_INVALID: [i64; 3] = [40001, 40014, 42001];
+pub(crate) const TOKEN_INVALID: [i64; 3] = [40001, 40014, 42001];
 
 /// What the operator must fix for codes that no retry can help.
-pub fn operator_hint(errcode: i64) -> Option<&'static str> {
+pub(crate) fn operator_hint(errcode: i64) -> Option<&'static str> {
     Some(match errcode {
         40164 => {
             "this server's IP is not in the account's IP whitelist (WeChat admin console → Basic Configuration → IP whitelist)"
@@ -44,7 +44,7 @@ pub fn operator_hint(errcode: i64) -> Option<&'static str> {
 }
 
 impl ApiError {
-    pub fn from_body(errcode: i64, body: Value) -> Self {
+    pub(crate) fn from_body(errcode: i64, body: Value) -> Self {
         let errmsg = body
             .get("errmsg")
             .and_then(Value::as_str)
@@ -65,7 +65,7 @@ impl ApiError {
         }
     }
 
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         match self {
             ApiError::Wechat { errcode, .. } => *errcode == -1,
             ApiError::Transport(_) => true,
@@ -76,7 +76,7 @@ impl ApiError {
 
     /// The JSON a desk gets: WeChat's own answer when there is one, else an errcode/errmsg
     /// pair saying what went wrong around the call.
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         match self {
             ApiError::Wechat { body, .. } => body.clone(),
             other => json!({ "errcode": other.errcode(), "errmsg": format!("wxdesk: {other}") }),
@@ -85,7 +85,7 @@ impl ApiError {
 }
 
 /// `errcode` when present and non-zero.
-pub fn errcode_of(v: &Value) -> Option<i64> {
+pub(crate) fn errcode_of(v: &Value) -> Option<i64> {
     v.get("errcode")
         .and_then(|c| {
             c.as_i64()

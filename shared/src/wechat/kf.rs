@@ -36,7 +36,7 @@ pub struct KfMessage {
 }
 
 impl KfMessage {
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         let mut m = Map::new();
         m.insert("touser".into(), Value::String(self.touser.clone()));
         m.insert("msgtype".into(), Value::String(self.msgtype.clone()));
@@ -74,7 +74,7 @@ impl KfMessage {
         Self::from_value(&doc, kind)
     }
 
-    pub fn from_value(doc: &Value, kind: AppKind) -> Result<Self, KfError> {
+    pub(crate) fn from_value(doc: &Value, kind: AppKind) -> Result<Self, KfError> {
         let touser = required_str(doc, "touser", "touser")?;
         let msgtype = required_str(doc, "msgtype", "msgtype")?;
         let spec = spec_for(&msgtype, kind)?;
@@ -99,7 +99,7 @@ impl KfMessage {
 /// What to do with a desk's passive reply for a Mini Program, which takes only
 /// `transfer_customer_service` passively.
 #[derive(Debug, Clone, PartialEq)]
-pub enum PassivePlan {
+pub(crate) enum PassivePlan {
     /// Answer WeChat with the reply as is.
     Keep,
     /// Answer `success` and send this through the custom-send API.
@@ -108,7 +108,7 @@ pub enum PassivePlan {
 
 /// Maps a passive-reply XML to a Mini Program custom message: text → text, image → image,
 /// news → link (its first article).
-pub fn plan_mini_program_reply(xml: &str, touser: &str) -> Result<PassivePlan, KfError> {
+pub(crate) fn plan_mini_program_reply(xml: &str, touser: &str) -> Result<PassivePlan, KfError> {
     let doc = super::xml::Doc::parse_xml(xml)
         .map_err(|e| KfError::Unreadable(format!("passive reply: {e}")))?
         .to_json();
@@ -163,7 +163,7 @@ pub fn plan_mini_program_reply(xml: &str, touser: &str) -> Result<PassivePlan, K
 }
 
 /// A form or JSON body as one JSON document.
-pub fn parse_body(body: &[u8]) -> Result<Value, KfError> {
+pub(crate) fn parse_body(body: &[u8]) -> Result<Value, KfError> {
     let text = std::str::from_utf8(body).map_err(|_| KfError::Unreadable("not UTF-8".into()))?;
     let trimmed = text.trim_start_matches('\u{feff}').trim();
     if trimmed.starts_with('{') {

@@ -24,7 +24,7 @@ pub enum MediaError {
 }
 
 impl MediaError {
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         match self {
             MediaError::Api(e) => e.to_json(),
             MediaError::Store(e) => {
@@ -46,12 +46,12 @@ fn rejected(errcode: i64, msg: impl Into<String>) -> MediaError {
 
 /// WeChat's upload limits per type (protocol doc §6; images kept at 2 MB, the lower of
 /// the two figures WeChat's own page gives).
-pub struct Limit {
+pub(crate) struct Limit {
     pub max_bytes: usize,
     pub formats: &'static [&'static str],
 }
 
-pub fn limit_for(media_type: &str, kind: AppKind) -> Option<Limit> {
+pub(crate) fn limit_for(media_type: &str, kind: AppKind) -> Option<Limit> {
     Some(match (media_type, kind) {
         ("image", _) => Limit {
             max_bytes: 2 * 1024 * 1024,
@@ -74,7 +74,7 @@ pub fn limit_for(media_type: &str, kind: AppKind) -> Option<Limit> {
 }
 
 /// The format from the first bytes (file names and content types lie).
-pub fn sniff(bytes: &[u8]) -> Option<&'static str> {
+pub(crate) fn sniff(bytes: &[u8]) -> Option<&'static str> {
     let b = bytes;
     Some(if b.starts_with(b"\x89PNG\r\n\x1a\n") {
         "png"
@@ -93,7 +93,7 @@ pub fn sniff(bytes: &[u8]) -> Option<&'static str> {
     })
 }
 
-pub fn mime_of(format: &str) -> &'static str {
+pub(crate) fn mime_of(format: &str) -> &'static str {
     match format {
         "png" => "image/png",
         "jpeg" => "image/jpeg",
@@ -112,12 +112,12 @@ fn extension(format: &str) -> &str {
     }
 }
 
-pub fn media_key(appid: &str, media_id: &str) -> String {
+pub(crate) fn media_key(appid: &str, media_id: &str) -> String {
     format!("media/{}/{}", safe_segment(appid), safe_segment(media_id))
 }
 
 /// The file name in a `Content-Disposition` header, if any.
-pub fn disposition_filename(header: &str) -> Option<String> {
+pub(crate) fn disposition_filename(header: &str) -> Option<String> {
     header.split(';').find_map(|part| {
         let (k, v) = part.trim().split_once('=')?;
         (k.trim().eq_ignore_ascii_case("filename"))

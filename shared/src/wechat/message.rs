@@ -13,7 +13,7 @@ pub enum Format {
 }
 
 impl Format {
-    pub fn detect(body: &str) -> Option<Format> {
+    pub(crate) fn detect(body: &str) -> Option<Format> {
         match body
             .trim_start_matches('\u{feff}')
             .trim_start()
@@ -175,7 +175,7 @@ impl Message {
         Self::from_doc(doc, format)
     }
 
-    pub fn from_doc(doc: Doc, format: Format) -> Result<Message, MessageError> {
+    pub(crate) fn from_doc(doc: Doc, format: Format) -> Result<Message, MessageError> {
         let req = |name: &'static str| doc.non_empty(name).ok_or(MessageError::Missing(name));
 
         let from_user = req("FromUserName")?;

@@ -35,7 +35,7 @@ pub fn encrypt_reply(
     wrap_encrypted(&encrypt, format, token, timestamp, nonce)
 }
 
-pub fn wrap_encrypted(
+pub(crate) fn wrap_encrypted(
     encrypt: &str,
     format: Format,
     token: &str,
@@ -69,7 +69,7 @@ pub fn wrap_encrypted(
 }
 
 /// A passive text reply to the customer who sent `msg`.
-pub fn passive_text(msg: &super::message::Message, content: &str) -> String {
+pub(crate) fn passive_text(msg: &super::message::Message, content: &str) -> String {
     let mut d = super::xml::Doc::default();
     d.push("ToUserName", super::xml::Value::text(&msg.from_user));
     d.push("FromUserName", super::xml::Value::text(&msg.to_user));

@@ -19,7 +19,7 @@ use crate::support::url::with_query;
 
 /// How a refresh went, for the scheduled refresher's log.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refresh {
+pub(crate) enum Refresh {
     /// The stored token has more than the refresh window left.
     Fresh { expires_in_secs: i64 },
     /// This caller fetched and stored a new token.
@@ -107,7 +107,7 @@ impl TokenAuthority {
 
     /// WeChat refused `failed` as invalid or expired: mark it expired (only if it is still
     /// the stored one, so a newer token is never thrown away) and get a fresh one.
-    pub async fn renew_after_rejection(
+    pub(crate) async fn renew_after_rejection(
         &self,
         app: &AppConfig,
         failed: &str,
@@ -127,7 +127,7 @@ impl TokenAuthority {
     }
 
     /// For the scheduled refresher: refresh when less than `window` is left.
-    pub async fn refresh_if_due(
+    pub(crate) async fn refresh_if_due(
         &self,
         app: &AppConfig,
         window: Duration,

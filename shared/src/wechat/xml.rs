@@ -58,7 +58,7 @@ impl Value {
             cdata: false,
         }
     }
-    pub fn as_text(&self) -> Option<&str> {
+    pub(crate) fn as_text(&self) -> Option<&str> {
         match self {
             Value::Text { text, .. } => Some(text),
             Value::Children(c) if c.is_empty() => Some(""),
@@ -88,11 +88,11 @@ impl Doc {
     }
 
     /// A top-level text field, None when absent or empty.
-    pub fn non_empty(&self, name: &str) -> Option<String> {
+    pub(crate) fn non_empty(&self, name: &str) -> Option<String> {
         self.get(name).filter(|v| !v.is_empty()).map(str::to_owned)
     }
 
-    pub fn get_value(&self, name: &str) -> Option<&Value> {
+    pub(crate) fn get_value(&self, name: &str) -> Option<&Value> {
         self.fields.iter().find(|(k, _)| k == name).map(|(_, v)| v)
     }
 
@@ -229,7 +229,7 @@ impl Doc {
         out
     }
 
-    pub fn to_json(&self) -> serde_json::Value {
+    pub(crate) fn to_json(&self) -> serde_json::Value {
         children_to_json(&self.fields)
     }
 }
@@ -244,7 +244,7 @@ fn check_root(name: &str) -> Result<(), XmlError> {
 
 /// A plain XML element name: a letter or `_`, then letters, digits, `_`, `-`, `.`; at most
 /// 64 bytes. Every name WeChat uses is one.
-pub fn is_xml_name(name: &str) -> bool {
+pub(crate) fn is_xml_name(name: &str) -> bool {
     let b = name.as_bytes();
     !b.is_empty()
         && b.len() <= 64

@@ -15,7 +15,7 @@ use crate::wechat::kf::KfMessage;
 
 /// Both Dialogue Platform routes: the path's gateway key (the platform signs nothing but
 /// its ciphertext), and an account that has `[apps.chatbot]`.
-pub fn authenticate<'a>(
+pub(crate) fn authenticate<'a>(
     svc: &'a Services,
     route: &Route,
     req: &Request,
@@ -24,7 +24,8 @@ pub fn authenticate<'a>(
     let Some(app) = svc.config.app(appid) else {
         return Err(refuse(404, appid, "unknown appid"));
     };
-    crate::app::routes::desk_gate(route, app, req).map_err(|(status, why)| refuse(status, appid, why))?;
+    crate::app::routes::desk_gate(route, app, req)
+        .map_err(|(status, why)| refuse(status, appid, why))?;
     let Some(cb) = &app.chatbot else {
         return Err(refuse(404, appid, "this account has no [apps.chatbot]"));
     };

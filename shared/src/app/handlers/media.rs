@@ -11,7 +11,11 @@ fn link_key(req: &Request) -> &str {
 }
 
 /// The link's signature and expiry, before anything else.
-pub fn authenticate(links: &MediaLinks, req: &Request, now_secs: i64) -> Result<(), Response> {
+pub(crate) fn authenticate(
+    links: &MediaLinks,
+    req: &Request,
+    now_secs: i64,
+) -> Result<(), Response> {
     let expires = req.query("expires").and_then(|e| e.parse::<i64>().ok());
     let sig = req.query("sig").unwrap_or("");
     match expires {

@@ -24,7 +24,7 @@ const ANSWER_WITHIN: Duration = Duration::from_millis(1500);
 /// Tencent's RequestTime must be within a minute of ours.
 const SIGN_WINDOW_SECS: u64 = 60;
 /// Tencent IM UserIDs are at most 32 bytes.
-pub const MAX_USERID_LEN: usize = 32;
+pub(crate) const MAX_USERID_LEN: usize = 32;
 
 fn ok() -> Response {
     Response::json(json!({"ActionStatus": "OK", "ErrorInfo": "", "ErrorCode": 0}).to_string())
@@ -39,13 +39,13 @@ fn refuse(status: u16, appid: &str, why: &str) -> Response {
 }
 
 /// `Sign` = lowercase hex SHA-256 of token + RequestTime.
-pub fn callback_sign(token: &str, request_time: &str) -> String {
+pub(crate) fn callback_sign(token: &str, request_time: &str) -> String {
     crate::support::hex::hex_lower(&Sha256::digest(format!("{token}{request_time}")))
 }
 
 /// The path's gateway key, the account's SdkAppid and Tencent's `Sign` over the callback
 /// token and a fresh `RequestTime`: all before the body is read.
-pub fn authenticate<'a>(
+pub(crate) fn authenticate<'a>(
     svc: &'a Services,
     route: &Route,
     req: &Request,
@@ -62,7 +62,8 @@ pub fn authenticate<'a>(
     else {
         return Err(refuse(404, appid, "this account's desk is not tencent_im"));
     };
-    crate::app::routes::desk_gate(route, app, req).map_err(|(status, why)| refuse(status, appid, why))?;
+    crate::app::routes::desk_gate(route, app, req)
+        .map_err(|(status, why)| refuse(status, appid, why))?;
     if req.query("SdkAppid").and_then(|s| s.parse::<u64>().ok()) != Some(*sdkappid) {
         return Err(refuse(403, appid, "SdkAppid is not this account's"));
     }

@@ -50,7 +50,7 @@ fn appid_from_query(kind: RouteKind, raw: &str) -> (RouteKind, &str) {
 
 /// The account a simulated-domain request is for and which of its paths it calls, once
 /// the path's gateway key is checked.
-pub fn authenticate<'a>(
+pub(crate) fn authenticate<'a>(
     svc: &'a Services,
     route: &Route,
     req: &Request,

@@ -21,7 +21,7 @@ fn failure(status: u16, appid: &str, msg: &str) -> Response {
 
 /// The path's gateway key, then Udesk's own sign and time window on the query: all before
 /// the body is read.
-pub fn authenticate<'a>(
+pub(crate) fn authenticate<'a>(
     svc: &'a Services,
     route: &Route,
     req: &Request,
@@ -39,7 +39,8 @@ pub fn authenticate<'a>(
     else {
         return Err(failure(404, appid, "this account's desk is not udesk_im"));
     };
-    crate::app::routes::desk_gate(route, app, req).map_err(|(status, why)| failure(status, appid, why))?;
+    crate::app::routes::desk_gate(route, app, req)
+        .map_err(|(status, why)| failure(status, appid, why))?;
     let (number, email) = (
         req.query("number").unwrap_or(""),
         req.query("email").unwrap_or(""),

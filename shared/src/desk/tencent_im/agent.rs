@@ -13,11 +13,11 @@ use crate::wechat::kf::KfMessage;
 use crate::wechat::media::{limit_for, sniff};
 
 /// Elements of one agent message turned into customer messages; the rest are summarised.
-pub const MAX_ELEMENTS: usize = 10;
+pub(crate) const MAX_ELEMENTS: usize = 10;
 
 /// What an agent's IM message says to the customer: its parts as WeChat custom messages,
 /// and the waiter event it signals, if any.
-pub struct AgentMessage {
+pub(crate) struct AgentMessage {
     pub parts: Vec<KfMessage>,
     pub event: Option<&'static str>,
 }
@@ -25,7 +25,7 @@ pub struct AgentMessage {
 /// An after-send callback's `MsgBody` for the customer. A TIMCustomElem whose Data names a
 /// waiter event (`waiterQuit`, ...) signals that event, with Desc as the text; an element
 /// WeChat cannot show becomes a note; past `MAX_ELEMENTS` a note counts the rest.
-pub async fn customer_parts(
+pub(crate) async fn customer_parts(
     ctx: &Context,
     app: &AppConfig,
     openid: &str,

@@ -33,7 +33,7 @@ const REST_TIMEOUT: Duration = Duration::from_millis(3500);
 const ADMIN_SIG_LIFETIME: i64 = 7 * 24 * 3600;
 
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum ImError {
+pub(crate) enum ImError {
     #[error("Tencent IM error {code}: {info}")]
     Fail { code: i64, info: String },
     #[error("cannot reach Tencent IM: {0}")]
@@ -56,7 +56,7 @@ impl ImError {
 }
 
 /// The REST API with the admin's UserSig, cached until close to its expiry.
-pub struct Rest {
+pub(crate) struct Rest {
     http: reqwest::Client,
     base: String,
     pub sdkappid: u64,
@@ -156,7 +156,7 @@ impl Rest {
     }
 }
 
-pub struct TencentIm {
+pub(crate) struct TencentIm {
     pub rest: Rest,
     agents: Vec<String>,
     welcome: Option<String>,

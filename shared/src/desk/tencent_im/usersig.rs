@@ -24,7 +24,13 @@ pub enum SigError {
 }
 
 /// `TLS.sig`: standard base64 of the HMAC over the content string.
-pub fn hmac_sig(key: &str, identifier: &str, sdkappid: u64, time: i64, expire: i64) -> String {
+pub(crate) fn hmac_sig(
+    key: &str,
+    identifier: &str,
+    sdkappid: u64,
+    time: i64,
+    expire: i64,
+) -> String {
     let content = format!(
         "TLS.identifier:{identifier}\nTLS.sdkappid:{sdkappid}\nTLS.time:{time}\nTLS.expire:{expire}\n"
     );

@@ -22,7 +22,7 @@ use crate::wechat::media::{Fetched, Media, MediaLinks};
 use crate::wechat::message::{Kind, Message};
 use crate::wechat::xml::{Doc, Value as XmlValue};
 
-pub struct UdeskIm {
+pub(crate) struct UdeskIm {
     http: reqwest::Client,
     cfg: UdeskImConfig,
     app: AppConfig,
@@ -52,7 +52,7 @@ impl UdeskIm {
     }
 
     /// The seed's channel test: `GET {url}/test?...` → `{"success": true}`.
-    pub async fn check_channel(&self) -> Result<(), String> {
+    pub(crate) async fn check_channel(&self) -> Result<(), String> {
         let url = self.signed_url("/test", crate::support::clock::unix_ms() / 1000);
         let answer = outbound::send(
             self.http.get(url),

@@ -11,7 +11,7 @@ use super::{Desk, DeskError, DeskReply};
 use crate::wechat::message::Message;
 use crate::wechat::xml::Doc;
 
-pub struct UdeskWechat {
+pub(crate) struct UdeskWechat {
     client: reqwest::Client,
     url: String,
 }
@@ -28,7 +28,7 @@ impl UdeskWechat {
 /// Judges a desk answer: empty or `success` → nothing to say; a `<xml>` document with a
 /// MsgType → a passive reply; anything else (an HTML error page served with 200, say)
 /// must not reach the customer's screen.
-pub fn judge_answer(body: &str) -> Result<DeskReply, DeskError> {
+pub(crate) fn judge_answer(body: &str) -> Result<DeskReply, DeskError> {
     let trimmed = body.trim();
     if trimmed.is_empty() || trimmed.eq_ignore_ascii_case("success") {
         return Ok(DeskReply::Empty);
