@@ -304,6 +304,22 @@ pub enum DeskConfig {
     TencentIm(TencentImConfig),
 }
 
+impl DeskConfig {
+    pub fn udesk_im(&self) -> Option<&UdeskImConfig> {
+        match self {
+            DeskConfig::UdeskIm(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    pub fn tencent_im(&self) -> Option<&TencentImConfig> {
+        match self {
+            DeskConfig::TencentIm(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UdeskWechatConfig {

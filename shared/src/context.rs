@@ -112,9 +112,6 @@ impl Context {
     }
 
     pub fn media(&self) -> Media<'_> {
-        Media {
-            api: &self.wechat,
-            store: self.media_store.as_ref(),
-        }
+        self.links.media(&self.wechat)
     }
 }

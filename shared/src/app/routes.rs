@@ -25,21 +25,22 @@ pub(crate) fn max_body_bytes(kind: RouteKind, config: &crate::Config, upload: bo
     }
 }
 
-/// What every desk-facing route checks first: the path's gateway key, then that the
-/// request is a POST. A refusal is (status, reason), for the route to answer in its own
-/// protocol's shape.
-pub(crate) fn desk_gate(
+/// What every desk-facing route checks first: a known account, the path's gateway key,
+/// then that the request is a POST. Returns the account; a refusal is (status, reason),
+/// for the route to answer in its own protocol's shape.
+pub fn desk_gate<'a>(
+    svc: &'a Services,
     route: &Route,
-    app: &crate::config::AppConfig,
     req: &Request,
-) -> Result<(), (u16, &'static str)> {
+) -> Result<&'a crate::config::AppConfig, (u16, &'static str)> {
+    let app = svc.config.app(&route.appid).ok_or((404, "unknown appid"))?;
     if !app.gateway_key_matches(route.key.as_ref()) {
         return Err((401, "missing or wrong gateway key in the URL"));
     }
     if req.method != http::Method::POST {
         return Err((405, "use POST"));
     }
-    Ok(())
+    Ok(app)
 }
 
 /// Everything a route checks from the request's head alone (path key, signature, time

@@ -354,6 +354,14 @@ impl MediaLinks {
         self.store.as_ref()
     }
 
+    /// Media staging through WeChat's API into this store.
+    pub fn media<'a>(&'a self, api: &'a WechatApi) -> Media<'a> {
+        Media {
+            api,
+            store: self.store.as_ref(),
+        }
+    }
+
     /// A staged object by the key of a link whose signature `verify` accepted.
     pub async fn get(&self, key: &str) -> Result<Option<StagedMedia>, StoreError> {
         self.store.get(key).await

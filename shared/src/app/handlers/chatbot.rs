@@ -5,6 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::app::Services;
+use crate::app::routes::desk_gate;
 use crate::config::{AppConfig, ChatbotConfig};
 use crate::http::{Request, Response, Route};
 use crate::source::chatbot::refuse;
@@ -21,15 +22,15 @@ pub(crate) fn authenticate<'a>(
     req: &Request,
 ) -> Result<(&'a AppConfig, &'a ChatbotConfig), Response> {
     let appid = route.appid.as_str();
-    let Some(app) = svc.config.app(appid) else {
-        return Err(refuse(404, appid, "unknown appid"));
-    };
-    crate::app::routes::desk_gate(route, app, req)
-        .map_err(|(status, why)| refuse(status, appid, why))?;
-    let Some(cb) = &app.chatbot else {
-        return Err(refuse(404, appid, "this account has no [apps.chatbot]"));
-    };
-    Ok((app, cb))
+    desk_gate(svc, route, req)
+        .and_then(|app| {
+            let cb = app
+                .chatbot
+                .as_ref()
+                .ok_or((404, "this account has no [apps.chatbot]"))?;
+            Ok((app, cb))
+        })
+        .map_err(|(status, why)| refuse(status, appid, why))
 }
 
 /// The hand-off, for the account's desk.

@@ -12,7 +12,8 @@ use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
 use crate::app::Services;
-use crate::config::{AppConfig, DeskConfig, TencentImConfig, is_identifier};
+use crate::app::routes::desk_gate;
+use crate::config::{AppConfig, TencentImConfig, is_identifier};
 use crate::desk::tencent_im::agent;
 use crate::http::{Request, Response, Route};
 use crate::store::Outcome;
@@ -51,19 +52,20 @@ pub(crate) fn authenticate<'a>(
     req: &Request,
 ) -> Result<&'a AppConfig, Response> {
     let appid = route.appid.as_str();
-    let Some(app) = svc.config.app(appid) else {
-        return Err(refuse(404, appid, "unknown appid"));
-    };
-    let DeskConfig::TencentIm(TencentImConfig {
+    let (app, cfg) = desk_gate(svc, route, req)
+        .and_then(|app| {
+            let cfg = app
+                .desk
+                .tencent_im()
+                .ok_or((404, "this account's desk is not tencent_im"))?;
+            Ok((app, cfg))
+        })
+        .map_err(|(status, why)| refuse(status, appid, why))?;
+    let TencentImConfig {
         sdkappid,
         callback_token,
         ..
-    }) = &app.desk
-    else {
-        return Err(refuse(404, appid, "this account's desk is not tencent_im"));
-    };
-    crate::app::routes::desk_gate(route, app, req)
-        .map_err(|(status, why)| refuse(status, appid, why))?;
+    } = cfg;
     if req.query("SdkAppid").and_then(|s| s.parse::<u64>().ok()) != Some(*sdkappid) {
         return Err(refuse(403, appid, "SdkAppid is not this account's"));
     }
@@ -87,7 +89,7 @@ pub(crate) async fn handle(svc: &Arc<Services>, appid: &str, req: &Request) -> R
     let Some(app) = svc.config.app(appid) else {
         return refuse(404, appid, "unknown appid");
     };
-    let DeskConfig::TencentIm(TencentImConfig { agents, .. }) = &app.desk else {
+    let Some(TencentImConfig { agents, .. }) = app.desk.tencent_im() else {
         return refuse(404, appid, "this account's desk is not tencent_im");
     };
     let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {

@@ -9,7 +9,8 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::app::Services;
-use crate::config::{AppConfig, DeskConfig, UdeskImConfig};
+use crate::app::routes::desk_gate;
+use crate::config::{AppConfig, UdeskImConfig};
 use crate::desk::udesk_im::sign;
 use crate::http::{Request, Response, Route};
 use crate::wechat::kf::KfMessage;
@@ -27,20 +28,21 @@ pub(crate) fn authenticate<'a>(
     req: &Request,
 ) -> Result<&'a AppConfig, Response> {
     let appid = route.appid.as_str();
-    let Some(app) = svc.config.app(appid) else {
-        return Err(failure(404, appid, "unknown appid"));
-    };
-    let DeskConfig::UdeskIm(UdeskImConfig {
+    let (app, cfg) = desk_gate(svc, route, req)
+        .and_then(|app| {
+            let cfg = app
+                .desk
+                .udesk_im()
+                .ok_or((404, "this account's desk is not udesk_im"))?;
+            Ok((app, cfg))
+        })
+        .map_err(|(status, why)| failure(status, appid, why))?;
+    let UdeskImConfig {
         key,
         offset_secs,
         sign_window_secs,
         ..
-    }) = &app.desk
-    else {
-        return Err(failure(404, appid, "this account's desk is not udesk_im"));
-    };
-    crate::app::routes::desk_gate(route, app, req)
-        .map_err(|(status, why)| failure(status, appid, why))?;
+    } = cfg;
     let (number, email) = (
         req.query("number").unwrap_or(""),
         req.query("email").unwrap_or(""),

@@ -21,7 +21,7 @@ use crate::support::outbound;
 use crate::support::retry::retry;
 use crate::support::url::with_query;
 use crate::wechat::api::WechatApi;
-use crate::wechat::media::{Fetched, Media, MediaLinks, media_key};
+use crate::wechat::media::{Fetched, MediaLinks, media_key};
 use crate::wechat::message::{Event, Kind, Message};
 
 /// Errors that mean "this customer has no IM account yet".
@@ -209,10 +209,7 @@ impl TencentIm {
 
     /// A staged copy of a WeChat media id: (URL, size, md5 as UUID).
     async fn staged(&self, media_id: &str, budget: Duration) -> Option<(String, usize, String)> {
-        let media = Media {
-            api: &self.api,
-            store: self.links.store(),
-        };
+        let media = self.links.media(&self.api);
         let fetched =
             tokio::time::timeout(budget, media.fetch(&self.app, media_id, u64::MAX)).await;
         let m = match fetched {

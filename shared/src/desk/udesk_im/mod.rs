@@ -18,7 +18,7 @@ use crate::config::{AppConfig, UdeskImConfig};
 use crate::context::Context;
 use crate::support::outbound;
 use crate::wechat::api::WechatApi;
-use crate::wechat::media::{Fetched, Media, MediaLinks};
+use crate::wechat::media::{Fetched, MediaLinks};
 use crate::wechat::message::{Kind, Message};
 use crate::wechat::xml::{Doc, Value as XmlValue};
 
@@ -77,10 +77,7 @@ impl UdeskIm {
 
     /// A staged copy of a WeChat media id and a URL Udesk can open, within `budget`.
     async fn media_url(&self, media_id: &str, budget: Duration) -> Option<String> {
-        let media = Media {
-            api: &self.api,
-            store: self.links.store(),
-        };
+        let media = self.links.media(&self.api);
         // max_inline 0: stage it and hand back only the key.
         let staged = tokio::time::timeout(budget, media.fetch(&self.app, media_id, 0)).await;
         let key = match staged {
