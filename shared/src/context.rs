@@ -63,6 +63,7 @@ impl Context {
             stores.media.clone(),
             config.media.public_base_url.clone(),
             config.media.url_key.as_ref(),
+            clock.clone(),
         ));
         let mut crypto = HashMap::new();
         let mut chatbot_crypto = HashMap::new();

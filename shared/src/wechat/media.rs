@@ -325,6 +325,7 @@ pub struct MediaLinks {
     store: std::sync::Arc<dyn MediaStore>,
     base: Option<String>,
     key: Vec<u8>,
+    clock: std::sync::Arc<dyn crate::support::clock::Clock>,
 }
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
@@ -334,6 +335,7 @@ impl MediaLinks {
         store: std::sync::Arc<dyn MediaStore>,
         base: Option<String>,
         key: Option<&crate::config::Secret>,
+        clock: std::sync::Arc<dyn crate::support::clock::Clock>,
     ) -> Self {
         let key = match key {
             Some(k) => k.expose().as_bytes().to_vec(),
@@ -347,6 +349,7 @@ impl MediaLinks {
             store,
             base: base.map(|b| b.trim_end_matches('/').to_owned()),
             key,
+            clock,
         }
     }
 
@@ -391,7 +394,7 @@ impl MediaLinks {
         let base = self.base.as_deref().ok_or(
             "set media.public_base_url: the embedded store serves staged media through this server",
         )?;
-        let expires = crate::support::clock::unix_ms() / 1000 + ttl.as_secs() as i64;
+        let expires = self.clock.unix_secs() + ttl.as_secs() as i64;
         let path: String = key
             .split('/')
             .map(|s| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>())

@@ -69,14 +69,11 @@ pub(crate) fn wrap_encrypted(
 }
 
 /// A passive text reply to the customer who sent `msg`.
-pub(crate) fn passive_text(msg: &super::message::Message, content: &str) -> String {
+pub(crate) fn passive_text(msg: &super::message::Message, content: &str, now_secs: i64) -> String {
     let mut d = super::xml::Doc::default();
     d.push("ToUserName", super::xml::Value::text(&msg.from_user));
     d.push("FromUserName", super::xml::Value::text(&msg.to_user));
-    d.push(
-        "CreateTime",
-        super::xml::Value::number(crate::support::clock::unix_ms() / 1000),
-    );
+    d.push("CreateTime", super::xml::Value::number(now_secs));
     d.push("MsgType", super::xml::Value::text("text"));
     d.push("Content", super::xml::Value::text(content));
     d.to_xml()

@@ -17,6 +17,7 @@ use super::{Desk, DeskError, DeskReply};
 use crate::config::{AppConfig, Secret, TencentImConfig};
 use crate::context::Context;
 use crate::store::LastAgents;
+use crate::support::clock::Clock;
 use crate::support::outbound;
 use crate::support::retry::retry;
 use crate::support::url::with_query;
@@ -63,11 +64,12 @@ pub(crate) struct Rest {
     key: Secret,
     admin: String,
     sig: Mutex<Option<(String, i64)>>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Rest {
     fn admin_sig(&self) -> String {
-        let now = crate::support::clock::unix_ms() / 1000;
+        let now = self.clock.unix_secs();
         let mut cached = self.sig.lock().unwrap_or_else(|e| e.into_inner());
         match &*cached {
             Some((sig, made)) if now - made < ADMIN_SIG_LIFETIME - 3600 => sig.clone(),
@@ -178,6 +180,7 @@ impl TencentIm {
                 key: cfg.secret_key.clone(),
                 admin: cfg.admin.clone(),
                 sig: Mutex::new(None),
+                clock: ctx.clock.clone(),
             },
             agents: cfg.agents.clone(),
             welcome: cfg.welcome.clone(),
@@ -326,9 +329,11 @@ impl TencentIm {
     }
 }
 
-fn passive_or_empty(msg: &Message, text: &Option<String>) -> DeskReply {
+fn passive_or_empty(msg: &Message, text: &Option<String>, now_secs: i64) -> DeskReply {
     match text {
-        Some(t) if !t.is_empty() => DeskReply::Passive(crate::wechat::reply::passive_text(msg, t)),
+        Some(t) if !t.is_empty() => {
+            DeskReply::Passive(crate::wechat::reply::passive_text(msg, t, now_secs))
+        }
         _ => DeskReply::Empty,
     }
 }
@@ -369,7 +374,11 @@ impl Desk for TencentIm {
         match msg.event() {
             Some(Event::Subscribe { .. }) => {
                 self.import(openid, deadline).await.map_err(im)?;
-                Ok(passive_or_empty(msg, &self.welcome))
+                Ok(passive_or_empty(
+                    msg,
+                    &self.welcome,
+                    self.rest.clock.unix_secs(),
+                ))
             }
             Some(Event::Unsubscribe) => {
                 self.rest
@@ -387,7 +396,11 @@ impl Desk for TencentIm {
             Some(_) => Ok(DeskReply::Empty),
             None => {
                 self.send_to_agent(msg, deadline).await.map_err(im)?;
-                Ok(passive_or_empty(msg, &self.connecting_text))
+                Ok(passive_or_empty(
+                    msg,
+                    &self.connecting_text,
+                    self.rest.clock.unix_secs(),
+                ))
             }
         }
     }

@@ -16,6 +16,7 @@ use tracing::{info, warn};
 use super::{Desk, DeskError, DeskReply};
 use crate::config::{AppConfig, UdeskImConfig};
 use crate::context::Context;
+use crate::support::clock::Clock;
 use crate::support::outbound;
 use crate::wechat::api::WechatApi;
 use crate::wechat::media::{Fetched, MediaLinks};
@@ -24,6 +25,7 @@ use crate::wechat::xml::{Doc, Value as XmlValue};
 
 pub(crate) struct UdeskIm {
     http: reqwest::Client,
+    clock: Arc<dyn Clock>,
     cfg: UdeskImConfig,
     app: AppConfig,
     api: Arc<WechatApi>,
@@ -34,6 +36,7 @@ impl UdeskIm {
     pub fn new(ctx: &Context, app: &AppConfig, cfg: &UdeskImConfig) -> Self {
         Self {
             http: ctx.http.clone(),
+            clock: ctx.clock.clone(),
             cfg: cfg.clone(),
             app: app.clone(),
             api: ctx.wechat.clone(),
@@ -53,7 +56,7 @@ impl UdeskIm {
 
     /// The seed's channel test: `GET {url}/test?...` → `{"success": true}`.
     pub(crate) async fn check_channel(&self) -> Result<(), String> {
-        let url = self.signed_url("/test", crate::support::clock::unix_ms() / 1000);
+        let url = self.signed_url("/test", self.clock.unix_secs());
         let answer = outbound::send(
             self.http.get(url),
             Duration::from_secs(5),
@@ -256,7 +259,7 @@ impl Desk for UdeskIm {
             return Ok(DeskReply::Empty);
         };
         let left = timeout.saturating_sub(started.elapsed());
-        let url = self.signed_url("", crate::support::clock::unix_ms() / 1000);
+        let url = self.signed_url("", self.clock.unix_secs());
         let req = self
             .http
             .post(url)
@@ -271,7 +274,9 @@ impl Desk for UdeskIm {
             .ok_or_else(|| DeskError::UnexpectedAnswer("Udesk's answer is not JSON".into()))?;
         match self.customer_text(&answer) {
             Ok(Some(text)) => Ok(DeskReply::Passive(crate::wechat::reply::passive_text(
-                msg, &text,
+                msg,
+                &text,
+                self.clock.unix_secs(),
             ))),
             Ok(None) => Ok(DeskReply::Empty),
             Err(why) => Err(DeskError::UnexpectedAnswer(why)),
