@@ -225,6 +225,9 @@ pub struct AppConfig {
     /// The key before a rotation: pushes encrypted with it are still accepted.
     #[serde(default)]
     pub previous_encoding_aes_key: Option<Secret>,
+    /// The keys above, decoded when the config is parsed.
+    #[serde(skip)]
+    pub ciphers: Option<AppCiphers>,
     /// With `encoding_aes_key`, WeChat sends only encrypted pushes, and a plaintext push
     /// (whose signature does not cover its body) is refused. `true` accepts plaintext too,
     /// for the minutes of switching modes in the console.
@@ -248,6 +251,14 @@ pub struct AppConfig {
     pub chatbot: Option<ChatbotConfig>,
 }
 
+/// An account's decoded EncodingAESKeys: the current one and, during a rotation, the one
+/// before it.
+#[derive(Debug, Clone)]
+pub struct AppCiphers {
+    pub current: MsgCrypt,
+    pub previous: Option<MsgCrypt>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChatbotConfig {
@@ -256,6 +267,9 @@ pub struct ChatbotConfig {
     /// The platform TOKEN (also the last path segment of sendmsg).
     pub token: Secret,
     pub encoding_aes_key: Secret,
+    /// `encoding_aes_key`, decoded when the config is parsed.
+    #[serde(skip)]
+    pub cipher: Option<MsgCrypt>,
     /// 0 OA/MP template, 5 OA menu H5, 6 MP plugin, 7 web H5, ...
     #[serde(default)]
     pub channel: u32,
@@ -453,20 +467,26 @@ impl Config {
             if app.token.expose().is_empty() {
                 return Err(invalid(key("token"), "must not be empty"));
             }
-            for (name, k) in [
-                ("encoding_aes_key", &app.encoding_aes_key),
-                ("previous_encoding_aes_key", &app.previous_encoding_aes_key),
-            ] {
-                if let Some(k) = k {
-                    MsgCrypt::new(k.expose()).map_err(|e| invalid(key(name), e.to_string()))?;
+            // Keys become ready ciphers here, once: nothing after parsing decodes them again.
+            let cipher = |name: &str, k: &Option<Secret>| {
+                k.as_ref()
+                    .map(|k| {
+                        MsgCrypt::new(k.expose()).map_err(|e| invalid(key(name), e.to_string()))
+                    })
+                    .transpose()
+            };
+            let current = cipher("encoding_aes_key", &app.encoding_aes_key)?;
+            let previous = cipher("previous_encoding_aes_key", &app.previous_encoding_aes_key)?;
+            app.ciphers = match (current, previous) {
+                (Some(current), previous) => Some(AppCiphers { current, previous }),
+                (None, Some(_)) => {
+                    return Err(invalid(
+                        key("previous_encoding_aes_key"),
+                        "needs encoding_aes_key as well",
+                    ));
                 }
-            }
-            if app.previous_encoding_aes_key.is_some() && app.encoding_aes_key.is_none() {
-                return Err(invalid(
-                    key("previous_encoding_aes_key"),
-                    "needs encoding_aes_key as well",
-                ));
-            }
+                (None, None) => None,
+            };
             if let Some(k) = &app.gateway_key
                 && (k.expose().len() < 16
                     || !k
@@ -482,7 +502,7 @@ impl Config {
             if app.secret.expose().is_empty() {
                 return Err(invalid(key("secret"), "must not be empty"));
             }
-            if let Some(cb) = &app.chatbot {
+            if let Some(cb) = &mut app.chatbot {
                 if cb.appid.is_empty() {
                     return Err(invalid(key("chatbot.appid"), "must be the platform APPID"));
                 }
@@ -498,8 +518,10 @@ impl Config {
                         "must be the platform TOKEN (letters, digits, '-', '_')",
                     ));
                 }
-                MsgCrypt::new(cb.encoding_aes_key.expose())
-                    .map_err(|e| invalid(key("chatbot.encoding_aes_key"), e.to_string()))?;
+                cb.cipher = Some(
+                    MsgCrypt::new(cb.encoding_aes_key.expose())
+                        .map_err(|e| invalid(key("chatbot.encoding_aes_key"), e.to_string()))?,
+                );
                 check_url(&cb.api_base).map_err(|p| invalid(key("chatbot.api_base"), p))?;
             }
             match &mut app.desk {

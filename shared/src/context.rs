@@ -3,7 +3,6 @@
 //! staged-media links, the clock and the accounts' decoded keys. No desks and no handlers:
 //! those sit above it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::Config;
@@ -11,16 +10,8 @@ use crate::store::{InboxStore, LastAgents, MediaStore, Stores};
 use crate::support::clock::Clock;
 use crate::support::outbound::{Fetcher, GuardedFetch, http_client};
 use crate::wechat::api::WechatApi;
-use crate::wechat::crypto::MsgCrypt;
 use crate::wechat::media::{Media, MediaLinks};
 use crate::wechat::token::TokenAuthority;
-
-/// An account's decoded EncodingAESKeys: the current one and, during a rotation, the one
-/// before it.
-pub struct AppCrypto {
-    pub current: MsgCrypt,
-    pub previous: Option<MsgCrypt>,
-}
 
 pub struct Context {
     pub config: Config,
@@ -36,8 +27,6 @@ pub struct Context {
     pub im_media: GuardedFetch,
     pub wechat: Arc<WechatApi>,
     pub clock: Arc<dyn Clock>,
-    crypto: HashMap<String, AppCrypto>,
-    chatbot_crypto: HashMap<String, MsgCrypt>,
 }
 
 impl Context {
@@ -65,29 +54,6 @@ impl Context {
             config.media.url_key.as_ref(),
             clock.clone(),
         ));
-        let mut crypto = HashMap::new();
-        let mut chatbot_crypto = HashMap::new();
-        for app in &config.apps {
-            // Keys were validated when the config was parsed.
-            if let Some(current) = app
-                .encoding_aes_key
-                .as_ref()
-                .and_then(|k| MsgCrypt::new(k.expose()).ok())
-            {
-                let previous = app
-                    .previous_encoding_aes_key
-                    .as_ref()
-                    .and_then(|k| MsgCrypt::new(k.expose()).ok());
-                crypto.insert(app.appid.clone(), AppCrypto { current, previous });
-            }
-            if let Some(c) = app
-                .chatbot
-                .as_ref()
-                .and_then(|cb| MsgCrypt::new(cb.encoding_aes_key.expose()).ok())
-            {
-                chatbot_crypto.insert(app.appid.clone(), c);
-            }
-        }
         Context {
             im_media: GuardedFetch::new(fetcher, &config.fetch.im_hosts),
             config,
@@ -98,18 +64,7 @@ impl Context {
             tim_last_agent: Arc::default(),
             wechat,
             clock,
-            crypto,
-            chatbot_crypto,
         }
-    }
-
-    pub fn crypto(&self, appid: &str) -> Option<&AppCrypto> {
-        self.crypto.get(appid)
-    }
-
-    /// The account's Dialogue Platform key, decoded once.
-    pub(crate) fn chatbot_crypt(&self, appid: &str) -> Option<&MsgCrypt> {
-        self.chatbot_crypto.get(appid)
     }
 
     pub fn media(&self) -> Media<'_> {

@@ -145,7 +145,7 @@ pub async fn handoff(
     let Some(enc) = std::str::from_utf8(&req.body).ok().and_then(ciphertext) else {
         return unreadable(appid, "no encrypted field in the body");
     };
-    let plain = match svc.chatbot_crypt(appid).map(|c| c.decrypt(&enc, &cb.appid)) {
+    let plain = match cb.cipher.as_ref().map(|c| c.decrypt(&enc, &cb.appid)) {
         Some(Ok(p)) => p,
         Some(Err(e)) => return unreadable(appid, &format!("cannot decrypt: {e}")),
         None => return unreadable(appid, "no chatbot key"),

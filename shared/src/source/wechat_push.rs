@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
+use crate::config::AppCiphers;
 use crate::config::is_identifier;
 use crate::config::{AppConfig, AppKind};
-use crate::context::{AppCrypto, Context};
+use crate::context::Context;
 use crate::desk::{Desk, DeskReply};
 use crate::http::{Request, Response};
 use crate::store::idempotency::{self, LEASE_MARGIN, Next};
@@ -130,7 +131,15 @@ async fn push(
         return refuse(400, appid, "body is neither XML nor JSON");
     };
     let (plaintext, crypt) = if req.query("encrypt_type") == Some("aes") {
-        match decrypt(app, svc.crypto(appid), req, body, format, timestamp, nonce) {
+        match decrypt(
+            app,
+            app.ciphers.as_ref(),
+            req,
+            body,
+            format,
+            timestamp,
+            nonce,
+        ) {
             Ok(v) => v,
             Err((status, why)) => {
                 // One answer for every failure to decrypt; the reason goes to the log only.
@@ -265,7 +274,7 @@ type Refusal = (u16, String);
 
 fn decrypt<'a>(
     app: &AppConfig,
-    crypto: Option<&'a AppCrypto>,
+    crypto: Option<&'a AppCiphers>,
     req: &Request,
     body: &str,
     format: Format,

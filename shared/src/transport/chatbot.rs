@@ -158,8 +158,9 @@ pub(crate) async fn send_raw(
     if let Some(a) = agent.avatar.as_ref().or(cb.kefuavatar.as_ref()) {
         d.push("kefuavatar", XmlValue::text(a));
     }
-    let crypt = svc
-        .chatbot_crypt(&app.appid)
+    let crypt = cb
+        .cipher
+        .as_ref()
         .ok_or_else(|| ChatbotError::Unusable("chatbot.encoding_aes_key is not usable".into()))?;
     let body = json!({ "encrypt": crypt.encrypt(&d.to_xml(), &cb.appid) }).to_string();
     let url = format!(
