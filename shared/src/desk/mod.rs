@@ -30,6 +30,9 @@ pub enum DeskError {
     Status(u16),
     #[error("the desk's answer is not a passive reply ({0}); WeChat gets `success` instead")]
     UnexpectedAnswer(String),
+    /// The connector's own error, kept whole for the log's source chain.
+    #[error("the desk refused the message: {0}")]
+    Connector(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl From<crate::support::outbound::SendError> for DeskError {

@@ -318,6 +318,16 @@ impl Media<'_> {
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "set media.public_base_url: the embedded store serves staged media through this server"
+    )]
+    NoBaseUrl,
+}
+
 /// URLs a desk can open for staged media: presigned S3 URLs, or, on the embedded store,
 /// `{public_base_url}/media/{key}?expires=&sig=` served by the local server and signed with
 /// HMAC-SHA256.
@@ -382,18 +392,11 @@ impl MediaLinks {
     }
 
     /// A URL for a staged object, valid for `ttl`.
-    pub async fn url(&self, key: &str, ttl: std::time::Duration) -> Result<String, String> {
-        if let Some(u) = self
-            .store
-            .presign(key, ttl)
-            .await
-            .map_err(|e| e.to_string())?
-        {
+    pub async fn url(&self, key: &str, ttl: std::time::Duration) -> Result<String, LinkError> {
+        if let Some(u) = self.store.presign(key, ttl).await? {
             return Ok(u);
         }
-        let base = self.base.as_deref().ok_or(
-            "set media.public_base_url: the embedded store serves staged media through this server",
-        )?;
+        let base = self.base.as_deref().ok_or(LinkError::NoBaseUrl)?;
         let expires = self.clock.unix_secs() + ttl.as_secs() as i64;
         let path: String = key
             .split('/')

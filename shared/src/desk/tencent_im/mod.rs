@@ -369,7 +369,8 @@ impl Desk for TencentIm {
         }
         let im = |e: ImError| match e {
             ImError::OutOfTime => DeskError::Timeout(timeout),
-            other => DeskError::Transport(other.to_string()),
+            ImError::Transport(m) => DeskError::Transport(m),
+            other => DeskError::Connector(Box::new(other)),
         };
         match msg.event() {
             Some(Event::Subscribe { .. }) => {
