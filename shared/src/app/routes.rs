@@ -43,6 +43,20 @@ pub fn desk_gate<'a>(
     Ok(app)
 }
 
+/// `desk_gate`, then the account's part of the config that the route needs (`pick`), else
+/// 404 with `missing`.
+pub fn desk_gate_for<'a, T: 'a>(
+    svc: &'a Services,
+    route: &Route,
+    req: &Request,
+    pick: impl FnOnce(&'a crate::config::AppConfig) -> Option<&'a T>,
+    missing: &'static str,
+) -> Result<(&'a crate::config::AppConfig, &'a T), (u16, &'static str)> {
+    let app = desk_gate(svc, route, req)?;
+    let part = pick(app).ok_or((404, missing))?;
+    Ok((app, part))
+}
+
 /// Everything a route checks from the request's head alone (path key, signature, time
 /// window, account and method), before its body is read: a refusal here is the whole
 /// answer, and nothing else happens.

@@ -9,7 +9,7 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::app::Services;
-use crate::app::routes::desk_gate;
+use crate::app::routes::desk_gate_for;
 use crate::config::{AppConfig, UdeskImConfig};
 use crate::desk::udesk_im::sign;
 use crate::http::{Request, Response, Route};
@@ -28,15 +28,14 @@ pub(crate) fn authenticate<'a>(
     req: &Request,
 ) -> Result<&'a AppConfig, Response> {
     let appid = route.appid.as_str();
-    let (app, cfg) = desk_gate(svc, route, req)
-        .and_then(|app| {
-            let cfg = app
-                .desk
-                .udesk_im()
-                .ok_or((404, "this account's desk is not udesk_im"))?;
-            Ok((app, cfg))
-        })
-        .map_err(|(status, why)| failure(status, appid, why))?;
+    let (app, cfg) = desk_gate_for(
+        svc,
+        route,
+        req,
+        |a| a.desk.udesk_im(),
+        "this account's desk is not udesk_im",
+    )
+    .map_err(|(status, why)| failure(status, appid, why))?;
     let UdeskImConfig {
         key,
         offset_secs,
