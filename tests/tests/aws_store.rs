@@ -1,5 +1,6 @@
-//! The DynamoDB inbox against moto's server (real DynamoDB protocol through aws-sdk-rust),
-//! and the same claim rules on the embedded store.
+//! The DynamoDB inbox against DynamoDB Local (AWS's own implementation: its conditional
+//! writes are atomic like the service's, so the races below can prove something), and the
+//! same claim rules on the embedded store.
 
 use std::sync::Arc;
 
@@ -124,13 +125,55 @@ async fn race(store: Arc<dyn InboxStore>, racers: usize) {
 
 #[tokio::test]
 async fn dynamodb_claim_rules() {
-    let store = moto_inbox().await;
+    let store = aws_inbox().await;
     claim_rules(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dynamodb_exactly_one_of_many_racers_wins() {
-    race(Arc::new(moto_inbox().await), 32).await;
+    race(Arc::new(aws_inbox().await), 32).await;
+}
+
+/// The race that moto loses (2 of 200 keys with two winners, half-written items read
+/// back): three claimants on each of 200 keys at once, and every entry whole afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dynamodb_one_winner_per_key_across_200_keys() {
+    let store: Arc<dyn InboxStore> = Arc::new(aws_inbox().await);
+    let now = wxdesk::support::clock::unix_ms();
+    let tasks: Vec<_> = (0..200)
+        .flat_map(|k| (0..3).map(move |r| (k, r)))
+        .map(|(k, r)| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let key = format!("wxA#many#{now}#{k}");
+                let id = format!("claimant-{k}-{r}");
+                let got = store.claim(&claim(&key, &id, now)).await.unwrap();
+                (k, id, got)
+            })
+        })
+        .collect();
+    let mut winners = std::collections::HashMap::new();
+    for t in tasks {
+        let (k, id, got) = t.await.unwrap();
+        match got {
+            Claim::Won { .. } => {
+                assert!(winners.insert(k, id).is_none(), "two winners for key {k}");
+            }
+            Claim::InFlight => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 200, "every key has its winner");
+    for (k, id) in winners {
+        let e = store
+            .get(&format!("wxA#many#{now}#{k}"), now)
+            .await
+            .unwrap()
+            .expect("the entry exists");
+        assert_eq!(e.claim_id, id, "the stored claim is the winner's");
+        assert_eq!(e.state, EntryState::InFlight);
+        assert_eq!(e.attempts, 1);
+    }
 }
 
 #[tokio::test]
@@ -161,7 +204,7 @@ async fn callback_on_dynamodb_forwards_concurrent_duplicates_once() {
     .unwrap();
     let svc = Arc::new(wxdesk::Services::with_parts(
         config,
-        moto_stores().await,
+        aws_stores().await,
         Arc::new(wxdesk::support::clock::SystemClock),
     ));
     let base = start_local(svc).await;
@@ -257,7 +300,7 @@ async fn token_rules(store: &dyn wxdesk::store::TokenStore) {
 
 #[tokio::test]
 async fn token_rules_on_dynamodb() {
-    let stores = moto_stores().await;
+    let stores = aws_stores().await;
     token_rules(stores.tokens.as_ref()).await;
 }
 

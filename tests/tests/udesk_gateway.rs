@@ -38,7 +38,7 @@ async fn rig_with(name: &str, aws: bool, extra: &str) -> Rig {
         );
         Arc::new(wxdesk::Services::with_parts(
             cfg,
-            moto_stores().await,
+            aws_stores().await,
             Arc::new(wxdesk::support::clock::SystemClock),
         ))
     } else {

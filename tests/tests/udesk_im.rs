@@ -70,7 +70,7 @@ async fn rig(name: &str, aws: bool) -> Rig {
     let cfg =
         wxdesk::Config::parse(&config(&store, &wx.base(), &desk.url(""), KEY, &extra)).unwrap();
     let stores = if aws {
-        moto_stores().await
+        aws_stores().await
     } else {
         Stores::open(&cfg.store).await.unwrap()
     };
