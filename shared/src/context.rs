@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::store::{InboxStore, LastAgents, MediaStore, Stores};
+use crate::store::{InboxStore, MediaStore, Stores};
 use crate::support::clock::Clock;
 use crate::support::outbound::{Fetcher, GuardedFetch, http_client};
 use crate::wechat::api::WechatApi;
@@ -21,8 +21,6 @@ pub struct Context {
     pub media_store: Arc<dyn MediaStore>,
     /// URLs desks can open for staged media.
     pub links: Arc<MediaLinks>,
-    /// Tencent IM: the agent who last served each customer, as this process saw it.
-    pub tim_last_agent: Arc<LastAgents>,
     /// Agents' media URLs from Tencent IM messages, fetched under `[fetch] im_hosts`.
     pub im_media: GuardedFetch,
     pub wechat: Arc<WechatApi>,
@@ -61,7 +59,6 @@ impl Context {
             inbox: stores.inbox,
             media_store: stores.media,
             links,
-            tim_last_agent: Arc::default(),
             wechat,
             clock,
         }

@@ -408,7 +408,16 @@ async fn oversized_identifiers_never_reach_a_map_or_the_store() {
     );
     let (status, _) = rig.tim_callback(&body).await;
     assert_eq!(status, 400);
-    assert!(rig.svc.tim_last_agent.is_empty());
+    let remembered = rig
+        .svc
+        .inbox
+        .get(
+            &format!("{TIM_APPID}#tim-agent#{long}"),
+            wxdesk::support::clock::unix_ms(),
+        )
+        .await
+        .unwrap();
+    assert!(remembered.is_none(), "the refused UserID was remembered");
     let entry = rig
         .svc
         .inbox
@@ -836,6 +845,15 @@ async fn a_hanging_store_does_not_cost_the_answer() {
             std::future::pending().await
         }
         async fn remove(&self, _: &str) -> Result<(), wxdesk::store::StoreError> {
+            std::future::pending().await
+        }
+        async fn put_state(
+            &self,
+            _: &str,
+            _: &str,
+            _: &str,
+            _: i64,
+        ) -> Result<(), wxdesk::store::StoreError> {
             std::future::pending().await
         }
     }

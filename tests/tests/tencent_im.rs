@@ -25,12 +25,9 @@ async fn rig(name: &str) -> Rig {
     rig_with(name, "").await
 }
 
-/// `chatbot`: an `[apps.chatbot]` section for the account, or "".
-async fn rig_with(name: &str, chatbot: &str) -> Rig {
-    let wx = wechat::start().await;
-    let im = tim::start().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
+/// The account's config on `store`, with WeChat at `wx`, Tencent IM at `im`, media links
+/// at `base`; `chatbot`: an `[apps.chatbot]` section for the account, or "".
+fn config(store: &str, wx: &str, im: &str, base: &str, chatbot: &str) -> wxdesk::Config {
     let text = format!(
         r#"{store}
 [wechat]
@@ -56,12 +53,35 @@ api_base = "{im}"
 callback_token = "{CALLBACK_TOKEN}"
 welcome = "Thanks for following! Ask us anything."
 connecting_text = "Connecting you to an agent..."
-"#,
-        store = embedded_store(name),
-        wx = wx.base(),
-        im = im.server.url(""),
+"#
     );
-    let cfg = wxdesk::Config::parse(&text).unwrap();
+    wxdesk::Config::parse(&text).unwrap()
+}
+
+async fn serve(svc: Arc<wxdesk::Services>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(wxdesk::app::local::serve(
+        svc,
+        listener,
+        std::future::pending(),
+    ));
+    base
+}
+
+/// `chatbot`: an `[apps.chatbot]` section for the account, or "".
+async fn rig_with(name: &str, chatbot: &str) -> Rig {
+    let wx = wechat::start().await;
+    let im = tim::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let cfg = config(
+        &embedded_store(name),
+        &wx.base(),
+        &im.server.url(""),
+        &base,
+        chatbot,
+    );
     let svc = Arc::new(wxdesk::Services::build(cfg).await.unwrap());
     tokio::spawn(wxdesk::app::local::serve(
         svc,
@@ -405,4 +425,56 @@ async fn through_the_dialogue_platform_agents_switch_and_quit_with_waiter_events
         ("waiterQuit", "Goodbye!")
     );
     assert!(rig.wx.sent().is_empty(), "nothing went through custom send");
+}
+
+/// On AWS the tim-callback function learns who served a customer and the wechat-callback
+/// function routes the customer's next message: two processes. The agent is kept in the
+/// shared store, so the second one routes to the agent the first one saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_agent_is_shared_across_processes_through_the_store() {
+    let wx = wechat::start().await;
+    let im = tim::start().await;
+    let stores = aws_stores().await;
+    let aws = "[store]\nbackend = \"aws\"\ndedup_table = \"unused\"\n";
+    let process = |stores: wxdesk::store::Stores| {
+        let cfg = config(aws, &wx.base(), &im.server.url(""), "http://unused", "");
+        Arc::new(wxdesk::Services::with_parts(
+            cfg,
+            stores,
+            Arc::new(wxdesk::support::clock::SystemClock),
+        ))
+    };
+    let callbacks = serve(process(stores.clone())).await;
+    let pushes = serve(process(stores)).await;
+    let http = reqwest::Client::new();
+    let q = tim::callback_query(SDKAPPID, CALLBACK_TOKEN, now_secs());
+    let body = tim::after_send(
+        "agent2",
+        CUSTOMER,
+        "shared_1",
+        json!([{"MsgType": "TIMTextElem", "MsgContent": {"Text": "agent2 here"}}]),
+    );
+    let r = http
+        .post(format!("{callbacks}/tim/{TIM_APPID}/{GATEWAY_KEY}?{q}"))
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = http
+        .post(format!(
+            "{pushes}/wechat/{TIM_APPID}?{}",
+            plain_query(now_secs(), "s1")
+        ))
+        .body(push_xml(
+            "text",
+            "<Content><![CDATA[thanks]]></Content>",
+            Some(8901),
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let sends = im.state.lock().unwrap().sends.clone();
+    assert_eq!(sends.last().unwrap()["To_Account"], "agent2", "{sends:?}");
 }

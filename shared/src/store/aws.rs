@@ -272,6 +272,43 @@ impl InboxStore for AwsStore {
             .filter(|e| e.expires_at * 1000 > now_ms))
     }
 
+    async fn put_state(
+        &self,
+        key: &str,
+        appid: &str,
+        value: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        self.ddb
+            .update_item()
+            .table_name(&self.dedup_table)
+            .key("pk", s(key))
+            .update_expression(
+                "SET #appid = :appid, #payload = :empty, #state = :answered, #claim = :empty, \
+                 #lease = :zero, #exp = :exp, #attempts = :zero, #answer = :value \
+                 REMOVE #last_error",
+            )
+            .expression_attribute_names("#appid", "appid")
+            .expression_attribute_names("#payload", "payload")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#claim", "claim_id")
+            .expression_attribute_names("#lease", "lease_until")
+            .expression_attribute_names("#exp", TTL_ATTRIBUTE)
+            .expression_attribute_names("#attempts", "attempts")
+            .expression_attribute_names("#answer", "answer")
+            .expression_attribute_names("#last_error", "last_error")
+            .expression_attribute_values(":appid", s(appid))
+            .expression_attribute_values(":empty", s(""))
+            .expression_attribute_values(":answered", s(EntryState::Answered.as_str()))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":exp", n(expires_at))
+            .expression_attribute_values(":value", s(value))
+            .send()
+            .await
+            .map_err(|e| sdk_err("UpdateItem", e))?;
+        Ok(())
+    }
+
     async fn remove(&self, key: &str) -> Result<(), StoreError> {
         self.ddb
             .delete_item()

@@ -266,6 +266,35 @@ impl InboxStore for EmbeddedStore {
         Ok(read_entry(&table, key)?.filter(|e| e.expires_at * 1000 > now_ms))
     }
 
+    async fn put_state(
+        &self,
+        key: &str,
+        appid: &str,
+        value: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        let entry = InboxEntry {
+            key: key.to_owned(),
+            appid: appid.to_owned(),
+            payload: String::new(),
+            state: EntryState::Answered,
+            claim_id: String::new(),
+            attempts: 0,
+            answer: Some(value.to_owned()),
+            last_error: None,
+            lease_until_ms: 0,
+            expires_at,
+        };
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_write().map_err(unavailable)?;
+            write_entry(&mut txn.open_table(INBOX).map_err(unavailable)?, &entry)?;
+            txn.commit().map_err(unavailable)
+        })
+        .await
+        .map_err(unavailable)?
+    }
+
     async fn remove(&self, key: &str) -> Result<(), StoreError> {
         let (db, key) = (self.db.clone(), key.to_owned());
         tokio::task::spawn_blocking(move || {

@@ -2,6 +2,7 @@
 //! AWS one (DynamoDB, S3). Every key is namespaced by appid by its caller.
 
 pub mod aws;
+pub mod conversation;
 pub mod embedded;
 pub mod idempotency;
 
@@ -144,41 +145,6 @@ impl Stores {
     }
 }
 
-/// The agent who last served each customer, as this process saw it; at most `CAP`
-/// customers are remembered (an arbitrary one is forgotten to make room), so no stream of
-/// callbacks can grow it without bound.
-#[derive(Default)]
-pub struct LastAgents(std::sync::Mutex<std::collections::HashMap<String, String>>);
-
-impl LastAgents {
-    const CAP: usize = 10_000;
-
-    /// Records `agent` for `openid`; returns the agent remembered before, if any.
-    pub fn insert(&self, openid: &str, agent: &str) -> Option<String> {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= Self::CAP
-            && !map.contains_key(openid)
-            && let Some(evict) = map.keys().next().cloned()
-        {
-            map.remove(&evict);
-        }
-        map.insert(openid.to_owned(), agent.to_owned())
-    }
-
-    pub fn get(&self, openid: &str) -> Option<String> {
-        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(openid).cloned()
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 /// Dedup and inbox. `claim` is one conditional write: exactly one of any number of
 /// concurrent callers wins a key that is new, expired, undelivered, or whose in-flight
 /// lease has run out (its handler died).
@@ -196,6 +162,15 @@ pub trait InboxStore: Send + Sync {
     async fn get(&self, key: &str, now_ms: i64) -> Result<Option<InboxEntry>, StoreError>;
     /// Forgets an entry (a closed conversation starts again).
     async fn remove(&self, key: &str) -> Result<(), StoreError>;
+    /// Writes a piece of conversation state (not a message) as an answered entry holding
+    /// `value`, unconditionally, until `expires_at` (Unix seconds). Read it with `get`.
+    async fn put_state(
+        &self,
+        key: &str,
+        appid: &str,
+        value: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError>;
 }
 
 /// The claim rule shared by both implementations, for an existing entry.
@@ -392,19 +367,6 @@ impl MediaStore for NotConfigured {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn last_agents_stay_bounded() {
-        let m = LastAgents::default();
-        for i in 0..LastAgents::CAP + 500 {
-            m.insert(&format!("o{i}"), "agent1");
-        }
-        assert_eq!(m.len(), LastAgents::CAP);
-        assert_eq!(m.insert("o_new", "agent1"), None);
-        assert_eq!(m.insert("o_new", "agent2").as_deref(), Some("agent1"));
-        assert_eq!(m.get("o_new").as_deref(), Some("agent2"));
-        assert_eq!(m.len(), LastAgents::CAP);
-    }
 
     #[test]
     fn token_record_debug_hides_the_token() {

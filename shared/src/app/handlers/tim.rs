@@ -16,8 +16,8 @@ use crate::app::routes::desk_gate_for;
 use crate::config::{AppConfig, TencentImConfig, is_identifier};
 use crate::desk::tencent_im::agent;
 use crate::http::{Request, Response, Route};
-use crate::store::Outcome;
 use crate::store::idempotency::{self, Next};
+use crate::store::{Outcome, conversation};
 use crate::transport::{self, Agent, DeliverError};
 
 /// Answer Tencent well inside its 2 s.
@@ -138,7 +138,22 @@ pub(crate) async fn handle(svc: &Arc<Services>, appid: &str, req: &Request) -> R
         return refuse(400, appid, "MsgKey is not a Tencent IM message key");
     }
     // A different agent than the one who served this customer last: a transfer.
-    let previous = svc.tim_last_agent.insert(to, from);
+    let previous = match conversation::set_last_agent(
+        svc.inbox.as_ref(),
+        appid,
+        to,
+        from,
+        svc.clock.unix_ms(),
+        svc.config.callback.inbox_ttl_secs,
+    )
+    .await
+    {
+        Ok(p) => p,
+        Err(e) => {
+            warn!(appid, error = %e, "conversation state unavailable; no waiterSwitch");
+            None
+        }
+    };
     let switched = previous.is_some_and(|p| p != from);
     let key = format!("{appid}#tim#{msg_key}");
     let payload = body.to_string();

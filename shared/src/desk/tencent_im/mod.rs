@@ -16,7 +16,7 @@ use tracing::{info, warn};
 use super::{Desk, DeskError, DeskReply};
 use crate::config::{AppConfig, Secret, TencentImConfig};
 use crate::context::Context;
-use crate::store::LastAgents;
+use crate::store::{InboxStore, conversation};
 use crate::support::clock::Clock;
 use crate::support::outbound;
 use crate::support::retry::retry;
@@ -166,8 +166,8 @@ pub(crate) struct TencentIm {
     app: AppConfig,
     api: Arc<WechatApi>,
     links: Arc<MediaLinks>,
-    /// Who last served each customer (this process's view).
-    last_agent: Arc<LastAgents>,
+    /// Where the agent who last served each customer is kept (shared by every function).
+    inbox: Arc<dyn InboxStore>,
 }
 
 impl TencentIm {
@@ -188,14 +188,31 @@ impl TencentIm {
             app: app.clone(),
             api: ctx.wechat.clone(),
             links: ctx.links.clone(),
-            last_agent: ctx.tim_last_agent.clone(),
+            inbox: ctx.inbox.clone(),
         }
     }
 
-    fn agent_for(&self, openid: &str) -> String {
-        self.last_agent
-            .get(openid)
-            .filter(|a| self.agents.contains(a))
+    /// The agent who last served `openid` (if still an agent), else the first.
+    async fn agent_for(&self, openid: &str) -> String {
+        let read = conversation::last_agent(
+            self.inbox.as_ref(),
+            &self.app.appid,
+            openid,
+            self.rest.clock.unix_ms(),
+        );
+        // A slow store must not cost the customer's message: the first agent serves then.
+        let last = match tokio::time::timeout(Duration::from_millis(500), read).await {
+            Ok(Ok(last)) => last,
+            Ok(Err(e)) => {
+                warn!(appid = %self.app.appid, error = %e, "conversation state unavailable; the first agent serves");
+                None
+            }
+            Err(_) => {
+                warn!(appid = %self.app.appid, "conversation state too slow; the first agent serves");
+                None
+            }
+        };
+        last.filter(|a| self.agents.contains(a))
             .unwrap_or_else(|| self.agents[0].clone())
     }
 
@@ -308,7 +325,7 @@ impl TencentIm {
         let body = json!({
             "SyncOtherMachine": 2,
             "From_Account": openid,
-            "To_Account": self.agent_for(openid),
+            "To_Account": self.agent_for(openid).await,
             "MsgRandom": rand::random::<u32>(),
             "ForbidCallbackControl": ["ForbidBeforeSendMsgCallback", "ForbidAfterSendMsgCallback"],
             "MsgBody": self.msg_body(msg, left / 2).await,
