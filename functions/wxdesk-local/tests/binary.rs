@@ -33,6 +33,20 @@ fn config_errors_exit_non_zero_and_name_the_key() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// WeChat's URL verification for the example config's account, signed now.
+fn verification(echostr: &str) -> String {
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let sig = wxdesk::wechat::signature::push_signature("replace-with-your-token", &ts, "n");
+    format!(
+        "GET /wechat/wx0000000000000000?signature={sig}&timestamp={ts}&nonce=n&echostr={echostr} \
+         HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+}
+
 /// A fresh directory with the example config pointed into it, and a free port:
 /// (directory, config file, port).
 fn example_setup(name: &str) -> (std::path::PathBuf, std::path::PathBuf, u16) {
@@ -68,16 +82,10 @@ fn serves_the_example_config() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let ts = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        .to_string();
-    let sig = wxdesk::wechat::signature::push_signature("replace-with-your-token", &ts, "n");
     let deadline = Instant::now() + Duration::from_secs(20);
     let answer = loop {
         if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            write!(s, "GET /wechat/wx0000000000000000?signature={sig}&timestamp={ts}&nonce=n&echostr=hello42 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+            s.write_all(verification("hello42").as_bytes()).unwrap();
             let mut out = String::new();
             s.read_to_string(&mut out).unwrap();
             break out;
@@ -135,15 +143,9 @@ fn accept_errors_back_off_and_are_logged_sparingly() {
     let ticks = cpu() - before;
     drop(held);
     // Descriptors free again: a legitimate request is served.
-    let ts = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        .to_string();
-    let sig = wxdesk::wechat::signature::push_signature("replace-with-your-token", &ts, "n");
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET /wechat/wx0000000000000000?signature={sig}&timestamp={ts}&nonce=n&echostr=back HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    s.write_all(verification("back").as_bytes()).unwrap();
     let mut answer = String::new();
     let _ = s.read_to_string(&mut answer);
     child.kill().unwrap();

@@ -121,9 +121,6 @@ async fn push(
     started: Instant,
 ) -> Response {
     let appid = app.appid.as_str();
-    if req.body.len() > svc.config.callback.max_body_bytes {
-        return refuse(413, appid, "body too large");
-    }
     let Ok(body) = std::str::from_utf8(&req.body) else {
         return refuse(400, appid, "body is not UTF-8");
     };

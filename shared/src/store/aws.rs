@@ -119,6 +119,25 @@ fn n(v: i64) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
+/// The `#name` placeholders of every attribute of an inbox entry, for the expressions that
+/// write a whole entry (a claim, a piece of conversation state).
+fn entry_names() -> HashMap<String, String> {
+    [
+        ("#appid", "appid"),
+        ("#payload", "payload"),
+        ("#state", "state"),
+        ("#claim", "claim_id"),
+        ("#lease", "lease_until"),
+        ("#exp", TTL_ATTRIBUTE),
+        ("#attempts", "attempts"),
+        ("#answer", "answer"),
+        ("#last_error", "last_error"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
 fn entry_from_item(
     key: &str,
     item: &HashMap<String, AttributeValue>,
@@ -166,15 +185,7 @@ impl InboxStore for AwsStore {
                 "attribute_not_exists(pk) OR #exp <= :now_s OR #state = :undelivered \
                  OR (#state = :in_flight AND #lease < :now_ms)",
             )
-            .expression_attribute_names("#appid", "appid")
-            .expression_attribute_names("#payload", "payload")
-            .expression_attribute_names("#state", "state")
-            .expression_attribute_names("#claim", "claim_id")
-            .expression_attribute_names("#lease", "lease_until")
-            .expression_attribute_names("#exp", TTL_ATTRIBUTE)
-            .expression_attribute_names("#attempts", "attempts")
-            .expression_attribute_names("#answer", "answer")
-            .expression_attribute_names("#last_error", "last_error")
+            .set_expression_attribute_names(Some(entry_names()))
             .expression_attribute_values(":appid", s(c.appid))
             .expression_attribute_values(":payload", s(c.payload))
             .expression_attribute_values(":in_flight", s(EntryState::InFlight.as_str()))
@@ -288,15 +299,7 @@ impl InboxStore for AwsStore {
                  #lease = :zero, #exp = :exp, #attempts = :zero, #answer = :value \
                  REMOVE #last_error",
             )
-            .expression_attribute_names("#appid", "appid")
-            .expression_attribute_names("#payload", "payload")
-            .expression_attribute_names("#state", "state")
-            .expression_attribute_names("#claim", "claim_id")
-            .expression_attribute_names("#lease", "lease_until")
-            .expression_attribute_names("#exp", TTL_ATTRIBUTE)
-            .expression_attribute_names("#attempts", "attempts")
-            .expression_attribute_names("#answer", "answer")
-            .expression_attribute_names("#last_error", "last_error")
+            .set_expression_attribute_names(Some(entry_names()))
             .expression_attribute_values(":appid", s(appid))
             .expression_attribute_values(":empty", s(""))
             .expression_attribute_values(":answered", s(EntryState::Answered.as_str()))

@@ -50,26 +50,36 @@ fn appid_from_query(kind: RouteKind, raw: &str) -> (RouteKind, &str) {
 
 /// The account a simulated-domain request is for and which of its paths it calls, once
 /// the path's gateway key is checked.
-pub(crate) fn authenticate<'a>(
+/// The account a request names (in the path, or in `?appid=`) and which of its paths it
+/// calls.
+fn resolve<'a>(
     svc: &'a Services,
     route: &Route,
     req: &Request,
-) -> Result<(&'a AppConfig, RouteKind), Response> {
+) -> Option<(&'a AppConfig, RouteKind)> {
     let (kind, appid) = if route.appid.is_empty() {
         appid_from_query(route.kind, req.query("appid").unwrap_or(""))
     } else {
         (route.kind, route.appid.as_str())
     };
-    let Some(app) = crate::config::is_identifier(appid, crate::config::MAX_APPID_LEN)
+    crate::config::is_identifier(appid, crate::config::MAX_APPID_LEN)
         .then(|| svc.config.app(appid))
         .flatten()
-    else {
+        .map(|app| (app, kind))
+}
+
+pub(crate) fn authenticate<'a>(
+    svc: &'a Services,
+    route: &Route,
+    req: &Request,
+) -> Result<(&'a AppConfig, RouteKind), Response> {
+    let Some((app, kind)) = resolve(svc, route, req) else {
         warn!("simulated domain: unknown appid");
         return Err(err_json(404, 40013, "unknown appid"));
     };
     if !app.gateway_key_matches(route.key.as_ref()) {
         warn!(
-            appid,
+            appid = %app.appid,
             configured = app.gateway_key.is_some(),
             "simulated domain: missing or wrong gateway key"
         );
@@ -82,11 +92,10 @@ pub(crate) fn authenticate<'a>(
     Ok((app, kind))
 }
 
-/// Serves a request that `authenticate` has passed.
+/// Serves a request that `authenticate` has passed (the key is not compared again).
 pub(crate) async fn handle(svc: &Services, route: &Route, req: &Request) -> Response {
-    let (app, kind) = match authenticate(svc, route, req) {
-        Ok(found) => found,
-        Err(refused) => return refused,
+    let Some((app, kind)) = resolve(svc, route, req) else {
+        return err_json(404, 40013, "unknown appid");
     };
     let method = &req.method;
     match kind {
