@@ -43,6 +43,8 @@ struct RawConfig {
     #[serde(default)]
     callback: CallbackConfig,
     #[serde(default)]
+    delivery: DeliveryConfig,
+    #[serde(default)]
     media: MediaConfig,
     #[serde(default)]
     fetch: FetchConfig,
@@ -64,6 +66,9 @@ pub enum StoreConfig {
         tokens_table: Option<String>,
         #[serde(default)]
         media_bucket: Option<String>,
+        /// The SQS FIFO delivery queue (`WXDESK_QUEUE_URL` in Lambda).
+        #[serde(default)]
+        queue_url: Option<String>,
     },
 }
 
@@ -171,6 +176,34 @@ impl Default for ServerConfig {
 }
 
 /// How the push callback behaves; every field has a production default.
+/// The outbox: how a delivery that could not finish in its caller's deadline is retried.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// The first retry after a failed delivery; each later one waits twice as long...
+    pub first_retry_secs: u64,
+    /// ...up to this.
+    pub max_retry_secs: u64,
+    /// After this long since the message arrived, it is `dead` with its last error.
+    pub max_age_secs: u64,
+    /// A worker's desk call gives up after this (no WeChat deadline applies there).
+    pub desk_timeout_ms: u64,
+    /// Jobs one local worker runs at once (the Lambda worker: the batch size).
+    pub concurrency: usize,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            first_retry_secs: 5,
+            max_retry_secs: 60,
+            max_age_secs: 86_400,
+            desk_timeout_ms: 20_000,
+            concurrency: 16,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CallbackConfig {
@@ -431,6 +464,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub wechat: WechatConfig,
     pub callback: CallbackConfig,
+    pub delivery: DeliveryConfig,
     pub media: MediaConfig,
     pub fetch: FetchConfig,
     pub server: ServerConfig,
@@ -680,10 +714,31 @@ impl Config {
                 "must be at least 60 (WeChat retries for about 15 s)",
             ));
         }
+        let d = &raw.delivery;
+        if d.first_retry_secs == 0 || d.max_retry_secs < d.first_retry_secs {
+            return Err(invalid(
+                "delivery.first_retry_secs",
+                "must be at least 1 and at most delivery.max_retry_secs",
+            ));
+        }
+        if d.max_retry_secs > 43_200 {
+            return Err(invalid(
+                "delivery.max_retry_secs",
+                "must be at most 43200 (SQS holds a message back 12 hours at most)",
+            ));
+        }
+        if d.max_age_secs < d.max_retry_secs || d.concurrency == 0 || d.desk_timeout_ms < 1000 {
+            return Err(invalid(
+                "delivery",
+                "max_age_secs must be at least max_retry_secs, concurrency at least 1, \
+                 desk_timeout_ms at least 1000",
+            ));
+        }
         Ok(Config {
             store,
             wechat: raw.wechat,
             callback: raw.callback,
+            delivery: raw.delivery,
             media: raw.media,
             fetch: raw.fetch,
             server: raw.server,
@@ -722,6 +777,9 @@ impl Config {
                     .ok()
                     .filter(|t| !t.is_empty()),
                 media_bucket: std::env::var("WXDESK_MEDIA_BUCKET")
+                    .ok()
+                    .filter(|t| !t.is_empty()),
+                queue_url: std::env::var("WXDESK_QUEUE_URL")
                     .ok()
                     .filter(|t| !t.is_empty()),
             });
@@ -827,6 +885,7 @@ url = "https://demo.udesk.cn/weixin/abc"
             dedup_table: "t".into(),
             tokens_table: None,
             media_bucket: None,
+            queue_url: None,
         };
         assert_eq!(
             Config::parse_with_store(&no_store, Some(aws.clone()))

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::store::queue::JobQueue;
 use crate::store::{InboxStore, MediaStore, Stores};
 use crate::support::clock::Clock;
 use crate::support::outbound::{Fetcher, GuardedFetch, http_client};
@@ -19,6 +20,8 @@ pub struct Context {
     pub http: reqwest::Client,
     pub inbox: Arc<dyn InboxStore>,
     pub media_store: Arc<dyn MediaStore>,
+    /// Where deliveries that could not finish in their caller's deadline wait.
+    pub queue: Arc<dyn JobQueue>,
     /// URLs desks can open for staged media.
     pub links: Arc<MediaLinks>,
     /// Agents' media URLs from Tencent IM messages, fetched under `[fetch] im_hosts`.
@@ -58,6 +61,7 @@ impl Context {
             http: client,
             inbox: stores.inbox,
             media_store: stores.media,
+            queue: stores.queue,
             links,
             wechat,
             clock,

@@ -8,6 +8,7 @@ pub mod config;
 pub mod context;
 pub mod desk;
 pub mod http;
+pub mod outbox;
 pub(crate) mod source;
 pub mod store;
 pub mod support;

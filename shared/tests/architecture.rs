@@ -3,7 +3,7 @@
 //! with the connectors' extra rules, and the modules must form no circle.
 //!
 //! support, http, telemetry  <  wechat codecs  <  config  <  store  <  wechat clients
-//!   <  context  <  {desk, transport}  <  source  <  app
+//!   <  context  <  {desk, transport}  <  {source, outbox}  <  app
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -21,7 +21,7 @@ fn layer(module: &str) -> Option<u8> {
         "store" => 3,
         "context" => 5,
         "desk" | "transport" => 6,
-        "source" => 7,
+        "source" | "outbox" => 7,
         "app" => 8,
         _ => return None,
     })

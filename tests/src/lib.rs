@@ -355,6 +355,11 @@ pub const FETCH_LOOPBACK: &str = "[fetch]\nallow_local_http = true\nim_hosts = [
 pub async fn start_local(svc: Arc<wxdesk::Services>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    // The whole local server: the routes and the outbox's worker.
+    tokio::spawn(wxdesk::app::worker::every(
+        svc.clone(),
+        std::future::pending(),
+    ));
     tokio::spawn(wxdesk::app::local::serve(
         svc,
         listener,
@@ -515,11 +520,35 @@ pub async fn aws_stores() -> wxdesk::store::Stores {
         .send()
         .await
         .expect("create bucket in moto");
+    let (sqs, queue_url) = sqs_fifo_queue().await;
     wxdesk::store::Stores {
         inbox: Arc::new(aws_inbox().await),
         tokens: Arc::new(wxdesk::store::aws::AwsTokens::new(ddb, tokens)),
         media: Arc::new(wxdesk::store::aws::S3Media::new(s3, bucket)),
+        queue: Arc::new(wxdesk::store::queue::SqsQueue::new(sqs, queue_url)),
     }
+}
+
+/// A fresh SQS FIFO delivery queue in moto, as template.yaml declares it: its client
+/// and URL.
+pub async fn sqs_fifo_queue() -> (aws_sdk_sqs::Client, String) {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let sqs = aws_sdk_sqs::Client::new(&moto_sdk_config().await);
+    let name = format!(
+        "deliveries-{}-{}.fifo",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    );
+    let out = sqs
+        .create_queue()
+        .queue_name(&name)
+        .attributes(QueueAttributeName::FifoQueue, "true")
+        .attributes(QueueAttributeName::VisibilityTimeout, "60")
+        .send()
+        .await
+        .expect("create the FIFO queue in moto");
+    (sqs, out.queue_url().unwrap_or_default().to_owned())
 }
 
 /// A stand-in Udesk message interface (`im_callback`, seed 000). It checks the sign of

@@ -4,7 +4,11 @@
 
 use std::sync::Arc;
 
-use wxdesk::store::{Claim, EntryState, InboxStore, NewClaim, Outcome, new_claim_id};
+use wxdesk::store::{Claim, EntryState, InboxStore, NewClaim, Outcome, Shelf, Taken, new_claim_id};
+
+fn key2_for(now: i64) -> String {
+    format!("wxA#msg#{now}-u")
+}
 use wxdesk_tests::*;
 
 fn claim<'a>(key: &'a str, id: &'a str, now_ms: i64) -> NewClaim<'a> {
@@ -16,6 +20,7 @@ fn claim<'a>(key: &'a str, id: &'a str, now_ms: i64) -> NewClaim<'a> {
         now_ms,
         lease_until_ms: now_ms + 6000,
         expires_at: now_ms / 1000 + 600,
+        group: "wxA#in#oCustomer",
     }
 }
 
@@ -47,24 +52,165 @@ async fn claim_rules(store: &dyn InboxStore) {
         Claim::Answered("<xml>a</xml>".into())
     );
 
-    // Undelivered entries are taken over by the next claim, attempt 2.
+    // A message handed to the outbox is the worker's: a repeated push does not deliver it
+    // again, and a worker takes it only when it is due.
     let key2 = format!("wxA#msg#{now}-u");
     store.claim(&claim(&key2, "d1", now)).await.unwrap();
+    assert_eq!(
+        store
+            .take(&key2, "w0", now + 10, now + 30_000)
+            .await
+            .unwrap(),
+        Taken::Busy,
+        "its handler still holds it"
+    );
+    let pending = |due_ms, queued| Outcome::Pending {
+        error: "desk 500",
+        due_ms,
+        group: "wxA#in#oCustomer",
+        answer: None,
+        expires_at: now / 1000 + 86_400,
+        queued,
+    };
     assert!(
         store
-            .finish(&key2, "d1", Outcome::Undelivered("desk 500"))
+            .finish(&key2, "d1", pending(now + 5000, false))
             .await
             .unwrap()
     );
     let e = store.get(&key2, now).await.unwrap().unwrap();
     assert_eq!(
-        (e.state, e.last_error.as_deref()),
-        (EntryState::Undelivered, Some("desk 500"))
+        (e.state, e.last_error.as_deref(), e.queued),
+        (EntryState::Pending, Some("desk 500"), false)
+    );
+    assert_eq!(
+        store.claim(&claim(&key2, "d2", now + 5)).await.unwrap(),
+        Claim::InFlight
+    );
+    assert_eq!(
+        store
+            .take(&key2, "w1", now + 10, now + 30_000)
+            .await
+            .unwrap(),
+        Taken::NotDue(now + 5000)
+    );
+    // Listed on its shelf (the sparse index on DynamoDB) until the sweep queues it.
+    let on = |shelf| async move {
+        store
+            .outbox("wxA", shelf, 1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .any(|e| e.key == key2_for(now))
+    };
+    assert!(on(Shelf::Unqueued).await && !on(Shelf::Queued).await);
+    store.mark_queued(&key2).await.unwrap();
+    assert!(on(Shelf::Queued).await && !on(Shelf::Unqueued).await);
+    // Due: exactly one worker takes it, counting an attempt.
+    let Taken::Entry(taken) = store
+        .take(&key2, "w2", now + 5000, now + 35_000)
+        .await
+        .unwrap()
+    else {
+        panic!("a due entry is taken")
+    };
+    assert_eq!((taken.attempts, taken.claim_id.as_str()), (2, "w2"));
+    assert_eq!(
+        store
+            .take(&key2, "w3", now + 5001, now + 35_000)
+            .await
+            .unwrap(),
+        Taken::NotDue(now + 35_000)
+    );
+    // A permanent refusal: dead, listed as dead, and a replay makes it pending again.
+    assert!(
+        !store
+            .finish(
+                &key2,
+                "w1",
+                Outcome::Dead {
+                    why: "x",
+                    expires_at: 0
+                }
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .finish(
+                &key2,
+                "w2",
+                Outcome::Dead {
+                    why: "WeChat errcode 45015",
+                    expires_at: now / 1000 + 86_400
+                }
+            )
+            .await
+            .unwrap()
+    );
+    assert!(on(Shelf::Dead).await && !on(Shelf::Queued).await);
+    assert_eq!(
+        store
+            .take(&key2, "w4", now + 99_000, now + 100_000)
+            .await
+            .unwrap(),
+        Taken::Settled
+    );
+    assert!(store.revive(&key2, now + 100_000).await.unwrap());
+    assert!(on(Shelf::Unqueued).await && !on(Shelf::Dead).await);
+    assert!(matches!(
+        store
+            .take(&key2, "w5", now + 100_000, now + 130_000)
+            .await
+            .unwrap(),
+        Taken::Entry(_)
+    ));
+    assert!(
+        store
+            .finish(&key2, "w5", Outcome::Answered(""))
+            .await
+            .unwrap()
+    );
+    assert!(!on(Shelf::Queued).await && !on(Shelf::Dead).await);
+    assert!(
+        !store.revive(&key2, now + 100_001).await.unwrap(),
+        "answered entries stay answered"
+    );
+
+    // A message whose handler died is listed in flight, and a worker may take it once the
+    // lease has run out.
+    let key5 = format!("wxA#msg#{now}-k");
+    store.claim(&claim(&key5, "k1", now)).await.unwrap();
+    assert!(
+        store
+            .outbox("wxA", Shelf::InFlight, 1000)
+            .await
+            .unwrap()
+            .iter()
+            .any(|e| e.key == key5)
     );
     assert!(matches!(
-        store.claim(&claim(&key2, "d2", now + 5)).await.unwrap(),
-        Claim::Won { attempt: 2, .. }
+        store.take(&key5, "k2", now + 7000, now + 40_000).await.unwrap(),
+        Taken::Entry(e) if e.state == EntryState::Pending
     ));
+    assert!(
+        !store
+            .finish(&key5, "k1", Outcome::Answered("late"))
+            .await
+            .unwrap()
+    );
+
+    // Conversation marks are removed only while they hold the value given.
+    let mark = format!("wxA#backlog#{now}");
+    store
+        .put_state(&mark, "wxA", "k-1", now / 1000 + 600)
+        .await
+        .unwrap();
+    store.remove_if(&mark, "k-0").await.unwrap();
+    assert!(store.get(&mark, now).await.unwrap().is_some());
+    store.remove_if(&mark, "k-1").await.unwrap();
+    assert!(store.get(&mark, now).await.unwrap().is_none());
 
     // A crashed handler's lease runs out and the retry takes over.
     let key3 = format!("wxA#msg#{now}-l");

@@ -7,8 +7,10 @@ pub mod handlers;
 pub mod lambda;
 #[cfg(feature = "local")]
 pub mod local;
+pub mod outbox_admin;
 pub mod refresher;
 pub mod routes;
+pub mod worker;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -35,6 +35,15 @@ pub enum DeskError {
     Connector(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+impl DeskError {
+    /// Whether trying again can never succeed: the desk refused the request itself (a 4xx
+    /// other than a timeout or a rate limit). Timeouts, resets, 5xx and a connector's own
+    /// errors are worth another attempt.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, DeskError::Status(s) if (400..500).contains(s) && *s != 408 && *s != 429)
+    }
+}
+
 impl From<crate::support::outbound::SendError> for DeskError {
     fn from(e: crate::support::outbound::SendError) -> Self {
         use crate::support::outbound::SendError;

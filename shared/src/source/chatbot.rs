@@ -17,6 +17,7 @@ use crate::config::{AppConfig, ChatbotConfig};
 use crate::context::Context;
 use crate::desk::{Desk, DeskReply};
 use crate::http::{Request, Response};
+use crate::outbox::{self, Deferral};
 use crate::store::Outcome;
 use crate::store::idempotency::{self, LEASE_MARGIN, Next};
 use crate::transport::chatbot as transport;
@@ -170,19 +171,29 @@ pub async fn handoff(
         &digest[..16]
     );
     let deadline = Duration::from_millis(svc.config.callback.reply_deadline_ms);
-    let next = idempotency::begin(
-        svc.inbox.as_ref(),
-        svc.clock.unix_ms(),
-        &idempotency::Entry {
-            key: &key,
-            appid,
-            payload: &plain,
-            lease: deadline + LEASE_MARGIN,
-            ttl_secs: svc.config.callback.inbox_ttl_secs,
-        },
-        CLAIM_WITHIN,
-    )
-    .await;
+    // The entry keeps the message as the desk gets it, so the outbox can forward it again.
+    let (msg, xml) = match desk_message(cb, &h, &text) {
+        Ok(m) => m,
+        Err(e) => return unreadable(appid, &e),
+    };
+    let group = outbox::inbound_group(appid, &h.userid);
+    let claim = idempotency::Entry {
+        key: &key,
+        appid,
+        payload: &xml,
+        lease: deadline + LEASE_MARGIN,
+        ttl_secs: svc.config.callback.inbox_ttl_secs,
+        group: &group,
+    };
+    let (next, backlog) = tokio::join!(
+        idempotency::begin(
+            svc.inbox.as_ref(),
+            svc.clock.unix_ms(),
+            &claim,
+            CLAIM_WITHIN
+        ),
+        outbox::has_backlog(svc, appid, &h.userid, CLAIM_WITHIN),
+    );
     let Next::Deliver(claimed) = next else {
         return answer(0, "ok");
     };
@@ -191,31 +202,63 @@ pub async fn handoff(
     if h.event == "userQuit" {
         transport::close_conversation(svc, app, &h.userid).await;
     }
-    let outcome = forward(svc, desk, app, cb, &h, &text, started + deadline).await;
-    let outcome = match &outcome {
-        Ok(()) => Outcome::Answered(""),
-        Err(why) => {
-            warn!(appid, error = %why, "hand-off not delivered to the desk; recorded as undelivered");
-            Outcome::Undelivered(why)
-        }
+    let outcome = if backlog {
+        Err(Failure {
+            why: "queued behind an earlier message from this customer".into(),
+            answer: None,
+            permanent: false,
+            now: true,
+        })
+    } else {
+        forward(svc, desk, app, &msg, &xml, started + deadline).await
     };
-    claimed
-        .finish(svc.inbox.as_ref(), outcome, CLAIM_WITHIN)
-        .await;
+    match outcome {
+        Ok(()) => {
+            claimed
+                .finish(svc.inbox.as_ref(), Outcome::Answered(""), CLAIM_WITHIN)
+                .await;
+        }
+        Err(f) if f.permanent => {
+            warn!(appid, error = %f.why, "hand-off refused for good; entry is dead");
+            let expires_at =
+                svc.clock.unix_secs() as i64 + svc.config.callback.inbox_ttl_secs as i64;
+            claimed
+                .finish(
+                    svc.inbox.as_ref(),
+                    Outcome::Dead {
+                        why: &f.why,
+                        expires_at,
+                    },
+                    CLAIM_WITHIN,
+                )
+                .await;
+        }
+        Err(f) => {
+            let due_ms = svc.clock.unix_ms()
+                + if f.now {
+                    0
+                } else {
+                    1000 * svc.config.delivery.first_retry_secs as i64
+                };
+            outbox::defer(
+                svc,
+                &claimed,
+                Deferral {
+                    group: &group,
+                    error: &f.why,
+                    answer: f.answer.as_deref(),
+                    due_ms,
+                    customer: Some(&h.userid),
+                },
+            )
+            .await;
+        }
+    }
     answer(0, "ok")
 }
 
-/// The customer's words as a WeChat text message to the desk; the desk's answer, if any,
-/// back through sendmsg.
-async fn forward(
-    svc: &Context,
-    desk: &dyn Desk,
-    app: &AppConfig,
-    cb: &ChatbotConfig,
-    h: &Handoff,
-    text: &str,
-    deadline: Instant,
-) -> Result<(), String> {
+/// The customer's words as the WeChat text message the desk gets.
+fn desk_message(cb: &ChatbotConfig, h: &Handoff, text: &str) -> Result<(Message, String), String> {
     let mut d = Doc::default();
     d.push("ToUserName", XmlValue::text(&cb.appid));
     d.push("FromUserName", XmlValue::text(&h.userid));
@@ -225,21 +268,67 @@ async fn forward(
     d.push("MsgId", XmlValue::number(h.createtime));
     let xml = d.to_xml();
     let msg = Message::from_doc(d, Format::Xml).map_err(|e| e.to_string())?;
+    Ok((msg, xml))
+}
+
+/// Why a hand-off did not reach the desk (or the desk's answer the customer).
+struct Failure {
+    why: String,
+    /// The desk's answer, when only that is left to deliver.
+    answer: Option<String>,
+    permanent: bool,
+    /// Queue it due now (not after the first retry wait).
+    now: bool,
+}
+
+impl Failure {
+    fn retry(why: impl Into<String>, answer: Option<String>) -> Failure {
+        Failure {
+            why: why.into(),
+            answer,
+            permanent: false,
+            now: false,
+        }
+    }
+    fn never(why: impl Into<String>) -> Failure {
+        Failure {
+            why: why.into(),
+            answer: None,
+            permanent: true,
+            now: false,
+        }
+    }
+}
+
+/// The message to the desk; the desk's answer, if any, back through sendmsg.
+async fn forward(
+    svc: &Context,
+    desk: &dyn Desk,
+    app: &AppConfig,
+    msg: &Message,
+    xml: &str,
+    deadline: Instant,
+) -> Result<(), Failure> {
     let budget = deadline.saturating_duration_since(Instant::now());
-    let reply = tokio::time::timeout(budget, desk.forward(&msg, &xml, budget))
-        .await
-        .map_err(|_| "the desk did not answer in time".to_owned())?
-        .map_err(|e| e.to_string())?;
+    let reply = match tokio::time::timeout(budget, desk.forward(msg, xml, budget)).await {
+        Err(_) => return Err(Failure::retry("the desk did not answer in time", None)),
+        Ok(Err(e)) if e.is_permanent() => return Err(Failure::never(e.to_string())),
+        Ok(Err(e)) => return Err(Failure::retry(e.to_string(), None)),
+        Ok(Ok(r)) => r,
+    };
     let DeskReply::Passive(passive) = reply else {
         return Ok(());
     };
     // A passive reply has nowhere to go on this channel but sendmsg.
-    match plan_mini_program_reply(&passive, &h.userid) {
-        Ok(PassivePlan::Send(kf)) => deliver(svc, app, &kf, &Agent::default())
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string()),
+    match plan_mini_program_reply(&passive, &msg.from_user) {
+        Ok(PassivePlan::Send(kf)) => match deliver(svc, app, &kf, &Agent::default()).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_permanent() => Err(Failure::never(e.to_string())),
+            Err(e) => Err(Failure::retry(e.to_string(), Some(passive))),
+        },
         Ok(PassivePlan::Keep) => Ok(()),
-        Err(e) => Err(format!("the desk's reply cannot be sent: {e}")),
+        Err(e) => Err(Failure::never(format!(
+            "the desk's reply cannot be sent: {e}"
+        ))),
     }
 }

@@ -12,8 +12,10 @@ use crate::config::{AppConfig, AppKind};
 use crate::context::Context;
 use crate::desk::{Desk, DeskReply};
 use crate::http::{Request, Response};
+use crate::outbox::{self, Deferral};
 use crate::store::idempotency::{self, LEASE_MARGIN, Next};
 use crate::store::{Outcome, entry_ref};
+use crate::telemetry::metric;
 use crate::wechat::crypto::{CryptoError, MsgCrypt};
 use crate::wechat::kf::{PassivePlan, plan_mini_program_reply};
 use crate::wechat::message::{Format, Message};
@@ -21,8 +23,9 @@ use crate::wechat::reply::{SUCCESS, encrypt_field, encrypt_reply};
 use crate::wechat::signature::{matches, msg_signature, push_signature};
 use crate::wechat::xml::Doc;
 
-/// Time kept back from the desk call to record its outcome before the deadline.
-const RECORD_RESERVE: Duration = Duration::from_millis(250);
+/// Time kept back from the desk call to record its outcome (or queue it) before the
+/// deadline.
+const RECORD_RESERVE: Duration = Duration::from_millis(500);
 /// The dedup write's share of WeChat's 5 s: a store that hangs must not cost the answer.
 const CLAIM_WITHIN: Duration = Duration::from_millis(1000);
 /// WeChat's openids are 28 characters; anything far longer is not one.
@@ -186,56 +189,130 @@ async fn push(
         Format::Json => msg.to_xml(),
     };
     let key = msg.dedup_key(appid);
+    let group = outbox::inbound_group(appid, &msg.from_user);
     // Logs name the entry by a hash: the key holds the customer's openid.
     let entry = entry_ref(&key);
     let deadline = started + Duration::from_millis(svc.config.callback.reply_deadline_ms);
-    let next = idempotency::begin(
-        svc.inbox.as_ref(),
-        svc.clock.unix_ms(),
-        &idempotency::Entry {
-            key: &key,
-            appid,
-            payload: &payload,
-            lease: Duration::from_millis(svc.config.callback.reply_deadline_ms) + LEASE_MARGIN,
-            ttl_secs: svc.config.callback.inbox_ttl_secs,
-        },
-        CLAIM_WITHIN,
-    )
-    .await;
+    let now_ms = svc.clock.unix_ms();
+    let claim = idempotency::Entry {
+        key: &key,
+        appid,
+        payload: &payload,
+        lease: Duration::from_millis(svc.config.callback.reply_deadline_ms) + LEASE_MARGIN,
+        ttl_secs: svc.config.callback.inbox_ttl_secs,
+        group: &group,
+    };
+    let (next, backlog) = tokio::join!(
+        idempotency::begin(svc.inbox.as_ref(), now_ms, &claim, CLAIM_WITHIN),
+        outbox::has_backlog(svc, appid, &msg.from_user, CLAIM_WITHIN),
+    );
     let claimed = match next {
         Next::Deliver(c) => c,
         Next::InFlight => return Response::text(200, SUCCESS),
         Next::Answered(answer) => return render(&answer, &env, app, svc, nonce),
     };
+    let deferral = |error, answer, due_ms| Deferral {
+        group: &group,
+        error,
+        answer,
+        due_ms,
+        customer: Some(&msg.from_user),
+    };
+    if backlog {
+        // An earlier message of this customer's is queued: this one goes behind it.
+        outbox::defer(
+            svc,
+            &claimed,
+            deferral(
+                "queued behind an earlier message from this customer",
+                None,
+                now_ms,
+            ),
+        )
+        .await;
+        return Response::text(200, SUCCESS);
+    }
 
     let budget = deadline
         .saturating_duration_since(Instant::now())
         .saturating_sub(RECORD_RESERVE);
+    let desk_started = Instant::now();
     let result = match tokio::time::timeout(budget, desk.forward(&msg, &payload, budget)).await {
         Ok(r) => r,
         Err(_) => Err(crate::desk::DeskError::Timeout(budget)),
     };
-    let (outcome_text, answer) = match result {
-        Ok(DeskReply::Empty) => (None, String::new()),
+    metric(
+        "DeskLatency",
+        desk_started.elapsed().as_secs_f64() * 1000.0,
+        "Milliseconds",
+    );
+    let retry_at = svc.clock.unix_ms() + 1000 * svc.config.delivery.first_retry_secs as i64;
+    let left = || deadline.saturating_duration_since(Instant::now());
+    let answer = match result {
+        Ok(DeskReply::Empty) => String::new(),
         Ok(DeskReply::Passive(xml)) if app.kind == AppKind::MiniProgram => {
-            match mini_program_reply(svc, app, &msg, xml, deadline).await {
-                Ok(answer) => (None, answer),
-                Err(why) => (Some(why), String::new()),
+            match mini_program_reply(svc, app, &msg, &xml, deadline).await {
+                Ok(answer) => answer,
+                Err(Unsent::Never(why)) => {
+                    warn!(appid, entry = %entry, error = %why, "the desk's reply cannot reach the customer");
+                    let expires_at =
+                        svc.clock.unix_secs() as i64 + svc.config.callback.inbox_ttl_secs as i64;
+                    claimed
+                        .finish(
+                            svc.inbox.as_ref(),
+                            Outcome::Dead {
+                                why: &why,
+                                expires_at,
+                            },
+                            left(),
+                        )
+                        .await;
+                    return Response::text(200, SUCCESS);
+                }
+                Err(Unsent::Later(why)) => {
+                    // The desk has the message: only its reply is still to deliver.
+                    outbox::defer(svc, &claimed, deferral(&why, Some(&xml), retry_at)).await;
+                    return Response::text(200, SUCCESS);
+                }
             }
         }
-        Ok(DeskReply::Passive(xml)) => (None, xml),
-        Err(e) => (Some(e.to_string()), String::new()),
+        Ok(DeskReply::Passive(xml)) => xml,
+        Err(e) if e.is_permanent() => {
+            warn!(appid, entry = %entry, error = %e, "the desk refused the message for good; entry is dead");
+            let why = e.to_string();
+            let expires_at =
+                svc.clock.unix_secs() as i64 + svc.config.callback.inbox_ttl_secs as i64;
+            claimed
+                .finish(
+                    svc.inbox.as_ref(),
+                    Outcome::Dead {
+                        why: &why,
+                        expires_at,
+                    },
+                    left(),
+                )
+                .await;
+            metric("Dead", 1.0, "Count");
+            return Response::text(200, SUCCESS);
+        }
+        Err(e) => {
+            warn!(appid, entry = %entry, error = %e, "desk delivery failed; WeChat gets `success`, the outbox delivers it");
+            outbox::defer(svc, &claimed, deferral(&e.to_string(), None, retry_at)).await;
+            return Response::text(200, SUCCESS);
+        }
     };
-    if let Some(why) = &outcome_text {
-        warn!(appid, entry = %entry, error = %why, "desk delivery failed; WeChat gets `success`, entry left undelivered");
-    }
-    let outcome = match &outcome_text {
-        Some(why) => Outcome::Undelivered(why),
-        None => Outcome::Answered(&answer),
-    };
-    let left = deadline.saturating_duration_since(Instant::now());
-    claimed.finish(svc.inbox.as_ref(), outcome, left).await;
+    claimed
+        .finish(svc.inbox.as_ref(), Outcome::Answered(&answer), left())
+        .await;
     render(&answer, &env, app, svc, nonce)
+}
+
+/// Why a desk's reply to a Mini Program customer was not sent.
+enum Unsent {
+    /// It cannot be, ever.
+    Never(String),
+    /// Not now: the outbox tries again.
+    Later(String),
 }
 
 /// Mini Programs take only `transfer_customer_service` as a passive reply: anything else
@@ -245,13 +322,16 @@ async fn mini_program_reply(
     svc: &Context,
     app: &AppConfig,
     msg: &Message,
-    xml: String,
+    xml: &str,
     deadline: Instant,
-) -> Result<String, String> {
-    let plan = plan_mini_program_reply(&xml, &msg.from_user)
-        .map_err(|e| format!("the desk's reply cannot be sent to a mini program: {e}"))?;
+) -> Result<String, Unsent> {
+    let plan = plan_mini_program_reply(xml, &msg.from_user).map_err(|e| {
+        Unsent::Never(format!(
+            "the desk's reply cannot be sent to a mini program: {e}"
+        ))
+    })?;
     let kf = match plan {
-        PassivePlan::Keep => return Ok(xml),
+        PassivePlan::Keep => return Ok(xml.to_owned()),
         PassivePlan::Send(kf) => kf,
     };
     let budget = deadline
@@ -262,8 +342,18 @@ async fn mini_program_reply(
             info!(appid = %app.appid, msgtype = %kf.msgtype, "mini program: desk reply sent through custom send");
             Ok(String::new())
         }
-        Ok(Err(e)) => Err(format!("custom send of the desk's reply failed: {e}")),
-        Err(_) => Err("custom send of the desk's reply did not finish in time".to_owned()),
+        Ok(Err(e)) => {
+            let why = format!("custom send of the desk's reply failed: {e}");
+            let permanent = crate::transport::DeliverError::from(e).is_permanent();
+            Err(if permanent {
+                Unsent::Never(why)
+            } else {
+                Unsent::Later(why)
+            })
+        }
+        Err(_) => Err(Unsent::Later(
+            "custom send of the desk's reply did not finish in time".to_owned(),
+        )),
     }
 }
 

@@ -9,17 +9,22 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue,
-    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TimeToLiveSpecification,
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
+    KeyType, Projection, ProjectionType, ReturnValue, ReturnValuesOnConditionCheckFailure,
+    ScalarAttributeType, TimeToLiveSpecification,
 };
 
 use super::{
-    Claim, EntryState, InboxEntry, InboxStore, MediaStore, NewClaim, Outcome, StagedMedia,
-    StoreError, TokenRecord, TokenStore, decide,
+    Claim, EntryState, InboxEntry, InboxStore, MediaStore, NewClaim, Outcome, Shelf, StagedMedia,
+    StoreError, Taken, TokenRecord, TokenStore, decide, decide_take,
 };
 
 /// Attribute DynamoDB's TTL deletes on (lazily: reads check it too).
 pub(crate) const TTL_ATTRIBUTE: &str = "expires_at";
+/// The sparse global secondary index of the outbox: partition `outbox` =
+/// `{appid}#{shelf}` (see `Shelf`), sort `due` (ms). Only entries on a shelf carry the two
+/// attributes, so the index holds the outbox and nothing else.
+pub const OUTBOX_INDEX: &str = "outbox";
 
 #[derive(Clone)]
 pub struct AwsStore {
@@ -60,9 +65,47 @@ impl AwsStore {
     }
 }
 
-/// Creates the inbox table as template.yaml declares it (for local runs and tests).
+/// Creates the inbox table as template.yaml declares it, with its outbox index (for
+/// local runs and tests).
 pub async fn create_dedup_table(ddb: &Client, table: &str) -> Result<(), StoreError> {
-    create_table(ddb, table).await?;
+    let bad = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Unavailable(e.to_string());
+    let attr = |name: &str, t: ScalarAttributeType| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(t)
+            .build()
+            .map_err(bad)
+    };
+    let key = |name: &str, t: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(t)
+            .build()
+            .map_err(bad)
+    };
+    ddb.create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attr("pk", ScalarAttributeType::S)?)
+        .attribute_definitions(attr("outbox", ScalarAttributeType::S)?)
+        .attribute_definitions(attr("due", ScalarAttributeType::N)?)
+        .key_schema(key("pk", KeyType::Hash)?)
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(OUTBOX_INDEX)
+                .key_schema(key("outbox", KeyType::Hash)?)
+                .key_schema(key("due", KeyType::Range)?)
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::All)
+                        .build(),
+                )
+                .build()
+                .map_err(bad)?,
+        )
+        .send()
+        .await
+        .map_err(|e| sdk_err("CreateTable", e))?;
     enable_ttl(ddb, table).await
 }
 
@@ -119,9 +162,9 @@ fn n(v: i64) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-/// The `#name` placeholders of every attribute of an inbox entry, for the expressions that
-/// write a whole entry (a claim, a piece of conversation state).
-fn entry_names() -> HashMap<String, String> {
+/// The `#name` placeholders the expressions use, of every attribute of an inbox entry
+/// (DynamoDB refuses a placeholder no expression uses).
+fn entry_names(exprs: &[&str]) -> HashMap<String, String> {
     [
         ("#appid", "appid"),
         ("#payload", "payload"),
@@ -132,8 +175,19 @@ fn entry_names() -> HashMap<String, String> {
         ("#attempts", "attempts"),
         ("#answer", "answer"),
         ("#last_error", "last_error"),
+        ("#grp", "grp"),
+        ("#since", "since"),
+        ("#outbox", "outbox"),
+        ("#due", "due"),
     ]
     .into_iter()
+    .filter(|(k, _)| {
+        exprs.iter().any(|e| {
+            e.match_indices(k).any(|(i, _)| {
+                !e[i + k.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_')
+            })
+        })
+    })
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect()
 }
@@ -165,27 +219,36 @@ fn entry_from_item(
         last_error: get_s("last_error"),
         lease_until_ms: get_n("lease_until")?,
         expires_at: get_n(TTL_ATTRIBUTE)?,
+        group: get_s("grp").unwrap_or_default(),
+        since_ms: get_n("since").unwrap_or(0),
+        queued: get_s("outbox").is_some_and(|o| o.ends_with(Shelf::Queued.as_str())),
     })
 }
 
 #[async_trait]
 impl InboxStore for AwsStore {
     async fn claim(&self, c: &NewClaim<'_>) -> Result<Claim, StoreError> {
+        // A message is listed in the outbox index while in flight (see NewClaim::group).
+        let update = if c.group.is_empty() {
+            "SET #appid = :appid, #payload = :payload, #state = :in_flight, #claim = :claim, \
+             #lease = :lease, #exp = :exp, #attempts = if_not_exists(#attempts, :zero) + :one, \
+             #since = :now_ms REMOVE #answer, #last_error, #grp, #outbox, #due"
+        } else {
+            "SET #appid = :appid, #payload = :payload, #state = :in_flight, #claim = :claim, \
+             #lease = :lease, #exp = :exp, #attempts = if_not_exists(#attempts, :zero) + :one, \
+             #since = :now_ms, #grp = :grp, #outbox = :outbox, #due = :lease \
+             REMOVE #answer, #last_error"
+        };
+        let condition = "attribute_not_exists(pk) OR #exp <= :now_s OR #state = :undelivered \
+                 OR (#state = :in_flight AND #lease < :now_ms)";
         let result = self
             .ddb
             .update_item()
             .table_name(&self.dedup_table)
             .key("pk", s(c.key))
-            .update_expression(
-                "SET #appid = :appid, #payload = :payload, #state = :in_flight, #claim = :claim, \
-                 #lease = :lease, #exp = :exp, #attempts = if_not_exists(#attempts, :zero) + :one \
-                 REMOVE #answer, #last_error",
-            )
-            .condition_expression(
-                "attribute_not_exists(pk) OR #exp <= :now_s OR #state = :undelivered \
-                 OR (#state = :in_flight AND #lease < :now_ms)",
-            )
-            .set_expression_attribute_names(Some(entry_names()))
+            .update_expression(update)
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(entry_names(&[update, condition])))
             .expression_attribute_values(":appid", s(c.appid))
             .expression_attribute_values(":payload", s(c.payload))
             .expression_attribute_values(":in_flight", s(EntryState::InFlight.as_str()))
@@ -198,7 +261,10 @@ impl InboxStore for AwsStore {
             .expression_attribute_values(":now_s", n(c.now_ms / 1000))
             .expression_attribute_values(":now_ms", n(c.now_ms))
             .return_values(ReturnValue::AllNew)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        let result = claim_values(c)
+            .into_iter()
+            .fold(result, |r, (k, v)| r.expression_attribute_values(k, v))
             .send()
             .await;
         match result {
@@ -242,36 +308,76 @@ impl InboxStore for AwsStore {
         claim_id: &str,
         outcome: Outcome<'_>,
     ) -> Result<bool, StoreError> {
-        let (state, field, text) = match outcome {
-            Outcome::Answered(a) => (EntryState::Answered, "answer", a),
-            Outcome::Undelivered(r) => (EntryState::Undelivered, "last_error", r),
+        let condition = "#claim = :claim AND (#state = :in_flight OR #state = :pending)";
+        let mut values = vec![
+            (":claim", s(claim_id)),
+            (":empty", s("")),
+            (":in_flight", s(EntryState::InFlight.as_str())),
+            (":pending", s(EntryState::Pending.as_str())),
+        ];
+        let update = match outcome {
+            Outcome::Answered(a) => {
+                values.push((":state", s(EntryState::Answered.as_str())));
+                values.push((":text", s(a)));
+                "SET #state = :state, #answer = :text, #claim = :empty REMOVE #outbox, #due"
+                    .to_owned()
+            }
+            Outcome::Pending {
+                error,
+                due_ms,
+                group,
+                answer,
+                expires_at,
+                queued,
+            } => {
+                let shelf = if queued {
+                    Shelf::Queued
+                } else {
+                    Shelf::Unqueued
+                };
+                let mut set = "SET #state = :pending, #last_error = :text, #claim = :empty, \
+                     #lease = :due, #grp = :grp, #outbox = :outbox, #due = :due, #exp = :exp"
+                    .to_owned();
+                if let Some(a) = answer {
+                    set.push_str(", #answer = :answer");
+                    values.push((":answer", s(a)));
+                }
+                values.extend([
+                    (":text", s(error)),
+                    (":due", n(due_ms)),
+                    (":grp", s(group)),
+                    (":outbox", s(&shelf.partition(key))),
+                    (":exp", n(expires_at)),
+                ]);
+                set
+            }
+            Outcome::Dead { why, expires_at } => {
+                values.extend([
+                    (":state", s(EntryState::Dead.as_str())),
+                    (":text", s(why)),
+                    (":outbox", s(&Shelf::Dead.partition(key))),
+                    (":now", n(crate::support::clock::unix_ms())),
+                    (":exp", n(expires_at)),
+                ]);
+                "SET #state = :state, #last_error = :text, #claim = :empty, \
+                 #outbox = :outbox, #due = :now, #exp = :exp"
+                    .to_owned()
+            }
         };
-        let result = self
+        let mut req = self
             .ddb
             .update_item()
             .table_name(&self.dedup_table)
             .key("pk", s(key))
-            .update_expression("SET #state = :state, #field = :text")
-            .condition_expression("#claim = :claim AND #state = :in_flight")
-            .expression_attribute_names("#state", "state")
-            .expression_attribute_names("#field", field)
-            .expression_attribute_names("#claim", "claim_id")
-            .expression_attribute_values(":state", s(state.as_str()))
-            .expression_attribute_values(":text", s(text))
-            .expression_attribute_values(":claim", s(claim_id))
-            .expression_attribute_values(":in_flight", s(EntryState::InFlight.as_str()))
-            .send()
-            .await;
-        match result {
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(entry_names(&[&update, condition])))
+            .update_expression(update);
+        for (k, v) in values {
+            req = req.expression_attribute_values(k, v);
+        }
+        match req.send().await {
             Ok(_) => Ok(true),
-            Err(SdkError::ServiceError(se))
-                if matches!(
-                    se.err(),
-                    UpdateItemError::ConditionalCheckFailedException(_)
-                ) =>
-            {
-                Ok(false)
-            }
+            Err(e) if is_condition_failed(&e) => Ok(false),
             Err(e) => Err(sdk_err("UpdateItem (finish)", e)),
         }
     }
@@ -290,16 +396,15 @@ impl InboxStore for AwsStore {
         value: &str,
         expires_at: i64,
     ) -> Result<(), StoreError> {
+        let update = "SET #appid = :appid, #payload = :empty, #state = :answered, #claim = :empty, \
+                 #lease = :zero, #exp = :exp, #attempts = :zero, #answer = :value \
+                 REMOVE #last_error";
         self.ddb
             .update_item()
             .table_name(&self.dedup_table)
             .key("pk", s(key))
-            .update_expression(
-                "SET #appid = :appid, #payload = :empty, #state = :answered, #claim = :empty, \
-                 #lease = :zero, #exp = :exp, #attempts = :zero, #answer = :value \
-                 REMOVE #last_error",
-            )
-            .set_expression_attribute_names(Some(entry_names()))
+            .update_expression(update)
+            .set_expression_attribute_names(Some(entry_names(&[update])))
             .expression_attribute_values(":appid", s(appid))
             .expression_attribute_values(":empty", s(""))
             .expression_attribute_values(":answered", s(EntryState::Answered.as_str()))
@@ -322,6 +427,192 @@ impl InboxStore for AwsStore {
             .map_err(|e| sdk_err("DeleteItem", e))?;
         Ok(())
     }
+
+    async fn remove_if(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        let result = self
+            .ddb
+            .delete_item()
+            .table_name(&self.dedup_table)
+            .key("pk", s(key))
+            .condition_expression("#answer = :value")
+            .expression_attribute_names("#answer", "answer")
+            .expression_attribute_values(":value", s(value))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(se))
+                if matches!(
+                    se.err(),
+                    aws_sdk_dynamodb::operation::delete_item::DeleteItemError::ConditionalCheckFailedException(_)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(sdk_err("DeleteItem (conditional)", e)),
+        }
+    }
+
+    async fn take(
+        &self,
+        key: &str,
+        claim_id: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+    ) -> Result<Taken, StoreError> {
+        let result = self
+            .ddb
+            .update_item()
+            .table_name(&self.dedup_table)
+            .key("pk", s(key))
+            .update_expression(TAKE_UPDATE)
+            .condition_expression(TAKE_CONDITION)
+            .set_expression_attribute_names(Some(entry_names(&[TAKE_UPDATE, TAKE_CONDITION])))
+            .expression_attribute_values(":in_flight", s(EntryState::InFlight.as_str()))
+            .expression_attribute_values(":outbox", s(&Shelf::Queued.partition(key)))
+            .expression_attribute_values(":claim", s(claim_id))
+            .expression_attribute_values(":lease", n(lease_until_ms))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":pending", s(EntryState::Pending.as_str()))
+            .expression_attribute_values(":now_ms", n(now_ms))
+            .expression_attribute_values(":now_s", n(now_ms / 1000))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(out) => match out.attributes() {
+                Some(item) => Ok(Taken::Entry(entry_from_item(key, item)?)),
+                None => Err(StoreError::Corrupt(format!("{key}: take returned no item"))),
+            },
+            Err(SdkError::ServiceError(se))
+                if matches!(
+                    se.err(),
+                    UpdateItemError::ConditionalCheckFailedException(_)
+                ) =>
+            {
+                let old = match se.into_err() {
+                    UpdateItemError::ConditionalCheckFailedException(e) => e.item,
+                    _ => None,
+                };
+                let old = old.map(|i| entry_from_item(key, &i)).transpose()?;
+                Ok(match decide_take(old.as_ref(), now_ms) {
+                    // It changed between the write and this read: look again shortly.
+                    Taken::Entry(_) => Taken::Busy,
+                    other => other,
+                })
+            }
+            Err(e) => Err(sdk_err("UpdateItem (take)", e)),
+        }
+    }
+
+    async fn outbox(
+        &self,
+        appid: &str,
+        shelf: Shelf,
+        limit: usize,
+    ) -> Result<Vec<InboxEntry>, StoreError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        let now_ms = crate::support::clock::unix_ms();
+        loop {
+            let page = self
+                .ddb
+                .query()
+                .table_name(&self.dedup_table)
+                .index_name(OUTBOX_INDEX)
+                .key_condition_expression("#outbox = :v")
+                .expression_attribute_names("#outbox", "outbox")
+                .expression_attribute_values(":v", s(&format!("{appid}#{}", shelf.as_str())))
+                .limit(limit.clamp(1, 1000) as i32)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| sdk_err("Query (outbox index)", e))?;
+            for item in page.items() {
+                let key = item
+                    .get("pk")
+                    .and_then(|v| v.as_s().ok())
+                    .cloned()
+                    .unwrap_or_default();
+                let e = entry_from_item(&key, item)?;
+                // The index is eventually consistent: the entry may have moved on.
+                if Shelf::of(&e) == Some(shelf) && e.expires_at * 1000 > now_ms {
+                    out.push(e);
+                }
+            }
+            start = page.last_evaluated_key().cloned();
+            if start.is_none() || out.len() >= limit {
+                break;
+            }
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    async fn revive(&self, key: &str, now_ms: i64) -> Result<bool, StoreError> {
+        let update = "SET #state = :pending, #claim = :empty, #lease = :now_ms, #since = :now_ms, \
+                 #outbox = :outbox, #due = :now_ms";
+        let condition = "(#state = :pending OR #state = :dead) AND #exp > :now_s";
+        let result = self
+            .ddb
+            .update_item()
+            .table_name(&self.dedup_table)
+            .key("pk", s(key))
+            .update_expression(update)
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(entry_names(&[update, condition])))
+            .expression_attribute_values(":pending", s(EntryState::Pending.as_str()))
+            .expression_attribute_values(":dead", s(EntryState::Dead.as_str()))
+            .expression_attribute_values(":empty", s(""))
+            .expression_attribute_values(":now_ms", n(now_ms))
+            .expression_attribute_values(":now_s", n(now_ms / 1000))
+            .expression_attribute_values(":outbox", s(&Shelf::Unqueued.partition(key)))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failed(&e) => Ok(false),
+            Err(e) => Err(sdk_err("UpdateItem (revive)", e)),
+        }
+    }
+
+    async fn mark_queued(&self, key: &str) -> Result<(), StoreError> {
+        let result = self
+            .ddb
+            .update_item()
+            .table_name(&self.dedup_table)
+            .key("pk", s(key))
+            .update_expression("SET #outbox = :queued")
+            .condition_expression("#state = :pending AND #outbox = :unqueued")
+            .expression_attribute_names("#outbox", "outbox")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":queued", s(&Shelf::Queued.partition(key)))
+            .expression_attribute_values(":unqueued", s(&Shelf::Unqueued.partition(key)))
+            .expression_attribute_values(":pending", s(EntryState::Pending.as_str()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failed(&e) => Ok(()),
+            Err(e) => Err(sdk_err("UpdateItem (mark queued)", e)),
+        }
+    }
+}
+
+const TAKE_UPDATE: &str = "SET #state = :pending, #claim = :claim, #lease = :lease, \
+     #attempts = #attempts + :one, #outbox = :outbox, #due = :lease";
+const TAKE_CONDITION: &str = "(#state = :pending OR (#state = :in_flight AND attribute_exists(#grp))) \
+     AND #lease <= :now_ms AND #exp > :now_s";
+
+/// The claim's values that only a message's claim has.
+fn claim_values(c: &NewClaim<'_>) -> HashMap<String, AttributeValue> {
+    let mut v = HashMap::new();
+    if !c.group.is_empty() {
+        v.insert(":grp".to_owned(), s(c.group));
+        v.insert(":outbox".to_owned(), s(&Shelf::InFlight.partition(c.key)));
+    }
+    v
 }
 
 fn is_condition_failed(e: &SdkError<UpdateItemError, impl std::fmt::Debug>) -> bool {

@@ -44,3 +44,54 @@ pub async fn set_last_agent(
     }
     Ok(previous)
 }
+
+/// Where a customer's newest queued message is named, while one is queued: a new message
+/// from them then queues behind it instead of overtaking it.
+fn backlog_key(appid: &str, openid: &str) -> String {
+    format!("{appid}#backlog#{openid}")
+}
+
+/// Whether an earlier message from `openid` is still queued (pending in the outbox). One
+/// read when there is none, the common case.
+pub async fn has_backlog(
+    inbox: &dyn InboxStore,
+    appid: &str,
+    openid: &str,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
+    let Some(newest) = inbox
+        .get(&backlog_key(appid, openid), now_ms)
+        .await?
+        .and_then(|e| e.answer)
+    else {
+        return Ok(false);
+    };
+    // The mark may outlive its message (cleared only by the worker): trust the entry.
+    Ok(inbox
+        .get(&newest, now_ms)
+        .await?
+        .is_some_and(|e| e.state == super::EntryState::Pending))
+}
+
+/// Names `key` as `openid`'s newest queued message.
+pub async fn set_backlog(
+    inbox: &dyn InboxStore,
+    appid: &str,
+    openid: &str,
+    key: &str,
+    expires_at: i64,
+) -> Result<(), StoreError> {
+    inbox
+        .put_state(&backlog_key(appid, openid), appid, key, expires_at)
+        .await
+}
+
+/// Forgets the mark if `key` is still the newest queued message (it has been delivered).
+pub async fn clear_backlog(
+    inbox: &dyn InboxStore,
+    appid: &str,
+    openid: &str,
+    key: &str,
+) -> Result<(), StoreError> {
+    inbox.remove_if(&backlog_key(appid, openid), key).await
+}

@@ -14,22 +14,38 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 
 use super::{
-    Claim, EntryState, InboxEntry, InboxStore, MEDIA_TTL, MediaStore, NewClaim, Outcome,
-    StagedMedia, StoreError, TokenRecord, TokenStore, decide, safe_segment,
+    Claim, EntryState, InboxEntry, InboxStore, MEDIA_TTL, MediaStore, NewClaim, Outcome, Shelf,
+    StagedMedia, StoreError, Taken, TokenRecord, TokenStore, decide, decide_take, safe_segment,
 };
 
 const INBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("inbox");
+/// The embedded twin of DynamoDB's sparse `outbox` index: `{appid}\0{state}\0{key}` for
+/// every pending or dead entry, kept in the same transaction as the entry.
+const OUTBOX: TableDefinition<&str, ()> = TableDefinition::new("outbox");
 const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
 const MAX_BATCH: usize = 1024;
 const SWEEP_EVERY: Duration = Duration::from_secs(600);
+
+/// An `Outcome` that can cross to the writer thread.
+enum Settle {
+    Answered(String),
+    Pending {
+        error: String,
+        due_ms: i64,
+        group: String,
+        answer: Option<String>,
+        expires_at: i64,
+        queued: bool,
+    },
+    Dead(String, i64),
+}
 
 enum Op {
     Claim(InboxEntry, i64, oneshot::Sender<Result<Claim, StoreError>>),
     Finish {
         key: String,
         claim_id: String,
-        answered: bool,
-        text: String,
+        outcome: Settle,
         reply: oneshot::Sender<Result<bool, StoreError>>,
     },
 }
@@ -54,6 +70,7 @@ impl EmbeddedStore {
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", file.display())))?;
         let w = db.begin_write().map_err(unavailable)?;
         w.open_table(INBOX).map_err(unavailable)?;
+        w.open_table(OUTBOX).map_err(unavailable)?;
         w.open_table(TOKENS).map_err(unavailable)?;
         w.commit().map_err(unavailable)?;
         let db = Arc::new(db);
@@ -74,6 +91,11 @@ impl EmbeddedStore {
         &self.dir
     }
 
+    /// The redb database, for the queue kept in the same file.
+    pub(crate) fn database(&self) -> Arc<Database> {
+        self.db.clone()
+    }
+
     async fn send<T>(
         &self,
         op: Op,
@@ -84,6 +106,78 @@ impl EmbeddedStore {
             .map_err(|_| StoreError::Unavailable("store writer stopped".into()))?;
         rx.await
             .map_err(|_| StoreError::Unavailable("store writer stopped".into()))?
+    }
+
+    /// One read-check-write on an entry in its own write transaction (atomic: redb
+    /// serialises write transactions).
+    async fn entry_txn<T: Send + 'static>(
+        &self,
+        key: &str,
+        f: impl FnOnce(Option<InboxEntry>) -> (Option<InboxEntry>, T) + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (db, key) = (self.db.clone(), key.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_write().map_err(unavailable)?;
+            let out = {
+                let mut tables = Tables::open(&txn)?;
+                let old = read_entry(&tables.inbox, &key)?;
+                let (new, out) = f(old.clone());
+                if let Some(new) = new {
+                    tables.write(old.as_ref(), &new)?;
+                }
+                out
+            };
+            txn.commit().map_err(unavailable)?;
+            Ok(out)
+        })
+        .await
+        .map_err(unavailable)?
+    }
+}
+
+/// The inbox and its outbox index, written together.
+struct Tables<'t> {
+    inbox: redb::Table<'t, &'static str, &'static [u8]>,
+    outbox: redb::Table<'t, &'static str, ()>,
+}
+
+fn outbox_key(e: &InboxEntry) -> Option<String> {
+    Shelf::of(e).map(|shelf| format!("{}\0{}\0{}", e.appid, shelf.as_str(), e.key))
+}
+
+impl<'t> Tables<'t> {
+    fn open(txn: &'t redb::WriteTransaction) -> Result<Self, StoreError> {
+        Ok(Tables {
+            inbox: txn.open_table(INBOX).map_err(unavailable)?,
+            outbox: txn.open_table(OUTBOX).map_err(unavailable)?,
+        })
+    }
+
+    fn write(&mut self, old: Option<&InboxEntry>, e: &InboxEntry) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(e).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.inbox
+            .insert(e.key.as_str(), bytes.as_slice())
+            .map_err(unavailable)?;
+        let (was, is) = (old.and_then(outbox_key), outbox_key(e));
+        if was != is {
+            if let Some(k) = was {
+                self.outbox.remove(k.as_str()).map_err(unavailable)?;
+            }
+            if let Some(k) = is {
+                self.outbox.insert(k.as_str(), ()).map_err(unavailable)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn remove(&mut self, key: &str) -> Result<(), StoreError> {
+        if let Some(old) = read_entry(&self.inbox, key)? {
+            if let Some(k) = outbox_key(&old) {
+                self.outbox.remove(k.as_str()).map_err(unavailable)?;
+            }
+            self.inbox.remove(key).map_err(unavailable)?;
+        }
+        Ok(())
     }
 }
 
@@ -110,26 +204,70 @@ enum Reply {
     Finish(oneshot::Sender<Result<bool, StoreError>>, bool),
 }
 
+/// `outcome` applied to an entry `claim_id` owns.
+fn settle(e: &mut InboxEntry, outcome: Settle) {
+    e.claim_id.clear();
+    match outcome {
+        Settle::Answered(a) => {
+            e.state = EntryState::Answered;
+            e.answer = Some(a);
+        }
+        Settle::Pending {
+            error,
+            due_ms,
+            group,
+            answer,
+            expires_at,
+            queued,
+        } => {
+            e.expires_at = e.expires_at.max(expires_at);
+            e.queued = queued;
+            e.state = EntryState::Pending;
+            e.last_error = Some(error);
+            e.lease_until_ms = due_ms;
+            e.group = group;
+            if answer.is_some() {
+                e.answer = answer;
+            }
+        }
+        Settle::Dead(why, expires_at) => {
+            e.expires_at = e.expires_at.max(expires_at);
+            e.state = EntryState::Dead;
+            e.last_error = Some(why);
+        }
+    }
+}
+
 fn apply_batch(db: &Database, batch: Vec<Op>, sweep: bool) {
     let mut replies = Vec::with_capacity(batch.len());
     let result = (|| -> Result<(), StoreError> {
         let txn = db.begin_write().map_err(unavailable)?;
         {
-            let mut table = txn.open_table(INBOX).map_err(unavailable)?;
+            let mut tables = Tables::open(&txn)?;
             if sweep {
                 let now_s = crate::support::clock::unix_ms() / 1000;
-                table
+                tables
+                    .inbox
                     .retain(|_, v| {
                         serde_json::from_slice::<InboxEntry>(v)
                             .map(|e| e.expires_at > now_s)
                             .unwrap_or(false)
                     })
                     .map_err(unavailable)?;
+                let inbox = &tables.inbox;
+                tables
+                    .outbox
+                    .retain(|k, _| {
+                        k.rsplit('\0')
+                            .next()
+                            .is_some_and(|key| inbox.get(key).ok().flatten().is_some())
+                    })
+                    .map_err(unavailable)?;
             }
             for op in batch {
                 match op {
                     Op::Claim(entry, claim_now_ms, reply) => {
-                        let existing = read_entry(&table, &entry.key)?;
+                        let existing = read_entry(&tables.inbox, &entry.key)?;
                         let result = match decide(existing.as_ref(), claim_now_ms) {
                             Some(found) => found,
                             None => {
@@ -140,7 +278,7 @@ fn apply_batch(db: &Database, batch: Vec<Op>, sweep: bool) {
                                     + 1;
                                 let mut entry = entry;
                                 entry.attempts = attempt;
-                                write_entry(&mut table, &entry)?;
+                                tables.write(existing.as_ref(), &entry)?;
                                 Claim::Won {
                                     claim_id: entry.claim_id,
                                     attempt,
@@ -152,22 +290,21 @@ fn apply_batch(db: &Database, batch: Vec<Op>, sweep: bool) {
                     Op::Finish {
                         key,
                         claim_id,
-                        answered,
-                        text,
+                        outcome,
                         reply,
                     } => {
-                        let owned = match read_entry(&table, &key)? {
-                            Some(mut e)
-                                if e.claim_id == claim_id && e.state == EntryState::InFlight =>
+                        let owned = match read_entry(&tables.inbox, &key)? {
+                            Some(old)
+                                if !claim_id.is_empty()
+                                    && old.claim_id == claim_id
+                                    && matches!(
+                                        old.state,
+                                        EntryState::InFlight | EntryState::Pending
+                                    ) =>
                             {
-                                if answered {
-                                    e.state = EntryState::Answered;
-                                    e.answer = Some(text);
-                                } else {
-                                    e.state = EntryState::Undelivered;
-                                    e.last_error = Some(text);
-                                }
-                                write_entry(&mut table, &e)?;
+                                let mut e = old.clone();
+                                settle(&mut e, outcome);
+                                tables.write(Some(&old), &e)?;
                                 true
                             }
                             _ => false,
@@ -206,17 +343,6 @@ fn read_entry(
     }
 }
 
-fn write_entry(
-    table: &mut redb::Table<&'static str, &'static [u8]>,
-    e: &InboxEntry,
-) -> Result<(), StoreError> {
-    let bytes = serde_json::to_vec(e).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    table
-        .insert(e.key.as_str(), bytes.as_slice())
-        .map_err(unavailable)?;
-    Ok(())
-}
-
 #[async_trait]
 impl InboxStore for EmbeddedStore {
     async fn claim(&self, c: &NewClaim<'_>) -> Result<Claim, StoreError> {
@@ -231,6 +357,9 @@ impl InboxStore for EmbeddedStore {
             last_error: None,
             lease_until_ms: c.lease_until_ms,
             expires_at: c.expires_at,
+            group: c.group.to_owned(),
+            since_ms: c.now_ms,
+            queued: false,
         };
         let (tx, rx) = oneshot::channel();
         self.send(Op::Claim(entry, c.now_ms, tx), rx).await
@@ -242,17 +371,31 @@ impl InboxStore for EmbeddedStore {
         claim_id: &str,
         outcome: Outcome<'_>,
     ) -> Result<bool, StoreError> {
-        let (answered, text) = match outcome {
-            Outcome::Answered(a) => (true, a.to_owned()),
-            Outcome::Undelivered(r) => (false, r.to_owned()),
+        let outcome = match outcome {
+            Outcome::Answered(a) => Settle::Answered(a.to_owned()),
+            Outcome::Pending {
+                error,
+                due_ms,
+                group,
+                answer,
+                expires_at,
+                queued,
+            } => Settle::Pending {
+                error: error.to_owned(),
+                due_ms,
+                group: group.to_owned(),
+                answer: answer.map(str::to_owned),
+                expires_at,
+                queued,
+            },
+            Outcome::Dead { why, expires_at } => Settle::Dead(why.to_owned(), expires_at),
         };
         let (tx, rx) = oneshot::channel();
         self.send(
             Op::Finish {
                 key: key.to_owned(),
                 claim_id: claim_id.to_owned(),
-                answered,
-                text,
+                outcome,
                 reply: tx,
             },
             rx,
@@ -284,29 +427,121 @@ impl InboxStore for EmbeddedStore {
             last_error: None,
             lease_until_ms: 0,
             expires_at,
+            group: String::new(),
+            since_ms: 0,
+            queued: false,
         };
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || {
-            let txn = db.begin_write().map_err(unavailable)?;
-            write_entry(&mut txn.open_table(INBOX).map_err(unavailable)?, &entry)?;
-            txn.commit().map_err(unavailable)
-        })
-        .await
-        .map_err(unavailable)?
+        self.entry_txn(key, move |_| (Some(entry), ())).await
     }
 
     async fn remove(&self, key: &str) -> Result<(), StoreError> {
         let (db, key) = (self.db.clone(), key.to_owned());
         tokio::task::spawn_blocking(move || {
             let txn = db.begin_write().map_err(unavailable)?;
-            txn.open_table(INBOX)
-                .map_err(unavailable)?
-                .remove(key.as_str())
-                .map_err(unavailable)?;
+            Tables::open(&txn)?.remove(&key)?;
             txn.commit().map_err(unavailable)
         })
         .await
         .map_err(unavailable)?
+    }
+
+    async fn remove_if(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        let (db, key, value) = (self.db.clone(), key.to_owned(), value.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_write().map_err(unavailable)?;
+            {
+                let mut tables = Tables::open(&txn)?;
+                let holds = read_entry(&tables.inbox, &key)?
+                    .is_some_and(|e| e.answer.as_deref() == Some(value.as_str()));
+                if holds {
+                    tables.remove(&key)?;
+                }
+            }
+            txn.commit().map_err(unavailable)
+        })
+        .await
+        .map_err(unavailable)?
+    }
+
+    async fn take(
+        &self,
+        key: &str,
+        claim_id: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+    ) -> Result<Taken, StoreError> {
+        let claim_id = claim_id.to_owned();
+        self.entry_txn(key, move |old| match decide_take(old.as_ref(), now_ms) {
+            Taken::Entry(mut e) => {
+                e.state = EntryState::Pending;
+                e.queued = true;
+                e.claim_id = claim_id;
+                e.lease_until_ms = lease_until_ms;
+                e.attempts += 1;
+                (Some(e.clone()), Taken::Entry(e))
+            }
+            other => (None, other),
+        })
+        .await
+    }
+
+    async fn outbox(
+        &self,
+        appid: &str,
+        shelf: Shelf,
+        limit: usize,
+    ) -> Result<Vec<InboxEntry>, StoreError> {
+        let txn = self.db.begin_read().map_err(unavailable)?;
+        let index = txn.open_table(OUTBOX).map_err(unavailable)?;
+        let inbox = txn.open_table(INBOX).map_err(unavailable)?;
+        let prefix = format!("{appid}\0{}\0", shelf.as_str());
+        let now_ms = crate::support::clock::unix_ms();
+        let mut out = Vec::new();
+        for row in index.range(prefix.as_str()..).map_err(unavailable)? {
+            let (k, _) = row.map_err(unavailable)?;
+            let Some(key) = k.value().strip_prefix(prefix.as_str()) else {
+                break;
+            };
+            if let Some(e) = read_entry(&inbox, key)?
+                .filter(|e| e.expires_at * 1000 > now_ms && Shelf::of(e) == Some(shelf))
+            {
+                out.push(e);
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        out.sort_by_key(|e| e.lease_until_ms);
+        Ok(out)
+    }
+
+    async fn mark_queued(&self, key: &str) -> Result<(), StoreError> {
+        self.entry_txn(key, move |old| match old {
+            Some(mut e) if e.state == EntryState::Pending && !e.queued => {
+                e.queued = true;
+                (Some(e), ())
+            }
+            _ => (None, ()),
+        })
+        .await
+    }
+
+    async fn revive(&self, key: &str, now_ms: i64) -> Result<bool, StoreError> {
+        self.entry_txn(key, move |old| match old {
+            Some(mut e)
+                if e.expires_at * 1000 > now_ms
+                    && matches!(e.state, EntryState::Pending | EntryState::Dead) =>
+            {
+                e.state = EntryState::Pending;
+                e.queued = false;
+                e.claim_id.clear();
+                e.lease_until_ms = now_ms;
+                e.since_ms = now_ms;
+                (Some(e), true)
+            }
+            _ => (None, false),
+        })
+        .await
     }
 }
 

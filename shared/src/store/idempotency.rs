@@ -22,6 +22,8 @@ pub(crate) struct Entry<'a> {
     /// How long this caller owns the entry before another may take it over.
     pub lease: Duration,
     pub ttl_secs: u64,
+    /// The message's queue group (see `NewClaim::group`).
+    pub group: &'a str,
 }
 
 /// What the caller should do.
@@ -43,6 +45,16 @@ pub(crate) struct Claimed {
     claim_id: Option<String>,
 }
 
+impl Claimed {
+    /// A worker's hold on an entry it took from the outbox.
+    pub fn taken(key: &str, claim_id: &str) -> Claimed {
+        Claimed {
+            key: key.to_owned(),
+            claim_id: Some(claim_id.to_owned()),
+        }
+    }
+}
+
 /// Claims `entry`, giving the store at most `within`.
 pub(crate) async fn begin(
     inbox: &dyn InboxStore,
@@ -61,6 +73,7 @@ pub(crate) async fn begin(
             now_ms,
             lease_until_ms: now_ms + entry.lease.as_millis() as i64,
             expires_at: now_ms / 1000 + entry.ttl_secs as i64,
+            group: entry.group,
         }),
     )
     .await
@@ -99,21 +112,33 @@ pub(crate) async fn begin(
 }
 
 impl Claimed {
+    /// Whether the store holds this claim (false when the inbox was unavailable: then
+    /// nothing can be recorded or queued for it).
+    pub fn recorded(&self) -> bool {
+        self.claim_id.is_some()
+    }
+
     /// Records the outcome, if the claim still owns the entry, giving the store at most
     /// `within`. Every way this can go wrong is logged here.
-    pub async fn finish(&self, inbox: &dyn InboxStore, outcome: Outcome<'_>, within: Duration) {
+    pub async fn finish(
+        &self,
+        inbox: &dyn InboxStore,
+        outcome: Outcome<'_>,
+        within: Duration,
+    ) -> bool {
         let Some(claim_id) = &self.claim_id else {
-            return;
+            return false;
         };
         let found = entry_ref(&self.key);
         match tokio::time::timeout(within, inbox.finish(&self.key, claim_id, outcome)).await {
-            Ok(Ok(true)) => {}
+            Ok(Ok(true)) => return true,
             Ok(Ok(false)) => warn!(entry = %found, "inbox entry was taken over by another handler"),
             Ok(Err(e)) => {
                 error!(entry = %found, error = %e, "could not record the delivery outcome")
             }
             Err(_) => error!(entry = %found, "recording the delivery outcome timed out"),
         }
+        false
     }
 }
 
@@ -136,6 +161,7 @@ pub(crate) async fn first_time(
             now_ms,
             lease_until_ms: now_ms + ttl.as_millis() as i64,
             expires_at: now_ms / 1000 + ttl.as_secs() as i64,
+            group: "",
         })
         .await?;
     match claim {

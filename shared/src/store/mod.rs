@@ -5,6 +5,7 @@ pub mod aws;
 pub mod conversation;
 pub mod embedded;
 pub mod idempotency;
+pub mod queue;
 
 use std::sync::Arc;
 
@@ -26,8 +27,14 @@ pub enum EntryState {
     InFlight,
     /// The desk answered; `answer` is what WeChat got ("" = success).
     Answered,
-    /// Forwarding failed or timed out; a retry (or a redelivery job) may take it over.
+    /// Written by earlier versions for a failed delivery; claimable like a new entry.
     Undelivered,
+    /// Owned by the outbox: a worker delivers it at `lease_until_ms` (its next attempt),
+    /// or is delivering it now when it holds a claim.
+    Pending,
+    /// The outbox gave up (a permanent refusal, or `max_age_secs` passed); `last_error`
+    /// says why. `outbox replay` makes it pending again.
+    Dead,
 }
 
 impl EntryState {
@@ -36,6 +43,8 @@ impl EntryState {
             EntryState::InFlight => "in_flight",
             EntryState::Answered => "answered",
             EntryState::Undelivered => "undelivered",
+            EntryState::Pending => "pending",
+            EntryState::Dead => "dead",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -43,6 +52,8 @@ impl EntryState {
             "in_flight" => EntryState::InFlight,
             "answered" => EntryState::Answered,
             "undelivered" => EntryState::Undelivered,
+            "pending" => EntryState::Pending,
+            "dead" => EntryState::Dead,
             _ => return None,
         })
     }
@@ -63,6 +74,57 @@ pub struct InboxEntry {
     pub lease_until_ms: i64,
     /// Unix seconds after which the record is dead (TTL), checked on read as well.
     pub expires_at: i64,
+    /// The queue group (one customer, one direction) a pending entry is delivered in.
+    #[serde(default)]
+    pub group: String,
+    /// When the entry was first claimed (ms): `max_age_secs` counts from here.
+    #[serde(default)]
+    pub since_ms: i64,
+    /// A pending entry whose job the queue holds (false: the sweep must queue it).
+    #[serde(default)]
+    pub queued: bool,
+}
+
+/// The outbox's shelves: which entries a listing, the sweep or a replay looks at. Each is
+/// one partition of DynamoDB's sparse `outbox` index (`{appid}#{shelf}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shelf {
+    /// Pending, with a job in the queue.
+    Queued,
+    /// Pending, but queueing its job failed: the sweep queues it.
+    Unqueued,
+    /// A message being delivered by its handler right now (or whose handler died: the
+    /// sweep queues it once its lease has run out).
+    InFlight,
+    Dead,
+}
+
+impl Shelf {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Shelf::Queued => "pending",
+            Shelf::Unqueued => "unqueued",
+            Shelf::InFlight => "in_flight",
+            Shelf::Dead => "dead",
+        }
+    }
+
+    /// The shelf an entry sits on, if any.
+    pub fn of(e: &InboxEntry) -> Option<Shelf> {
+        match e.state {
+            EntryState::Pending if e.queued => Some(Shelf::Queued),
+            EntryState::Pending => Some(Shelf::Unqueued),
+            EntryState::InFlight if !e.group.is_empty() => Some(Shelf::InFlight),
+            EntryState::Dead => Some(Shelf::Dead),
+            _ => None,
+        }
+    }
+
+    /// The index partition of `shelf` for the account of `key` (`{appid}#...`).
+    pub(crate) fn partition(self, key: &str) -> String {
+        let appid = key.split('#').next().unwrap_or("");
+        format!("{appid}#{}", self.as_str())
+    }
 }
 
 /// What a claim found.
@@ -84,19 +146,51 @@ pub struct NewClaim<'a> {
     pub now_ms: i64,
     pub lease_until_ms: i64,
     pub expires_at: i64,
+    /// The queue group of a message ("" for marks that are not messages). A message's
+    /// in-flight entry is listed in the outbox index, so a sweep finds it if its handler
+    /// dies (a killed process, a frozen Lambda) and nobody retries it.
+    pub group: &'a str,
 }
 
 pub enum Outcome<'a> {
+    /// Delivered; `answer` is what a repeated push gets.
     Answered(&'a str),
-    Undelivered(&'a str),
+    /// Handed to the outbox: delivered by a worker from `due_ms` on, in `group`'s order.
+    /// `answer` is a desk answer already obtained, still to reach the customer.
+    Pending {
+        error: &'a str,
+        due_ms: i64,
+        group: &'a str,
+        answer: Option<&'a str>,
+        /// The entry lives at least until then (Unix seconds): past `max_age_secs`.
+        expires_at: i64,
+        /// Whether the queue holds its job (queued before this is recorded).
+        queued: bool,
+    },
+    /// Never to be delivered: `why` is kept for the operator until `expires_at`.
+    Dead { why: &'a str, expires_at: i64 },
 }
 
-/// The three stores, from one backend.
+/// What a worker's `take` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Taken {
+    /// The worker owns the entry (with the claim id it gave) until its lease runs out.
+    Entry(InboxEntry),
+    /// Pending, but not before this time (ms), or another worker holds it until then.
+    NotDue(i64),
+    /// A message whose handler is still recording it (its job can arrive first).
+    Busy,
+    /// Delivered, dead, expired or gone: nothing to do.
+    Settled,
+}
+
+/// The stores and the delivery queue, from one backend.
 #[derive(Clone)]
 pub struct Stores {
     pub inbox: Arc<dyn InboxStore>,
     pub tokens: Arc<dyn TokenStore>,
     pub media: Arc<dyn MediaStore>,
+    pub queue: Arc<dyn queue::JobQueue>,
 }
 
 impl Stores {
@@ -106,7 +200,8 @@ impl Stores {
                 let db = Arc::new(embedded::EmbeddedStore::open(path)?);
                 Stores {
                     inbox: db.clone(),
-                    tokens: db,
+                    tokens: db.clone(),
+                    queue: Arc::new(queue::EmbeddedQueue::new(db)),
                     media: Arc::new(embedded::EmbeddedMedia::open(&path.join("media"))?),
                 }
             }
@@ -114,10 +209,17 @@ impl Stores {
                 dedup_table,
                 tokens_table,
                 media_bucket,
+                queue_url,
             } => {
                 let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
                 let ddb = aws_sdk_dynamodb::Client::new(&sdk);
                 Stores {
+                    queue: match queue_url {
+                        Some(url) => {
+                            Arc::new(queue::SqsQueue::new(aws_sdk_sqs::Client::new(&sdk), url))
+                        }
+                        None => Arc::new(NotConfigured("store.queue_url (WXDESK_QUEUE_URL)")),
+                    },
                     inbox: Arc::new(aws::AwsStore::new(ddb.clone(), dedup_table)),
                     tokens: match tokens_table {
                         Some(t) => Arc::new(aws::AwsTokens::new(ddb, t)),
@@ -151,7 +253,8 @@ impl Stores {
 #[async_trait]
 pub trait InboxStore: Send + Sync {
     async fn claim(&self, c: &NewClaim<'_>) -> Result<Claim, StoreError>;
-    /// Records the result, only if `claim_id` still owns the entry.
+    /// Records the result, only if `claim_id` still owns the entry (in flight, or taken
+    /// by a worker).
     async fn finish(
         &self,
         key: &str,
@@ -171,6 +274,53 @@ pub trait InboxStore: Send + Sync {
         value: &str,
         expires_at: i64,
     ) -> Result<(), StoreError>;
+    /// Forgets a piece of conversation state only while it still holds `value`.
+    async fn remove_if(&self, key: &str, value: &str) -> Result<(), StoreError>;
+    /// A worker takes a pending entry that is due and nobody holds, or an in-flight
+    /// message whose handler's lease ran out: one conditional write, so one worker of any
+    /// number delivers it. The entry becomes pending and queued; counts an attempt.
+    async fn take(
+        &self,
+        key: &str,
+        claim_id: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+    ) -> Result<Taken, StoreError>;
+    /// One account's entries on `shelf`, at most `limit` (DynamoDB: the sparse `outbox`
+    /// index, never a scan).
+    async fn outbox(
+        &self,
+        appid: &str,
+        shelf: Shelf,
+        limit: usize,
+    ) -> Result<Vec<InboxEntry>, StoreError>;
+    /// Records that a pending entry's job is queued (after the sweep or a replay queued it).
+    async fn mark_queued(&self, key: &str) -> Result<(), StoreError>;
+    /// Makes a pending or dead entry due now, with a fresh `max_age_secs`, not queued
+    /// (queue it, then `mark_queued`); false when the entry is neither.
+    async fn revive(&self, key: &str, now_ms: i64) -> Result<bool, StoreError>;
+}
+
+/// The take rule shared by both implementations, for an existing entry.
+pub(crate) fn decide_take(existing: Option<&InboxEntry>, now_ms: i64) -> Taken {
+    match existing {
+        Some(e)
+            if e.expires_at * 1000 > now_ms
+                && (e.state == EntryState::Pending
+                    || (e.state == EntryState::InFlight && !e.group.is_empty())) =>
+        {
+            if e.lease_until_ms > now_ms {
+                if e.state == EntryState::InFlight {
+                    Taken::Busy
+                } else {
+                    Taken::NotDue(e.lease_until_ms)
+                }
+            } else {
+                Taken::Entry(e.clone())
+            }
+        }
+        _ => Taken::Settled,
+    }
 }
 
 /// The claim rule shared by both implementations, for an existing entry.
@@ -181,6 +331,9 @@ pub(crate) fn decide(existing: Option<&InboxEntry>, now_ms: i64) -> Option<Claim
     }
     match e.state {
         EntryState::Answered => Some(Claim::Answered(e.answer.clone().unwrap_or_default())),
+        // The outbox owns it: a repeated push must not deliver it around the queue.
+        EntryState::Pending => Some(Claim::InFlight),
+        EntryState::Dead => Some(Claim::Answered(String::new())),
         EntryState::InFlight if e.lease_until_ms > now_ms => Some(Claim::InFlight),
         EntryState::InFlight | EntryState::Undelivered => None,
     }
@@ -344,6 +497,26 @@ impl TokenStore for NotConfigured {
         Err(self.err())
     }
     async fn invalidate(&self, _: &str, _: &str) -> Result<bool, StoreError> {
+        Err(self.err())
+    }
+}
+
+#[async_trait]
+impl queue::JobQueue for NotConfigured {
+    async fn enqueue(&self, _: &queue::Job) -> Result<(), StoreError> {
+        Err(self.err())
+    }
+    async fn receive(
+        &self,
+        _: usize,
+        _: std::time::Duration,
+    ) -> Result<Vec<queue::Leased>, StoreError> {
+        Err(self.err())
+    }
+    async fn done(&self, _: &queue::Leased) -> Result<(), StoreError> {
+        Err(self.err())
+    }
+    async fn later(&self, _: &queue::Leased, _: std::time::Duration) -> Result<(), StoreError> {
         Err(self.err())
     }
 }

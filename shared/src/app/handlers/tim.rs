@@ -1,10 +1,10 @@
 //! `POST /tim/{appid}/{gateway_key}`: Tencent IM's third-party callback. An agent's
 //! `C2C.CallbackAfterSendMsg` to a customer becomes WeChat custom sends to that openid.
-//! Tencent waits 2 s: delivery runs in its own task, and whatever has not finished by the
-//! answer is recorded in the inbox and finishes there; a callback Tencent sends again is
-//! delivered once (dedup on MsgKey).
+//! Tencent waits 2 s, and nothing may run after the answer (a Lambda is frozen then): the
+//! message is recorded and queued, the answer goes at once, and the outbox's worker
+//! delivers it in the customer's order. A callback Tencent sends again is delivered once
+//! (dedup on MsgKey).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -14,11 +14,10 @@ use tracing::{info, warn};
 use crate::app::Services;
 use crate::app::routes::desk_gate_for;
 use crate::config::{AppConfig, TencentImConfig, is_identifier};
-use crate::desk::tencent_im::agent;
 use crate::http::{Request, Response, Route};
+use crate::outbox::{self, Deferral};
+use crate::store::conversation;
 use crate::store::idempotency::{self, Next};
-use crate::store::{Outcome, conversation};
-use crate::transport::{self, Agent, DeliverError};
 
 /// Answer Tencent well inside its 2 s.
 const ANSWER_WITHIN: Duration = Duration::from_millis(1500);
@@ -84,7 +83,7 @@ pub(crate) fn authenticate<'a>(
 }
 
 /// Serves a callback that `authenticate` has passed.
-pub(crate) async fn handle(svc: &Arc<Services>, appid: &str, req: &Request) -> Response {
+pub(crate) async fn handle(svc: &Services, appid: &str, req: &Request) -> Response {
     let Some(app) = svc.config.app(appid) else {
         return refuse(404, appid, "unknown appid");
     };
@@ -156,7 +155,8 @@ pub(crate) async fn handle(svc: &Arc<Services>, appid: &str, req: &Request) -> R
     };
     let switched = previous.is_some_and(|p| p != from);
     let key = format!("{appid}#tim#{msg_key}");
-    let payload = body.to_string();
+    let group = outbox::outbound_group(appid, to);
+    let payload = outbox::agent_payload(&body, switched);
     let next = idempotency::begin(
         svc.inbox.as_ref(),
         svc.clock.unix_ms(),
@@ -164,10 +164,9 @@ pub(crate) async fn handle(svc: &Arc<Services>, appid: &str, req: &Request) -> R
             key: &key,
             appid,
             payload: &payload,
-            // Our own task may run long (media upload): give it a minute before a resent
-            // callback may take over.
-            lease: Duration::from_secs(60),
+            lease: ANSWER_WITHIN,
             ttl_secs: svc.config.callback.inbox_ttl_secs,
+            group: &group,
         },
         ANSWER_WITHIN / 2,
     )
@@ -175,65 +174,24 @@ pub(crate) async fn handle(svc: &Arc<Services>, appid: &str, req: &Request) -> R
     let Next::Deliver(claimed) = next else {
         return ok();
     };
-    let (svc2, appid2, to2, from2) = (
-        svc.clone(),
-        appid.to_owned(),
-        to.to_owned(),
-        from.to_owned(),
-    );
-    let task = tokio::spawn(async move {
-        let Some(app) = svc2.config.app(&appid2) else {
-            return;
-        };
-        let outcome = deliver(&svc2, app, &to2, &from2, switched, &body).await;
-        let outcome = match &outcome {
-            Ok(n) => {
-                info!(appid = %appid2, messages = n, "agent reply delivered to WeChat");
-                Outcome::Answered("")
-            }
-            Err(e) => {
-                warn!(appid = %appid2, error = %e, "agent reply not delivered; recorded as undelivered");
-                Outcome::Undelivered(&e.to_string())
-            }
-        };
-        claimed
-            .finish(svc2.inbox.as_ref(), outcome, Duration::from_secs(5))
-            .await;
-    });
-    if tokio::time::timeout(ANSWER_WITHIN, task).await.is_err() {
-        info!(
-            appid,
-            "agent reply still being delivered; answering Tencent now"
-        );
-    }
-    ok()
-}
-
-/// Turns an agent's IM message into messages for the customer and delivers them (custom
-/// send, or the Dialogue Platform); returns how many parts went out.
-async fn deliver(
-    svc: &Services,
-    app: &AppConfig,
-    openid: &str,
-    agent_id: &str,
-    switched: bool,
-    body: &Value,
-) -> Result<usize, DeliverError> {
-    let m = agent::customer_parts(svc, app, openid, switched, body).await;
-    let agent = Agent {
-        name: Some(agent_id.to_owned()),
-        avatar: None,
-    };
-    match (m.parts.is_empty(), m.event) {
-        // Nothing the customer could read and no signal: say so rather than drop it.
-        (true, None) => Err(DeliverError::Empty),
-        (true, Some(event)) => transport::signal(svc, app, openid, event, &agent)
-            .await
-            .map(|_| 0),
-        (false, event) => {
-            transport::deliver_many(svc, app, &m.parts, &agent, event).await?;
-            Ok(m.parts.len())
-        }
+    // Nothing runs after the answer (a Lambda is frozen then): the worker delivers it.
+    let deferred = outbox::defer(
+        svc,
+        &claimed,
+        Deferral {
+            group: &group,
+            error: "queued for delivery",
+            answer: None,
+            due_ms: svc.clock.unix_ms(),
+            customer: None,
+        },
+    )
+    .await;
+    if deferred {
+        ok()
+    } else {
+        // Neither recorded nor queued: tell Tencent, whose console shows failed callbacks.
+        refuse(503, appid, "cannot queue the agent's message; try again")
     }
 }
 

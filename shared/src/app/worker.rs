@@ -1,0 +1,216 @@
+//! The outbox's workers, which deliver queued jobs (`outbox::run`) with each account's
+//! desk: the `deliver-worker` Lambda (SQS event source mapping with partial batch
+//! responses, and the sweep on its EventBridge schedule), and the loop the local server
+//! runs over its queue — redb's, or the same SQS queue when the local server uses the
+//! aws store.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tracing::{error, info, warn};
+
+use crate::app::Services;
+use crate::outbox::{self, Settle, sweep};
+use crate::store::queue::{Leased, job_from_body};
+
+/// How often the local server sweeps (the schedule's period on AWS).
+pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// Runs one group's jobs in order; once one must wait, the rest wait behind it as long.
+async fn run_group(svc: &Services, jobs: Vec<Leased>) -> Vec<(Leased, Settle)> {
+    let mut out = Vec::with_capacity(jobs.len());
+    let mut blocked = None;
+    for leased in jobs {
+        let settle = match blocked {
+            Some(delay) => Settle::Later(delay),
+            None => {
+                let desk = svc.desk(leased.job.appid()).map(|d| d.as_ref());
+                outbox::run(svc, desk, &leased.job).await
+            }
+        };
+        if let Settle::Later(delay) = settle {
+            blocked = Some(delay);
+        }
+        out.push((leased, settle));
+    }
+    out
+}
+
+/// Splits jobs by group, keeping each group's order.
+fn by_group(jobs: Vec<Leased>) -> BTreeMap<String, Vec<Leased>> {
+    let mut groups: BTreeMap<String, Vec<Leased>> = BTreeMap::new();
+    for j in jobs {
+        groups.entry(j.job.group.clone()).or_default().push(j);
+    }
+    groups
+}
+
+/// Settles a job with the queue the local worker polls.
+async fn settle(svc: &Services, leased: &Leased, settle: Settle) {
+    let result = match settle {
+        Settle::Done => svc.queue.done(leased).await,
+        Settle::Later(delay) => svc.queue.later(leased, delay).await,
+    };
+    if let Err(e) = result {
+        // The job comes back when its lease (visibility timeout) runs out.
+        warn!(error = %e, "could not settle a job with the queue");
+    }
+}
+
+/// The local server's worker: polls the queue and runs up to `[delivery] concurrency`
+/// groups at once, until `stop` resolves (jobs already running finish first).
+pub async fn every(svc: Arc<Services>, stop: impl std::future::Future<Output = ()>) {
+    let limit = Arc::new(tokio::sync::Semaphore::new(svc.config.delivery.concurrency));
+    let mut running = tokio::task::JoinSet::new();
+    let mut sweep_tick = tokio::time::interval(SWEEP_EVERY);
+    sweep_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stop);
+    loop {
+        while running.try_join_next().is_some() {}
+        let free = limit.available_permits();
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = sweep_tick.tick() => {
+                let swept = sweep::sweep(&svc).await;
+                if swept.queued > 0 || swept.failed > 0 {
+                    info!(queued = swept.queued, failed = swept.failed, "outbox sweep");
+                }
+                continue;
+            }
+            received = async {
+                if free == 0 {
+                    // Wait for a running group to finish.
+                    let _ = limit.clone().acquire_owned().await;
+                    return Ok(Vec::new());
+                }
+                svc.queue.receive(free.min(10), Duration::from_secs(1)).await
+            } => match received {
+                Ok(jobs) => {
+                    for (_, group) in by_group(jobs) {
+                        let Ok(permit) = limit.clone().acquire_owned().await else {
+                            return;
+                        };
+                        let svc = svc.clone();
+                        running.spawn(async move {
+                            for (leased, s) in run_group(&svc, group).await {
+                                settle(&svc, &leased, s).await;
+                            }
+                            drop(permit);
+                        });
+                    }
+                }
+                Err(e) => {
+                    error!(error = %e, "outbox: cannot read the queue; trying again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+    while running.join_next().await.is_some() {}
+}
+
+/// One SQS record of a Lambda event, as a leased job.
+fn record_job(record: &Value) -> Result<(String, Leased), String> {
+    let s = |k: &str| record.get(k).and_then(Value::as_str);
+    let id = s("messageId").ok_or("record without messageId")?.to_owned();
+    let receipt = s("receiptHandle").unwrap_or_default().to_owned();
+    let job = job_from_body(s("body").unwrap_or("")).map_err(|e| e.to_string())?;
+    Ok((id, Leased { job, receipt }))
+}
+
+/// The deliver-worker's answer to one SQS batch: the ids of the records to try again
+/// (ReportBatchItemFailures). A job that waits is held back with ChangeMessageVisibility
+/// for its back-off, and the group's later records with it, so the group keeps its order.
+pub async fn handle_sqs_batch(svc: &Arc<Services>, records: &[Value]) -> Value {
+    let mut failures = Vec::new();
+    let mut jobs = Vec::new();
+    let mut ids = std::collections::HashMap::new();
+    for r in records {
+        match record_job(r) {
+            Ok((id, leased)) => {
+                ids.insert(leased.receipt.clone(), id);
+                jobs.push(leased);
+            }
+            Err(e) => {
+                // Tried again until maxReceiveCount, then kept in the dead-letter queue.
+                error!(error = %e, "queue record is not a job");
+                if let Some(id) = r.get("messageId").and_then(Value::as_str) {
+                    failures.push(id.to_owned());
+                }
+            }
+        }
+    }
+    let groups = by_group(jobs);
+    let results = futures_join_all(
+        groups
+            .into_values()
+            .map(|g| {
+                let svc = svc.clone();
+                async move { run_group(&svc, g).await }
+            })
+            .collect(),
+    )
+    .await;
+    for (leased, s) in results.into_iter().flatten() {
+        if let Settle::Later(delay) = s {
+            if let Err(e) = svc.queue.later(&leased, delay).await {
+                warn!(error = %e, "could not hold the job back; it returns after the queue's visibility timeout");
+            }
+            if let Some(id) = ids.get(&leased.receipt) {
+                failures.push(id.clone());
+            }
+        }
+    }
+    json!({
+        "batchItemFailures": failures
+            .into_iter()
+            .map(|id| json!({ "itemIdentifier": id }))
+            .collect::<Vec<_>>()
+    })
+}
+
+/// Runs futures concurrently and collects their outputs in order.
+async fn futures_join_all<F: std::future::Future + Send + 'static>(futs: Vec<F>) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futs.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        match h.await {
+            Ok(v) => out.push(v),
+            Err(e) => error!(error = %e, "a delivery task failed"),
+        }
+    }
+    out
+}
+
+/// The `deliver-worker` function's main: an SQS batch is delivered; any other event (the
+/// EventBridge schedule) runs the sweep.
+pub async fn run_lambda() -> Result<(), lambda_http::Error> {
+    use lambda_http::lambda_runtime::{LambdaEvent, service_fn};
+    crate::telemetry::init();
+    let svc = match Services::from_env().await {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            error!(error = %e, "cannot start");
+            return Err(e.into());
+        }
+    };
+    lambda_http::lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+        let svc = svc.clone();
+        async move {
+            match event.payload.get("Records").and_then(Value::as_array) {
+                Some(records) => Ok::<_, lambda_http::Error>(handle_sqs_batch(&svc, records).await),
+                None => {
+                    let swept = sweep::sweep(&svc).await;
+                    info!(queued = swept.queued, failed = swept.failed, "outbox sweep");
+                    Ok(json!({ "queued": swept.queued, "failed": swept.failed }))
+                }
+            }
+        }
+    }))
+    .await
+}
