@@ -355,7 +355,13 @@ pub const FETCH_LOOPBACK: &str = "[fetch]\nallow_local_http = true\nim_hosts = [
 pub async fn start_local(svc: Arc<wxdesk::Services>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    // The whole local server: the routes and the outbox's worker.
+    serve_local(svc, listener);
+    format!("http://{addr}")
+}
+
+/// The whole local server on `listener`, as `wxdesk-local` runs it: the routes and the
+/// outbox's worker.
+pub fn serve_local(svc: Arc<wxdesk::Services>, listener: TcpListener) {
     tokio::spawn(wxdesk::app::worker::every(
         svc.clone(),
         std::future::pending(),
@@ -365,7 +371,6 @@ pub async fn start_local(svc: Arc<wxdesk::Services>) -> String {
         listener,
         std::future::pending(),
     ));
-    format!("http://{addr}")
 }
 
 /// A moto server (S3) shared by the tests of one test binary: the one named by
@@ -612,4 +617,116 @@ pub async fn udesk_im(key: &'static str) -> StandIn {
         }
     }))
     .await
+}
+
+/// What a `FaultyInbox` does to each call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreFault {
+    None,
+    /// Every call fails at once, as a store that refuses connections.
+    Fail,
+    /// Every call hangs, as a store that stopped answering.
+    Hang,
+}
+
+/// A real inbox store with a switch that makes it fail or hang: the store "stopped for a
+/// while" of the fault-injection tests.
+pub struct FaultyInbox {
+    inner: Arc<dyn wxdesk::store::InboxStore>,
+    fault: std::sync::Mutex<StoreFault>,
+}
+
+impl FaultyInbox {
+    pub fn new(inner: Arc<dyn wxdesk::store::InboxStore>) -> Arc<FaultyInbox> {
+        Arc::new(FaultyInbox {
+            inner,
+            fault: std::sync::Mutex::new(StoreFault::None),
+        })
+    }
+    pub fn set(&self, f: StoreFault) {
+        *self.fault.lock().unwrap() = f;
+    }
+    async fn gate(&self) -> Result<(), wxdesk::store::StoreError> {
+        let f = *self.fault.lock().unwrap();
+        match f {
+            StoreFault::None => Ok(()),
+            StoreFault::Fail => Err(wxdesk::store::StoreError::Unavailable(
+                "injected: connection refused".into(),
+            )),
+            StoreFault::Hang => std::future::pending().await,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl wxdesk::store::InboxStore for FaultyInbox {
+    async fn claim(
+        &self,
+        c: &wxdesk::store::NewClaim<'_>,
+    ) -> Result<wxdesk::store::Claim, wxdesk::store::StoreError> {
+        self.gate().await?;
+        self.inner.claim(c).await
+    }
+    async fn finish(
+        &self,
+        key: &str,
+        claim_id: &str,
+        outcome: wxdesk::store::Outcome<'_>,
+    ) -> Result<bool, wxdesk::store::StoreError> {
+        self.gate().await?;
+        self.inner.finish(key, claim_id, outcome).await
+    }
+    async fn get(
+        &self,
+        key: &str,
+        now_ms: i64,
+    ) -> Result<Option<wxdesk::store::InboxEntry>, wxdesk::store::StoreError> {
+        self.gate().await?;
+        self.inner.get(key, now_ms).await
+    }
+    async fn remove(&self, key: &str) -> Result<(), wxdesk::store::StoreError> {
+        self.gate().await?;
+        self.inner.remove(key).await
+    }
+    async fn put_state(
+        &self,
+        key: &str,
+        appid: &str,
+        value: &str,
+        expires_at: i64,
+    ) -> Result<(), wxdesk::store::StoreError> {
+        self.gate().await?;
+        self.inner.put_state(key, appid, value, expires_at).await
+    }
+    async fn remove_if(&self, key: &str, value: &str) -> Result<(), wxdesk::store::StoreError> {
+        self.gate().await?;
+        self.inner.remove_if(key, value).await
+    }
+    async fn take(
+        &self,
+        key: &str,
+        claim_id: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+    ) -> Result<wxdesk::store::Taken, wxdesk::store::StoreError> {
+        self.gate().await?;
+        self.inner.take(key, claim_id, now_ms, lease_until_ms).await
+    }
+    async fn outbox(
+        &self,
+        appid: &str,
+        shelf: wxdesk::store::Shelf,
+        limit: usize,
+    ) -> Result<Vec<wxdesk::store::InboxEntry>, wxdesk::store::StoreError> {
+        self.gate().await?;
+        self.inner.outbox(appid, shelf, limit).await
+    }
+    async fn mark_queued(&self, key: &str) -> Result<(), wxdesk::store::StoreError> {
+        self.gate().await?;
+        self.inner.mark_queued(key).await
+    }
+    async fn revive(&self, key: &str, now_ms: i64) -> Result<bool, wxdesk::store::StoreError> {
+        self.gate().await?;
+        self.inner.revive(key, now_ms).await
+    }
 }

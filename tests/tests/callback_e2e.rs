@@ -108,7 +108,8 @@ async fn plain_text_push_gets_the_desks_passive_reply() {
 async fn quiet_failing_and_garbage_desks_give_success() {
     let rig = rig("quiet").await;
     let ts = now_secs();
-    for (i, content) in ["quiet", "fail", "garbage"].iter().enumerate() {
+    // The failing one last: a later message of the same customer would queue behind it.
+    for (i, content) in ["quiet", "garbage", "fail"].iter().enumerate() {
         let (status, body) = rig
             .post(
                 PLAIN_APPID,
@@ -123,12 +124,22 @@ async fn quiet_failing_and_garbage_desks_give_success() {
     let failed = rig
         .svc
         .inbox
+        .get(&format!("{PLAIN_APPID}#msg#2002#oUser#{ts}"), now)
+        .await
+        .unwrap()
+        .unwrap();
+    // Left to the outbox, which tries again after `first_retry_secs`.
+    assert_eq!(failed.state, wxdesk::store::EntryState::Pending);
+    assert!(failed.last_error.unwrap().contains("500"));
+    // The desk took the garbage-answered one: it is not sent again.
+    let garbage = rig
+        .svc
+        .inbox
         .get(&format!("{PLAIN_APPID}#msg#2001#oUser#{ts}"), now)
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(failed.state, wxdesk::store::EntryState::Undelivered);
-    assert!(failed.last_error.unwrap().contains("500"));
+    assert_eq!(garbage.state, wxdesk::store::EntryState::Answered);
     let quiet = rig
         .svc
         .inbox
@@ -171,7 +182,7 @@ async fn slow_desk_is_answered_within_the_deadline() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(entry.state, wxdesk::store::EntryState::Undelivered);
+    assert_eq!(entry.state, wxdesk::store::EntryState::Pending);
     assert!(
         entry.payload.contains("slow"),
         "the inbox keeps the message for redelivery"

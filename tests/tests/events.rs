@@ -2,6 +2,7 @@
 //! parsing), against a stand-in Udesk, with the answer each must get.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use wxdesk::wechat::crypto::MsgCrypt;
 use wxdesk::wechat::signature::msg_signature;
@@ -210,6 +211,14 @@ async fn every_sample_event_gets_its_answer() {
                     body, r#"{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":""}"#,
                     "{name}"
                 );
+                // Answered at once; the worker (deliver-worker on AWS) delivers the job.
+                assert_eq!(
+                    wx.sent().len(),
+                    sent_before,
+                    "{name}: nothing after the answer"
+                );
+                let ran = wxdesk::app::worker::run_once(&svc, Duration::from_secs(2)).await;
+                assert_eq!(ran, 1, "{name}");
                 assert_eq!(wx.sent().len(), sent_before + 1, "{name}");
             }
             Expect::ChatbotHandoff => {

@@ -78,11 +78,7 @@ callback_token = "{CALLBACK_TOKEN}"
     let text = config_text(&embedded_store(name), &desk.url("/weixin/chan"), &apps);
     let cfg = wxdesk::Config::parse(&text).unwrap();
     let svc = Arc::new(wxdesk::Services::build(cfg).await.unwrap());
-    tokio::spawn(wxdesk::app::local::serve(
-        svc.clone(),
-        listener,
-        std::future::pending(),
-    ));
+    serve_local(svc.clone(), listener);
     Rig {
         base,
         wx,
@@ -784,9 +780,9 @@ async fn unsupported_im_elements_reach_the_customer_as_a_note() {
 }
 
 /// A voice message forwarded to `udesk_im` with an empty MediaUrl (staging failed) was
-/// recorded as answered. It is now undelivered, so WeChat's retry forwards it again.
+/// recorded as answered. It is now pending, so the outbox forwards it again.
 #[tokio::test]
-async fn udesk_im_voice_without_a_staged_url_is_left_undelivered() {
+async fn udesk_im_voice_without_a_staged_url_is_left_to_the_outbox() {
     let rig = rig("voice", "").await;
     let ts = now_secs();
     // WeChat has no such media: staging fails.
@@ -813,50 +809,13 @@ async fn udesk_im_voice_without_a_staged_url_is_left_undelivered() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(entry.state, wxdesk::store::EntryState::Undelivered);
+    assert_eq!(entry.state, wxdesk::store::EntryState::Pending);
 }
 
 /// The dedup write had no time limit inside WeChat's 5 s: a hanging store cost the answer.
 /// Now it gets a second; past that the message is forwarded without dedup.
 #[tokio::test]
 async fn a_hanging_store_does_not_cost_the_answer() {
-    struct Hanging;
-    #[async_trait::async_trait]
-    impl wxdesk::store::InboxStore for Hanging {
-        async fn claim(
-            &self,
-            _: &wxdesk::store::NewClaim<'_>,
-        ) -> Result<wxdesk::store::Claim, wxdesk::store::StoreError> {
-            std::future::pending().await
-        }
-        async fn finish(
-            &self,
-            _: &str,
-            _: &str,
-            _: wxdesk::store::Outcome<'_>,
-        ) -> Result<bool, wxdesk::store::StoreError> {
-            std::future::pending().await
-        }
-        async fn get(
-            &self,
-            _: &str,
-            _: i64,
-        ) -> Result<Option<wxdesk::store::InboxEntry>, wxdesk::store::StoreError> {
-            std::future::pending().await
-        }
-        async fn remove(&self, _: &str) -> Result<(), wxdesk::store::StoreError> {
-            std::future::pending().await
-        }
-        async fn put_state(
-            &self,
-            _: &str,
-            _: &str,
-            _: &str,
-            _: i64,
-        ) -> Result<(), wxdesk::store::StoreError> {
-            std::future::pending().await
-        }
-    }
     let desk = udesk_wechat().await;
     let cfg = wxdesk::Config::parse(&config_text(
         &embedded_store("hanging"),
@@ -865,7 +824,9 @@ async fn a_hanging_store_does_not_cost_the_answer() {
     ))
     .unwrap();
     let mut stores = wxdesk::store::Stores::open(&cfg.store).await.unwrap();
-    stores.inbox = Arc::new(Hanging);
+    let hanging = FaultyInbox::new(stores.inbox.clone());
+    hanging.set(StoreFault::Hang);
+    stores.inbox = hanging;
     let svc = Arc::new(wxdesk::Services::with_parts(
         cfg,
         stores,

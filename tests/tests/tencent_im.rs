@@ -61,11 +61,7 @@ connecting_text = "Connecting you to an agent..."
 async fn serve(svc: Arc<wxdesk::Services>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(wxdesk::app::local::serve(
-        svc,
-        listener,
-        std::future::pending(),
-    ));
+    serve_local(svc, listener);
     base
 }
 
@@ -83,11 +79,7 @@ async fn rig_with(name: &str, chatbot: &str) -> Rig {
         chatbot,
     );
     let svc = Arc::new(wxdesk::Services::build(cfg).await.unwrap());
-    tokio::spawn(wxdesk::app::local::serve(
-        svc,
-        listener,
-        std::future::pending(),
-    ));
+    serve_local(svc, listener);
     Rig {
         base,
         wx,
@@ -371,7 +363,11 @@ async fn a_delivery_that_outlasts_tencents_timeout_still_happens() {
         started.elapsed()
     );
     assert!(rig.wx.sent().is_empty(), "not yet");
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    // The outbox's worker delivers it (on AWS: deliver-worker, from the SQS queue).
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    while rig.wx.sent().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(rig.wx.sent().len(), 1, "delivered after the answer");
 }
 
@@ -407,7 +403,11 @@ async fn through_the_dialogue_platform_agents_switch_and_quit_with_waiter_events
         "MsgContent":{"Data":"waiterQuit","Desc":"Goodbye!","Ext":""}}]),
     );
     rig.callback(&q, &body).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Delivered by the worker, one after another in the customer's order.
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    while bot.received().len() < 3 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let got = bot.received();
     assert_eq!(got.len(), 3, "{got:?}");
     let multi: Value = serde_json::from_str(&got[0]["msg"]).unwrap();

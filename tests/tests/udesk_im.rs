@@ -79,11 +79,7 @@ async fn rig(name: &str, aws: bool) -> Rig {
         stores,
         Arc::new(wxdesk::support::clock::SystemClock),
     ));
-    tokio::spawn(wxdesk::app::local::serve(
-        svc.clone(),
-        listener,
-        std::future::pending(),
-    ));
+    serve_local(svc.clone(), listener);
     Rig {
         base,
         wx,

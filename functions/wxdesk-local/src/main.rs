@@ -168,7 +168,7 @@ async fn outbox_replay(svc: &wxdesk::Services, key: Option<&str>, app: Option<&s
     let result = match key {
         Some(k) => wxdesk::app::outbox_admin::replay(svc, k)
             .await
-            .map(|found| usize::from(found)),
+            .map(usize::from),
         None => wxdesk::app::outbox_admin::replay_dead(svc, app).await,
     };
     match result {

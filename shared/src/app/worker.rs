@@ -111,6 +111,25 @@ pub async fn every(svc: Arc<Services>, stop: impl std::future::Future<Output = (
     while running.join_next().await.is_some() {}
 }
 
+/// Receives one batch (waiting up to `wait`), runs it and settles it with the queue;
+/// returns how many jobs ran. For tools and tests that drive the worker step by step.
+pub async fn run_once(svc: &Arc<Services>, wait: Duration) -> usize {
+    let jobs = match svc.queue.receive(10, wait).await {
+        Ok(j) => j,
+        Err(e) => {
+            error!(error = %e, "outbox: cannot read the queue");
+            return 0;
+        }
+    };
+    let n = jobs.len();
+    for (_, group) in by_group(jobs) {
+        for (leased, s) in run_group(svc, group).await {
+            settle(svc, &leased, s).await;
+        }
+    }
+    n
+}
+
 /// One SQS record of a Lambda event, as a leased job.
 fn record_job(record: &Value) -> Result<(String, Leased), String> {
     let s = |k: &str| record.get(k).and_then(Value::as_str);

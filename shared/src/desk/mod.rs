@@ -28,8 +28,16 @@ pub enum DeskError {
     Transport(String),
     #[error("the desk answered HTTP {0}")]
     Status(u16),
+    /// The desk took the message but its answer is unusable.
     #[error("the desk's answer is not a passive reply ({0}); WeChat gets `success` instead")]
     UnexpectedAnswer(String),
+    /// The desk answered that it will not take this message: no retry can help.
+    #[error("the desk refused the message for good: {0}")]
+    Refused(String),
+    /// The message could not be made ready for the desk (its media could not be staged):
+    /// not sent, worth another attempt.
+    #[error("the message could not be prepared for the desk: {0}")]
+    NotForwarded(String),
     /// The connector's own error, kept whole for the log's source chain.
     #[error("the desk refused the message: {0}")]
     Connector(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -40,7 +48,11 @@ impl DeskError {
     /// other than a timeout or a rate limit). Timeouts, resets, 5xx and a connector's own
     /// errors are worth another attempt.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, DeskError::Status(s) if (400..500).contains(s) && *s != 408 && *s != 429)
+        match self {
+            DeskError::Status(s) => (400..500).contains(s) && *s != 408 && *s != 429,
+            DeskError::Refused(_) => true,
+            _ => false,
+        }
     }
 }
 

@@ -65,7 +65,7 @@ fn inbound_customer(group: &str) -> Option<&str> {
 
 /// How long the outbox may take over a message that arrived at `since_ms`.
 fn expires_at(ctx: &Context, since_ms: i64) -> i64 {
-    let now_s = ctx.clock.unix_secs() as i64;
+    let now_s = ctx.clock.unix_secs();
     (since_ms / 1000 + ctx.config.delivery.max_age_secs as i64 + KEEP_DEAD)
         .max(now_s + ctx.config.callback.inbox_ttl_secs as i64)
 }

@@ -220,8 +220,7 @@ pub async fn handoff(
         }
         Err(f) if f.permanent => {
             warn!(appid, error = %f.why, "hand-off refused for good; entry is dead");
-            let expires_at =
-                svc.clock.unix_secs() as i64 + svc.config.callback.inbox_ttl_secs as i64;
+            let expires_at = svc.clock.unix_secs() + svc.config.callback.inbox_ttl_secs as i64;
             claimed
                 .finish(
                     svc.inbox.as_ref(),
@@ -312,6 +311,11 @@ async fn forward(
     let budget = deadline.saturating_duration_since(Instant::now());
     let reply = match tokio::time::timeout(budget, desk.forward(msg, xml, budget)).await {
         Err(_) => return Err(Failure::retry("the desk did not answer in time", None)),
+        // The desk took the message; only its answer is unusable.
+        Ok(Err(crate::desk::DeskError::UnexpectedAnswer(why))) => {
+            warn!(appid = %app.appid, reason = %why, "the desk's answer to a hand-off is ignored");
+            return Ok(());
+        }
         Ok(Err(e)) if e.is_permanent() => return Err(Failure::never(e.to_string())),
         Ok(Err(e)) => return Err(Failure::retry(e.to_string(), None)),
         Ok(Ok(r)) => r,

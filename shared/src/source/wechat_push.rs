@@ -256,7 +256,7 @@ async fn push(
                 Err(Unsent::Never(why)) => {
                     warn!(appid, entry = %entry, error = %why, "the desk's reply cannot reach the customer");
                     let expires_at =
-                        svc.clock.unix_secs() as i64 + svc.config.callback.inbox_ttl_secs as i64;
+                        svc.clock.unix_secs() + svc.config.callback.inbox_ttl_secs as i64;
                     claimed
                         .finish(
                             svc.inbox.as_ref(),
@@ -277,11 +277,15 @@ async fn push(
             }
         }
         Ok(DeskReply::Passive(xml)) => xml,
+        // The desk took the message; only its answer is unusable.
+        Err(e @ crate::desk::DeskError::UnexpectedAnswer(_)) => {
+            warn!(appid, entry = %entry, error = %e, "the desk's answer is ignored; WeChat gets `success`");
+            String::new()
+        }
         Err(e) if e.is_permanent() => {
             warn!(appid, entry = %entry, error = %e, "the desk refused the message for good; entry is dead");
             let why = e.to_string();
-            let expires_at =
-                svc.clock.unix_secs() as i64 + svc.config.callback.inbox_ttl_secs as i64;
+            let expires_at = svc.clock.unix_secs() + svc.config.callback.inbox_ttl_secs as i64;
             claimed
                 .finish(
                     svc.inbox.as_ref(),

@@ -380,7 +380,7 @@ impl Desk for TencentIm {
         let deadline = Instant::now() + timeout;
         let openid = msg.from_user.as_str();
         if openid.is_empty() || openid.len() > 32 {
-            return Err(DeskError::UnexpectedAnswer(
+            return Err(DeskError::Refused(
                 "the openid does not fit an IM UserID (1-32 bytes)".into(),
             ));
         }

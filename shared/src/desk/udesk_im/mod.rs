@@ -112,11 +112,8 @@ impl UdeskIm {
     /// voice or video message whose media could not be staged is an error: without its
     /// URL the agent would get an empty message, and the customer's words would be lost.
     async fn body(&self, msg: &Message, budget: Duration) -> Result<Option<Doc>, DeskError> {
-        let unstaged = || {
-            DeskError::UnexpectedAnswer(
-                "the customer's media could not be staged for Udesk; not forwarded".into(),
-            )
-        };
+        let unstaged =
+            || DeskError::NotForwarded("the customer's media could not be staged for Udesk".into());
         let mut d = Doc::default();
         d.push("FromUserName", XmlValue::text(&msg.from_user));
         d.push("Number", XmlValue::text(""));
@@ -279,7 +276,7 @@ impl Desk for UdeskIm {
                 self.clock.unix_secs(),
             ))),
             Ok(None) => Ok(DeskReply::Empty),
-            Err(why) => Err(DeskError::UnexpectedAnswer(why)),
+            Err(why) => Err(DeskError::Refused(why)),
         }
     }
 }
