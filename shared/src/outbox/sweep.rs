@@ -4,7 +4,10 @@
 //! - pending entries whose job could not be queued (the queue was down when they were
 //!   deferred);
 //! - in-flight messages whose handler died before recording an outcome (a killed
-//!   process, a Lambda frozen or timed out mid-delivery), once their lease has run out.
+//!   process, a Lambda frozen or timed out mid-delivery), once their lease has run out;
+//! - queued entries overdue by `LOST_AFTER` (their job went to the dead-letter queue after
+//!   SQS's 1000 receives, or was lost): queued once more. A copy of a job that still
+//!   exists costs one receive; the worker's take settles it.
 
 use std::time::Duration;
 
@@ -18,6 +21,8 @@ const PER_PASS: usize = 500;
 /// An in-flight entry is left to its handler (and WeChat's own retries) this long after
 /// its lease ran out.
 const GRACE: Duration = Duration::from_secs(30);
+/// A queued entry this far past its next attempt has lost its job.
+const LOST_AFTER: Duration = Duration::from_secs(900);
 
 /// What one pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +36,7 @@ pub async fn sweep(ctx: &Context) -> Swept {
     let mut done = Swept::default();
     let now = ctx.clock.unix_ms();
     for app in &ctx.config.apps {
-        for shelf in [Shelf::Unqueued, Shelf::InFlight] {
+        for shelf in [Shelf::Unqueued, Shelf::InFlight, Shelf::Queued] {
             let entries = match ctx.inbox.outbox(&app.appid, shelf, PER_PASS).await {
                 Ok(e) => e,
                 Err(e) => {
@@ -41,7 +46,12 @@ pub async fn sweep(ctx: &Context) -> Swept {
                 }
             };
             for e in entries {
-                if shelf == Shelf::InFlight && e.lease_until_ms + GRACE.as_millis() as i64 > now {
+                let wait = match shelf {
+                    Shelf::InFlight => GRACE,
+                    Shelf::Queued => LOST_AFTER,
+                    _ => Duration::ZERO,
+                };
+                if e.lease_until_ms + wait.as_millis() as i64 > now {
                     continue;
                 }
                 if !super::enqueue(ctx, &e.key, &e.group, e.since_ms).await {
