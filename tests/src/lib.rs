@@ -506,6 +506,12 @@ pub async fn aws_inbox() -> wxdesk::store::aws::AwsStore {
 /// The AWS stores: fresh inbox and tokens tables in DynamoDB Local and a fresh bucket in
 /// moto.
 pub async fn aws_stores() -> wxdesk::store::Stores {
+    aws_stores_with_queue().await.0
+}
+
+/// The AWS stores, with the SQS client and URL of their delivery queue (to play the
+/// event source mapping).
+pub async fn aws_stores_with_queue() -> (wxdesk::store::Stores, aws_sdk_sqs::Client, String) {
     static N: AtomicUsize = AtomicUsize::new(0);
     let ddb = dynamodb().await;
     let cfg = moto_sdk_config().await;
@@ -526,12 +532,13 @@ pub async fn aws_stores() -> wxdesk::store::Stores {
         .await
         .expect("create bucket in moto");
     let (sqs, queue_url) = sqs_fifo_queue().await;
-    wxdesk::store::Stores {
+    let stores = wxdesk::store::Stores {
         inbox: Arc::new(aws_inbox().await),
         tokens: Arc::new(wxdesk::store::aws::AwsTokens::new(ddb, tokens)),
         media: Arc::new(wxdesk::store::aws::S3Media::new(s3, bucket)),
-        queue: Arc::new(wxdesk::store::queue::SqsQueue::new(sqs, queue_url)),
-    }
+        queue: Arc::new(wxdesk::store::queue::SqsQueue::new(sqs.clone(), &queue_url)),
+    };
+    (stores, sqs, queue_url)
 }
 
 /// A fresh SQS FIFO delivery queue in moto, as template.yaml declares it: its client

@@ -1,0 +1,498 @@
+//! Fault injection: 200 messages from 20 customers through the local server while the desk
+//! goes down, refuses, resets, stalls and comes back, and the store stops for a while;
+//! then the aws path with a Lambda "frozen" after its answer, its job run later from the
+//! SQS message. Asserted: every accepted message reaches the desk; each customer's
+//! messages arrive in order; a message arrives twice only where the desk lost its answer
+//! after receiving it, and then with the same MsgId.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use wxdesk_tests::*;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Up,
+    /// Connection closed before the request is read: nothing received.
+    Down,
+    /// Read, then HTTP 500: the desk says it did not take it.
+    Error,
+    /// Read, then the connection is reset: received, answer lost.
+    Reset,
+    /// Read, then an answer after WeChat's deadline: received, answer lost.
+    Slow,
+}
+
+/// One receipt at the desk.
+#[derive(Debug, Clone)]
+struct Receipt {
+    msg_id: u64,
+    customer: String,
+    /// The desk's answer never reached wxdesk.
+    lossy: bool,
+    at: Instant,
+}
+
+/// A desk speaking udesk_wechat's wire format (WeChat XML in, `success` out) on a raw
+/// socket, so it can drop and reset connections.
+struct FaultyDesk {
+    url: String,
+    mode: Arc<Mutex<Mode>>,
+    got: Arc<Mutex<Vec<Receipt>>>,
+}
+
+impl FaultyDesk {
+    async fn start() -> FaultyDesk {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/desk", listener.local_addr().unwrap());
+        let mode = Arc::new(Mutex::new(Mode::Up));
+        let got: Arc<Mutex<Vec<Receipt>>> = Arc::default();
+        let (m, g) = (mode.clone(), got.clone());
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let (m, g) = (m.clone(), g.clone());
+                tokio::spawn(async move {
+                    let mode = *m.lock().unwrap();
+                    if mode == Mode::Down {
+                        return;
+                    }
+                    let Some(body) = read_request(&mut stream).await else {
+                        return;
+                    };
+                    let doc = wxdesk::wechat::xml::Doc::parse_xml(&body).unwrap();
+                    let receipt = |lossy| Receipt {
+                        msg_id: doc.text("MsgId").parse().unwrap(),
+                        customer: doc.text("FromUserName"),
+                        lossy,
+                        at: Instant::now(),
+                    };
+                    match mode {
+                        Mode::Down => {}
+                        Mode::Error => {
+                            let _ = stream
+                                .write_all(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                                .await;
+                        }
+                        Mode::Reset => {
+                            g.lock().unwrap().push(receipt(true));
+                        }
+                        Mode::Slow => {
+                            g.lock().unwrap().push(receipt(true));
+                            tokio::time::sleep(Duration::from_secs(6)).await;
+                            let _ = stream.write_all(ok_response()).await;
+                        }
+                        Mode::Up => {
+                            g.lock().unwrap().push(receipt(false));
+                            let _ = stream.write_all(ok_response()).await;
+                        }
+                    }
+                });
+            }
+        });
+        FaultyDesk { url, mode, got }
+    }
+
+    fn set(&self, m: Mode) {
+        *self.mode.lock().unwrap() = m;
+    }
+
+    fn receipts(&self) -> Vec<Receipt> {
+        self.got.lock().unwrap().clone()
+    }
+}
+
+fn ok_response() -> &'static [u8] {
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 7\r\nconnection: close\r\n\r\nsuccess"
+}
+
+/// The request's body (headers, then Content-Length bytes).
+async fn read_request(stream: &mut tokio::net::TcpStream) -> Option<String> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf);
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len = text[..end]
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                return Some(String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned());
+            }
+        }
+    }
+}
+
+fn push(customer: &str, msg_id: u64, ts: i64) -> String {
+    format!(
+        "<xml><ToUserName><![CDATA[gh_test]]></ToUserName><FromUserName><![CDATA[{customer}]]></FromUserName>\
+         <CreateTime>{ts}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[m{msg_id}]]></Content>\
+         <MsgId>{msg_id}</MsgId></xml>"
+    )
+}
+
+/// The three properties, over the desk's receipts of `sent` (customer → MsgIds in order).
+fn check(receipts: &[Receipt], sent: &BTreeMap<String, Vec<u64>>) {
+    let mut by_id: HashMap<u64, Vec<&Receipt>> = HashMap::new();
+    for r in receipts {
+        by_id.entry(r.msg_id).or_default().push(r);
+    }
+    for (customer, ids) in sent {
+        for id in ids {
+            let got = by_id
+                .get(id)
+                .unwrap_or_else(|| panic!("{customer}: message {id} never reached the desk"));
+            // Every copy after the first follows a receipt whose answer was lost.
+            if got.len() > 1 {
+                assert!(
+                    got[..got.len() - 1].iter().all(|r| r.lossy),
+                    "{customer}: message {id} reached the desk {} times without a lost answer: {got:?}",
+                    got.len()
+                );
+            }
+            assert!(got.iter().all(|r| &r.customer == customer));
+        }
+        // First arrivals follow the customer's order.
+        let mut firsts: Vec<(Instant, u64)> = ids.iter().map(|id| (by_id[id][0].at, *id)).collect();
+        firsts.sort();
+        let order: Vec<u64> = firsts.into_iter().map(|(_, id)| id).collect();
+        assert_eq!(&order, ids, "{customer}: out of order");
+    }
+}
+
+fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
+    if v.is_empty() {
+        return Duration::ZERO;
+    }
+    v.sort();
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_messages_survive_desk_and_store_faults() {
+    const CUSTOMERS: usize = 20;
+    const EACH: u64 = 10;
+    let desk = FaultyDesk::start().await;
+    let text = config_text(
+        &embedded_store("faults"),
+        &desk.url,
+        "[delivery]\nfirst_retry_secs = 1\nmax_retry_secs = 4\ndesk_timeout_ms = 3000\n",
+    );
+    let cfg = wxdesk::Config::parse(&text).unwrap();
+    let mut stores = wxdesk::store::Stores::open(&cfg.store).await.unwrap();
+    let inbox = FaultyInbox::new(stores.inbox.clone());
+    stores.inbox = inbox.clone();
+    let svc = Arc::new(wxdesk::Services::with_parts(
+        cfg,
+        stores,
+        Arc::new(wxdesk::support::clock::SystemClock),
+    ));
+    let base = start_local(svc.clone()).await;
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+
+    // The desk's and the store's timeline, while the customers write.
+    let schedule = [
+        (300, Mode::Down),
+        (1200, Mode::Error),
+        (1800, Mode::Reset),
+        (2400, Mode::Slow),
+        (3000, Mode::Up),
+        (5000, Mode::Down),
+        (6500, Mode::Up),
+    ];
+    let recovered = Arc::new(Mutex::new(Instant::now()));
+    let timeline = {
+        let (mode, recovered, inbox) = (desk.mode.clone(), recovered.clone(), inbox.clone());
+        tokio::spawn(async move {
+            for (at, m) in schedule {
+                tokio::time::sleep_until((started + Duration::from_millis(at)).into()).await;
+                *mode.lock().unwrap() = m;
+                if m == Mode::Up {
+                    *recovered.lock().unwrap() = Instant::now();
+                }
+                // The store stops for a while once the desk is back.
+                if at == 3000 {
+                    inbox.set(StoreFault::Fail);
+                    tokio::time::sleep(Duration::from_millis(400)).await;
+                    inbox.set(StoreFault::None);
+                }
+            }
+        })
+    };
+
+    let mut sent = BTreeMap::new();
+    let mut tasks = Vec::new();
+    for c in 0..CUSTOMERS {
+        let customer = format!("oFaultCustomer{c:04}");
+        let ids: Vec<u64> = (0..EACH).map(|i| 50_000 + c as u64 * 100 + i).collect();
+        sent.insert(customer.clone(), ids.clone());
+        let (http, base) = (http.clone(), base.clone());
+        tasks.push(tokio::spawn(async move {
+            for id in ids {
+                let ts = now_secs();
+                // WeChat waits for each answer (5 s) before the customer's next message
+                // arrives; every answer here is `success`.
+                let r = http
+                    .post(format!(
+                        "{base}/wechat/{PLAIN_APPID}?{}",
+                        plain_query(ts, "f")
+                    ))
+                    .body(push(&customer, id, ts))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+                assert_eq!(r.text().await.unwrap(), "success");
+                tokio::time::sleep(Duration::from_millis(120)).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    timeline.await.unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let total = CUSTOMERS * EACH as usize;
+    loop {
+        let distinct: std::collections::HashSet<u64> =
+            desk.receipts().iter().map(|r| r.msg_id).collect();
+        if distinct.len() >= total || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let receipts = desk.receipts();
+    check(&receipts, &sent);
+
+    // Figures for the note: how long after the desk's last recovery the backlog arrived.
+    let back = *recovered.lock().unwrap();
+    let after: Vec<Duration> = receipts
+        .iter()
+        .filter(|r| r.at > back)
+        .map(|r| r.at - back)
+        .collect();
+    let dups = receipts.len() - total;
+    eprintln!(
+        "faults: {total} messages, {} receipts ({dups} repeats after lost answers), {} after the last recovery: median {:?}, max {:?}",
+        receipts.len(),
+        after.len(),
+        percentile(after.clone(), 0.5),
+        percentile(after, 1.0)
+    );
+    // Nothing is left in the outbox.
+    let left = wxdesk::app::outbox_admin::list(
+        &svc,
+        Some(PLAIN_APPID),
+        wxdesk::app::outbox_admin::shelves("all").unwrap(),
+    )
+    .await
+    .unwrap();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// WeChat's custom send fails with -1 for a while (retried) and 45015 for one customer
+/// (dead at once) when the desk's reply comes too late for the passive answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_desk_replies_reach_the_customer_through_custom_send() {
+    let wx = wechat::start().await;
+    let slow_once = Arc::new(Mutex::new(std::collections::HashSet::<String>::new()));
+    let seen = slow_once.clone();
+    // The desk answers each message with a passive reply, the first time after 6 s.
+    let desk = StandIn::start(Arc::new(move |_, _, body| {
+        let doc = wxdesk::wechat::xml::Doc::parse_xml(body).unwrap();
+        let id = doc.text("MsgId");
+        let first = seen.lock().unwrap().insert(id.clone());
+        Answer {
+            status: 200,
+            body: format!(
+                "<xml><ToUserName><![CDATA[{}]]></ToUserName><FromUserName><![CDATA[gh]]></FromUserName>\
+                 <CreateTime>1</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[reply {id}]]></Content></xml>",
+                doc.text("FromUserName")
+            ),
+            delay: if first { Duration::from_secs(6) } else { Duration::ZERO },
+        }
+    }))
+    .await;
+    let extra = format!(
+        "[wechat]\napi_base = \"{}\"\n[delivery]\nfirst_retry_secs = 1\nmax_retry_secs = 2\n",
+        wx.base()
+    );
+    let cfg = wxdesk::Config::parse(&config_text(
+        &embedded_store("late"),
+        &desk.url("/d"),
+        &extra,
+    ))
+    .unwrap();
+    let svc = Arc::new(wxdesk::Services::build(cfg).await.unwrap());
+    let base = start_local(svc.clone()).await;
+    // The first two custom sends fail with WeChat's "system busy".
+    wx.inject("/cgi-bin/message/custom/send", &[-1, -1]);
+    let ts = now_secs();
+    let r = reqwest::Client::new()
+        .post(format!(
+            "{base}/wechat/{PLAIN_APPID}?{}",
+            plain_query(ts, "l")
+        ))
+        .body(push("oLateCustomer", 7001, ts))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "success", "the deadline passed");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while wx.sent().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let sent = wx.sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["touser"], "oLateCustomer");
+    assert_eq!(sent[0]["text"]["content"], "reply 7001");
+    assert!(wx.send_attempts() >= 3, "the -1 answers were retried");
+
+    // 45015: the customer's window closed. Dead at once, with the reason.
+    wx.inject("/cgi-bin/message/custom/send", &[45015]);
+    let r = reqwest::Client::new()
+        .post(format!(
+            "{base}/wechat/{PLAIN_APPID}?{}",
+            plain_query(ts, "m")
+        ))
+        .body(push("oClosedWindow", 7002, ts))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "success");
+    let key = format!("{PLAIN_APPID}#msg#7002#oClosedWindow#{ts}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let entry = loop {
+        let e = svc
+            .inbox
+            .get(&key, wxdesk::support::clock::unix_ms())
+            .await
+            .unwrap()
+            .unwrap();
+        if e.state == wxdesk::store::EntryState::Dead || Instant::now() > deadline {
+            break e;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(entry.state, wxdesk::store::EntryState::Dead, "{entry:?}");
+    assert!(
+        entry.last_error.as_deref().unwrap_or("").contains("45015"),
+        "{entry:?}"
+    );
+    let dead =
+        wxdesk::app::outbox_admin::list(&svc, Some(PLAIN_APPID), &[wxdesk::store::Shelf::Dead])
+            .await
+            .unwrap();
+    assert_eq!(dead.len(), 1);
+    // An operator replays it once the customer writes again: now it goes through.
+    assert_eq!(
+        wxdesk::app::outbox_admin::replay_dead(&svc, Some(PLAIN_APPID))
+            .await
+            .unwrap(),
+        1
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while wx.sent().len() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(wx.sent().len(), 2);
+}
+
+/// The aws store: DynamoDB Local and an SQS FIFO queue in moto. The wechat-callback
+/// "Lambda" answers and is frozen (nothing of it runs again); the deliver-worker is
+/// invoked later with the SQS message, as the event source mapping would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_lambdas_message_is_delivered_by_the_worker_from_sqs() {
+    let desk = FaultyDesk::start().await;
+    desk.set(Mode::Down);
+    let (stores, sqs, url) = aws_stores_with_queue().await;
+    let aws = "[store]\nbackend = \"aws\"\ndedup_table = \"unused\"\n[delivery]\nfirst_retry_secs = 1\nmax_retry_secs = 2\n";
+    let cfg = wxdesk::Config::parse(&config_text(aws, &desk.url, "")).unwrap();
+    let svc = Arc::new(wxdesk::Services::with_parts(
+        cfg,
+        stores,
+        Arc::new(wxdesk::support::clock::SystemClock),
+    ));
+    // The callback function's request, through the Lambda adapter.
+    let ts = now_secs();
+    let req = lambda_http::http::Request::builder()
+        .method("POST")
+        .uri(format!(
+            "https://api.example/wechat/{PLAIN_APPID}?{}",
+            plain_query(ts, "z")
+        ))
+        .body(lambda_http::Body::Text(push("oFrozenCustomer", 8001, ts)))
+        .unwrap();
+    let resp =
+        wxdesk::app::lambda::handle(&svc, wxdesk::http::RouteKind::WechatCallback, req.into()).await;
+    assert_eq!(resp.body_str(), "success");
+    assert!(desk.receipts().is_empty());
+
+    // Later, the event source mapping hands the job to deliver-worker.
+    let mut delivered = false;
+    for _ in 0..20 {
+        let got = sqs
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        let records: Vec<serde_json::Value> = got
+            .messages()
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "messageId": m.message_id().unwrap(),
+                    "receiptHandle": m.receipt_handle().unwrap(),
+                    "body": m.body().unwrap(),
+                    "attributes": {},
+                    "eventSource": "aws:sqs",
+                })
+            })
+            .collect();
+        if records.is_empty() {
+            continue;
+        }
+        let answer = wxdesk::app::worker::handle_sqs_batch(&svc, &records).await;
+        let failures = answer["batchItemFailures"].as_array().unwrap().len();
+        if failures == 0 {
+            // The event source mapping deletes what succeeded.
+            for m in got.messages() {
+                sqs.delete_message()
+                    .queue_url(&url)
+                    .receipt_handle(m.receipt_handle().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            if !desk.receipts().is_empty() {
+                delivered = true;
+                break;
+            }
+        } else {
+            // The desk is down: the job is held back and reported for a retry.
+            assert_eq!(failures, records.len(), "{answer}");
+            desk.set(Mode::Up);
+        }
+    }
+    assert!(delivered, "the worker never delivered the job");
+    let got = desk.receipts();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].msg_id, 8001);
+}
