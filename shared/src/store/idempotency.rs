@@ -94,10 +94,12 @@ pub(crate) async fn begin(
             })
         }
         Ok(Claim::InFlight) => {
+            crate::telemetry::metric("DuplicateDropped", 1.0, "Count");
             info!(appid = entry.appid, entry = %found, "duplicate while the first is in flight: not delivered again");
             Next::InFlight
         }
         Ok(Claim::Answered(answer)) => {
+            crate::telemetry::metric("DuplicateDropped", 1.0, "Count");
             info!(appid = entry.appid, entry = %found, "duplicate: answered as before");
             Next::Answered(answer)
         }
