@@ -438,8 +438,7 @@ async fn a_frozen_lambdas_message_is_delivered_by_the_worker_from_sqs() {
         .body(lambda_http::Body::Text(push("oFrozenCustomer", 8001, ts)))
         .unwrap();
     let resp =
-        wxdesk::app::lambda::handle(&svc, wxdesk::http::RouteKind::WechatCallback, req.into())
-            .await;
+        wxdesk::app::lambda::handle(&svc, wxdesk::http::RouteKind::WechatCallback, req).await;
     assert_eq!(resp.body_str(), "success");
     assert!(desk.receipts().is_empty());
 
