@@ -641,6 +641,8 @@ pub enum StoreFault {
 pub struct FaultyInbox {
     inner: Arc<dyn wxdesk::store::InboxStore>,
     fault: std::sync::Mutex<StoreFault>,
+    /// Calls made (each one request to DynamoDB on the aws store, but `outbox` pages).
+    pub calls: AtomicUsize,
 }
 
 impl FaultyInbox {
@@ -648,12 +650,14 @@ impl FaultyInbox {
         Arc::new(FaultyInbox {
             inner,
             fault: std::sync::Mutex::new(StoreFault::None),
+            calls: AtomicUsize::new(0),
         })
     }
     pub fn set(&self, f: StoreFault) {
         *self.fault.lock().unwrap() = f;
     }
     async fn gate(&self) -> Result<(), wxdesk::store::StoreError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
         let f = *self.fault.lock().unwrap();
         match f {
             StoreFault::None => Ok(()),
@@ -735,5 +739,58 @@ impl wxdesk::store::InboxStore for FaultyInbox {
     async fn revive(&self, key: &str, now_ms: i64) -> Result<bool, wxdesk::store::StoreError> {
         self.gate().await?;
         self.inner.revive(key, now_ms).await
+    }
+}
+
+/// A delivery queue that counts the requests made to it (receives that brought nothing
+/// are not counted: those are the idle worker's long polls).
+pub struct CountingQueue {
+    inner: Arc<dyn wxdesk::store::queue::JobQueue>,
+    pub calls: AtomicUsize,
+}
+
+impl CountingQueue {
+    pub fn new(inner: Arc<dyn wxdesk::store::queue::JobQueue>) -> Arc<CountingQueue> {
+        Arc::new(CountingQueue {
+            inner,
+            calls: AtomicUsize::new(0),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl wxdesk::store::queue::JobQueue for CountingQueue {
+    async fn enqueue(
+        &self,
+        job: &wxdesk::store::queue::Job,
+    ) -> Result<(), wxdesk::store::StoreError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.enqueue(job).await
+    }
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<wxdesk::store::queue::Leased>, wxdesk::store::StoreError> {
+        let got = self.inner.receive(max, wait).await?;
+        if !got.is_empty() {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(got)
+    }
+    async fn done(
+        &self,
+        job: &wxdesk::store::queue::Leased,
+    ) -> Result<(), wxdesk::store::StoreError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.done(job).await
+    }
+    async fn later(
+        &self,
+        job: &wxdesk::store::queue::Leased,
+        delay: Duration,
+    ) -> Result<(), wxdesk::store::StoreError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.later(job, delay).await
     }
 }

@@ -496,3 +496,133 @@ async fn a_frozen_lambdas_message_is_delivered_by_the_worker_from_sqs() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].msg_id, 8001);
 }
+
+/// Store and queue requests per message on the aws store (DynamoDB Local, SQS in moto):
+/// the happy path costs what it did before the outbox plus one read (the customer's
+/// backlog record), and no queue request; the figures of a retried one are printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_per_message_on_the_happy_and_the_retried_path() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let desk = FaultyDesk::start().await;
+    let mut stores = aws_stores().await;
+    let inbox = FaultyInbox::new(stores.inbox.clone());
+    let queue = CountingQueue::new(stores.queue.clone());
+    stores.inbox = inbox.clone();
+    stores.queue = queue.clone();
+    let aws = "[store]\nbackend = \"aws\"\ndedup_table = \"unused\"\n[delivery]\nfirst_retry_secs = 1\nmax_retry_secs = 2\n";
+    let cfg = wxdesk::Config::parse(&config_text(aws, &desk.url, "")).unwrap();
+    let svc = Arc::new(wxdesk::Services::with_parts(
+        cfg,
+        stores,
+        Arc::new(wxdesk::support::clock::SystemClock),
+    ));
+    let base = start_local(svc.clone()).await;
+    let http = reqwest::Client::new();
+    let send = |customer: &'static str, id: u64| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            let ts = now_secs();
+            http.post(format!(
+                "{base}/wechat/{PLAIN_APPID}?{}",
+                plain_query(ts, "q")
+            ))
+            .body(push(customer, id, ts))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+        }
+    };
+    // Let the worker's first sweep pass (it reads the outbox index) before counting.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    inbox.calls.store(0, SeqCst);
+    queue.calls.store(0, SeqCst);
+    assert_eq!(send("oHappyCustomer", 9101).await, "success");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let happy = (inbox.calls.load(SeqCst), queue.calls.load(SeqCst));
+    assert_eq!(happy, (3, 0), "claim + backlog read + finish, no queue");
+
+    desk.set(Mode::Down);
+    inbox.calls.store(0, SeqCst);
+    queue.calls.store(0, SeqCst);
+    assert_eq!(send("oRetriedCustomer", 9102).await, "success");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    desk.set(Mode::Up);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !desk.receipts().iter().any(|r| r.msg_id == 9102) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let retried = (inbox.calls.load(SeqCst), queue.calls.load(SeqCst));
+    assert!(desk.receipts().iter().any(|r| r.msg_id == 9102));
+    eprintln!(
+        "requests per message: happy path {} store + {} queue; retried once (desk down 1.5 s) {} store + {} queue",
+        happy.0, happy.1, retried.0, retried.1
+    );
+    assert!(
+        retried.1 >= 3,
+        "send, receive, delete at least: {retried:?}"
+    );
+}
+
+/// A measurement for the README and the issue notes, with the default `[delivery]`
+/// back-off (5 s doubling to 60 s): the desk is down for 15 s while 20 customers write two
+/// messages each, then comes back. Prints how long after the recovery the queued
+/// messages arrived. About a minute: run it with
+/// `cargo test -p wxdesk-tests --test faults -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a one-minute measurement, run by hand"]
+async fn recovery_latency_with_the_default_back_off() {
+    let desk = FaultyDesk::start().await;
+    desk.set(Mode::Down);
+    let cfg =
+        wxdesk::Config::parse(&config_text(&embedded_store("recovery"), &desk.url, "")).unwrap();
+    let svc = Arc::new(wxdesk::Services::build(cfg).await.unwrap());
+    let base = start_local(svc).await;
+    let http = reqwest::Client::new();
+    let down_at = Instant::now();
+    let mut sent = BTreeMap::new();
+    let mut tasks = Vec::new();
+    for c in 0..20u64 {
+        let customer = format!("oRecovery{c:04}");
+        let ids = vec![60_000 + c * 10, 60_000 + c * 10 + 1];
+        sent.insert(customer.clone(), ids.clone());
+        let (http, base) = (http.clone(), base.clone());
+        tasks.push(tokio::spawn(async move {
+            // Spread over the outage.
+            tokio::time::sleep(Duration::from_millis(c * 600)).await;
+            for id in ids {
+                let ts = now_secs();
+                http.post(format!(
+                    "{base}/wechat/{PLAIN_APPID}?{}",
+                    plain_query(ts, "r")
+                ))
+                .body(push(&customer, id, ts))
+                .send()
+                .await
+                .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    tokio::time::sleep_until((down_at + Duration::from_secs(15)).into()).await;
+    desk.set(Mode::Up);
+    let up = Instant::now();
+    let deadline = up + Duration::from_secs(120);
+    while desk.receipts().len() < 40 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let receipts = desk.receipts();
+    check(&receipts, &sent);
+    let after: Vec<Duration> = receipts.iter().map(|r| r.at - up).collect();
+    eprintln!(
+        "recovery with the default back-off, desk down 15 s: {} messages, after recovery median {:?}, max {:?}",
+        after.len(),
+        percentile(after.clone(), 0.5),
+        percentile(after, 1.0)
+    );
+}

@@ -1,5 +1,6 @@
 //! The real `wxdesk-local` binary: it starts on the example config and answers WeChat's URL
-//! verification; a bad config exits non-zero naming the key.
+//! verification; a bad config exits non-zero naming the key; `kill -9` mid-delivery loses
+//! nothing.
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
@@ -160,4 +161,196 @@ fn accept_errors_back_off_and_are_logged_sparingly() {
         "the accept loop used {ticks} ticks of CPU in 2 s"
     );
     assert!(answer.ends_with("back"), "{answer}");
+}
+
+/// A desk on a plain socket for the crash test: a message whose content is `hang` is
+/// read and never answered (the delivery is in the middle when the server is killed);
+/// `fail` gets HTTP 500 until `healthy` is set; everything else `success`. Records the
+/// MsgIds it read.
+struct CrashDesk {
+    port: u16,
+    got: std::sync::Arc<std::sync::Mutex<Vec<u64>>>,
+    healthy: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+fn crash_desk() -> CrashDesk {
+    use std::sync::atomic::Ordering;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let got: std::sync::Arc<std::sync::Mutex<Vec<u64>>> = Default::default();
+    let healthy: std::sync::Arc<std::sync::atomic::AtomicBool> = Default::default();
+    let (g, h) = (got.clone(), healthy.clone());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let (g, h) = (g.clone(), h.clone());
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let body = loop {
+                    let Ok(n) = s.read(&mut chunk) else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).into_owned();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let len: usize = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse().ok())?
+                            })
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + len {
+                            break text[end + 4..].to_owned();
+                        }
+                    }
+                };
+                let field = |name: &str| {
+                    body.split(&format!("<{name}>"))
+                        .nth(1)
+                        .and_then(|r| r.split(&format!("</{name}>")).next())
+                        .unwrap_or("")
+                        .trim_start_matches("<![CDATA[")
+                        .trim_end_matches("]]>")
+                        .to_owned()
+                };
+                let content = field("Content");
+                if content == "fail" && !h.load(Ordering::SeqCst) {
+                    let _ = s.write_all(
+                        b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                    );
+                    return;
+                }
+                g.lock().unwrap().push(field("MsgId").parse().unwrap_or(0));
+                if content == "hang" && !h.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_secs(60));
+                    return;
+                }
+                let _ = s.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\nconnection: close\r\n\r\nsuccess",
+                );
+            });
+        }
+    });
+    CrashDesk { port, got, healthy }
+}
+
+fn start_server(cfg: &std::path::Path, port: u16) -> std::process::Child {
+    let child = Command::new(BIN)
+        .args([
+            "--config",
+            cfg.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "wxdesk-local did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+/// A plain-mode push, signed now, sent on its own thread (it may never be answered).
+fn send_push(port: u16, customer: &str, msg_id: u64, content: &str) {
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let sig = wxdesk::wechat::signature::push_signature("crash-token", &ts, "n");
+    let body = format!(
+        "<xml><ToUserName><![CDATA[gh]]></ToUserName><FromUserName><![CDATA[{customer}]]></FromUserName>\
+         <CreateTime>{ts}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[{content}]]></Content>\
+         <MsgId>{msg_id}</MsgId></xml>"
+    );
+    let request = format!(
+        "POST /wechat/wxcrash0000000001?signature={sig}&timestamp={ts}&nonce=n HTTP/1.1\r\n\
+         Host: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    std::thread::spawn(move || {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.write_all(request.as_bytes());
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+        }
+    });
+}
+
+/// `kill -9` in the middle of a delivery loses nothing: the message whose handler died
+/// (the desk had read it, its answer never came) and a message waiting in the outbox's
+/// queue are both delivered after the restart, with no WeChat retry to help.
+#[test]
+fn kill_9_mid_delivery_loses_nothing() {
+    let desk = crash_desk();
+    let dir = std::env::temp_dir().join(format!("wxdesk-bin-crash-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("crash.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[store]\nbackend = \"embedded\"\npath = {:?}\n\
+             [delivery]\nfirst_retry_secs = 1\nmax_retry_secs = 2\n\
+             [[apps]]\nappid = \"wxcrash0000000001\"\nkind = \"official_account\"\n\
+             token = \"crash-token\"\nsecret = \"crash-secret\"\ngateway_key = \"crash-gateway-key\"\n\
+             [apps.desk]\nkind = \"udesk_wechat\"\nurl = \"http://127.0.0.1:{}/desk\"\n",
+            dir.join("data"),
+            desk.port
+        ),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = start_server(&cfg, port);
+    // Queued in the outbox: the desk refuses it for now.
+    send_push(port, "oCrashQueued", 9002, "fail");
+    // In the middle of its delivery when the server dies.
+    send_push(port, "oCrashInFlight", 9001, "hang");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !desk.got.lock().unwrap().contains(&9001) {
+        assert!(Instant::now() < deadline, "the desk never got the message");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let claimed = Instant::now();
+    // Let the queued one be refused at least once by the worker too.
+    std::thread::sleep(Duration::from_millis(1500));
+    server.kill().unwrap(); // SIGKILL
+    let _ = server.wait();
+    desk.healthy
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    // The dead handler's lease (deadline + 1.5 s) and the sweep's grace (5 s) run out.
+    let wait = Duration::from_secs(12).saturating_sub(claimed.elapsed());
+    std::thread::sleep(wait);
+    let mut server = start_server(&cfg, port);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let got = loop {
+        let got = desk.got.lock().unwrap().clone();
+        if (got.iter().filter(|&&id| id == 9001).count() >= 2 && got.contains(&9002))
+            || Instant::now() > deadline
+        {
+            break got;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    server.kill().unwrap();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(got.contains(&9002), "the queued message was lost: {got:?}");
+    assert_eq!(
+        got.iter().filter(|&&id| id == 9001).count(),
+        2,
+        "the in-flight message: read before the crash, delivered after it: {got:?}"
+    );
 }

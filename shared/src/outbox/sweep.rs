@@ -20,7 +20,7 @@ use crate::store::{Shelf, entry_ref};
 const PER_PASS: usize = 500;
 /// An in-flight entry is left to its handler (and WeChat's own retries) this long after
 /// its lease ran out.
-const GRACE: Duration = Duration::from_secs(30);
+const GRACE: Duration = Duration::from_secs(5);
 /// A queued entry this far past its next attempt has lost its job.
 const LOST_AFTER: Duration = Duration::from_secs(900);
 
