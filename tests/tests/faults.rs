@@ -143,6 +143,21 @@ fn push(customer: &str, msg_id: u64, ts: i64) -> String {
     )
 }
 
+/// Posts a plain-mode push for `customer` as WeChat would; returns the answer's body.
+async fn post_push(http: &reqwest::Client, base: &str, customer: &str, id: u64, ts: i64) -> String {
+    let r = http
+        .post(format!(
+            "{base}/wechat/{PLAIN_APPID}?{}",
+            plain_query(ts, "f")
+        ))
+        .body(push(customer, id, ts))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.text().await.unwrap()
+}
+
 /// The three properties, over the desk's receipts of `sent` (customer → MsgIds in order).
 fn check(receipts: &[Receipt], sent: &BTreeMap<String, Vec<u64>>) {
     let mut by_id: HashMap<u64, Vec<&Receipt>> = HashMap::new();
@@ -169,6 +184,14 @@ fn check(receipts: &[Receipt], sent: &BTreeMap<String, Vec<u64>>) {
         firsts.sort();
         let order: Vec<u64> = firsts.into_iter().map(|(_, id)| id).collect();
         assert_eq!(&order, ids, "{customer}: out of order");
+    }
+}
+
+/// Polls `done` every 50 ms for up to `secs` seconds.
+async fn wait_for(secs: u64, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -242,20 +265,10 @@ async fn two_hundred_messages_survive_desk_and_store_faults() {
         let (http, base) = (http.clone(), base.clone());
         tasks.push(tokio::spawn(async move {
             for id in ids {
-                let ts = now_secs();
                 // WeChat waits for each answer (5 s) before the customer's next message
                 // arrives; every answer here is `success`.
-                let r = http
-                    .post(format!(
-                        "{base}/wechat/{PLAIN_APPID}?{}",
-                        plain_query(ts, "f")
-                    ))
-                    .body(push(&customer, id, ts))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status(), 200);
-                assert_eq!(r.text().await.unwrap(), "success");
+                let answer = post_push(&http, &base, &customer, id, now_secs()).await;
+                assert_eq!(answer, "success");
                 tokio::time::sleep(Duration::from_millis(120)).await;
             }
         }));
@@ -265,16 +278,13 @@ async fn two_hundred_messages_survive_desk_and_store_faults() {
     }
     timeline.await.unwrap();
 
-    let deadline = Instant::now() + Duration::from_secs(60);
     let total = CUSTOMERS * EACH as usize;
-    loop {
+    wait_for(60, || {
         let distinct: std::collections::HashSet<u64> =
             desk.receipts().iter().map(|r| r.msg_id).collect();
-        if distinct.len() >= total || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        distinct.len() >= total
+    })
+    .await;
     let receipts = desk.receipts();
     check(&receipts, &sent);
 
@@ -341,21 +351,14 @@ async fn late_desk_replies_reach_the_customer_through_custom_send() {
     let base = start_local(svc.clone()).await;
     // The first two custom sends fail with WeChat's "system busy".
     wx.inject("/cgi-bin/message/custom/send", &[-1, -1]);
+    let http = reqwest::Client::new();
     let ts = now_secs();
-    let r = reqwest::Client::new()
-        .post(format!(
-            "{base}/wechat/{PLAIN_APPID}?{}",
-            plain_query(ts, "l")
-        ))
-        .body(push("oLateCustomer", 7001, ts))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.text().await.unwrap(), "success", "the deadline passed");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while wx.sent().is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    assert_eq!(
+        post_push(&http, &base, "oLateCustomer", 7001, ts).await,
+        "success",
+        "the deadline passed"
+    );
+    wait_for(20, || !wx.sent().is_empty()).await;
     let sent = wx.sent();
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert_eq!(sent[0]["touser"], "oLateCustomer");
@@ -364,16 +367,10 @@ async fn late_desk_replies_reach_the_customer_through_custom_send() {
 
     // 45015: the customer's window closed. Dead at once, with the reason.
     wx.inject("/cgi-bin/message/custom/send", &[45015]);
-    let r = reqwest::Client::new()
-        .post(format!(
-            "{base}/wechat/{PLAIN_APPID}?{}",
-            plain_query(ts, "m")
-        ))
-        .body(push("oClosedWindow", 7002, ts))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.text().await.unwrap(), "success");
+    assert_eq!(
+        post_push(&http, &base, "oClosedWindow", 7002, ts).await,
+        "success"
+    );
     let key = format!("{PLAIN_APPID}#msg#7002#oClosedWindow#{ts}");
     let deadline = Instant::now() + Duration::from_secs(20);
     let entry = loop {
@@ -405,10 +402,7 @@ async fn late_desk_replies_reach_the_customer_through_custom_send() {
             .unwrap(),
         1
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while wx.sent().len() < 2 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for(20, || wx.sent().len() >= 2).await;
     assert_eq!(wx.sent().len(), 2);
 }
 
@@ -520,20 +514,7 @@ async fn requests_per_message_on_the_happy_and_the_retried_path() {
     let http = reqwest::Client::new();
     let send = |customer: &'static str, id: u64| {
         let (http, base) = (http.clone(), base.clone());
-        async move {
-            let ts = now_secs();
-            http.post(format!(
-                "{base}/wechat/{PLAIN_APPID}?{}",
-                plain_query(ts, "q")
-            ))
-            .body(push(customer, id, ts))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-        }
+        async move { post_push(&http, &base, customer, id, now_secs()).await }
     };
     // Let the worker's first sweep pass (it reads the outbox index) before counting.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -550,10 +531,7 @@ async fn requests_per_message_on_the_happy_and_the_retried_path() {
     assert_eq!(send("oRetriedCustomer", 9102).await, "success");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     desk.set(Mode::Up);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !desk.receipts().iter().any(|r| r.msg_id == 9102) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for(20, || desk.receipts().iter().any(|r| r.msg_id == 9102)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let retried = (inbox.calls.load(SeqCst), queue.calls.load(SeqCst));
     assert!(desk.receipts().iter().any(|r| r.msg_id == 9102));
@@ -594,15 +572,7 @@ async fn recovery_latency_with_the_default_back_off() {
             // Spread over the outage.
             tokio::time::sleep(Duration::from_millis(c * 600)).await;
             for id in ids {
-                let ts = now_secs();
-                http.post(format!(
-                    "{base}/wechat/{PLAIN_APPID}?{}",
-                    plain_query(ts, "r")
-                ))
-                .body(push(&customer, id, ts))
-                .send()
-                .await
-                .unwrap();
+                post_push(&http, &base, &customer, id, now_secs()).await;
             }
         }));
     }
@@ -612,10 +582,7 @@ async fn recovery_latency_with_the_default_back_off() {
     tokio::time::sleep_until((down_at + Duration::from_secs(15)).into()).await;
     desk.set(Mode::Up);
     let up = Instant::now();
-    let deadline = up + Duration::from_secs(120);
-    while desk.receipts().len() < 40 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for(120, || desk.receipts().len() >= 40).await;
     let receipts = desk.receipts();
     check(&receipts, &sent);
     let after: Vec<Duration> = receipts.iter().map(|r| r.at - up).collect();

@@ -72,17 +72,7 @@ fn example_setup(name: &str) -> (std::path::PathBuf, std::path::PathBuf, u16) {
 #[test]
 fn serves_the_example_config() {
     let (_dir, cfg, port) = example_setup("ok");
-    let mut child = Command::new(BIN)
-        .args([
-            "--config",
-            cfg.to_str().unwrap(),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = start_server(&cfg, port);
     let deadline = Instant::now() + Duration::from_secs(20);
     let answer = loop {
         if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {

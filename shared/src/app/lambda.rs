@@ -103,21 +103,42 @@ pub async fn handle(svc: &Arc<Services>, kind: RouteKind, req: lambda_http::Requ
     }
 }
 
-/// The whole main of a function: telemetry, config and services once, then serve.
-pub async fn run(kind: RouteKind) -> Result<(), lambda_http::Error> {
+/// A function's init: telemetry, then config and services once.
+async fn init() -> Result<Arc<Services>, lambda_http::Error> {
     crate::telemetry::init();
-    let svc = match Services::from_env().await {
-        Ok(s) => Arc::new(s),
+    match Services::from_env().await {
+        Ok(s) => Ok(Arc::new(s)),
         Err(e) => {
             tracing::error!(error = %e, "cannot start");
-            return Err(e.into());
+            Err(e.into())
         }
-    };
+    }
+}
+
+/// The whole main of a function: init once, then serve.
+pub async fn run(kind: RouteKind) -> Result<(), lambda_http::Error> {
+    let svc = init().await?;
     lambda_http::run(service_fn(move |req| {
         let svc = svc.clone();
         async move {
             Ok::<_, std::convert::Infallible>(to_lambda_response(handle(&svc, kind, req).await))
         }
+    }))
+    .await
+}
+
+/// The whole main of a function fed by events other than HTTP (a schedule, SQS):
+/// telemetry, config and services once, then `handle` for each event's JSON.
+pub(crate) async fn run_events<F, Fut>(handle: F) -> Result<(), lambda_http::Error>
+where
+    F: Fn(Arc<Services>, serde_json::Value) -> Fut,
+    Fut: std::future::Future<Output = Result<serde_json::Value, lambda_http::Error>>,
+{
+    use lambda_http::lambda_runtime::{LambdaEvent, service_fn};
+    let svc = init().await?;
+    let handle = &handle;
+    lambda_http::lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
+        handle(svc.clone(), event.payload)
     }))
     .await
 }

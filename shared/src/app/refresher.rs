@@ -51,27 +51,15 @@ pub async fn every(svc: Arc<Services>, period: Duration) {
 /// The `token-refresher` function's main: any event (the schedule's) runs one pass. A
 /// pass with a failed account fails the invocation, so CloudWatch counts it as an error.
 pub async fn run_lambda() -> Result<(), lambda_http::Error> {
-    use lambda_http::lambda_runtime::{LambdaEvent, service_fn};
-    crate::telemetry::init();
-    let svc = match Services::from_env().await {
-        Ok(s) => Arc::new(s),
-        Err(e) => {
-            error!(error = %e, "cannot start");
-            return Err(e.into());
+    crate::app::lambda::run_events(|svc, _event| async move {
+        let (report, ok) = refresh_all(&svc).await;
+        if ok {
+            Ok(report)
+        } else {
+            Err(lambda_http::Error::from(format!(
+                "token refresh failed: {report}"
+            )))
         }
-    };
-    lambda_http::lambda_runtime::run(service_fn(move |_event: LambdaEvent<Value>| {
-        let svc = svc.clone();
-        async move {
-            let (report, ok) = refresh_all(&svc).await;
-            if ok {
-                Ok(report)
-            } else {
-                Err(lambda_http::Error::from(format!(
-                    "token refresh failed: {report}"
-                )))
-            }
-        }
-    }))
+    })
     .await
 }

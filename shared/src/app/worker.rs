@@ -209,27 +209,15 @@ where
 /// The `deliver-worker` function's main: an SQS batch is delivered; any other event (the
 /// EventBridge schedule) runs the sweep.
 pub async fn run_lambda() -> Result<(), lambda_http::Error> {
-    use lambda_http::lambda_runtime::{LambdaEvent, service_fn};
-    crate::telemetry::init();
-    let svc = match Services::from_env().await {
-        Ok(s) => Arc::new(s),
-        Err(e) => {
-            error!(error = %e, "cannot start");
-            return Err(e.into());
-        }
-    };
-    lambda_http::lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
-        let svc = svc.clone();
-        async move {
-            match event.payload.get("Records").and_then(Value::as_array) {
-                Some(records) => Ok::<_, lambda_http::Error>(handle_sqs_batch(&svc, records).await),
-                None => {
-                    let swept = sweep::sweep(&svc).await;
-                    info!(queued = swept.queued, failed = swept.failed, "outbox sweep");
-                    Ok(json!({ "queued": swept.queued, "failed": swept.failed }))
-                }
+    crate::app::lambda::run_events(|svc, event| async move {
+        Ok(match event.get("Records").and_then(Value::as_array) {
+            Some(records) => handle_sqs_batch(&svc, records).await,
+            None => {
+                let swept = sweep::sweep(&svc).await;
+                info!(queued = swept.queued, failed = swept.failed, "outbox sweep");
+                json!({ "queued": swept.queued, "failed": swept.failed })
             }
-        }
-    }))
+        })
+    })
     .await
 }

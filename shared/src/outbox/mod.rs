@@ -137,6 +137,17 @@ pub(crate) async fn defer(ctx: &Context, claimed: &Claimed, d: Deferral<'_>) -> 
     true
 }
 
+/// Records a claimed message as dead at once (a refusal no retry can help), for
+/// `outbox list --state dead` and a replay.
+pub(crate) async fn bury(ctx: &Context, claimed: &Claimed, why: &str, within: Duration) {
+    let expires_at = expires_at(ctx, ctx.clock.unix_ms());
+    let dead = Outcome::Dead { why, expires_at };
+    if claimed.finish(ctx.inbox.as_ref(), dead, within).await {
+        metric("Dead", 1.0, "Count");
+        warn!(entry = %entry_ref(&claimed.key), reason = why, "not deliverable; entry is dead");
+    }
+}
+
 /// Whether an earlier message of `openid`'s is still queued, giving the store at most
 /// `within`; an unreadable store counts as no (the message is delivered directly).
 pub(crate) async fn has_backlog(

@@ -254,19 +254,7 @@ async fn push(
             match mini_program_reply(svc, app, &msg, &xml, deadline).await {
                 Ok(answer) => answer,
                 Err(Unsent::Never(why)) => {
-                    warn!(appid, entry = %entry, error = %why, "the desk's reply cannot reach the customer");
-                    let expires_at =
-                        svc.clock.unix_secs() + svc.config.callback.inbox_ttl_secs as i64;
-                    claimed
-                        .finish(
-                            svc.inbox.as_ref(),
-                            Outcome::Dead {
-                                why: &why,
-                                expires_at,
-                            },
-                            left(),
-                        )
-                        .await;
+                    outbox::bury(svc, &claimed, &why, left()).await;
                     return Response::text(200, SUCCESS);
                 }
                 Err(Unsent::Later(why)) => {
@@ -283,20 +271,7 @@ async fn push(
             String::new()
         }
         Err(e) if e.is_permanent() => {
-            warn!(appid, entry = %entry, error = %e, "the desk refused the message for good; entry is dead");
-            let why = e.to_string();
-            let expires_at = svc.clock.unix_secs() + svc.config.callback.inbox_ttl_secs as i64;
-            claimed
-                .finish(
-                    svc.inbox.as_ref(),
-                    Outcome::Dead {
-                        why: &why,
-                        expires_at,
-                    },
-                    left(),
-                )
-                .await;
-            metric("Dead", 1.0, "Count");
+            outbox::bury(svc, &claimed, &e.to_string(), left()).await;
             return Response::text(200, SUCCESS);
         }
         Err(e) => {

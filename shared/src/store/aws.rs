@@ -51,6 +51,33 @@ impl AwsStore {
         }
     }
 
+    /// One conditional UpdateItem on an entry: false when the condition failed.
+    async fn update_if(
+        &self,
+        what: &str,
+        key: &str,
+        update: &str,
+        condition: &str,
+        values: Vec<(&str, AttributeValue)>,
+    ) -> Result<bool, StoreError> {
+        let mut req = self
+            .ddb
+            .update_item()
+            .table_name(&self.dedup_table)
+            .key("pk", s(key))
+            .update_expression(update)
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(entry_names(&[update, condition])));
+        for (k, v) in values {
+            req = req.expression_attribute_values(k, v);
+        }
+        match req.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failed(&e) => Ok(false),
+            Err(e) => Err(sdk_err(what, e)),
+        }
+    }
+
     async fn read(&self, key: &str) -> Result<Option<InboxEntry>, StoreError> {
         let out = self
             .ddb
@@ -364,22 +391,8 @@ impl InboxStore for AwsStore {
                     .to_owned()
             }
         };
-        let mut req = self
-            .ddb
-            .update_item()
-            .table_name(&self.dedup_table)
-            .key("pk", s(key))
-            .condition_expression(condition)
-            .set_expression_attribute_names(Some(entry_names(&[&update, condition])))
-            .update_expression(update);
-        for (k, v) in values {
-            req = req.expression_attribute_values(k, v);
-        }
-        match req.send().await {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failed(&e) => Ok(false),
-            Err(e) => Err(sdk_err("UpdateItem (finish)", e)),
-        }
+        self.update_if("UpdateItem (finish)", key, &update, condition, values)
+            .await
     }
 
     async fn get(&self, key: &str, now_ms: i64) -> Result<Option<InboxEntry>, StoreError> {
@@ -551,55 +564,40 @@ impl InboxStore for AwsStore {
     }
 
     async fn revive(&self, key: &str, now_ms: i64) -> Result<bool, StoreError> {
-        let update = "SET #state = :pending, #claim = :empty, #lease = :now_ms, #since = :now_ms, \
-                 #outbox = :outbox, #due = :now_ms";
-        let condition = "(#state = :pending OR #state = :dead) AND #exp > :now_s";
-        let result = self
-            .ddb
-            .update_item()
-            .table_name(&self.dedup_table)
-            .key("pk", s(key))
-            .update_expression(update)
-            .condition_expression(condition)
-            .set_expression_attribute_names(Some(entry_names(&[update, condition])))
-            .expression_attribute_values(":pending", s(EntryState::Pending.as_str()))
-            .expression_attribute_values(":dead", s(EntryState::Dead.as_str()))
-            .expression_attribute_values(":empty", s(""))
-            .expression_attribute_values(":now_ms", n(now_ms))
-            .expression_attribute_values(":now_s", n(now_ms / 1000))
-            .expression_attribute_values(":outbox", s(&Shelf::Unqueued.partition(key)))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failed(&e) => Ok(false),
-            Err(e) => Err(sdk_err("UpdateItem (revive)", e)),
-        }
+        self.update_if(
+            "UpdateItem (revive)",
+            key,
+            "SET #state = :pending, #claim = :empty, #lease = :now_ms, #since = :now_ms, \
+             #outbox = :outbox, #due = :now_ms",
+            "(#state = :pending OR #state = :dead) AND #exp > :now_s",
+            vec![
+                (":pending", s(EntryState::Pending.as_str())),
+                (":dead", s(EntryState::Dead.as_str())),
+                (":empty", s("")),
+                (":now_ms", n(now_ms)),
+                (":now_s", n(now_ms / 1000)),
+                (":outbox", s(&Shelf::Unqueued.partition(key))),
+            ],
+        )
+        .await
     }
 
     async fn mark_queued(&self, key: &str) -> Result<(), StoreError> {
-        let result = self
-            .ddb
-            .update_item()
-            .table_name(&self.dedup_table)
-            .key("pk", s(key))
-            .update_expression("SET #outbox = :queued")
-            .condition_expression("#state = :pending AND #outbox = :unqueued")
-            .expression_attribute_names("#outbox", "outbox")
-            .expression_attribute_names("#state", "state")
-            .expression_attribute_values(":queued", s(&Shelf::Queued.partition(key)))
-            .expression_attribute_values(":unqueued", s(&Shelf::Unqueued.partition(key)))
-            .expression_attribute_values(":pending", s(EntryState::Pending.as_str()))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if is_condition_failed(&e) => Ok(()),
-            Err(e) => Err(sdk_err("UpdateItem (mark queued)", e)),
-        }
+        self.update_if(
+            "UpdateItem (mark queued)",
+            key,
+            "SET #outbox = :queued",
+            "#state = :pending AND #outbox = :unqueued",
+            vec![
+                (":queued", s(&Shelf::Queued.partition(key))),
+                (":unqueued", s(&Shelf::Unqueued.partition(key))),
+                (":pending", s(EntryState::Pending.as_str())),
+            ],
+        )
+        .await
+        .map(|_| ())
     }
 }
-
 const TAKE_UPDATE: &str = "SET #state = :pending, #claim = :claim, #lease = :lease, \
      #attempts = #attempts + :one, #outbox = :outbox, #due = :lease";
 const TAKE_CONDITION: &str = "(#state = :pending OR (#state = :in_flight AND attribute_exists(#grp))) \
