@@ -215,6 +215,21 @@ def main():
         "version": "0", "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa", "detail-type": "Scheduled Event", "source": "aws.events",
         "account": "123456789012", "time": "2024-04-26T06:20:45Z", "region": "us-east-1",
         "resources": ["arn:aws:events:us-east-1:123456789012:rule/wxdesk-token-refresher"], "detail": {}}
+    # deliver-worker: a batch from the SQS FIFO delivery queue (the job of the first Tencent IM
+    # callback above) and the outbox sweep's schedule.
+    job = json.dumps({"key": f"{TIM}#tim#89541_2574206_1572870301", "group": f"{TIM}#out#{OPENID}", "generation": 0})
+    out["deliver-worker-sqs"] = {"Records": [{
+        "messageId": "059f36b4-87a3-44ab-83d2-661975830a7d", "receiptHandle": "AQEBwJnKyrHigUMZj6rYigCgxlaS3SLy0a",
+        "body": job, "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": str(TS * 1000),
+                                     "MessageGroupId": hashlib.sha256(f"{TIM}#out#{OPENID}\0".encode()).hexdigest()[:32],
+                                     "MessageDeduplicationId": hashlib.sha256(job.encode()).hexdigest(),
+                                     "ApproximateFirstReceiveTimestamp": str(TS * 1000)},
+        "messageAttributes": {}, "md5OfBody": hashlib.md5(job.encode()).hexdigest(), "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:wxdesk-DeliveryQueue.fifo", "awsRegion": "us-east-1"}]}
+    out["schedule-outbox-sweep"] = {
+        "version": "0", "id": "7bf73129-1428-4cd3-a780-95db273d1602", "detail-type": "Scheduled Event", "source": "aws.events",
+        "account": "123456789012", "time": "2024-04-26T06:21:00Z", "region": "us-east-1",
+        "resources": ["arn:aws:events:us-east-1:123456789012:rule/wxdesk-outbox-sweep"], "detail": {}}
     for name, ev in out.items():
         with open(os.path.join(HERE, f"{name}.json"), "w") as f:
             json.dump(ev, f, indent=2, ensure_ascii=False)

@@ -29,6 +29,10 @@ enum Expect {
     Media,
     /// Not an HTTP event: the token-refresher's schedule.
     Schedule,
+    /// deliver-worker's SQS batch: no item failures.
+    SqsBatch,
+    /// deliver-worker's schedule: one sweep pass without errors.
+    Sweep,
     /// An agent push from Udesk's message interface: `{"success":true}`, sent to WeChat.
     UdeskImSuccess,
     /// A Tencent IM after-send callback: `ActionStatus: OK`, the reply sent to WeChat.
@@ -68,6 +72,8 @@ fn expectation(name: &str) -> Option<Expect> {
         "udesk-template-list" => WxJson("template_list"),
         "udesk-template-send" => WxJson("msgid"),
         "schedule-token-refresher" => Schedule,
+        "deliver-worker-sqs" => SqsBatch,
+        "schedule-outbox-sweep" => Sweep,
         "udesk-im-push-text" | "udesk-im-push-json-news" => UdeskImSuccess,
         "tim-callback-text" | "tim-callback-custom" => TimOk,
         "chatbot-handoff-needperson" => ChatbotHandoff,
@@ -114,6 +120,24 @@ async fn every_sample_event_gets_its_answer() {
         let expect = expectation(&name)
             .unwrap_or_else(|| panic!("events/{name}.json has no expectation in this test"));
         let raw = std::fs::read_to_string(format!("{events_dir}/{name}.json")).unwrap();
+        if let Expect::SqsBatch = expect {
+            // A job whose entry is settled (or gone) is done: no item failure.
+            let event: serde_json::Value = serde_json::from_str(&raw).unwrap();
+            let answer =
+                wxdesk::app::worker::handle_sqs_batch(&svc, event["Records"].as_array().unwrap())
+                    .await;
+            assert_eq!(
+                answer,
+                serde_json::json!({"batchItemFailures": []}),
+                "{name}"
+            );
+            continue;
+        }
+        if let Expect::Sweep = expect {
+            let swept = wxdesk::outbox::sweep::sweep(&svc).await;
+            assert_eq!(swept.failed, 0, "{name}");
+            continue;
+        }
         if let Expect::Schedule = expect {
             let fetched = wx.token_calls();
             let (report, ok) = wxdesk::app::refresher::refresh_all(&svc).await;
@@ -236,7 +260,7 @@ async fn every_sample_event_gets_its_answer() {
                     "{name}: {body}"
                 );
             }
-            Expect::Schedule => unreachable!(),
+            Expect::Schedule | Expect::SqsBatch | Expect::Sweep => unreachable!(),
         }
     }
     // No fixture carries a real secret: the only key material is test values.
