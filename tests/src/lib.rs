@@ -793,4 +793,7 @@ impl wxdesk::store::queue::JobQueue for CountingQueue {
         self.calls.fetch_add(1, Ordering::SeqCst);
         self.inner.later(job, delay).await
     }
+    async fn ready(&self) -> Result<(), wxdesk::store::StoreError> {
+        self.inner.ready().await
+    }
 }

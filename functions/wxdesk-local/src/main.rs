@@ -128,12 +128,28 @@ async fn main() -> ExitCode {
     let worker = tokio::spawn(wxdesk::app::worker::every(svc.clone(), async {
         let _ = stopped.await;
     }));
+    // SIGTERM (systemd, Docker, Kubernetes) or Ctrl-C: stop accepting, drain the requests
+    // in flight, then the worker's running jobs, then exit.
     let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down: no new connections");
     };
     let served = wxdesk::app::local::serve(svc, listener, shutdown).await;
     let _ = stop_worker.send(());
     let _ = worker.await;
+    tracing::info!("stopped");
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

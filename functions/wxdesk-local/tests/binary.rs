@@ -215,6 +215,9 @@ fn crash_desk() -> CrashDesk {
                     return;
                 }
                 g.lock().unwrap().push(field("MsgId").parse().unwrap_or(0));
+                if content == "slow" {
+                    std::thread::sleep(Duration::from_millis(1500));
+                }
                 if content == "hang" && !h.load(Ordering::SeqCst) {
                     std::thread::sleep(Duration::from_secs(60));
                     return;
@@ -248,8 +251,14 @@ fn start_server(cfg: &std::path::Path, port: u16) -> std::process::Child {
     child
 }
 
-/// A plain-mode push, signed now, sent on its own thread (it may never be answered).
-fn send_push(port: u16, customer: &str, msg_id: u64, content: &str) {
+/// A plain-mode push, signed now, sent on its own thread (it may never be answered);
+/// the thread returns the raw answer.
+fn send_push(
+    port: u16,
+    customer: &str,
+    msg_id: u64,
+    content: &str,
+) -> std::thread::JoinHandle<String> {
     let ts = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -267,21 +276,19 @@ fn send_push(port: u16, customer: &str, msg_id: u64, content: &str) {
         body.len()
     );
     std::thread::spawn(move || {
+        let mut out = String::new();
         if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
             let _ = s.write_all(request.as_bytes());
-            let mut out = String::new();
             let _ = s.read_to_string(&mut out);
         }
-    });
+        out
+    })
 }
 
-/// `kill -9` in the middle of a delivery loses nothing: the message whose handler died
-/// (the desk had read it, its answer never came) and a message waiting in the outbox's
-/// queue are both delivered after the restart, with no WeChat retry to help.
-#[test]
-fn kill_9_mid_delivery_loses_nothing() {
-    let desk = crash_desk();
-    let dir = std::env::temp_dir().join(format!("wxdesk-bin-crash-{}", std::process::id()));
+/// The crash test's config: the embedded store in `dir`, one plain-mode account whose
+/// desk is on `desk_port`. Returns the config file and a free port for the server.
+fn crash_setup(name: &str, desk_port: u16) -> (std::path::PathBuf, std::path::PathBuf, u16) {
+    let dir = std::env::temp_dir().join(format!("wxdesk-bin-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("crash.toml");
@@ -294,7 +301,7 @@ fn kill_9_mid_delivery_loses_nothing() {
              token = \"crash-token\"\nsecret = \"crash-secret\"\ngateway_key = \"crash-gateway-key\"\n\
              [apps.desk]\nkind = \"udesk_wechat\"\nurl = \"http://127.0.0.1:{}/desk\"\n",
             dir.join("data"),
-            desk.port
+            desk_port
         ),
     )
     .unwrap();
@@ -303,11 +310,63 @@ fn kill_9_mid_delivery_loses_nothing() {
         .local_addr()
         .unwrap()
         .port();
+    (dir, cfg, port)
+}
+
+/// One GET on the server; the raw answer.
+fn get(port: u16, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// `/healthz` and `/readyz` answer; SIGTERM stops accepting but lets a push that is
+/// being delivered get its answer, then the process exits 0.
+#[test]
+fn sigterm_drains_the_requests_in_flight() {
+    let desk = crash_desk();
+    let (dir, cfg, port) = crash_setup("drain", desk.port);
+    let mut server = start_server(&cfg, port);
+    assert!(get(port, "/healthz").ends_with("ok"));
+    assert!(get(port, "/readyz").ends_with("ready"));
+    let answer = send_push(port, "oDrainCustomer", 9301, "slow");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !desk.got.lock().unwrap().contains(&9301) {
+        assert!(Instant::now() < deadline, "the desk never got the message");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let term = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let answer = answer.join().unwrap();
+    let status = server.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("success"), "{answer}");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "still accepting after SIGTERM"
+    );
+}
+
+/// `kill -9` in the middle of a delivery loses nothing: the message whose handler died
+/// (the desk had read it, its answer never came) and a message waiting in the outbox's
+/// queue are both delivered after the restart, with no WeChat retry to help.
+#[test]
+fn kill_9_mid_delivery_loses_nothing() {
+    let desk = crash_desk();
+    let (dir, cfg, port) = crash_setup("crash", desk.port);
     let mut server = start_server(&cfg, port);
     // Queued in the outbox: the desk refuses it for now.
-    send_push(port, "oCrashQueued", 9002, "fail");
+    let _ = send_push(port, "oCrashQueued", 9002, "fail");
     // In the middle of its delivery when the server dies.
-    send_push(port, "oCrashInFlight", 9001, "hang");
+    let _ = send_push(port, "oCrashInFlight", 9001, "hang");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !desk.got.lock().unwrap().contains(&9001) {
         assert!(Instant::now() < deadline, "the desk never got the message");

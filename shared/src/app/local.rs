@@ -26,9 +26,36 @@ use crate::app::Services;
 use crate::app::routes::{authenticate, serve_authenticated};
 use crate::http::{Request, Response, is_upload, route};
 
+/// `GET /healthz`: the process answers. `GET /readyz`: the store and the delivery queue
+/// answer too (the reason goes to the log, not to the caller).
+async fn health(svc: &Services, path: &str) -> Option<Response> {
+    match path {
+        "/healthz" => Some(Response::text(200, "ok")),
+        "/readyz" => {
+            let within = Duration::from_secs(2);
+            let now = svc.clock.unix_ms();
+            let store = tokio::time::timeout(within, svc.inbox.get("readyz#probe", now)).await;
+            let queue = tokio::time::timeout(within, svc.queue.ready()).await;
+            Some(match (store, queue) {
+                (Ok(Ok(_)), Ok(Ok(()))) => Response::text(200, "ready"),
+                (store, queue) => {
+                    tracing::warn!(store = ?store.map(|r| r.err()), queue = ?queue.map(|r| r.err()), "not ready");
+                    Response::text(503, "not ready")
+                }
+            })
+        }
+        _ => None,
+    }
+}
+
 async fn serve_one(svc: &Arc<Services>, req: hyper::Request<hyper::body::Incoming>) -> Response {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_owned();
+    if parts.method == http::Method::GET
+        && let Some(answer) = health(svc, &path).await
+    {
+        return answer;
+    }
     let Some(r) = route(&path) else {
         return Response::text(404, "no such route");
     };
@@ -119,11 +146,77 @@ impl RateLimitedLog {
     }
 }
 
-/// Serves until `shutdown` resolves.
+/// Requests being served, for the drain at shutdown.
+#[derive(Default)]
+struct InFlight {
+    count: AtomicU64,
+    idle: tokio::sync::Notify,
+}
+
+impl InFlight {
+    fn enter(self: &Arc<Self>) -> InFlightGuard {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        InFlightGuard(self.clone())
+    }
+
+    /// Waits until no request is being served, or `limit` passes; false on the limit.
+    async fn drained(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            let idle = self.idle.notified();
+            if self.count.load(Ordering::SeqCst) == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline.into(), idle)
+                .await
+                .is_err()
+            {
+                return false;
+            }
+        }
+    }
+}
+
+struct InFlightGuard(Arc<InFlight>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// Serves until `shutdown` resolves; then stops accepting and lets the requests being
+/// served finish (up to the push deadline and a little more) before returning.
 pub async fn serve(
     svc: Arc<Services>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let in_flight = Arc::new(InFlight::default());
+    let result = accept_loop(svc.clone(), listener, shutdown, in_flight.clone()).await;
+    let limit =
+        Duration::from_millis(svc.config.callback.reply_deadline_ms) + Duration::from_secs(2);
+    let n = in_flight.count.load(Ordering::SeqCst);
+    if n > 0 {
+        tracing::info!(requests = n, "draining requests in flight");
+    }
+    if !in_flight.drained(limit).await {
+        tracing::warn!(
+            requests = in_flight.count.load(Ordering::SeqCst),
+            "requests still in flight after the drain limit; their entries are left to the outbox's sweep"
+        );
+    }
+    result
+}
+
+/// Accepts until `shutdown` resolves.
+async fn accept_loop(
+    svc: Arc<Services>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    in_flight: Arc<InFlight>,
 ) -> std::io::Result<()> {
     tokio::pin!(shutdown);
     let slots = Arc::new(Semaphore::new(svc.config.server.max_connections));
@@ -160,12 +253,17 @@ pub async fn serve(
             () = &mut shutdown => return Ok(()),
         };
         let _ = stream.set_nodelay(true);
-        let svc = svc.clone();
+        let (svc, in_flight) = (svc.clone(), in_flight.clone());
         tokio::spawn(async move {
             let _permit = permit;
             let service = service_fn(move |req| {
                 let svc = svc.clone();
-                async move { Ok::<_, Infallible>(to_hyper(serve_one(&svc, req).await)) }
+                let guard = in_flight.enter();
+                async move {
+                    let resp = to_hyper(serve_one(&svc, req).await);
+                    drop(guard);
+                    Ok::<_, Infallible>(resp)
+                }
             });
             if let Err(e) = http1::Builder::new()
                 .timer(TokioTimer::new())

@@ -519,6 +519,9 @@ impl queue::JobQueue for NotConfigured {
     async fn later(&self, _: &queue::Leased, _: std::time::Duration) -> Result<(), StoreError> {
         Err(self.err())
     }
+    async fn ready(&self) -> Result<(), StoreError> {
+        Err(self.err())
+    }
 }
 
 #[async_trait]

@@ -56,6 +56,10 @@ pub trait JobQueue: Send + Sync {
     async fn done(&self, job: &Leased) -> Result<(), StoreError>;
     /// Run the job again after `delay`; its group waits behind it.
     async fn later(&self, job: &Leased, delay: Duration) -> Result<(), StoreError>;
+    /// Whether the queue answers (for `/readyz`).
+    async fn ready(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -158,6 +162,17 @@ impl JobQueue for SqsQueue {
             .send()
             .await
             .map_err(|e| sqs_err("DeleteMessage", e))?;
+        Ok(())
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        self.sqs
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await
+            .map_err(|e| sqs_err("GetQueueAttributes", e))?;
         Ok(())
     }
 
