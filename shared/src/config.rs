@@ -349,6 +349,20 @@ pub enum DeskConfig {
     /// accounts; agents' messages come back through the after-send callback
     /// `/tim/{appid}/{gateway_key}`.
     TencentIm(TencentImConfig),
+    /// No desk: answers each text with a passive reply (`{prefix}{text}`), for trying
+    /// wxdesk out and checking a deployment end to end (`wxdesk-local simulate`).
+    Echo(EchoConfig),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EchoConfig {
+    #[serde(default = "default_echo_prefix")]
+    pub prefix: String,
+}
+
+fn default_echo_prefix() -> String {
+    "echo: ".into()
 }
 
 impl DeskConfig {
@@ -559,6 +573,7 @@ impl Config {
                 check_url(&cb.api_base).map_err(|p| invalid(key("chatbot.api_base"), p))?;
             }
             match &mut app.desk {
+                DeskConfig::Echo(_) => {}
                 DeskConfig::UdeskWechat(UdeskWechatConfig { url }) => {
                     check_url(url).map_err(|p| invalid(key("desk.url"), p))?
                 }

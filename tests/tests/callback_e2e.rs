@@ -419,3 +419,38 @@ async fn embedded_store_survives_a_restart() {
         Some(Doc::parse_xml(&first).map(|_| first.as_str()).unwrap())
     );
 }
+
+/// `wxdesk-local simulate` on a safe-mode account: the push goes encrypted with
+/// `msg_signature`, the desk's passive reply comes back encrypted, and simulate checks
+/// and decrypts it. With another token or key it says which one differs.
+#[tokio::test]
+async fn simulate_plays_wechat_in_safe_mode() {
+    use wxdesk::app::simulate::{Outcome, SimulateError, simulate};
+    let rig = rig("simulate").await;
+    let app = rig.svc.config.app(APPID).unwrap();
+    let got = simulate(app, &rig.base, "oSimulated", "hello", now_secs())
+        .await
+        .unwrap();
+    let Outcome::Reply { content, .. } = got else {
+        panic!("the desk answers texts: {got:?}")
+    };
+    assert_eq!(content.as_deref(), Some("echo: hello"));
+    assert!(rig.desk.bodies().last().unwrap().contains("hello"));
+
+    // The same account as another install would know it: a different token.
+    let other = wxdesk::Config::parse(
+        &config_text(&embedded_store("simulate-other"), "http://unused", "")
+            .replace(&format!("token = \"{TOKEN}\""), "token = \"another-token\""),
+    )
+    .unwrap();
+    let err = simulate(
+        other.app(APPID).unwrap(),
+        &rig.base,
+        "oSimulated",
+        "x",
+        now_secs(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, SimulateError::Status(401, _)), "{err}");
+}

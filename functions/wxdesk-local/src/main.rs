@@ -2,17 +2,19 @@
 //! `wxdesk-local doctor --config <file.toml> [--app <appid>]`: checks each account.
 //! `wxdesk-local outbox list --config <file.toml> [--app <appid>] [--state pending|dead|in_flight|all]`
 //! `wxdesk-local outbox replay --config <file.toml> (<key> | --dead [--app <appid>])`
+//! `wxdesk-local simulate --config <file.toml> --app <appid> --text "..." [--url <base>] [--openid <openid>]`
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
-const USAGE: &str = "usage: wxdesk-local --config <file.toml> [--listen 127.0.0.1:8080]\n       wxdesk-local doctor --config <file.toml> [--app <appid>]\n       wxdesk-local outbox list --config <file.toml> [--app <appid>] [--state pending|dead|in_flight|all]\n       wxdesk-local outbox replay --config <file.toml> (<key> | --dead [--app <appid>])";
+const USAGE: &str = "usage: wxdesk-local --config <file.toml> [--listen 127.0.0.1:8080]\n       wxdesk-local doctor --config <file.toml> [--app <appid>]\n       wxdesk-local outbox list --config <file.toml> [--app <appid>] [--state pending|dead|in_flight|all]\n       wxdesk-local outbox replay --config <file.toml> (<key> | --dead [--app <appid>])\n       wxdesk-local simulate --config <file.toml> --app <appid> --text \"...\" [--url http://127.0.0.1:8080] [--openid <openid>]";
 
 enum Command {
     Serve,
     Doctor,
     List,
     Replay,
+    Simulate,
 }
 
 #[tokio::main]
@@ -25,8 +27,12 @@ async fn main() -> ExitCode {
     let mut key = None;
     let mut dead = false;
     let mut args = std::env::args().skip(1).peekable();
+    let mut text = None;
+    let mut url = "http://127.0.0.1:8080".to_owned();
+    let mut openid = "oSimulatedCustomer0000000000".to_owned();
     let command = match args.peek().map(String::as_str) {
         Some("doctor") => Command::Doctor,
+        Some("simulate") => Command::Simulate,
         Some("outbox") => {
             args.next();
             match args.peek().map(String::as_str) {
@@ -44,7 +50,8 @@ async fn main() -> ExitCode {
         args.next();
     }
     while let Some(arg) = args.next() {
-        let takes_app = matches!(command, Command::Doctor | Command::List | Command::Replay);
+        let takes_app = !matches!(command, Command::Serve);
+        let simulate = matches!(command, Command::Simulate);
         match arg.as_str() {
             "--dead" if matches!(command, Command::Replay) => {
                 dead = true;
@@ -61,6 +68,9 @@ async fn main() -> ExitCode {
             ("--listen", Some(v)) if matches!(command, Command::Serve) => listen = v,
             ("--app", Some(v)) if takes_app => app = Some(v),
             ("--state", Some(v)) if matches!(command, Command::List) => state = v,
+            ("--text", Some(v)) if simulate => text = Some(v),
+            ("--url", Some(v)) if simulate => url = v,
+            ("--openid", Some(v)) if simulate => openid = v,
             _ => {
                 eprintln!("{USAGE}");
                 return ExitCode::from(2);
@@ -75,10 +85,22 @@ async fn main() -> ExitCode {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     };
-    let svc = match wxdesk::Config::load_file(&config) {
-        Ok(c) => wxdesk::Services::build(c).await,
-        Err(e) => Err(e.into()),
+    let config = match wxdesk::Config::load_file(&config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("wxdesk-local: {e}");
+            return ExitCode::from(1);
+        }
     };
+    if matches!(command, Command::Simulate) {
+        // Plays WeChat only: opens no store, so it runs beside a server on the same config.
+        let (Some(app), Some(text)) = (app, text) else {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        };
+        return simulate(&config, &app, &url, &openid, &text).await;
+    }
+    let svc = wxdesk::Services::build(config).await;
     let svc = match svc {
         Ok(s) => Arc::new(s),
         Err(e) => {
@@ -89,7 +111,7 @@ async fn main() -> ExitCode {
     match command {
         Command::List => return outbox_list(&svc, app.as_deref(), &state).await,
         Command::Replay => return outbox_replay(&svc, key.as_deref(), app.as_deref()).await,
-        Command::Doctor | Command::Serve => {}
+        Command::Doctor | Command::Serve | Command::Simulate => {}
     }
     if matches!(command, Command::Doctor) {
         let checks = wxdesk::app::doctor::run(&svc, app.as_deref()).await;
@@ -194,6 +216,39 @@ async fn outbox_replay(svc: &wxdesk::Services, key: Option<&str>, app: Option<&s
         }
         Ok(n) => {
             println!("{n} entries queued again");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("wxdesk-local: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn simulate(
+    config: &wxdesk::Config,
+    appid: &str,
+    url: &str,
+    openid: &str,
+    text: &str,
+) -> ExitCode {
+    use wxdesk::app::simulate::Outcome;
+    let Some(app) = config.app(appid) else {
+        eprintln!("wxdesk-local: no account {appid} in the config");
+        return ExitCode::from(1);
+    };
+    let now = wxdesk::support::clock::unix_ms() / 1000;
+    match wxdesk::app::simulate::simulate(app, url, openid, text, now).await {
+        Ok(Outcome::Success) => {
+            println!("WeChat got `success`: the message reached wxdesk; the desk answers later");
+            ExitCode::SUCCESS
+        }
+        Ok(Outcome::Reply { xml, content }) => {
+            match content {
+                Some(c) => println!("the customer sees: {c}"),
+                None => println!("a passive reply without text"),
+            }
+            println!("{xml}");
             ExitCode::SUCCESS
         }
         Err(e) => {

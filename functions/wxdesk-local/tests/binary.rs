@@ -17,8 +17,8 @@ fn config_errors_exit_non_zero_and_name_the_key() {
     std::fs::write(
         &bad,
         example.replace(
-            "kind = \"udesk_wechat\"\nurl = \"https://",
-            "kind = \"udesk_wechat\"\nurl = \"gopher://",
+            "[apps.desk]\nkind = \"echo\"",
+            "[apps.desk]\nkind = \"udesk_wechat\"\nurl = \"gopher://example.udesk.cn/w\"",
         ),
     )
     .unwrap();
@@ -88,6 +88,47 @@ fn serves_the_example_config() {
     let _ = child.wait();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.ends_with("hello42"), "{answer}");
+}
+
+/// The README's "try it": the example config alone, the echo desk, and `simulate`
+/// playing WeChat against the running server.
+#[test]
+fn simulate_sees_the_echo_desk_answer() {
+    let (_dir, cfg, port) = example_setup("simulate");
+    let mut server = start_server(&cfg, port);
+    let run = |text: &str, url: &str| {
+        Command::new(BIN)
+            .args([
+                "simulate",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--app",
+                "wx0000000000000000",
+                "--text",
+                text,
+                "--url",
+                url,
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = run("hello there", &format!("http://127.0.0.1:{port}"));
+    // Nothing listens there: an error and a non-zero exit.
+    let down = run("x", "http://127.0.0.1:9");
+    server.kill().unwrap();
+    let _ = server.wait();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("the customer sees: echo: hello there"),
+        "{stdout}"
+    );
+    assert!(!down.status.success());
+    assert!(String::from_utf8_lossy(&down.stderr).contains("cannot reach"));
 }
 
 /// Security review §6: under `ulimit -n 64` accept errors were retried in a tight loop,

@@ -35,6 +35,7 @@ fn config_check(app: &AppConfig) -> Result<String, String> {
         DeskConfig::UdeskWechat(_) => "udesk_wechat",
         DeskConfig::UdeskIm(_) => "udesk_im",
         DeskConfig::TencentIm(_) => "tencent_im",
+        DeskConfig::Echo(_) => "echo (no real desk: every text is answered with itself)",
     };
     Ok(format!("{kind} desk, {mode}"))
 }

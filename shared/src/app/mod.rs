@@ -10,6 +10,7 @@ pub mod local;
 pub mod outbox_admin;
 pub mod refresher;
 pub mod routes;
+pub mod simulate;
 pub mod worker;
 
 use std::collections::HashMap;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 use crate::config::{Config, ConfigError, DeskConfig};
 use crate::context::Context;
 use crate::desk::Desk;
+use crate::desk::echo::Echo;
 use crate::desk::tencent_im::TencentIm;
 use crate::desk::udesk_im::UdeskIm;
 use crate::desk::udesk_wechat::UdeskWechat;
@@ -80,5 +82,6 @@ fn desk_for(ctx: &Context, app: &crate::config::AppConfig) -> Arc<dyn Desk> {
         DeskConfig::UdeskWechat(c) => Arc::new(UdeskWechat::new(ctx.http.clone(), c.url.clone())),
         DeskConfig::UdeskIm(c) => Arc::new(UdeskIm::new(ctx, app, c)),
         DeskConfig::TencentIm(c) => Arc::new(TencentIm::new(ctx, app, c)),
+        DeskConfig::Echo(c) => Arc::new(Echo::new(c.prefix.clone(), ctx.clock.clone())),
     }
 }
