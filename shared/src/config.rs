@@ -22,7 +22,9 @@ pub enum ConfigError {
         path: String,
         source: std::io::Error,
     },
-    #[error("config: set WXDESK_CONFIG (the TOML document) or WXDESK_CONFIG_FILE (its path)")]
+    #[error(
+        "config: set WXDESK_CONFIG_SECRET (a Secrets Manager secret holding the TOML document), WXDESK_CONFIG (the document) or WXDESK_CONFIG_FILE (its path)"
+    )]
     NotSet,
 }
 
@@ -770,35 +772,17 @@ impl Config {
         Self::parse(&text)
     }
 
-    /// Lambda: the document in `WXDESK_CONFIG`, or a file named by `WXDESK_CONFIG_FILE`.
-    /// When template.yaml sets `WXDESK_DEDUP_TABLE` (and `WXDESK_TOKENS_TABLE`,
-    /// `WXDESK_MEDIA_BUCKET`), those resources replace the document's `[store]`.
-    pub(crate) fn from_env() -> Result<Config, ConfigError> {
-        let text = match (
-            std::env::var("WXDESK_CONFIG"),
-            std::env::var("WXDESK_CONFIG_FILE"),
-        ) {
-            (Ok(text), _) => text,
-            (Err(_), Ok(path)) => std::fs::read_to_string(&path)
-                .map_err(|source| ConfigError::Read { path, source })?,
-            _ => return Err(ConfigError::NotSet),
-        };
-        let store = std::env::var("WXDESK_DEDUP_TABLE")
-            .ok()
-            .filter(|t| !t.is_empty())
-            .map(|dedup_table| StoreConfig::Aws {
-                dedup_table,
-                tokens_table: std::env::var("WXDESK_TOKENS_TABLE")
-                    .ok()
-                    .filter(|t| !t.is_empty()),
-                media_bucket: std::env::var("WXDESK_MEDIA_BUCKET")
-                    .ok()
-                    .filter(|t| !t.is_empty()),
-                queue_url: std::env::var("WXDESK_QUEUE_URL")
-                    .ok()
-                    .filter(|t| !t.is_empty()),
-            });
-        Self::parse_with_store(&text, store)
+    /// The `[store]` template.yaml gives a function through its environment
+    /// (`WXDESK_DEDUP_TABLE`, `WXDESK_TOKENS_TABLE`, `WXDESK_MEDIA_BUCKET`,
+    /// `WXDESK_QUEUE_URL`): it replaces the document's.
+    pub(crate) fn store_from_env() -> Option<StoreConfig> {
+        let var = |k: &str| std::env::var(k).ok().filter(|t| !t.is_empty());
+        var("WXDESK_DEDUP_TABLE").map(|dedup_table| StoreConfig::Aws {
+            dedup_table,
+            tokens_table: var("WXDESK_TOKENS_TABLE"),
+            media_bucket: var("WXDESK_MEDIA_BUCKET"),
+            queue_url: var("WXDESK_QUEUE_URL"),
+        })
     }
 
     pub fn app(&self, appid: &str) -> Option<&AppConfig> {

@@ -362,12 +362,13 @@ pub async fn start_local(svc: Arc<wxdesk::Services>) -> String {
 /// The whole local server on `listener`, as `wxdesk-local` runs it: the routes and the
 /// outbox's worker.
 pub fn serve_local(svc: Arc<wxdesk::Services>, listener: TcpListener) {
+    let live = Arc::new(wxdesk::app::live::Live::fixed(svc));
     tokio::spawn(wxdesk::app::worker::every(
-        svc.clone(),
+        live.clone(),
         std::future::pending(),
     ));
     tokio::spawn(wxdesk::app::local::serve(
-        svc,
+        live,
         listener,
         std::future::pending(),
     ));

@@ -85,7 +85,8 @@ async fn main() -> ExitCode {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     };
-    let config = match wxdesk::Config::load_file(&config) {
+    let config_path = config;
+    let config = match wxdesk::Config::load_file(&config_path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("wxdesk-local: {e}");
@@ -140,14 +141,37 @@ async fn main() -> ExitCode {
         apps = svc.config.apps.len(),
         "wxdesk-local serving /wechat/{{appid}} and /udesk/{{appid}}/{{key}}"
     );
+    // The config file is read again on SIGHUP; a version that fails validation is refused
+    // and the running one stays.
+    let live = Arc::new(wxdesk::app::live::Live::from_file(svc, config_path.into()));
+    let reloader = live.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::error!("cannot listen for SIGHUP: the config is not reloadable");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match reloader.reload().await {
+                Ok(true) => tracing::info!(
+                    apps = reloader.current().config.apps.len(),
+                    "config reloaded"
+                ),
+                Ok(false) => tracing::info!("config unchanged"),
+                Err(e) => {
+                    tracing::error!(error = %e, "config reload refused; the running config stays")
+                }
+            }
+        }
+    });
     // What the token-refresher function does on its EventBridge schedule in AWS.
     tokio::spawn(wxdesk::app::refresher::every(
-        svc.clone(),
+        live.clone(),
         std::time::Duration::from_secs(300),
     ));
     // What deliver-worker does on AWS: the outbox's jobs, and its sweep.
     let (stop_worker, stopped) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn(wxdesk::app::worker::every(svc.clone(), async {
+    let worker = tokio::spawn(wxdesk::app::worker::every(live.clone(), async {
         let _ = stopped.await;
     }));
     // SIGTERM (systemd, Docker, Kubernetes) or Ctrl-C: stop accepting, drain the requests
@@ -168,7 +192,7 @@ async fn main() -> ExitCode {
         }
         tracing::info!("shutting down: no new connections");
     };
-    let served = wxdesk::app::local::serve(svc, listener, shutdown).await;
+    let served = wxdesk::app::local::serve(live, listener, shutdown).await;
     let _ = stop_worker.send(());
     let _ = worker.await;
     tracing::info!("stopped");

@@ -444,3 +444,69 @@ fn kill_9_mid_delivery_loses_nothing() {
         "the in-flight message: read before the crash, delivered after it: {got:?}"
     );
 }
+
+/// SIGHUP reads the config file again: a new account is served without a restart; a
+/// file that fails validation is refused and the running config stays.
+#[test]
+fn sighup_reloads_the_config_file() {
+    let (dir, cfg, port) = example_setup("reload");
+    let mut server = start_server(&cfg, port);
+    let simulate = |appid: &str| {
+        Command::new(BIN)
+            .args([
+                "simulate",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--app",
+                appid,
+                "--text",
+                "reloaded",
+                "--url",
+                &format!("http://127.0.0.1:{port}"),
+            ])
+            .output()
+            .unwrap()
+    };
+    let hup = |pid: u32| {
+        let ok = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        // The reload happens on the server's own time.
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let original = std::fs::read_to_string(&cfg).unwrap();
+    let second = "\n[[apps]]\nappid = \"wx0000000000000001\"\nkind = \"official_account\"\n\
+                  token = \"second-token\"\nsecret = \"second-secret\"\n\
+                  gateway_key = \"second-gateway-key\"\n[apps.desk]\nkind = \"echo\"\n";
+    std::fs::write(&cfg, format!("{original}{second}")).unwrap();
+    // Before the signal the server does not know the new account.
+    let before = simulate("wx0000000000000001");
+    hup(server.id());
+    let after = simulate("wx0000000000000001");
+    // A broken file: refused, the running config (both accounts) stays.
+    std::fs::write(
+        &cfg,
+        format!("{original}{second}\n[[apps]]\nappid = \"bad id\"\n"),
+    )
+    .unwrap();
+    hup(server.id());
+    std::fs::write(&cfg, format!("{original}{second}")).unwrap();
+    let still = simulate("wx0000000000000001");
+    server.kill().unwrap();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!before.status.success(), "served before the reload");
+    assert!(
+        after.status.success(),
+        "{}",
+        String::from_utf8_lossy(&after.stderr)
+    );
+    assert!(String::from_utf8_lossy(&after.stdout).contains("echo: reloaded"));
+    assert!(
+        still.status.success(),
+        "{}",
+        String::from_utf8_lossy(&still.stderr)
+    );
+}

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use lambda_http::{Body, RequestExt, service_fn};
 
 use crate::app::Services;
+use crate::app::live::Live;
 use crate::app::routes::dispatch;
 use crate::http::{Request, Response, RouteKind, route};
 
@@ -103,11 +104,11 @@ pub async fn handle(svc: &Arc<Services>, kind: RouteKind, req: lambda_http::Requ
     }
 }
 
-/// A function's init: telemetry, then config and services once.
-async fn init() -> Result<Arc<Services>, lambda_http::Error> {
+/// A function's init: telemetry, then the config and services, kept current.
+async fn init() -> Result<Arc<Live>, lambda_http::Error> {
     crate::telemetry::init();
-    match Services::from_env().await {
-        Ok(s) => Ok(Arc::new(s)),
+    match Live::from_env().await {
+        Ok(live) => Ok(Arc::new(live)),
         Err(e) => {
             tracing::error!(error = %e, "cannot start");
             Err(e.into())
@@ -117,10 +118,11 @@ async fn init() -> Result<Arc<Services>, lambda_http::Error> {
 
 /// The whole main of a function: init once, then serve.
 pub async fn run(kind: RouteKind) -> Result<(), lambda_http::Error> {
-    let svc = init().await?;
+    let live = init().await?;
     lambda_http::run(service_fn(move |req| {
-        let svc = svc.clone();
+        let live = live.clone();
         async move {
+            let svc = live.fresh().await;
             Ok::<_, std::convert::Infallible>(to_lambda_response(handle(&svc, kind, req).await))
         }
     }))
@@ -135,10 +137,12 @@ where
     Fut: std::future::Future<Output = Result<serde_json::Value, lambda_http::Error>>,
 {
     use lambda_http::lambda_runtime::{LambdaEvent, service_fn};
-    let svc = init().await?;
-    let handle = &handle;
-    lambda_http::lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
-        handle(svc.clone(), event.payload)
-    }))
+    let live = init().await?;
+    let (handle, live) = (&handle, &live);
+    lambda_http::lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<serde_json::Value>| async move {
+            handle(live.fresh().await, event.payload).await
+        },
+    ))
     .await
 }

@@ -23,6 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::app::Services;
+use crate::app::live::Live;
 use crate::app::routes::{authenticate, serve_authenticated};
 use crate::http::{Request, Response, is_upload, route};
 
@@ -190,14 +191,14 @@ impl Drop for InFlightGuard {
 /// Serves until `shutdown` resolves; then stops accepting and lets the requests being
 /// served finish (up to the push deadline and a little more) before returning.
 pub async fn serve(
-    svc: Arc<Services>,
+    live: Arc<Live>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let in_flight = Arc::new(InFlight::default());
-    let result = accept_loop(svc.clone(), listener, shutdown, in_flight.clone()).await;
-    let limit =
-        Duration::from_millis(svc.config.callback.reply_deadline_ms) + Duration::from_secs(2);
+    let result = accept_loop(live.clone(), listener, shutdown, in_flight.clone()).await;
+    let limit = Duration::from_millis(live.current().config.callback.reply_deadline_ms)
+        + Duration::from_secs(2);
     let n = in_flight.count.load(Ordering::SeqCst);
     if n > 0 {
         tracing::info!(requests = n, "draining requests in flight");
@@ -213,14 +214,16 @@ pub async fn serve(
 
 /// Accepts until `shutdown` resolves.
 async fn accept_loop(
-    svc: Arc<Services>,
+    live: Arc<Live>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
     in_flight: Arc<InFlight>,
 ) -> std::io::Result<()> {
     tokio::pin!(shutdown);
-    let slots = Arc::new(Semaphore::new(svc.config.server.max_connections));
-    let header_timeout = Duration::from_millis(svc.config.server.header_timeout_ms);
+    // Connection limits are the start's: a reload does not resize them.
+    let server = live.current().config.server.clone();
+    let slots = Arc::new(Semaphore::new(server.max_connections));
+    let header_timeout = Duration::from_millis(server.header_timeout_ms);
     let accept_log = RateLimitedLog::new(Duration::from_secs(10));
     let mut backoff = Duration::ZERO;
     loop {
@@ -253,11 +256,12 @@ async fn accept_loop(
             () = &mut shutdown => return Ok(()),
         };
         let _ = stream.set_nodelay(true);
-        let (svc, in_flight) = (svc.clone(), in_flight.clone());
+        let (live, in_flight) = (live.clone(), in_flight.clone());
         tokio::spawn(async move {
             let _permit = permit;
             let service = service_fn(move |req| {
-                let svc = svc.clone();
+                // Each request on the config in force when it arrives.
+                let svc = live.current();
                 let guard = in_flight.enter();
                 async move {
                     let resp = to_hyper(serve_one(&svc, req).await);

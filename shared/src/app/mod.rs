@@ -5,6 +5,7 @@
 pub mod doctor;
 pub mod handlers;
 pub mod lambda;
+pub mod live;
 #[cfg(feature = "local")]
 pub mod local;
 pub mod outbox_admin;
@@ -32,6 +33,8 @@ pub enum InitError {
     Config(#[from] ConfigError),
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    #[error("config secret: {0}")]
+    Secret(String),
 }
 
 /// The context and every account's desk, built once at start-up and shared by every
@@ -39,6 +42,8 @@ pub enum InitError {
 pub struct Services {
     pub ctx: Context,
     desks: HashMap<String, Arc<dyn Desk>>,
+    /// Kept to build the next services on the same connections (a config reload).
+    stores: Stores,
 }
 
 impl std::ops::Deref for Services {
@@ -55,20 +60,20 @@ impl Services {
         Ok(Self::with_parts(config, stores, Arc::new(SystemClock)))
     }
 
-    /// Lambda init: config from WXDESK_CONFIG / WXDESK_CONFIG_FILE.
-    pub(crate) async fn from_env() -> Result<Services, InitError> {
-        Self::build(Config::from_env()?).await
-    }
-
     pub fn with_parts(config: Config, stores: Stores, clock: Arc<dyn Clock>) -> Services {
-        let ctx = Context::new(config, stores, clock);
+        let ctx = Context::new(config, stores.clone(), clock);
         let desks = ctx
             .config
             .apps
             .iter()
             .map(|app| (app.appid.clone(), desk_for(&ctx, app)))
             .collect();
-        Services { ctx, desks }
+        Services { ctx, desks, stores }
+    }
+
+    /// Services for a new config on this one's stores and clock.
+    pub fn rebuild(&self, config: Config) -> Services {
+        Self::with_parts(config, self.stores.clone(), self.ctx.clock.clone())
     }
 
     pub fn desk(&self, appid: &str) -> Option<&Arc<dyn Desk>> {

@@ -39,12 +39,12 @@ pub async fn refresh_all(svc: &Services) -> (Value, bool) {
 }
 
 /// The local server's schedule: a pass now and then every `period`.
-pub async fn every(svc: Arc<Services>, period: Duration) {
+pub async fn every(live: Arc<crate::app::live::Live>, period: Duration) {
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        refresh_all(&svc).await;
+        refresh_all(&live.current()).await;
     }
 }
 

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use tracing::{error, info, warn};
 
 use crate::app::Services;
+use crate::app::live::Live;
 use crate::outbox::{self, Settle, sweep};
 use crate::store::queue::{Leased, job_from_body};
 
@@ -61,14 +62,18 @@ async fn settle(svc: &Services, leased: &Leased, settle: Settle) {
 
 /// The local server's worker: polls the queue and runs up to `[delivery] concurrency`
 /// groups at once, until `stop` resolves (jobs already running finish first).
-pub async fn every(svc: Arc<Services>, stop: impl std::future::Future<Output = ()>) {
-    let limit = Arc::new(tokio::sync::Semaphore::new(svc.config.delivery.concurrency));
+pub async fn every(live: Arc<Live>, stop: impl std::future::Future<Output = ()>) {
+    let limit = Arc::new(tokio::sync::Semaphore::new(
+        live.current().config.delivery.concurrency,
+    ));
     let mut running = tokio::task::JoinSet::new();
     let mut sweep_tick = tokio::time::interval(SWEEP_EVERY);
     sweep_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stop);
     loop {
         while running.try_join_next().is_some() {}
+        // The config in force (it may be reloaded).
+        let svc = live.current();
         let free = limit.available_permits();
         tokio::select! {
             _ = &mut stop => break,
