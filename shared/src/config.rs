@@ -165,6 +165,9 @@ pub struct ServerConfig {
     pub body_timeout_ms: u64,
     /// Connections served at once; further clients wait in the kernel's backlog.
     pub max_connections: usize,
+    /// Opens `/admin/...` to loopback callers presenting it as a bearer token: how
+    /// `doctor` and `outbox` reach the store of a server running on the same config.
+    pub admin_key: Option<Secret>,
 }
 
 impl Default for ServerConfig {
@@ -173,11 +176,11 @@ impl Default for ServerConfig {
             header_timeout_ms: 10_000,
             body_timeout_ms: 30_000,
             max_connections: 1024,
+            admin_key: None,
         }
     }
 }
 
-/// How the push callback behaves; every field has a production default.
 /// The outbox: how a delivery that could not finish in its caller's deadline is retried.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -206,6 +209,7 @@ impl Default for DeliveryConfig {
     }
 }
 
+/// How the push callback behaves; every field has a production default.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CallbackConfig {
@@ -729,6 +733,17 @@ impl Config {
             return Err(invalid(
                 "callback.inbox_ttl_secs",
                 "must be at least 60 (WeChat retries for about 15 s)",
+            ));
+        }
+        if raw
+            .server
+            .admin_key
+            .as_ref()
+            .is_some_and(|k| k.expose().len() < 16)
+        {
+            return Err(invalid(
+                "server.admin_key",
+                "must be at least 16 characters (a long random key)",
             ));
         }
         let d = &raw.delivery;

@@ -897,3 +897,64 @@ async fn doctor_fails_an_account_without_a_gateway_key() {
             .is_ok()
     );
 }
+
+/// The admin routes reach the store (the outbox, replays): without `[server] admin_key`
+/// they do not exist, and with one a caller without it, or with another, gets the same
+/// 404 as for any unknown path.
+#[tokio::test]
+async fn admin_routes_answer_only_the_admin_key() {
+    let desk = udesk_wechat().await;
+    let run = |extra: &'static str, name: &'static str| {
+        let desk_url = desk.url("/w");
+        async move {
+            let cfg = wxdesk::Config::parse(&config_text(&embedded_store(name), &desk_url, extra))
+                .unwrap();
+            start_local(Arc::new(wxdesk::Services::build(cfg).await.unwrap())).await
+        }
+    };
+    let http = reqwest::Client::new();
+    let get = |url: String, key: Option<&'static str>| {
+        let http = http.clone();
+        async move {
+            let mut req = http.get(url);
+            if let Some(k) = key {
+                req = req.bearer_auth(k);
+            }
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let closed = run("", "admin-closed").await;
+    assert_eq!(
+        get(format!("{closed}/admin/outbox"), Some("x")).await.0,
+        404
+    );
+    let open = run(
+        "[server]\nadmin_key = \"admin-key-0123456789abcdef\"\n",
+        "admin-open",
+    )
+    .await;
+    let unknown = get(format!("{open}/no/such/route"), None).await;
+    for key in [None, Some("wrong-key-0123456789abcdef"), Some("admin-key")] {
+        let (status, body) = get(format!("{open}/admin/outbox?state=all"), key).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (unknown.0, unknown.1.as_str()),
+            "{key:?}"
+        );
+    }
+    let (status, body) = get(
+        format!("{open}/admin/outbox?state=all"),
+        Some("admin-key-0123456789abcdef"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"lines\""), "{body}");
+    // A short key is a config error, not a weak lock.
+    let short = wxdesk::Config::parse(&config_text(
+        &embedded_store("admin-short"),
+        "http://x",
+        "[server]\nadmin_key = \"short\"\n",
+    ));
+    assert!(short.unwrap_err().to_string().contains("server.admin_key"));
+}

@@ -1,5 +1,8 @@
 //! `wxdesk-local --config <file.toml> --listen 127.0.0.1:8080`: every route on one port.
+//! `wxdesk-local check --config <file.toml>`: validates the config (no store opened).
 //! `wxdesk-local doctor --config <file.toml> [--app <appid>]`: checks each account.
+//! doctor and outbox ask the running server (`--server`, `/admin/...` with
+//! `[server] admin_key`) when it holds the embedded store.
 //! `wxdesk-local outbox list --config <file.toml> [--app <appid>] [--state pending|dead|in_flight|all]`
 //! `wxdesk-local outbox replay --config <file.toml> (<key> | --dead [--app <appid>])`
 //! `wxdesk-local simulate --config <file.toml> --app <appid> --text "..." [--url <base>] [--openid <openid>]`
@@ -7,7 +10,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-const USAGE: &str = "usage: wxdesk-local --config <file.toml> [--listen 127.0.0.1:8080]\n       wxdesk-local doctor --config <file.toml> [--app <appid>]\n       wxdesk-local outbox list --config <file.toml> [--app <appid>] [--state pending|dead|in_flight|all]\n       wxdesk-local outbox replay --config <file.toml> (<key> | --dead [--app <appid>])\n       wxdesk-local simulate --config <file.toml> --app <appid> --text \"...\" [--url http://127.0.0.1:8080] [--openid <openid>]";
+const USAGE: &str = "usage: wxdesk-local --config <file.toml> [--listen 127.0.0.1:8080]\n       wxdesk-local check --config <file.toml>\n       wxdesk-local doctor --config <file.toml> [--app <appid>] [--server http://127.0.0.1:8080]\n       wxdesk-local outbox list --config <file.toml> [--app <appid>] [--state pending|dead|in_flight|all]\n       wxdesk-local outbox replay --config <file.toml> (<key> | --dead [--app <appid>])\n       wxdesk-local simulate --config <file.toml> --app <appid> --text \"...\" [--url http://127.0.0.1:8080] [--openid <openid>]";
 
 enum Command {
     Serve,
@@ -15,6 +18,7 @@ enum Command {
     List,
     Replay,
     Simulate,
+    Check,
 }
 
 #[tokio::main]
@@ -28,11 +32,13 @@ async fn main() -> ExitCode {
     let mut dead = false;
     let mut args = std::env::args().skip(1).peekable();
     let mut text = None;
+    let mut server = "http://127.0.0.1:8080".to_owned();
     let mut url = "http://127.0.0.1:8080".to_owned();
     let mut openid = "oSimulatedCustomer0000000000".to_owned();
     let command = match args.peek().map(String::as_str) {
         Some("doctor") => Command::Doctor,
         Some("simulate") => Command::Simulate,
+        Some("check") => Command::Check,
         Some("outbox") => {
             args.next();
             match args.peek().map(String::as_str) {
@@ -69,6 +75,11 @@ async fn main() -> ExitCode {
             ("--app", Some(v)) if takes_app => app = Some(v),
             ("--state", Some(v)) if matches!(command, Command::List) => state = v,
             ("--text", Some(v)) if simulate => text = Some(v),
+            ("--server", Some(v))
+                if matches!(command, Command::Doctor | Command::List | Command::Replay) =>
+            {
+                server = v
+            }
             ("--url", Some(v)) if simulate => url = v,
             ("--openid", Some(v)) if simulate => openid = v,
             _ => {
@@ -101,9 +112,47 @@ async fn main() -> ExitCode {
         };
         return simulate(&config, &app, &url, &openid, &text).await;
     }
+    if matches!(command, Command::Check) {
+        // Parsing is the check: every key, URL, cipher and limit is validated.
+        println!("config OK: {} accounts", config.apps.len());
+        return ExitCode::SUCCESS;
+    }
+    let admin_key = config.server.admin_key.clone();
     let svc = wxdesk::Services::build(config).await;
     let svc = match svc {
         Ok(s) => Arc::new(s),
+        // The embedded store is held by a server on this config: ask that server.
+        Err(e) if e.to_string().contains("already open") && !matches!(command, Command::Serve) => {
+            let Some(admin) = admin_key else {
+                eprintln!(
+                    "wxdesk-local: the store is in use by a running wxdesk-local; set [server] admin_key in the config (the server reads it on SIGHUP) to let this command ask it"
+                );
+                return ExitCode::from(1);
+            };
+            let path = match command {
+                Command::Doctor => format!("/admin/doctor{}", app_query(&app, "?")),
+                Command::List => format!("/admin/outbox?state={state}{}", app_query(&app, "&")),
+                _ => match &key {
+                    Some(k) => format!(
+                        "/admin/outbox/replay?key={}",
+                        form_urlencoded::byte_serialize(k.as_bytes()).collect::<String>()
+                    ),
+                    None => format!("/admin/outbox/replay?dead=1{}", app_query(&app, "&")),
+                },
+            };
+            let method = if matches!(command, Command::Replay) {
+                http::Method::POST
+            } else {
+                http::Method::GET
+            };
+            return match wxdesk::app::admin::call(&server, &admin, method, &path).await {
+                Ok(v) => print_admin_answer(&v),
+                Err(e) => {
+                    eprintln!("wxdesk-local: {e}");
+                    ExitCode::from(1)
+                }
+            };
+        }
         Err(e) => {
             eprintln!("wxdesk-local: {e}");
             return ExitCode::from(1);
@@ -112,7 +161,7 @@ async fn main() -> ExitCode {
     match command {
         Command::List => return outbox_list(&svc, app.as_deref(), &state).await,
         Command::Replay => return outbox_replay(&svc, key.as_deref(), app.as_deref()).await,
-        Command::Doctor | Command::Serve | Command::Simulate => {}
+        Command::Doctor | Command::Serve | Command::Simulate | Command::Check => {}
     }
     if matches!(command, Command::Doctor) {
         let checks = wxdesk::app::doctor::run(&svc, app.as_deref()).await;
@@ -280,4 +329,32 @@ async fn simulate(
             ExitCode::from(1)
         }
     }
+}
+
+/// `{sep}app=A` when an account was named.
+fn app_query(app: &Option<String>, sep: &str) -> String {
+    app.as_ref()
+        .map(|a| {
+            format!(
+                "{sep}app={}",
+                form_urlencoded::byte_serialize(a.as_bytes()).collect::<String>()
+            )
+        })
+        .unwrap_or_default()
+}
+
+/// What a running server answered an admin command, as the command itself prints it.
+fn print_admin_answer(v: &serde_json::Value) -> ExitCode {
+    if let Some(lines) = v["lines"].as_array() {
+        for l in lines {
+            println!("{}", l.as_str().unwrap_or(""));
+        }
+    }
+    if let Some(n) = v["queued"].as_u64() {
+        println!("{n} entries queued again");
+    }
+    if v["ok"] == serde_json::Value::Bool(false) {
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
 }

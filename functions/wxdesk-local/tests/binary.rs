@@ -338,6 +338,7 @@ fn crash_setup(name: &str, desk_port: u16) -> (std::path::PathBuf, std::path::Pa
         format!(
             "[store]\nbackend = \"embedded\"\npath = {:?}\n\
              [delivery]\nfirst_retry_secs = 1\nmax_retry_secs = 2\n\
+             [server]\nadmin_key = \"crash-admin-key-0123456789\"\n\
              [[apps]]\nappid = \"wxcrash0000000001\"\nkind = \"official_account\"\n\
              token = \"crash-token\"\nsecret = \"crash-secret\"\ngateway_key = \"crash-gateway-key\"\n\
              [apps.desk]\nkind = \"udesk_wechat\"\nurl = \"http://127.0.0.1:{}/desk\"\n",
@@ -508,5 +509,54 @@ fn sighup_reloads_the_config_file() {
         still.status.success(),
         "{}",
         String::from_utf8_lossy(&still.stderr)
+    );
+}
+
+/// The embedded store is locked by the running server: `check` needs no store, and
+/// `doctor` and `outbox` ask the server through its admin routes.
+#[test]
+fn operations_work_beside_the_running_server() {
+    let desk = crash_desk();
+    let (dir, cfg, port) = crash_setup("ops", desk.port);
+    let mut server = start_server(&cfg, port);
+    let _ = send_push(port, "oOpsCustomer", 9401, "fail").join();
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        let cfg = cfg.to_str().unwrap().to_owned();
+        let url = format!("http://127.0.0.1:{port}");
+        all.extend(["--config", cfg.as_str()]);
+        if args[0] != "check" {
+            all.extend(["--server", url.as_str()]);
+        }
+        Command::new(BIN).args(&all).output().unwrap()
+    };
+    let check = run(&["check"]);
+    let listed = run(&["outbox", "list", "--state", "all"]);
+    let doctor = run(&["doctor"]);
+    let replay = run(&["outbox", "replay", "--dead"]);
+    server.kill().unwrap();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    assert!(check.status.success() && out(&check).contains("config OK: 1 accounts"));
+    assert!(listed.status.success(), "{}", out(&listed));
+    assert!(out(&listed).contains("oOpsCustomer"), "{}", out(&listed));
+    // The doctor ran in the server: its config line passes (WeChat is unreachable here).
+    assert!(
+        out(&doctor).contains("PASS wxcrash0000000001"),
+        "{}",
+        out(&doctor)
+    );
+    assert!(replay.status.success(), "{}", out(&replay));
+    assert!(
+        out(&replay).contains("0 entries queued again"),
+        "{}",
+        out(&replay)
     );
 }

@@ -23,6 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::app::Services;
+use crate::app::admin;
 use crate::app::live::Live;
 use crate::app::routes::{authenticate, serve_authenticated};
 use crate::http::{Request, Response, is_upload, route};
@@ -49,13 +50,32 @@ async fn health(svc: &Services, path: &str) -> Option<Response> {
     }
 }
 
-async fn serve_one(svc: &Arc<Services>, req: hyper::Request<hyper::body::Incoming>) -> Response {
+async fn serve_one(
+    svc: &Arc<Services>,
+    peer: std::net::IpAddr,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Response {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_owned();
     if parts.method == http::Method::GET
         && let Some(answer) = health(svc, &path).await
     {
         return answer;
+    }
+    if admin::is_admin(&path) {
+        // No admin route takes a body.
+        let request = Request {
+            query: parts
+                .uri
+                .query()
+                .map(Request::parse_query)
+                .unwrap_or_default(),
+            method: parts.method,
+            path,
+            headers: parts.headers,
+            body: Bytes::new(),
+        };
+        return admin::serve(svc, peer, &request).await;
     }
     let Some(r) = route(&path) else {
         return Response::text(404, "no such route");
@@ -235,7 +255,7 @@ async fn accept_loop(
             },
             () = &mut shutdown => return Ok(()),
         };
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => {
                     backoff = Duration::ZERO;
@@ -264,7 +284,7 @@ async fn accept_loop(
                 let svc = live.current();
                 let guard = in_flight.enter();
                 async move {
-                    let resp = to_hyper(serve_one(&svc, req).await);
+                    let resp = to_hyper(serve_one(&svc, peer.ip(), req).await);
                     drop(guard);
                     Ok::<_, Infallible>(resp)
                 }

@@ -2,6 +2,7 @@
 //! handlers, and the ways to run them (Lambda, the local server, the doctor, the token
 //! refresher). Nothing below this module imports it.
 
+pub mod admin;
 pub mod doctor;
 pub mod handlers;
 pub mod lambda;

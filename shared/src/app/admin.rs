@@ -1,0 +1,103 @@
+//! Operations beside a running local server. redb lets one process open the embedded
+//! store, so `doctor` and `outbox` ask the server that holds it, through `/admin/...` on
+//! the same port: only from a loopback address and with `[server] admin_key` as a bearer
+//! token (anything else gets 404, as if the route did not exist).
+//!
+//! - `GET  /admin/doctor[?app=A]` → `{"ok": bool, "lines": [...]}`
+//! - `GET  /admin/outbox[?state=pending|dead|in_flight|all][&app=A]` → `{"lines": [...]}`
+//! - `POST /admin/outbox/replay?key=K` or `?dead=1[&app=A]` → `{"queued": n}`
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::app::Services;
+use crate::app::outbox_admin;
+use crate::config::Secret;
+use crate::http::{Request, Response};
+use crate::support::outbound::{MAX_ANSWER_BYTES, http_client, send};
+
+/// Whether `path` is an admin route (served by `serve`, never by the route table).
+pub fn is_admin(path: &str) -> bool {
+    path == "/admin" || path.starts_with("/admin/")
+}
+
+fn not_found() -> Response {
+    Response::text(404, "no such route")
+}
+
+/// Serves an admin request from `peer`.
+pub async fn serve(svc: &Services, peer: IpAddr, req: &Request) -> Response {
+    let Some(key) = &svc.config.server.admin_key else {
+        return not_found();
+    };
+    let presented = req
+        .header(http::header::AUTHORIZATION)
+        .and_then(|h| h.strip_prefix("Bearer "));
+    if !peer.is_loopback() || !presented.is_some_and(|p| key.matches(p)) {
+        tracing::warn!(%peer, path = %req.path, "admin request refused");
+        return not_found();
+    }
+    let app = req.query("app");
+    let answer = match (req.method.as_str(), req.path.as_str()) {
+        ("GET", "/admin/doctor") => {
+            let checks = crate::app::doctor::run(svc, app).await;
+            json!({
+                "ok": !checks.is_empty() && checks.iter().all(|c| c.result.is_ok()),
+                "lines": checks.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            })
+        }
+        ("GET", "/admin/outbox") => {
+            let Some(shelves) = outbox_admin::shelves(req.query("state").unwrap_or("pending"))
+            else {
+                return Response::text(400, "state is one of pending, dead, in_flight, all");
+            };
+            match outbox_admin::list(svc, app, shelves).await {
+                Ok(entries) => {
+                    let now = svc.clock.unix_ms();
+                    json!({ "lines": entries.iter().map(|e| outbox_admin::describe(e, now)).collect::<Vec<_>>() })
+                }
+                Err(e) => return Response::text(503, &e.to_string()),
+            }
+        }
+        ("POST", "/admin/outbox/replay") => {
+            let queued = match (req.query("key"), req.query("dead")) {
+                (Some(k), _) => outbox_admin::replay(svc, k).await.map(usize::from),
+                (None, Some(_)) => outbox_admin::replay_dead(svc, app).await,
+                (None, None) => return Response::text(400, "give key=... or dead=1"),
+            };
+            match queued {
+                Ok(n) => json!({ "queued": n }),
+                Err(e) => return Response::text(503, &e.to_string()),
+            }
+        }
+        _ => return not_found(),
+    };
+    Response::json(answer.to_string())
+}
+
+/// The CLI's side: asks the server at `base` (`http://127.0.0.1:8080`).
+pub async fn call(
+    base: &str,
+    key: &Secret,
+    method: http::Method,
+    path_and_query: &str,
+) -> Result<Value, String> {
+    let url = format!("{}{path_and_query}", base.trim_end_matches('/'));
+    let req = http_client().request(method, &url).header(
+        http::header::AUTHORIZATION,
+        format!("Bearer {}", key.expose()),
+    );
+    let answer = send(req, Duration::from_secs(60), MAX_ANSWER_BYTES)
+        .await
+        .map_err(|e| format!("cannot reach the running server at {base}: {e}"))?;
+    let text = String::from_utf8_lossy(&answer.bytes).into_owned();
+    match answer.status {
+        200 => serde_json::from_str(&text).map_err(|_| format!("unreadable answer: {text}")),
+        404 => Err(format!(
+            "{base} refused the admin request: is it the server on this config, with the same [server] admin_key, reached over loopback?"
+        )),
+        s => Err(format!("the server answered HTTP {s}: {text}")),
+    }
+}
