@@ -58,7 +58,7 @@ pub async fn serve(svc: &Services, peer: IpAddr, req: &Request) -> Response {
                     let now = svc.clock.unix_ms();
                     json!({ "lines": entries.iter().map(|e| outbox_admin::describe(e, now)).collect::<Vec<_>>() })
                 }
-                Err(e) => return Response::text(503, &e.to_string()),
+                Err(e) => return Response::text(503, e.to_string()),
             }
         }
         ("POST", "/admin/outbox/replay") => {
@@ -69,7 +69,7 @@ pub async fn serve(svc: &Services, peer: IpAddr, req: &Request) -> Response {
             };
             match queued {
                 Ok(n) => json!({ "queued": n }),
-                Err(e) => return Response::text(503, &e.to_string()),
+                Err(e) => return Response::text(503, e.to_string()),
             }
         }
         _ => return not_found(),
