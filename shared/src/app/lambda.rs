@@ -119,6 +119,12 @@ async fn init() -> Result<Arc<Live>, lambda_http::Error> {
 /// The whole main of a function: init once, then serve.
 pub async fn run(kind: RouteKind) -> Result<(), lambda_http::Error> {
     let live = init().await?;
+    // The first push pays DynamoDB's TLS handshake otherwise: open the connection now,
+    // while the runtime fetches the event (a read of a key that never exists).
+    let warm = live.current();
+    tokio::spawn(async move {
+        let _ = warm.inbox.get("warmup#connection", 0).await;
+    });
     lambda_http::run(service_fn(move |req| {
         let live = live.clone();
         async move {

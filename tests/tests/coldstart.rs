@@ -1,0 +1,194 @@
+//! The cold-start harness: a Lambda Runtime API stand-in runs the real bootstrap as the
+//! `wechat-callback` function on the aws store (DynamoDB Local, moto's SQS and S3) with its
+//! config from a loopback Secrets Manager (moto's), hands it one push, and times exec →
+//! ready (its first `GET /next`) → the first response.
+//!
+//! It runs on the test build's binary in the suite (a loose bound, and the answer must be
+//! right). For the README's figures run it on a release build:
+//! `cargo build --release -p wxdesk-lambda && WXDESK_BOOTSTRAP=target/release/wxdesk-lambda
+//! cargo test -p wxdesk-tests --test coldstart -- --nocapture`.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use wxdesk_tests::*;
+
+/// What the Runtime API saw, with when.
+#[derive(Default)]
+struct Seen {
+    ready: Option<Instant>,
+    response: Option<(Instant, String)>,
+    error: Option<String>,
+}
+
+/// A Runtime API that hands out `event` once and then holds every further `next`.
+async fn runtime_api(event: String, seen: Arc<Mutex<Seen>>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (event, seen) = (event.clone(), seen.clone());
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let (event, seen) = (event.clone(), seen.clone());
+                    async move {
+                        let path = req.uri().path().to_owned();
+                        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        let body = String::from_utf8_lossy(&body).into_owned();
+                        let mut resp = hyper::Response::new(Full::new(Bytes::new()));
+                        if path.ends_with("/invocation/next") {
+                            let first = {
+                                let mut s = seen.lock().unwrap();
+                                let first = s.ready.is_none();
+                                if first {
+                                    s.ready = Some(Instant::now());
+                                }
+                                first
+                            };
+                            if !first {
+                                std::future::pending::<()>().await;
+                            }
+                            let deadline = wxdesk::support::clock::unix_ms() + 6000;
+                            *resp.body_mut() = Full::new(Bytes::from(event));
+                            let h = resp.headers_mut();
+                            h.insert("lambda-runtime-aws-request-id", "req-1".parse().unwrap());
+                            h.insert("lambda-runtime-deadline-ms", deadline.to_string().parse().unwrap());
+                            h.insert(
+                                "lambda-runtime-invoked-function-arn",
+                                "arn:aws:lambda:us-east-1:123456789012:function:wechat-callback".parse().unwrap(),
+                            );
+                            h.insert("lambda-runtime-trace-id", "Root=1-00000000-000000000000000000000000".parse().unwrap());
+                        } else if path.ends_with("/response") {
+                            seen.lock().unwrap().response = Some((Instant::now(), body));
+                            *resp.status_mut() = hyper::StatusCode::ACCEPTED;
+                        } else if path.ends_with("/error") {
+                            seen.lock().unwrap().error = Some(body);
+                            *resp.status_mut() = hyper::StatusCode::ACCEPTED;
+                        }
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            });
+        }
+    });
+    addr
+}
+
+/// The bootstrap to time: `WXDESK_BOOTSTRAP`, else the test build's `wxdesk-lambda`.
+fn bootstrap() -> std::path::PathBuf {
+    if let Ok(p) = std::env::var("WXDESK_BOOTSTRAP") {
+        return p.into();
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let status = std::process::Command::new(env!("CARGO"))
+        .args(["build", "-q", "-p", "wxdesk-lambda"])
+        .current_dir(&root)
+        .status()
+        .unwrap();
+    assert!(status.success(), "cannot build wxdesk-lambda");
+    let target = std::env::var("CARGO_TARGET_DIR").map_or_else(|_| root.join("target"), Into::into);
+    target.join("debug/wxdesk-lambda")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wechat_callback_cold_start() {
+    let (_sqs, queue_url) = sqs_fifo_queue().await;
+    // The tables and the bucket the function is told about.
+    let ddb = dynamodb().await;
+    let n = std::process::id();
+    let (inbox, tokens, bucket) = (format!("cs-inbox-{n}"), format!("cs-tokens-{n}"), format!("cs-media-{n}"));
+    wxdesk::store::aws::create_dedup_table(&ddb, &inbox).await.unwrap();
+    wxdesk::store::aws::create_tokens_table(&ddb, &tokens).await.unwrap();
+    let cfg = moto_sdk_config().await;
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&cfg).force_path_style(true).build());
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    // The config, in moto's Secrets Manager.
+    let secret = format!("cs-config-{n}");
+    let doc = "[[apps]]\nappid = \"wxcoldstart000001\"\nkind = \"official_account\"\n\
+               token = \"coldstart-token\"\nsecret = \"coldstart-secret\"\n\
+               gateway_key = \"coldstart-gateway-key\"\n[apps.desk]\nkind = \"echo\"\n";
+    aws_sdk_secretsmanager::Client::new(&cfg)
+        .create_secret()
+        .name(&secret)
+        .secret_string(doc)
+        .send()
+        .await
+        .unwrap();
+    // One plain push, as API Gateway hands it over.
+    let ts = now_secs();
+    let sig = wxdesk::wechat::signature::push_signature("coldstart-token", &ts.to_string(), "n");
+    let body = format!(
+        "<xml><ToUserName><![CDATA[gh]]></ToUserName><FromUserName><![CDATA[oColdStart]]></FromUserName>\
+         <CreateTime>{ts}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[warm?]]></Content>\
+         <MsgId>1</MsgId></xml>"
+    );
+    let event = serde_json::json!({
+        "version": "2.0", "routeKey": "ANY /wechat/{appid}", "rawPath": "/wechat/wxcoldstart000001",
+        "rawQueryString": format!("signature={sig}&timestamp={ts}&nonce=n"),
+        "headers": {"content-type": "text/xml"},
+        "queryStringParameters": {"signature": sig, "timestamp": ts.to_string(), "nonce": "n"},
+        "pathParameters": {"appid": "wxcoldstart000001"},
+        "requestContext": {"accountId": "123456789012", "apiId": "cs", "domainName": "cs.example", "domainPrefix": "cs",
+            "http": {"method": "POST", "path": "/wechat/wxcoldstart000001", "protocol": "HTTP/1.1", "sourceIp": "101.226.103.0", "userAgent": "wx"},
+            "requestId": "cs", "routeKey": "ANY /wechat/{appid}", "stage": "$default", "time": "01/Dec/2026:00:00:00 +0000", "timeEpoch": ts * 1000},
+        "body": body, "isBase64Encoded": false
+    })
+    .to_string();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let api = runtime_api(event, seen.clone()).await;
+    let exe = bootstrap();
+    let started = Instant::now();
+    let mut child = std::process::Command::new(&exe)
+        .env_clear()
+        .env("AWS_LAMBDA_RUNTIME_API", &api)
+        .env("AWS_LAMBDA_FUNCTION_NAME", "wechat-callback")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "cs")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", "cs")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_ENDPOINT_URL", moto())
+        .env("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_local())
+        .env("WXDESK_FUNCTION", "wechat-callback")
+        .env("WXDESK_CONFIG_SECRET", &secret)
+        .env("WXDESK_DEDUP_TABLE", &inbox)
+        .env("WXDESK_TOKENS_TABLE", &tokens)
+        .env("WXDESK_MEDIA_BUCKET", &bucket)
+        .env("WXDESK_QUEUE_URL", &queue_url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen.lock().unwrap().response.is_none() && seen.lock().unwrap().error.is_none() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let s = seen.lock().unwrap();
+    assert!(s.error.is_none(), "the function reported an error: {:?}", s.error);
+    let ready = s.ready.expect("the function never asked for an event") - started;
+    let (at, response) = s.response.clone().expect("no response");
+    let first = at - started;
+    eprintln!(
+        "cold start of {}: exec → ready {:.1} ms, exec → first response {:.1} ms (the push itself {:.1} ms)",
+        exe.display(),
+        ready.as_secs_f64() * 1000.0,
+        first.as_secs_f64() * 1000.0,
+        (first - ready).as_secs_f64() * 1000.0
+    );
+    let v: serde_json::Value = serde_json::from_str(&response).unwrap();
+    assert_eq!(v["statusCode"], 200, "{response}");
+    assert!(v["body"].as_str().unwrap_or("").contains("echo: warm?"), "{response}");
+    // A loose bound for the test build; the release figures are in the README.
+    assert!(ready < Duration::from_secs(2), "exec → ready took {ready:?}");
+}
