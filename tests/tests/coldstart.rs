@@ -39,7 +39,12 @@ async fn runtime_api(event: String, seen: Arc<Mutex<Seen>>) -> String {
                     let (event, seen) = (event.clone(), seen.clone());
                     async move {
                         let path = req.uri().path().to_owned();
-                        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
                         let body = String::from_utf8_lossy(&body).into_owned();
                         let mut resp = hyper::Response::new(Full::new(Bytes::new()));
                         if path.ends_with("/invocation/next") {
@@ -58,12 +63,20 @@ async fn runtime_api(event: String, seen: Arc<Mutex<Seen>>) -> String {
                             *resp.body_mut() = Full::new(Bytes::from(event));
                             let h = resp.headers_mut();
                             h.insert("lambda-runtime-aws-request-id", "req-1".parse().unwrap());
-                            h.insert("lambda-runtime-deadline-ms", deadline.to_string().parse().unwrap());
+                            h.insert(
+                                "lambda-runtime-deadline-ms",
+                                deadline.to_string().parse().unwrap(),
+                            );
                             h.insert(
                                 "lambda-runtime-invoked-function-arn",
-                                "arn:aws:lambda:us-east-1:123456789012:function:wechat-callback".parse().unwrap(),
+                                "arn:aws:lambda:us-east-1:123456789012:function:wechat-callback"
+                                    .parse()
+                                    .unwrap(),
                             );
-                            h.insert("lambda-runtime-trace-id", "Root=1-00000000-000000000000000000000000".parse().unwrap());
+                            h.insert(
+                                "lambda-runtime-trace-id",
+                                "Root=1-00000000-000000000000000000000000".parse().unwrap(),
+                            );
                         } else if path.ends_with("/response") {
                             seen.lock().unwrap().response = Some((Instant::now(), body));
                             *resp.status_mut() = hyper::StatusCode::ACCEPTED;
@@ -74,7 +87,9 @@ async fn runtime_api(event: String, seen: Arc<Mutex<Seen>>) -> String {
                         Ok::<_, Infallible>(resp)
                     }
                 });
-                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
             });
         }
     });
@@ -103,11 +118,23 @@ async fn wechat_callback_cold_start() {
     // The tables and the bucket the function is told about.
     let ddb = dynamodb().await;
     let n = std::process::id();
-    let (inbox, tokens, bucket) = (format!("cs-inbox-{n}"), format!("cs-tokens-{n}"), format!("cs-media-{n}"));
-    wxdesk::store::aws::create_dedup_table(&ddb, &inbox).await.unwrap();
-    wxdesk::store::aws::create_tokens_table(&ddb, &tokens).await.unwrap();
+    let (inbox, tokens, bucket) = (
+        format!("cs-inbox-{n}"),
+        format!("cs-tokens-{n}"),
+        format!("cs-media-{n}"),
+    );
+    wxdesk::store::aws::create_dedup_table(&ddb, &inbox)
+        .await
+        .unwrap();
+    wxdesk::store::aws::create_tokens_table(&ddb, &tokens)
+        .await
+        .unwrap();
     let cfg = moto_sdk_config().await;
-    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&cfg).force_path_style(true).build());
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&cfg)
+            .force_path_style(true)
+            .build(),
+    );
     s3.create_bucket().bucket(&bucket).send().await.unwrap();
     // The config, in moto's Secrets Manager.
     let secret = format!("cs-config-{n}");
@@ -169,13 +196,20 @@ async fn wechat_callback_cold_start() {
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()));
     let deadline = Instant::now() + Duration::from_secs(20);
-    while seen.lock().unwrap().response.is_none() && seen.lock().unwrap().error.is_none() && Instant::now() < deadline {
+    while seen.lock().unwrap().response.is_none()
+        && seen.lock().unwrap().error.is_none()
+        && Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let _ = child.kill();
     let _ = child.wait();
     let s = seen.lock().unwrap();
-    assert!(s.error.is_none(), "the function reported an error: {:?}", s.error);
+    assert!(
+        s.error.is_none(),
+        "the function reported an error: {:?}",
+        s.error
+    );
     let ready = s.ready.expect("the function never asked for an event") - started;
     let (at, response) = s.response.clone().expect("no response");
     let first = at - started;
@@ -188,7 +222,13 @@ async fn wechat_callback_cold_start() {
     );
     let v: serde_json::Value = serde_json::from_str(&response).unwrap();
     assert_eq!(v["statusCode"], 200, "{response}");
-    assert!(v["body"].as_str().unwrap_or("").contains("echo: warm?"), "{response}");
+    assert!(
+        v["body"].as_str().unwrap_or("").contains("echo: warm?"),
+        "{response}"
+    );
     // A loose bound for the test build; the release figures are in the README.
-    assert!(ready < Duration::from_secs(2), "exec → ready took {ready:?}");
+    assert!(
+        ready < Duration::from_secs(2),
+        "exec → ready took {ready:?}"
+    );
 }

@@ -6,5 +6,5 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     let function = std::env::var("WXDESK_FUNCTION").unwrap_or_default();
-    wxdesk::app::lambda::run_function(&function).await
+    wxdesk::app::functions::run_function(&function).await
 }

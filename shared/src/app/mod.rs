@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod doctor;
+pub mod functions;
 pub mod handlers;
 pub mod lambda;
 pub mod live;
