@@ -145,13 +145,22 @@ impl Live {
         store: Option<StoreConfig>,
         every: Option<Duration>,
     ) -> Result<Live, InitError> {
+        Self::start_with(source, store, every, None).await
+    }
+
+    async fn start_with(
+        source: Source,
+        store: Option<StoreConfig>,
+        every: Option<Duration>,
+        sdk: Option<&aws_config::SdkConfig>,
+    ) -> Result<Live, InitError> {
         let text = source
             .read()
             .await
             .map_err(InitError::Secret)?
             .ok_or(ConfigError::NotSet)?;
         let config = Config::parse_with_store(&text, store.clone())?;
-        let svc = Services::build(config).await?;
+        let svc = Services::build_with(config, sdk).await?;
         Ok(Self::new(
             Arc::new(svc),
             source,
@@ -179,9 +188,11 @@ impl Live {
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .map_or(DEFAULT_REFRESH, Duration::from_secs);
+            // One SDK config for the secret and the stores.
             let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
             let client = aws_sdk_secretsmanager::Client::new(&sdk);
-            return Self::start(Source::Secret { client, id }, store, Some(every)).await;
+            let source = Source::Secret { client, id };
+            return Self::start_with(source, store, Some(every), Some(&sdk)).await;
         }
         if let Ok(text) = std::env::var("WXDESK_CONFIG") {
             let svc = Services::build(Config::parse_with_store(&text, store)?).await?;

@@ -58,7 +58,15 @@ impl std::ops::Deref for Services {
 impl Services {
     /// Builds services on the store the config names.
     pub async fn build(config: Config) -> Result<Services, InitError> {
-        let stores = Stores::open(&config.store).await?;
+        Self::build_with(config, None).await
+    }
+
+    /// As `build`, on an AWS SDK config already loaded.
+    pub async fn build_with(
+        config: Config,
+        sdk: Option<&aws_config::SdkConfig>,
+    ) -> Result<Services, InitError> {
+        let stores = Stores::open_with(&config.store, sdk).await?;
         Ok(Self::with_parts(config, stores, Arc::new(SystemClock)))
     }
 

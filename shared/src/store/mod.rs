@@ -195,6 +195,14 @@ pub struct Stores {
 
 impl Stores {
     pub async fn open(config: &crate::config::StoreConfig) -> Result<Stores, StoreError> {
+        Self::open_with(config, None).await
+    }
+
+    /// As `open`, on an AWS SDK config already loaded (Lambda init loads it once).
+    pub async fn open_with(
+        config: &crate::config::StoreConfig,
+        sdk: Option<&aws_config::SdkConfig>,
+    ) -> Result<Stores, StoreError> {
         Ok(match config {
             crate::config::StoreConfig::Embedded { path } => {
                 let db = Arc::new(embedded::EmbeddedStore::open(path)?);
@@ -211,7 +219,10 @@ impl Stores {
                 media_bucket,
                 queue_url,
             } => {
-                let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+                let sdk = match sdk {
+                    Some(sdk) => sdk.clone(),
+                    None => aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await,
+                };
                 let ddb = aws_sdk_dynamodb::Client::new(&sdk);
                 Stores {
                     queue: match queue_url {
