@@ -100,6 +100,17 @@ fn push_xml(msg_type: &str, fields: &str, msg_id: Option<u64>) -> String {
 }
 
 impl Rig {
+    /// Waits until the stand-in WeChat got `n` custom sends (the outbox's worker delivers
+    /// agent messages after the callback's answer), up to 8 s; then a moment for extras.
+    async fn wait_sent(&self, n: usize) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(8);
+        while self.wx.sent().len() < n && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.wx.sent()
+    }
+
     async fn push(&self, body: String) -> String {
         self.http
             .post(format!(
@@ -281,9 +292,8 @@ async fn an_agent_reply_reaches_wechat_once() {
     // Tencent sends the same callback again: delivered once.
     let (s, _) = rig.callback(&q, &body).await;
     assert_eq!(s, 200);
-    tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(
-        rig.wx.sent(),
+        rig.wait_sent(3).await,
         vec![
             json!({"touser": CUSTOMER, "msgtype": "text", "text": {"content": "Your parcel ships today."}}),
             json!({"touser": CUSTOMER, "msgtype": "text", "text": {"content": "Order 1234"}}),
@@ -314,8 +324,7 @@ async fn an_agent_image_is_uploaded_to_wechat_and_sent_as_image() {
             "ImageInfoArray": [{"Type": 1, "Size": 18, "Width": 1, "Height": 1, "URL": url}]}}]),
     );
     assert_eq!(rig.callback(&q, &body).await.0, 200);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let sent = rig.wx.sent();
+    let sent = rig.wait_sent(1).await;
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert_eq!(sent[0]["msgtype"], "image");
     let media_id = sent[0]["image"]["media_id"].as_str().unwrap().to_owned();
@@ -338,7 +347,8 @@ async fn messages_not_from_an_agent_are_ignored() {
     ] {
         assert_eq!(rig.callback(&q, &body).await.0, 200);
     }
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Longer than the worker takes to deliver a queued message.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(rig.wx.sent().is_empty());
 }
 
