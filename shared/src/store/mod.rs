@@ -3,7 +3,10 @@
 
 pub mod aws;
 pub mod conversation;
+#[cfg(feature = "local")]
 pub mod embedded;
+#[cfg(feature = "local")]
+pub mod embedded_queue;
 pub mod idempotency;
 pub mod queue;
 
@@ -204,12 +207,19 @@ impl Stores {
         sdk: Option<&aws_config::SdkConfig>,
     ) -> Result<Stores, StoreError> {
         Ok(match config {
+            #[cfg(not(feature = "local"))]
+            crate::config::StoreConfig::Embedded { .. } => {
+                return Err(StoreError::Unavailable(
+                    "this build has no embedded store: set [store] backend = \"aws\" (Lambda), or run wxdesk-local".into(),
+                ));
+            }
+            #[cfg(feature = "local")]
             crate::config::StoreConfig::Embedded { path } => {
                 let db = Arc::new(embedded::EmbeddedStore::open(path)?);
                 Stores {
                     inbox: db.clone(),
                     tokens: db.clone(),
-                    queue: Arc::new(queue::EmbeddedQueue::new(db)),
+                    queue: Arc::new(embedded_queue::EmbeddedQueue::new(db)),
                     media: Arc::new(embedded::EmbeddedMedia::open(&path.join("media"))?),
                 }
             }
