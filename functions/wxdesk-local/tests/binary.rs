@@ -48,6 +48,15 @@ fn verification(echostr: &str) -> String {
     )
 }
 
+/// A loopback port nobody listens on.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A fresh directory with the example config pointed into it, and a free port:
 /// (directory, config file, port).
 fn example_setup(name: &str) -> (std::path::PathBuf, std::path::PathBuf, u16) {
@@ -61,12 +70,7 @@ fn example_setup(name: &str) -> (std::path::PathBuf, std::path::PathBuf, u16) {
         example.replace("\".wxdesk-data\"", &format!("{:?}", dir.join("data"))),
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    (dir, cfg, port)
+    (dir, cfg, free_port())
 }
 
 #[test]
@@ -347,12 +351,7 @@ fn crash_setup(name: &str, desk_port: u16) -> (std::path::PathBuf, std::path::Pa
         ),
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    (dir, cfg, port)
+    (dir, cfg, free_port())
 }
 
 /// One GET on the server; the raw answer.
