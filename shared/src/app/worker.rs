@@ -166,18 +166,28 @@ pub async fn handle_sqs_batch(svc: &Arc<Services>, records: &[Value]) -> Value {
             }
         }
     }
-    let groups = by_group(jobs);
-    let results = futures_join_all(
-        groups
-            .into_values()
-            .map(|g| {
-                let svc = svc.clone();
-                async move { run_group(&svc, g).await }
-            })
-            .collect(),
-    )
-    .await;
-    for (leased, s) in results.into_iter().flatten() {
+    let mut running = tokio::task::JoinSet::new();
+    for group in by_group(jobs).into_values() {
+        let svc = svc.clone();
+        running.spawn(async move { run_group(&svc, group).await });
+    }
+    let mut results = Vec::new();
+    while let Some(done) = running.join_next().await {
+        match done {
+            Ok(settled) => results.extend(settled),
+            Err(e) => {
+                // Which jobs it held is unknown: try the whole batch again (a job whose
+                // entry is settled is dropped by its take) rather than let SQS delete it.
+                error!(error = %e, "a delivery task failed; the batch is tried again");
+                return json!({ "batchItemFailures": records
+                    .iter()
+                    .filter_map(|r| r.get("messageId").and_then(Value::as_str))
+                    .map(|id| json!({ "itemIdentifier": id }))
+                    .collect::<Vec<_>>() });
+            }
+        }
+    }
+    for (leased, s) in results {
         if let Settle::Later(delay) = s {
             if let Err(e) = svc.queue.later(&leased, delay).await {
                 warn!(error = %e, "could not hold the job back; it returns after the queue's visibility timeout");
@@ -193,22 +203,6 @@ pub async fn handle_sqs_batch(svc: &Arc<Services>, records: &[Value]) -> Value {
             .map(|id| json!({ "itemIdentifier": id }))
             .collect::<Vec<_>>()
     })
-}
-
-/// Runs futures concurrently and collects their outputs in order.
-async fn futures_join_all<F: std::future::Future + Send + 'static>(futs: Vec<F>) -> Vec<F::Output>
-where
-    F::Output: Send + 'static,
-{
-    let handles: Vec<_> = futs.into_iter().map(tokio::spawn).collect();
-    let mut out = Vec::with_capacity(handles.len());
-    for h in handles {
-        match h.await {
-            Ok(v) => out.push(v),
-            Err(e) => error!(error = %e, "a delivery task failed"),
-        }
-    }
-    out
 }
 
 /// The `deliver-worker` function's main: an SQS batch is delivered; any other event (the
