@@ -29,7 +29,6 @@ use crate::store::queue::Job;
 use crate::store::{Outcome, Taken, conversation, entry_ref, new_claim_id};
 use crate::telemetry::metric;
 use crate::transport::{self, Agent, DeliverError};
-use crate::wechat::error::ApiError;
 use crate::wechat::kf::{PassivePlan, plan_mini_program_reply};
 use crate::wechat::message::Message;
 
@@ -452,25 +451,6 @@ async fn deliver_agent_message(
     }
 }
 
-/// WeChat codes no retry can help: the customer's 48-hour window closed (45015), not an
-/// openid of this account (40003), too many messages in the window (45047), the API not
-/// granted (48001).
-const WECHAT_PERMANENT: [i64; 4] = [45015, 40003, 45047, 48001];
-
-impl DeliverError {
-    /// Whether trying again can never succeed.
-    pub fn is_permanent(&self) -> bool {
-        match self {
-            DeliverError::Wechat(ApiError::Wechat { errcode, .. }) => {
-                WECHAT_PERMANENT.contains(errcode)
-            }
-            DeliverError::Chatbot(e) => matches!(e.errcode(), 1001 | 1005 | 40035),
-            DeliverError::Empty => true,
-            DeliverError::Wechat(_) => false,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -491,22 +471,5 @@ mod tests {
         assert_eq!(inbound_customer(&outbound_group("wx1", "oA")), None);
         assert!(is_agent_message("wx1#tim#k"));
         assert!(!is_agent_message("wx1#msg#1#oA#2"));
-    }
-
-    #[test]
-    fn refusals_no_retry_can_help_are_permanent() {
-        let wechat = |errcode| {
-            DeliverError::Wechat(ApiError::Wechat {
-                errcode,
-                errmsg: String::new(),
-                body: Value::Null,
-            })
-        };
-        assert!(wechat(45015).is_permanent());
-        assert!(wechat(40003).is_permanent());
-        assert!(!wechat(-1).is_permanent());
-        assert!(!wechat(40001).is_permanent());
-        assert!(!DeliverError::Wechat(ApiError::Status(502)).is_permanent());
-        assert!(!DeliverError::Wechat(ApiError::Transport("reset".into())).is_permanent());
     }
 }

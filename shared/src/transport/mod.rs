@@ -48,7 +48,24 @@ impl DeliverError {
             _ => false,
         }
     }
+
+    /// Whether trying again can never succeed (the outbox then marks the entry dead).
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            DeliverError::Wechat(ApiError::Wechat { errcode, .. }) => {
+                WECHAT_PERMANENT.contains(errcode)
+            }
+            DeliverError::Chatbot(e) => matches!(e.errcode(), 1001 | 1005 | 40035),
+            DeliverError::Empty => true,
+            DeliverError::Wechat(_) => false,
+        }
+    }
 }
+
+/// WeChat codes no retry can help: the customer's 48-hour window closed (45015), not an
+/// openid of this account (40003), too many messages in the window (45047), the API not
+/// granted (48001).
+const WECHAT_PERMANENT: [i64; 4] = [45015, 40003, 45047, 48001];
 
 /// Delivers one agent message; answers the far side's JSON.
 pub(crate) async fn deliver(
@@ -98,5 +115,27 @@ pub(crate) async fn deliver_many(
             }
             Ok(last)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_no_retry_can_help_are_permanent() {
+        let wechat = |errcode| {
+            DeliverError::Wechat(ApiError::Wechat {
+                errcode,
+                errmsg: String::new(),
+                body: Value::Null,
+            })
+        };
+        assert!(wechat(45015).is_permanent());
+        assert!(wechat(40003).is_permanent());
+        assert!(!wechat(-1).is_permanent());
+        assert!(!wechat(40001).is_permanent());
+        assert!(!DeliverError::Wechat(ApiError::Status(502)).is_permanent());
+        assert!(!DeliverError::Wechat(ApiError::Transport("reset".into())).is_permanent());
     }
 }
