@@ -593,3 +593,48 @@ async fn recovery_latency_with_the_default_back_off() {
         percentile(after, 1.0)
     );
 }
+
+/// With the store down, a push whose desk is also down cannot be kept: it used to get
+/// `success` and vanish. Now WeChat gets a 503 (its console counts it), and with the store
+/// back the same message is accepted and delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_cannot_be_kept_is_not_answered_success() {
+    let desk = FaultyDesk::start().await;
+    desk.set(Mode::Down);
+    let text = config_text(
+        &embedded_store("unkept"),
+        &desk.url,
+        "[delivery]\nfirst_retry_secs = 1\nmax_retry_secs = 2\n",
+    );
+    let cfg = wxdesk::Config::parse(&text).unwrap();
+    let mut stores = wxdesk::store::Stores::open(&cfg.store).await.unwrap();
+    let inbox = FaultyInbox::new(stores.inbox.clone());
+    stores.inbox = inbox.clone();
+    let svc = Arc::new(wxdesk::Services::with_parts(
+        cfg,
+        stores,
+        Arc::new(wxdesk::support::clock::SystemClock),
+    ));
+    let base = start_local(svc).await;
+    let http = reqwest::Client::new();
+    inbox.set(StoreFault::Fail);
+    let ts = now_secs();
+    let r = http
+        .post(format!(
+            "{base}/wechat/{PLAIN_APPID}?{}",
+            plain_query(ts, "u")
+        ))
+        .body(push("oUnkept", 9501, ts))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    inbox.set(StoreFault::None);
+    assert_eq!(
+        post_push(&http, &base, "oUnkept", 9501, ts).await,
+        "success"
+    );
+    desk.set(Mode::Up);
+    wait_for(20, || desk.receipts().iter().any(|r| r.msg_id == 9501)).await;
+    assert!(desk.receipts().iter().any(|r| r.msg_id == 9501));
+}

@@ -239,7 +239,7 @@ pub async fn handoff(
                 } else {
                     1000 * svc.config.delivery.first_retry_secs as i64
                 };
-            outbox::defer(
+            let deferred = outbox::defer(
                 svc,
                 &claimed,
                 Deferral {
@@ -251,6 +251,10 @@ pub async fn handoff(
                 },
             )
             .await;
+            if !deferred {
+                // Neither delivered nor recorded: not accepted, so the platform is told.
+                return refuse(503, appid, "not delivered; try again");
+            }
         }
     }
     answer(0, "ok")

@@ -220,7 +220,7 @@ async fn push(
     };
     if backlog {
         // An earlier message of this customer's is queued: this one goes behind it.
-        outbox::defer(
+        let deferred = outbox::defer(
             svc,
             &claimed,
             deferral(
@@ -230,7 +230,7 @@ async fn push(
             ),
         )
         .await;
-        return Response::text(200, SUCCESS);
+        return accepted(deferred, appid);
     }
 
     let budget = deadline
@@ -259,8 +259,9 @@ async fn push(
                 }
                 Err(Unsent::Later(why)) => {
                     // The desk has the message: only its reply is still to deliver.
-                    outbox::defer(svc, &claimed, deferral(&why, Some(&xml), retry_at)).await;
-                    return Response::text(200, SUCCESS);
+                    let deferred =
+                        outbox::defer(svc, &claimed, deferral(&why, Some(&xml), retry_at)).await;
+                    return accepted(deferred, appid);
                 }
             }
         }
@@ -276,14 +277,30 @@ async fn push(
         }
         Err(e) => {
             warn!(appid, entry = %entry, error = %e, "desk delivery failed; WeChat gets `success`, the outbox delivers it");
-            outbox::defer(svc, &claimed, deferral(&e.to_string(), None, retry_at)).await;
-            return Response::text(200, SUCCESS);
+            let deferred =
+                outbox::defer(svc, &claimed, deferral(&e.to_string(), None, retry_at)).await;
+            return accepted(deferred, appid);
         }
     };
     claimed
         .finish(svc.inbox.as_ref(), Outcome::Answered(&answer), left())
         .await;
     render(&answer, &env, app, svc, nonce)
+}
+
+/// WeChat's answer once delivery was handed to the outbox: `success`, unless the message
+/// could be neither delivered nor recorded (the store down with the desk). Then it is
+/// not accepted: WeChat gets an error (its console counts it) rather than a `success`
+/// that would drop the message unseen.
+fn accepted(deferred: bool, appid: &str) -> Response {
+    if deferred {
+        return Response::text(200, SUCCESS);
+    }
+    error!(
+        appid,
+        "message neither delivered nor recorded: answered 503"
+    );
+    Response::text(503, "not delivered; try again")
 }
 
 /// Why a desk's reply to a Mini Program customer was not sent.
