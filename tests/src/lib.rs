@@ -468,8 +468,8 @@ pub fn dynamodb_local() -> &'static str {
 }
 
 /// An AWS SDK config with dummy credentials pointed at `endpoint`.
-async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
+pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    wxdesk::store::aws::sdk_loader()
         .endpoint_url(endpoint)
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
@@ -802,4 +802,16 @@ impl wxdesk::store::queue::JobQueue for CountingQueue {
     async fn ready(&self) -> Result<(), wxdesk::store::StoreError> {
         self.inner.ready().await
     }
+}
+
+/// A plain HTTP client for driving the server under test. reqwest is built without a TLS
+/// provider of its own (see the workspace Cargo.toml), so install ours before building one.
+pub fn http() -> reqwest::Client {
+    wxdesk::support::tls::install();
+    reqwest::Client::new()
+}
+
+/// `reqwest::get` through `http()`.
+pub async fn get(url: impl reqwest::IntoUrl) -> reqwest::Result<reqwest::Response> {
+    http().get(url).send().await
 }

@@ -356,7 +356,7 @@ async fn callback_on_dynamodb_forwards_concurrent_duplicates_once() {
     let base = start_local(svc).await;
     let ts = now_secs();
     let push = text_push("dynamo once", 8000, ts);
-    let http = reqwest::Client::new();
+    let http = wxdesk_tests::http();
     let tasks: Vec<_> = (0..3)
         .map(|i| {
             let req = http

@@ -27,7 +27,7 @@ async fn rig(name: &str) -> Rig {
         base,
         desk,
         svc,
-        http: reqwest::Client::new(),
+        http: wxdesk_tests::http(),
     }
 }
 
@@ -387,7 +387,7 @@ async fn embedded_store_survives_a_restart() {
                 .unwrap(),
         );
         let base = start_local(svc.clone()).await;
-        let r = reqwest::Client::new()
+        let r = wxdesk_tests::http()
             .post(format!(
                 "{base}/wechat/{PLAIN_APPID}?{}",
                 plain_query(ts, "a")

@@ -47,7 +47,7 @@ async fn rig(name: &str) -> Rig {
         wx,
         platform,
         desk,
-        http: reqwest::Client::new(),
+        http: wxdesk_tests::http(),
     }
 }
 

@@ -223,7 +223,7 @@ async fn two_hundred_messages_survive_desk_and_store_faults() {
         Arc::new(wxdesk::support::clock::SystemClock),
     ));
     let base = start_local(svc.clone()).await;
-    let http = reqwest::Client::new();
+    let http = wxdesk_tests::http();
     let started = Instant::now();
 
     // The desk's and the store's timeline, while the customers write.
@@ -351,7 +351,7 @@ async fn late_desk_replies_reach_the_customer_through_custom_send() {
     let base = start_local(svc.clone()).await;
     // The first two custom sends fail with WeChat's "system busy".
     wx.inject("/cgi-bin/message/custom/send", &[-1, -1]);
-    let http = reqwest::Client::new();
+    let http = wxdesk_tests::http();
     let ts = now_secs();
     assert_eq!(
         post_push(&http, &base, "oLateCustomer", 7001, ts).await,
@@ -511,7 +511,7 @@ async fn requests_per_message_on_the_happy_and_the_retried_path() {
         Arc::new(wxdesk::support::clock::SystemClock),
     ));
     let base = start_local(svc.clone()).await;
-    let http = reqwest::Client::new();
+    let http = wxdesk_tests::http();
     let send = |customer: &'static str, id: u64| {
         let (http, base) = (http.clone(), base.clone());
         async move { post_push(&http, &base, customer, id, now_secs()).await }
@@ -559,7 +559,7 @@ async fn recovery_latency_with_the_default_back_off() {
         wxdesk::Config::parse(&config_text(&embedded_store("recovery"), &desk.url, "")).unwrap();
     let svc = Arc::new(wxdesk::Services::build(cfg).await.unwrap());
     let base = start_local(svc).await;
-    let http = reqwest::Client::new();
+    let http = wxdesk_tests::http();
     let down_at = Instant::now();
     let mut sent = BTreeMap::new();
     let mut tasks = Vec::new();
@@ -616,7 +616,7 @@ async fn a_message_that_cannot_be_kept_is_not_answered_success() {
         Arc::new(wxdesk::support::clock::SystemClock),
     ));
     let base = start_local(svc).await;
-    let http = reqwest::Client::new();
+    let http = wxdesk_tests::http();
     inbox.set(StoreFault::Fail);
     let ts = now_secs();
     let r = http

@@ -86,7 +86,7 @@ callback_token = "{CALLBACK_TOKEN}"
         udesk,
         _im: im,
         svc,
-        http: reqwest::Client::new(),
+        http: wxdesk_tests::http(),
     }
 }
 
@@ -629,7 +629,7 @@ async fn allow_plaintext_accepts_them_while_switching_modes() {
     );
     let base = start_local(svc).await;
     let ts = now_secs();
-    let r = reqwest::Client::new()
+    let r = wxdesk_tests::http()
         .post(format!("{base}/wechat/{APPID}?{}", plain_query(ts, "s")))
         .body(text_push("switching", 9002, ts))
         .send()
@@ -835,7 +835,7 @@ async fn a_hanging_store_does_not_cost_the_answer() {
     let base = start_local(svc).await;
     let ts = now_secs();
     let started = Instant::now();
-    let r = reqwest::Client::new()
+    let r = wxdesk_tests::http()
         .post(format!(
             "{base}/wechat/{PLAIN_APPID}?{}",
             plain_query(ts, "h")
@@ -912,7 +912,7 @@ async fn admin_routes_answer_only_the_admin_key() {
             start_local(Arc::new(wxdesk::Services::build(cfg).await.unwrap())).await
         }
     };
-    let http = reqwest::Client::new();
+    let http = wxdesk_tests::http();
     let get = |url: String, key: Option<&'static str>| {
         let http = http.clone();
         async move {

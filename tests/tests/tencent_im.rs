@@ -84,7 +84,7 @@ async fn rig_with(name: &str, chatbot: &str) -> Rig {
         base,
         wx,
         im,
-        http: reqwest::Client::new(),
+        http: wxdesk_tests::http(),
     }
 }
 
@@ -234,7 +234,7 @@ async fn image_goes_as_a_tim_image_with_a_staged_url() {
     assert_eq!(info.as_array().unwrap().len(), 3);
     assert_eq!(info[0]["Size"], bytes.len());
     let url = info[0]["URL"].as_str().unwrap();
-    let got = reqwest::get(url).await.unwrap().bytes().await.unwrap();
+    let got = wxdesk_tests::get(url).await.unwrap().bytes().await.unwrap();
     assert_eq!(got.as_ref(), bytes.as_slice());
 }
 
@@ -456,7 +456,7 @@ async fn the_last_agent_is_shared_across_processes_through_the_store() {
     };
     let callbacks = serve(process(stores.clone())).await;
     let pushes = serve(process(stores)).await;
-    let http = reqwest::Client::new();
+    let http = wxdesk_tests::http();
     let q = tim::callback_query(SDKAPPID, CALLBACK_TOKEN, now_secs());
     let body = tim::after_send(
         "agent2",

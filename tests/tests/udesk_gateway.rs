@@ -57,7 +57,7 @@ async fn rig_with(name: &str, aws: bool, extra: &str) -> Rig {
         wx,
         desk,
         svc,
-        http: reqwest::Client::new(),
+        http: wxdesk_tests::http(),
     }
 }
 
@@ -375,6 +375,7 @@ async fn large_media_is_redirected_to_a_presigned_s3_url() {
     let rig = rig_with("large", true, "[media]\nmax_inline_bytes = 10000\n").await;
     let bytes = png(50_000);
     rig.wx.add_media("BIG_1", &bytes, "image/png");
+    wxdesk::support::tls::install();
     let no_redirect = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -387,7 +388,7 @@ async fn large_media_is_redirected_to_a_presigned_s3_url() {
     assert_eq!(r.status(), 302);
     let location = r.headers()["location"].to_str().unwrap().to_owned();
     assert!(location.contains("X-Amz-Signature"), "{location}");
-    let got = reqwest::get(&location).await.unwrap();
+    let got = wxdesk_tests::get(&location).await.unwrap();
     assert_eq!(got.status(), 200);
     assert_eq!(got.bytes().await.unwrap().as_ref(), bytes.as_slice());
 }
@@ -525,7 +526,7 @@ async fn an_unreachable_wechat_gives_errcode_json() {
             .unwrap(),
     );
     let base = start_local(svc).await;
-    let r = reqwest::Client::new()
+    let r = wxdesk_tests::http()
         .post(format!("{base}/udesk/{APPID}/{GATEWAY_KEY}"))
         .body("touser=oU&msgtype=text&text[content]=x")
         .send()
@@ -608,7 +609,7 @@ async fn stable_token_mode_uses_stable_token_and_forces_after_a_rejection() {
     );
     let base = start_local(svc).await;
     let send = || {
-        reqwest::Client::new()
+        wxdesk_tests::http()
             .post(format!("{base}/udesk/{APPID}/{GATEWAY_KEY}"))
             .body("touser=oU&msgtype=text&text[content]=x")
             .send()

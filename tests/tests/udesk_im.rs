@@ -85,7 +85,7 @@ async fn rig(name: &str, aws: bool) -> Rig {
         wx,
         desk,
         svc,
-        http: reqwest::Client::new(),
+        http: wxdesk_tests::http(),
     }
 }
 
@@ -212,7 +212,7 @@ async fn a_wrong_key_is_refused_by_udesk_and_the_customer_gets_success() {
     );
     let base = start_local(svc.clone()).await;
     let ts = now_secs();
-    let r = reqwest::Client::new()
+    let r = wxdesk_tests::http()
         .post(format!("{base}/wechat/{IM_APPID}?{}", plain_query(ts, "k")))
         .body(xml_push("text", "<Content>hi</Content>", 9201, ts))
         .send()
@@ -267,7 +267,7 @@ async fn image_pic_url_is_a_presigned_s3_url_to_the_staged_bytes() {
         pic.contains("X-Amz-Signature") && pic.contains("X-Amz-Expires=86400"),
         "{pic}"
     );
-    let got = reqwest::get(&pic).await.unwrap();
+    let got = wxdesk_tests::get(&pic).await.unwrap();
     assert_eq!(got.status(), 200);
     assert_eq!(got.bytes().await.unwrap().as_ref(), bytes.as_slice());
 }
@@ -292,14 +292,14 @@ async fn voice_media_url_is_served_by_the_local_server_under_a_signed_link() {
     assert_eq!(body.get("Format"), Some("amr"));
     let url = body.get("MediaUrl").unwrap().to_owned();
     assert!(url.starts_with(&format!("{}/media/", rig.base)), "{url}");
-    let got = reqwest::get(&url).await.unwrap();
+    let got = wxdesk_tests::get(&url).await.unwrap();
     assert_eq!(got.status(), 200);
     assert_eq!(got.bytes().await.unwrap().as_ref(), bytes.as_slice());
     // A tampered or missing signature is refused.
     let tampered = url.replace("sig=", "sig=0");
-    assert_eq!(reqwest::get(&tampered).await.unwrap().status(), 403);
+    assert_eq!(wxdesk_tests::get(&tampered).await.unwrap().status(), 403);
     let unsigned = url.split('?').next().unwrap().to_owned();
-    assert_eq!(reqwest::get(&unsigned).await.unwrap().status(), 403);
+    assert_eq!(wxdesk_tests::get(&unsigned).await.unwrap().status(), 403);
 }
 
 #[tokio::test]

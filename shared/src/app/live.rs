@@ -189,7 +189,7 @@ impl Live {
                 .and_then(|v| v.parse().ok())
                 .map_or(DEFAULT_REFRESH, Duration::from_secs);
             // One SDK config for the secret and the stores.
-            let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+            let sdk = crate::store::aws::sdk_loader().load().await;
             let client = aws_sdk_secretsmanager::Client::new(&sdk);
             let source = Source::Secret { client, id };
             return Self::start_with(source, store, Some(every), Some(&sdk)).await;

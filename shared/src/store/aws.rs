@@ -26,6 +26,17 @@ pub(crate) const TTL_ATTRIBUTE: &str = "expires_at";
 /// attributes, so the index holds the outbox and nothing else.
 pub const OUTBOX_INDEX: &str = "outbox";
 
+/// The AWS SDK's config loader with our HTTPS client: rustls on ring, as everywhere else
+/// (Cargo.toml says why). The SDK crates are built without their own default client, so a
+/// config loaded any other way has none and every call would fail.
+pub fn sdk_loader() -> aws_config::ConfigLoader {
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http)
+}
+
 #[derive(Clone)]
 pub struct AwsStore {
     ddb: Client,

@@ -231,7 +231,7 @@ impl Stores {
             } => {
                 let sdk = match sdk {
                     Some(sdk) => sdk.clone(),
-                    None => aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await,
+                    None => aws::sdk_loader().load().await,
                 };
                 let ddb = aws_sdk_dynamodb::Client::new(&sdk);
                 Stores {

@@ -8,4 +8,5 @@ pub mod localtime;
 pub mod outbound;
 pub mod retry;
 pub mod secret;
+pub mod tls;
 pub mod url;
