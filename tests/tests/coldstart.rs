@@ -22,21 +22,22 @@ use wxdesk_tests::*;
 /// What the Runtime API saw, with when.
 #[derive(Default)]
 struct Seen {
-    ready: Option<Instant>,
-    response: Option<(Instant, String)>,
+    /// Each `GET /next`: the first is "ready".
+    nexts: Vec<Instant>,
+    responses: Vec<(Instant, String)>,
     error: Option<String>,
 }
 
-/// A Runtime API that hands out `event` once and then holds every further `next`.
-async fn runtime_api(event: String, seen: Arc<Mutex<Seen>>) -> String {
+/// A Runtime API that hands out `events` in turn and then holds every further `next`.
+async fn runtime_api(events: Vec<String>, seen: Arc<Mutex<Seen>>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let (event, seen) = (event.clone(), seen.clone());
+            let (events, seen) = (events.clone(), seen.clone());
             tokio::spawn(async move {
                 let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let (event, seen) = (event.clone(), seen.clone());
+                    let (events, seen) = (events.clone(), seen.clone());
                     async move {
                         let path = req.uri().path().to_owned();
                         let body = req
@@ -48,21 +49,19 @@ async fn runtime_api(event: String, seen: Arc<Mutex<Seen>>) -> String {
                         let body = String::from_utf8_lossy(&body).into_owned();
                         let mut resp = hyper::Response::new(Full::new(Bytes::new()));
                         if path.ends_with("/invocation/next") {
-                            let first = {
+                            let event = {
                                 let mut s = seen.lock().unwrap();
-                                let first = s.ready.is_none();
-                                if first {
-                                    s.ready = Some(Instant::now());
-                                }
-                                first
+                                s.nexts.push(Instant::now());
+                                events.get(s.nexts.len() - 1).cloned()
                             };
-                            if !first {
-                                std::future::pending::<()>().await;
-                            }
+                            let Some(event) = event else {
+                                return std::future::pending().await;
+                            };
                             let deadline = wxdesk::support::clock::unix_ms() + 6000;
                             *resp.body_mut() = Full::new(Bytes::from(event));
                             let h = resp.headers_mut();
-                            h.insert("lambda-runtime-aws-request-id", "req-1".parse().unwrap());
+                            let id = format!("req-{}", seen.lock().unwrap().nexts.len());
+                            h.insert("lambda-runtime-aws-request-id", id.parse().unwrap());
                             h.insert(
                                 "lambda-runtime-deadline-ms",
                                 deadline.to_string().parse().unwrap(),
@@ -78,7 +77,7 @@ async fn runtime_api(event: String, seen: Arc<Mutex<Seen>>) -> String {
                                 "Root=1-00000000-000000000000000000000000".parse().unwrap(),
                             );
                         } else if path.ends_with("/response") {
-                            seen.lock().unwrap().response = Some((Instant::now(), body));
+                            seen.lock().unwrap().responses.push((Instant::now(), body));
                             *resp.status_mut() = hyper::StatusCode::ACCEPTED;
                         } else if path.ends_with("/error") {
                             seen.lock().unwrap().error = Some(body);
@@ -148,15 +147,17 @@ async fn wechat_callback_cold_start() {
         .send()
         .await
         .unwrap();
-    // One plain push, as API Gateway hands it over.
+    // Two plain pushes, as API Gateway hands them over: the first pays what a cold
+    // instance pays, the second shows what is left once it is warm.
     let ts = now_secs();
     let sig = wxdesk::wechat::signature::push_signature("coldstart-token", &ts.to_string(), "n");
-    let body = format!(
-        "<xml><ToUserName><![CDATA[gh]]></ToUserName><FromUserName><![CDATA[oColdStart]]></FromUserName>\
-         <CreateTime>{ts}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[warm?]]></Content>\
-         <MsgId>1</MsgId></xml>"
-    );
-    let event = serde_json::json!({
+    let event = |id: u32| {
+        let body = format!(
+            "<xml><ToUserName><![CDATA[gh]]></ToUserName><FromUserName><![CDATA[oColdStart]]></FromUserName>\
+             <CreateTime>{ts}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[warm {id}?]]></Content>\
+             <MsgId>{id}</MsgId></xml>"
+        );
+        serde_json::json!({
         "version": "2.0", "routeKey": "ANY /wechat/{appid}", "rawPath": "/wechat/wxcoldstart000001",
         "rawQueryString": format!("signature={sig}&timestamp={ts}&nonce=n"),
         "headers": {"content-type": "text/xml"},
@@ -166,69 +167,92 @@ async fn wechat_callback_cold_start() {
             "http": {"method": "POST", "path": "/wechat/wxcoldstart000001", "protocol": "HTTP/1.1", "sourceIp": "101.226.103.0", "userAgent": "wx"},
             "requestId": "cs", "routeKey": "ANY /wechat/{appid}", "stage": "$default", "time": "01/Dec/2026:00:00:00 +0000", "timeEpoch": ts * 1000},
         "body": body, "isBase64Encoded": false
-    })
-    .to_string();
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let api = runtime_api(event, seen.clone()).await;
+        })
+        .to_string()
+    };
     let exe = bootstrap();
-    let started = Instant::now();
-    let mut child = std::process::Command::new(&exe)
-        .env_clear()
-        .env("AWS_LAMBDA_RUNTIME_API", &api)
-        .env("AWS_LAMBDA_FUNCTION_NAME", "wechat-callback")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("AWS_LAMBDA_LOG_STREAM_NAME", "cs")
-        .env("AWS_LAMBDA_LOG_GROUP_NAME", "cs")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_ENDPOINT_URL", moto())
-        .env("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_local())
-        .env("WXDESK_FUNCTION", "wechat-callback")
-        .env("WXDESK_CONFIG_SECRET", &secret)
-        .env("WXDESK_DEDUP_TABLE", &inbox)
-        .env("WXDESK_TOKENS_TABLE", &tokens)
-        .env("WXDESK_MEDIA_BUCKET", &bucket)
-        .env("WXDESK_QUEUE_URL", &queue_url)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while seen.lock().unwrap().response.is_none()
-        && seen.lock().unwrap().error.is_none()
-        && Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(1)).await;
+    // Two cold starts: DynamoDB Local (a JVM) and moto are slow on a table's and a queue's
+    // first requests, so the first run warms them and the second gives the function's figures.
+    for round in 0..2u32 {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let api = runtime_api(
+            vec![event(2 * round + 1), event(2 * round + 2)],
+            seen.clone(),
+        )
+        .await;
+        let started = Instant::now();
+        let mut child = std::process::Command::new(&exe)
+            .env_clear()
+            .env("AWS_LAMBDA_RUNTIME_API", &api)
+            .env("AWS_LAMBDA_FUNCTION_NAME", "wechat-callback")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("AWS_LAMBDA_LOG_STREAM_NAME", "cs")
+            .env("AWS_LAMBDA_LOG_GROUP_NAME", "cs")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_ENDPOINT_URL", moto())
+            .env("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_local())
+            .env("WXDESK_FUNCTION", "wechat-callback")
+            .env("WXDESK_CONFIG_SECRET", &secret)
+            .env("WXDESK_DEDUP_TABLE", &inbox)
+            .env("WXDESK_TOKENS_TABLE", &tokens)
+            .env("WXDESK_MEDIA_BUCKET", &bucket)
+            .env("WXDESK_QUEUE_URL", &queue_url)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while seen.lock().unwrap().responses.len() < 2
+            && seen.lock().unwrap().error.is_none()
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let s = seen.lock().unwrap();
+        assert!(
+            s.error.is_none(),
+            "the function reported an error: {:?}",
+            s.error
+        );
+        assert_eq!(
+            s.responses.len(),
+            2,
+            "the function did not answer both pushes"
+        );
+        let ready = s.nexts[0] - started;
+        let first = s.responses[0].0 - s.nexts[0];
+        let second = s.responses[1].0 - s.nexts[1];
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        eprintln!(
+            "cold start of {} ({}): exec → ready {:.1} ms, first push {:.1} ms, second push {:.1} ms",
+            exe.display(),
+            if round == 0 {
+                "stand-ins cold"
+            } else {
+                "stand-ins warm"
+            },
+            ms(ready),
+            ms(first),
+            ms(second),
+        );
+        for (i, (_, response)) in s.responses.iter().enumerate() {
+            let v: serde_json::Value = serde_json::from_str(response).unwrap();
+            assert_eq!(v["statusCode"], 200, "{response}");
+            let want = format!("echo: warm {}?", 2 * round + i as u32 + 1);
+            assert!(
+                v["body"].as_str().unwrap_or("").contains(&want),
+                "{response}"
+            );
+        }
+        // A loose bound for the test build; the release figures are in the README.
+        assert!(
+            ready < Duration::from_secs(2),
+            "exec → ready took {ready:?}"
+        );
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    let s = seen.lock().unwrap();
-    assert!(
-        s.error.is_none(),
-        "the function reported an error: {:?}",
-        s.error
-    );
-    let ready = s.ready.expect("the function never asked for an event") - started;
-    let (at, response) = s.response.clone().expect("no response");
-    let first = at - started;
-    eprintln!(
-        "cold start of {}: exec → ready {:.1} ms, exec → first response {:.1} ms (the push itself {:.1} ms)",
-        exe.display(),
-        ready.as_secs_f64() * 1000.0,
-        first.as_secs_f64() * 1000.0,
-        (first - ready).as_secs_f64() * 1000.0
-    );
-    let v: serde_json::Value = serde_json::from_str(&response).unwrap();
-    assert_eq!(v["statusCode"], 200, "{response}");
-    assert!(
-        v["body"].as_str().unwrap_or("").contains("echo: warm?"),
-        "{response}"
-    );
-    // A loose bound for the test build; the release figures are in the README.
-    assert!(
-        ready < Duration::from_secs(2),
-        "exec → ready took {ready:?}"
-    );
 }

@@ -17,8 +17,8 @@ pub(crate) const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 /// bounded connect time, no redirects (an API that redirects is misconfigured, and a
 /// redirect would carry our credentials elsewhere).
 pub(crate) fn http_client() -> reqwest::Client {
-    super::tls::install();
     reqwest::Client::builder()
+        .tls_backend_preconfigured(super::tls::client_config())
         .connect_timeout(Duration::from_secs(2))
         .pool_idle_timeout(Duration::from_secs(50))
         .redirect(reqwest::redirect::Policy::none())
@@ -230,8 +230,8 @@ impl Fetcher {
     /// `allow_local`: accept http and loopback/private addresses too. Only for tests whose
     /// stand-ins listen on loopback; never in production.
     pub fn new(allow_local: bool, timeout: Duration) -> Self {
-        super::tls::install();
         let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(super::tls::client_config())
             .connect_timeout(Duration::from_secs(2))
             .no_proxy()
             .dns_resolver(Arc::new(PublicOnly { allow_local }))
