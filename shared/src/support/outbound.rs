@@ -221,7 +221,9 @@ impl reqwest::dns::Resolve for PublicOnly {
 
 /// The guarded fetch for URLs from outside.
 pub struct Fetcher {
-    http: reqwest::Client,
+    /// None if the guarded client could not be built: then nothing is fetched, rather than
+    /// through a client without the guards.
+    http: Option<reqwest::Client>,
     allow_local: bool,
     timeout: Duration,
 }
@@ -251,7 +253,8 @@ impl Fetcher {
             }))
             .user_agent(concat!("wxdesk/", env!("CARGO_PKG_VERSION")))
             .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
+            .inspect_err(|e| tracing::error!(error = %e, "cannot build the guarded HTTP client"))
+            .ok();
         Self {
             http,
             allow_local,
@@ -293,8 +296,10 @@ impl Fetcher {
         max: usize,
     ) -> Result<(String, Bytes), FetchError> {
         let u = self.check(url, allow)?;
-        let resp = self
-            .http
+        let Some(http) = &self.http else {
+            return Err(FetchError::Transport("no guarded HTTP client".into()));
+        };
+        let resp = http
             .get(u)
             .timeout(self.timeout)
             .send()
