@@ -318,16 +318,8 @@ impl InboxStore for AwsStore {
                     attempt,
                 })
             }
-            Err(SdkError::ServiceError(se))
-                if matches!(
-                    se.err(),
-                    UpdateItemError::ConditionalCheckFailedException(_)
-                ) =>
-            {
-                let old = match se.into_err() {
-                    UpdateItemError::ConditionalCheckFailedException(e) => e.item,
-                    _ => None,
-                };
+            Err(e) => {
+                let old = refused_item("UpdateItem (claim)", e)?;
                 let existing = match old {
                     Some(item) => Some(entry_from_item(c.key, &item)?),
                     None => self.read(c.key).await?,
@@ -336,7 +328,6 @@ impl InboxStore for AwsStore {
                 // changed since, treating it as in flight never forwards twice.
                 Ok(decide(existing.as_ref(), c.now_ms).unwrap_or(Claim::InFlight))
             }
-            Err(e) => Err(sdk_err("UpdateItem (claim)", e)),
         }
     }
 
@@ -509,16 +500,8 @@ impl InboxStore for AwsStore {
                 Some(item) => Ok(Taken::Entry(entry_from_item(key, item)?)),
                 None => Err(StoreError::Corrupt(format!("{key}: take returned no item"))),
             },
-            Err(SdkError::ServiceError(se))
-                if matches!(
-                    se.err(),
-                    UpdateItemError::ConditionalCheckFailedException(_)
-                ) =>
-            {
-                let old = match se.into_err() {
-                    UpdateItemError::ConditionalCheckFailedException(e) => e.item,
-                    _ => None,
-                };
+            Err(e) => {
+                let old = refused_item("UpdateItem (take)", e)?;
                 let old = old.map(|i| entry_from_item(key, &i)).transpose()?;
                 Ok(match decide_take(old.as_ref(), now_ms) {
                     // It changed between the write and this read: look again shortly.
@@ -526,7 +509,6 @@ impl InboxStore for AwsStore {
                     other => other,
                 })
             }
-            Err(e) => Err(sdk_err("UpdateItem (take)", e)),
         }
     }
 
@@ -622,6 +604,29 @@ fn claim_values(c: &NewClaim<'_>) -> HashMap<String, AttributeValue> {
         v.insert(":outbox".to_owned(), s(&Shelf::InFlight.partition(c.key)));
     }
     v
+}
+
+/// An UpdateItem whose condition failed: the item as it was (when the request asked for
+/// `ReturnValuesOnConditionCheckFailure::AllOld`; None if there was none). Any other
+/// failure is the store's error, named by `what`.
+fn refused_item<R: std::fmt::Debug>(
+    what: &str,
+    e: SdkError<UpdateItemError, R>,
+) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
+    match e {
+        SdkError::ServiceError(se)
+            if matches!(
+                se.err(),
+                UpdateItemError::ConditionalCheckFailedException(_)
+            ) =>
+        {
+            match se.into_err() {
+                UpdateItemError::ConditionalCheckFailedException(c) => Ok(c.item),
+                _ => Ok(None),
+            }
+        }
+        e => Err(sdk_err(what, e)),
+    }
 }
 
 fn is_condition_failed(e: &SdkError<UpdateItemError, impl std::fmt::Debug>) -> bool {
