@@ -203,6 +203,24 @@ fn percentile(mut v: Vec<Duration>, p: f64) -> Duration {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
+/// Services on `stores`, on the system clock.
+fn services(cfg: wxdesk::Config, stores: wxdesk::store::Stores) -> Arc<wxdesk::Services> {
+    Arc::new(wxdesk::Services::with_parts(
+        cfg,
+        stores,
+        Arc::new(wxdesk::support::clock::SystemClock),
+    ))
+}
+
+/// Services on the stores `text` configures, their inbox behind a `FaultyInbox`.
+async fn with_faulty_inbox(text: &str) -> (Arc<wxdesk::Services>, Arc<FaultyInbox>) {
+    let cfg = wxdesk::Config::parse(text).unwrap();
+    let mut stores = wxdesk::store::Stores::open(&cfg.store).await.unwrap();
+    let inbox = FaultyInbox::new(stores.inbox.clone());
+    stores.inbox = inbox.clone();
+    (services(cfg, stores), inbox)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_hundred_messages_survive_desk_and_store_faults() {
     const CUSTOMERS: usize = 20;
@@ -213,15 +231,7 @@ async fn two_hundred_messages_survive_desk_and_store_faults() {
         &desk.url,
         "[delivery]\nfirst_retry_secs = 1\nmax_retry_secs = 4\ndesk_timeout_ms = 3000\n",
     );
-    let cfg = wxdesk::Config::parse(&text).unwrap();
-    let mut stores = wxdesk::store::Stores::open(&cfg.store).await.unwrap();
-    let inbox = FaultyInbox::new(stores.inbox.clone());
-    stores.inbox = inbox.clone();
-    let svc = Arc::new(wxdesk::Services::with_parts(
-        cfg,
-        stores,
-        Arc::new(wxdesk::support::clock::SystemClock),
-    ));
+    let (svc, inbox) = with_faulty_inbox(&text).await;
     let base = start_local(svc.clone()).await;
     let http = wxdesk_tests::http();
     let started = Instant::now();
@@ -416,11 +426,7 @@ async fn a_frozen_lambdas_message_is_delivered_by_the_worker_from_sqs() {
     let (stores, sqs, url) = aws_stores_with_queue().await;
     let aws = "[store]\nbackend = \"aws\"\ndedup_table = \"unused\"\n[delivery]\nfirst_retry_secs = 1\nmax_retry_secs = 2\n";
     let cfg = wxdesk::Config::parse(&config_text(aws, &desk.url, "")).unwrap();
-    let svc = Arc::new(wxdesk::Services::with_parts(
-        cfg,
-        stores,
-        Arc::new(wxdesk::support::clock::SystemClock),
-    ));
+    let svc = services(cfg, stores);
     // The callback function's request, through the Lambda adapter.
     let ts = now_secs();
     let req = lambda_http::http::Request::builder()
@@ -505,11 +511,7 @@ async fn requests_per_message_on_the_happy_and_the_retried_path() {
     stores.queue = queue.clone();
     let aws = "[store]\nbackend = \"aws\"\ndedup_table = \"unused\"\n[delivery]\nfirst_retry_secs = 1\nmax_retry_secs = 2\n";
     let cfg = wxdesk::Config::parse(&config_text(aws, &desk.url, "")).unwrap();
-    let svc = Arc::new(wxdesk::Services::with_parts(
-        cfg,
-        stores,
-        Arc::new(wxdesk::support::clock::SystemClock),
-    ));
+    let svc = services(cfg, stores);
     let base = start_local(svc.clone()).await;
     let http = wxdesk_tests::http();
     let send = |customer: &'static str, id: u64| {
@@ -606,15 +608,7 @@ async fn a_message_that_cannot_be_kept_is_not_answered_success() {
         &desk.url,
         "[delivery]\nfirst_retry_secs = 1\nmax_retry_secs = 2\n",
     );
-    let cfg = wxdesk::Config::parse(&text).unwrap();
-    let mut stores = wxdesk::store::Stores::open(&cfg.store).await.unwrap();
-    let inbox = FaultyInbox::new(stores.inbox.clone());
-    stores.inbox = inbox.clone();
-    let svc = Arc::new(wxdesk::Services::with_parts(
-        cfg,
-        stores,
-        Arc::new(wxdesk::support::clock::SystemClock),
-    ));
+    let (svc, inbox) = with_faulty_inbox(&text).await;
     let base = start_local(svc).await;
     let http = wxdesk_tests::http();
     inbox.set(StoreFault::Fail);

@@ -36,11 +36,7 @@ fn config_errors_exit_non_zero_and_name_the_key() {
 
 /// WeChat's URL verification for the example config's account, signed now.
 fn verification(echostr: &str) -> String {
-    let ts = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        .to_string();
+    let ts = (wxdesk::support::clock::unix_ms() / 1000).to_string();
     let sig = wxdesk::wechat::signature::push_signature("replace-with-your-token", &ts, "n");
     format!(
         "GET /wechat/wx0000000000000000?signature={sig}&timestamp={ts}&nonce=n&echostr={echostr} \
@@ -304,11 +300,7 @@ fn send_push(
     msg_id: u64,
     content: &str,
 ) -> std::thread::JoinHandle<String> {
-    let ts = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        .to_string();
+    let ts = (wxdesk::support::clock::unix_ms() / 1000).to_string();
     let sig = wxdesk::wechat::signature::push_signature("crash-token", &ts, "n");
     let body = format!(
         "<xml><ToUserName><![CDATA[gh]]></ToUserName><FromUserName><![CDATA[{customer}]]></FromUserName>\
