@@ -92,26 +92,29 @@ fn serves_the_example_config() {
 
 /// The README's "try it": the example config alone, the echo desk, and `simulate`
 /// playing WeChat against the running server.
+/// `wxdesk-local simulate` with `cfg`'s account `appid`, sending `text` to `url`.
+fn simulate(cfg: &std::path::Path, appid: &str, text: &str, url: &str) -> std::process::Output {
+    Command::new(BIN)
+        .args([
+            "simulate",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--app",
+            appid,
+            "--text",
+            text,
+            "--url",
+            url,
+        ])
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn simulate_sees_the_echo_desk_answer() {
     let (_dir, cfg, port) = example_setup("simulate");
     let mut server = start_server(&cfg, port);
-    let run = |text: &str, url: &str| {
-        Command::new(BIN)
-            .args([
-                "simulate",
-                "--config",
-                cfg.to_str().unwrap(),
-                "--app",
-                "wx0000000000000000",
-                "--text",
-                text,
-                "--url",
-                url,
-            ])
-            .output()
-            .unwrap()
-    };
+    let run = |text: &str, url: &str| simulate(&cfg, "wx0000000000000000", text, url);
     let out = run("hello there", &format!("http://127.0.0.1:{port}"));
     // Nothing listens there: an error and a non-zero exit.
     let down = run("x", "http://127.0.0.1:9");
@@ -443,22 +446,8 @@ fn kill_9_mid_delivery_loses_nothing() {
 fn sighup_reloads_the_config_file() {
     let (dir, cfg, port) = example_setup("reload");
     let mut server = start_server(&cfg, port);
-    let simulate = |appid: &str| {
-        Command::new(BIN)
-            .args([
-                "simulate",
-                "--config",
-                cfg.to_str().unwrap(),
-                "--app",
-                appid,
-                "--text",
-                "reloaded",
-                "--url",
-                &format!("http://127.0.0.1:{port}"),
-            ])
-            .output()
-            .unwrap()
-    };
+    let url = format!("http://127.0.0.1:{port}");
+    let simulate = |appid: &str| simulate(&cfg, appid, "reloaded", &url);
     let hup = |pid: u32| {
         let ok = Command::new("kill")
             .args(["-HUP", &pid.to_string()])
