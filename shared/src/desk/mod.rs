@@ -82,3 +82,16 @@ pub trait Desk: Send + Sync {
     /// found, or why not.
     async fn check(&self) -> Result<String, String>;
 }
+
+/// Forwards within `budget`: the desk is told its budget, and one that overruns it anyway
+/// is cut off as a `Timeout`.
+pub async fn forward_within(
+    desk: &dyn Desk,
+    msg: &Message,
+    xml: &str,
+    budget: Duration,
+) -> Result<DeskReply, DeskError> {
+    tokio::time::timeout(budget, desk.forward(msg, xml, budget))
+        .await
+        .unwrap_or(Err(DeskError::Timeout(budget)))
+}

@@ -23,7 +23,7 @@ use tracing::{error, info, warn};
 use crate::config::{AppConfig, DeliveryConfig};
 use crate::context::Context;
 use crate::desk::tencent_im::agent;
-use crate::desk::{Desk, DeskError, DeskReply};
+use crate::desk::{Desk, DeskError, DeskReply, forward_within};
 use crate::store::idempotency::Claimed;
 use crate::store::queue::Job;
 use crate::store::{Outcome, Taken, conversation, entry_ref, new_claim_id};
@@ -352,12 +352,7 @@ async fn customer_message(
         return Verdict::Dead("the account has no desk".into());
     };
     let timeout = Duration::from_millis(ctx.config.delivery.desk_timeout_ms);
-    let result =
-        match tokio::time::timeout(timeout, desk.forward(&msg, &entry.payload, timeout)).await {
-            Ok(r) => r,
-            Err(_) => Err(DeskError::Timeout(timeout)),
-        };
-    match result {
+    match forward_within(desk, &msg, &entry.payload, timeout).await {
         Ok(DeskReply::Empty) => Verdict::Delivered,
         Ok(DeskReply::Passive(xml)) => late_answer(ctx, app, &msg, &xml).await,
         // The desk took the message; only its answer is unusable.

@@ -313,16 +313,15 @@ async fn forward(
     deadline: Instant,
 ) -> Result<(), Failure> {
     let budget = deadline.saturating_duration_since(Instant::now());
-    let reply = match tokio::time::timeout(budget, desk.forward(msg, xml, budget)).await {
-        Err(_) => return Err(Failure::retry("the desk did not answer in time", None)),
+    let reply = match crate::desk::forward_within(desk, msg, xml, budget).await {
         // The desk took the message; only its answer is unusable.
-        Ok(Err(crate::desk::DeskError::UnexpectedAnswer(why))) => {
+        Err(crate::desk::DeskError::UnexpectedAnswer(why)) => {
             warn!(appid = %app.appid, reason = %why, "the desk's answer to a hand-off is ignored");
             return Ok(());
         }
-        Ok(Err(e)) if e.is_permanent() => return Err(Failure::never(e.to_string())),
-        Ok(Err(e)) => return Err(Failure::retry(e.to_string(), None)),
-        Ok(Ok(r)) => r,
+        Err(e) if e.is_permanent() => return Err(Failure::never(e.to_string())),
+        Err(e) => return Err(Failure::retry(e.to_string(), None)),
+        Ok(r) => r,
     };
     let DeskReply::Passive(passive) = reply else {
         return Ok(());

@@ -237,10 +237,7 @@ async fn push(
         .saturating_duration_since(Instant::now())
         .saturating_sub(RECORD_RESERVE);
     let desk_started = Instant::now();
-    let result = match tokio::time::timeout(budget, desk.forward(&msg, &payload, budget)).await {
-        Ok(r) => r,
-        Err(_) => Err(crate::desk::DeskError::Timeout(budget)),
-    };
+    let result = crate::desk::forward_within(desk, &msg, &payload, budget).await;
     metric(
         "DeskLatency",
         desk_started.elapsed().as_secs_f64() * 1000.0,
