@@ -105,6 +105,7 @@ pub(crate) async fn defer(ctx: &Context, claimed: &Claimed, d: Deferral<'_>) -> 
     }
     let appid = claimed.key.split('#').next().unwrap_or("");
     let now = ctx.clock.unix_ms();
+    let until = expires_at(ctx, now);
     // Queued first: a job that arrives before the entry is pending waits for the
     // claim's lease; an entry recorded as queued always has its job.
     let queued = enqueue(ctx, &claimed.key, d.group, 0).await;
@@ -113,7 +114,7 @@ pub(crate) async fn defer(ctx: &Context, claimed: &Claimed, d: Deferral<'_>) -> 
         due_ms: d.due_ms,
         group: d.group,
         answer: d.answer,
-        expires_at: expires_at(ctx, now),
+        expires_at: until,
         queued,
     };
     if !claimed
@@ -124,13 +125,11 @@ pub(crate) async fn defer(ctx: &Context, claimed: &Claimed, d: Deferral<'_>) -> 
         return queued;
     }
     metric("Deferred", 1.0, "Count");
-    if let Some(openid) = d.customer {
-        let until = expires_at(ctx, now);
-        if let Err(e) =
+    if let Some(openid) = d.customer
+        && let Err(e) =
             conversation::set_backlog(ctx.inbox.as_ref(), appid, openid, &claimed.key, until).await
-        {
-            warn!(entry = %found, error = %e, "could not mark the customer's backlog; a later message may overtake this one");
-        }
+    {
+        warn!(entry = %found, error = %e, "could not mark the customer's backlog; a later message may overtake this one");
     }
     info!(appid, entry = %found, reason = d.error, "delivery left to the outbox");
     true
