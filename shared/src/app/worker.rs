@@ -179,11 +179,11 @@ pub async fn handle_sqs_batch(svc: &Arc<Services>, records: &[Value]) -> Value {
                 // Which jobs it held is unknown: try the whole batch again (a job whose
                 // entry is settled is dropped by its take) rather than let SQS delete it.
                 error!(error = %e, "a delivery task failed; the batch is tried again");
-                return json!({ "batchItemFailures": records
-                    .iter()
-                    .filter_map(|r| r.get("messageId").and_then(Value::as_str))
-                    .map(|id| json!({ "itemIdentifier": id }))
-                    .collect::<Vec<_>>() });
+                return batch_failures(
+                    records
+                        .iter()
+                        .filter_map(|r| r.get("messageId").and_then(Value::as_str)),
+                );
             }
         }
     }
@@ -197,12 +197,13 @@ pub async fn handle_sqs_batch(svc: &Arc<Services>, records: &[Value]) -> Value {
             }
         }
     }
-    json!({
-        "batchItemFailures": failures
-            .into_iter()
-            .map(|id| json!({ "itemIdentifier": id }))
-            .collect::<Vec<_>>()
-    })
+    batch_failures(failures.iter().map(String::as_str))
+}
+
+/// A partial batch response: the records SQS is to deliver again.
+fn batch_failures<'a>(ids: impl Iterator<Item = &'a str>) -> Value {
+    let items: Vec<Value> = ids.map(|id| json!({ "itemIdentifier": id })).collect();
+    json!({ "batchItemFailures": items })
 }
 
 /// The `deliver-worker` function's main: an SQS batch is delivered; any other event (the
