@@ -779,12 +779,14 @@ impl Config {
         })
     }
 
-    pub fn load_file(path: &str) -> Result<Config, ConfigError> {
+    /// Also returns the document as read, so that what runs and what a reload compares
+    /// against come from the same read.
+    pub fn load_file(path: &str) -> Result<(Config, String), ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Self::parse(&text)
+        Ok((Self::parse(&text)?, text))
     }
 
     /// The `[store]` template.yaml gives a function through its environment

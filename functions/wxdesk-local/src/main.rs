@@ -97,7 +97,7 @@ async fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let config_path = config;
-    let config = match wxdesk::Config::load_file(&config_path) {
+    let (config, config_text) = match wxdesk::Config::load_file(&config_path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("wxdesk-local: {e}");
@@ -122,7 +122,9 @@ async fn main() -> ExitCode {
     let svc = match svc {
         Ok(s) => Arc::new(s),
         // The embedded store is held by a server on this config: ask that server.
-        Err(e) if e.to_string().contains("already open") && !matches!(command, Command::Serve) => {
+        Err(wxdesk::app::InitError::Store(wxdesk::store::StoreError::InUse(_)))
+            if !matches!(command, Command::Serve) =>
+        {
             let Some(admin) = admin_key else {
                 eprintln!(
                     "wxdesk-local: the store is in use by a running wxdesk-local; set [server] admin_key in the config (the server reads it on SIGHUP) to let this command ask it"
@@ -192,7 +194,11 @@ async fn main() -> ExitCode {
     );
     // The config file is read again on SIGHUP; a version that fails validation is refused
     // and the running one stays.
-    let live = Arc::new(wxdesk::app::live::Live::from_file(svc, config_path.into()));
+    let live = Arc::new(wxdesk::app::live::Live::from_file(
+        svc,
+        config_path.into(),
+        &config_text,
+    ));
     let reloader = live.clone();
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};

@@ -104,12 +104,12 @@ impl Source {
                             aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
                         )
                     })?;
-                let bytes = match (out.secret_string(), out.secret_binary()) {
-                    (Some(s), _) => s.as_bytes().to_vec(),
-                    (None, Some(b)) => b.as_ref().to_vec(),
+                let bytes: &[u8] = match (out.secret_string(), out.secret_binary()) {
+                    (Some(s), _) => s.as_bytes(),
+                    (None, Some(b)) => b.as_ref(),
                     (None, None) => return Err("the secret has no value".into()),
                 };
-                document(&bytes).map(Some)
+                document(bytes).map(Some)
             }
         }
     }
@@ -170,12 +170,10 @@ impl Live {
         ))
     }
 
-    /// The local server: `svc` built from the file at `path`, which `reload` reads again.
-    pub fn from_file(svc: Arc<Services>, path: PathBuf) -> Live {
-        let version = std::fs::read_to_string(&path)
-            .map(|t| digest(&t))
-            .unwrap_or_default();
-        Self::new(svc, Source::File(path), None, None, version)
+    /// The local server: `svc` built from `text`, read from the file at `path`, which
+    /// `reload` reads again.
+    pub fn from_file(svc: Arc<Services>, path: PathBuf, text: &str) -> Live {
+        Self::new(svc, Source::File(path), None, None, digest(text))
     }
 
     /// Lambda init, from the environment (see the module's documentation).

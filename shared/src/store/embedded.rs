@@ -66,8 +66,12 @@ impl EmbeddedStore {
             StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
         })?;
         let file = dir.join("wxdesk.redb");
-        let db = Database::create(&file)
-            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", file.display())))?;
+        let db = Database::create(&file).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => {
+                StoreError::InUse(file.display().to_string())
+            }
+            e => StoreError::Unavailable(format!("cannot open {}: {e}", file.display())),
+        })?;
         let w = db.begin_write().map_err(unavailable)?;
         w.open_table(INBOX).map_err(unavailable)?;
         w.open_table(OUTBOX).map_err(unavailable)?;

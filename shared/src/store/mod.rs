@@ -21,6 +21,9 @@ pub enum StoreError {
     Unavailable(String),
     #[error("stored record is corrupt: {0}")]
     Corrupt(String),
+    /// The embedded store's file is held by another process (a running wxdesk-local).
+    #[error("{0} is in use by another process (a running wxdesk-local?)")]
+    InUse(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
