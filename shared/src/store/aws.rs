@@ -43,7 +43,8 @@ pub struct AwsStore {
     dedup_table: String,
 }
 
-fn sdk_err<E: std::error::Error + Send + Sync + 'static, R: std::fmt::Debug>(
+/// An AWS call's failure as the store's (every SDK crate shares this error type).
+pub(crate) fn sdk_err<E: std::error::Error + Send + Sync + 'static, R: std::fmt::Debug>(
     what: &str,
     e: SdkError<E, R>,
 ) -> StoreError {
@@ -827,16 +828,6 @@ impl S3Media {
             bucket: bucket.into(),
         }
     }
-
-    fn s3_err<E: std::error::Error + Send + Sync + 'static, R: std::fmt::Debug>(
-        what: &str,
-        e: aws_sdk_s3::error::SdkError<E, R>,
-    ) -> StoreError {
-        StoreError::Unavailable(format!(
-            "{what}: {}",
-            aws_sdk_s3::error::DisplayErrorContext(&e)
-        ))
-    }
 }
 
 fn too_old(last_modified: Option<&aws_sdk_s3::primitives::DateTime>) -> bool {
@@ -865,7 +856,7 @@ impl MediaStore for S3Media {
             ))
             .send()
             .await
-            .map_err(|e| Self::s3_err("PutObject", e))?;
+            .map_err(|e| sdk_err("PutObject", e))?;
         Ok(())
     }
 
@@ -885,7 +876,7 @@ impl MediaStore for S3Media {
             {
                 return Ok(None);
             }
-            Err(e) => return Err(Self::s3_err("GetObject", e)),
+            Err(e) => return Err(sdk_err("GetObject", e)),
         };
         if too_old(out.last_modified()) {
             return Ok(None);
@@ -934,7 +925,7 @@ impl MediaStore for S3Media {
             {
                 Ok(None)
             }
-            Err(e) => Err(Self::s3_err("HeadObject", e)),
+            Err(e) => Err(sdk_err("HeadObject", e)),
         }
     }
 
@@ -948,7 +939,7 @@ impl MediaStore for S3Media {
             .key(key)
             .presigned(cfg)
             .await
-            .map_err(|e| Self::s3_err("presign GetObject", e))?;
+            .map_err(|e| sdk_err("presign GetObject", e))?;
         Ok(Some(req.uri().to_owned()))
     }
 }

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::StoreError;
+use super::aws::sdk_err;
 use crate::support::hex::hex_lower;
 
 /// One pending inbox entry to deliver.
@@ -90,16 +91,6 @@ impl SqsQueue {
     }
 }
 
-fn sqs_err<E: std::error::Error + Send + Sync + 'static, R: std::fmt::Debug>(
-    what: &str,
-    e: aws_sdk_sqs::error::SdkError<E, R>,
-) -> StoreError {
-    StoreError::Unavailable(format!(
-        "SQS {what}: {}",
-        aws_sdk_sqs::error::DisplayErrorContext(&e)
-    ))
-}
-
 /// An SQS message body as a job (the Lambda worker gets the same bodies in its event).
 pub fn job_from_body(body: &str) -> Result<Job, StoreError> {
     serde_json::from_str(body).map_err(|e| StoreError::Corrupt(format!("queue message: {e}")))
@@ -117,7 +108,7 @@ impl JobQueue for SqsQueue {
             .message_deduplication_id(digest(&[&job.key, &job.generation.to_string()]))
             .send()
             .await
-            .map_err(|e| sqs_err("SendMessage", e))?;
+            .map_err(|e| sdk_err("SQS SendMessage", e))?;
         Ok(())
     }
 
@@ -130,7 +121,7 @@ impl JobQueue for SqsQueue {
             .wait_time_seconds(wait.as_secs().min(20) as i32)
             .send()
             .await
-            .map_err(|e| sqs_err("ReceiveMessage", e))?;
+            .map_err(|e| sdk_err("SQS ReceiveMessage", e))?;
         let mut jobs = Vec::new();
         for m in out.messages() {
             let (Some(body), Some(receipt)) = (m.body(), m.receipt_handle()) else {
@@ -157,7 +148,7 @@ impl JobQueue for SqsQueue {
             .receipt_handle(&job.receipt)
             .send()
             .await
-            .map_err(|e| sqs_err("DeleteMessage", e))?;
+            .map_err(|e| sdk_err("SQS DeleteMessage", e))?;
         Ok(())
     }
 
@@ -168,7 +159,7 @@ impl JobQueue for SqsQueue {
             .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
             .send()
             .await
-            .map_err(|e| sqs_err("GetQueueAttributes", e))?;
+            .map_err(|e| sdk_err("SQS GetQueueAttributes", e))?;
         Ok(())
     }
 
@@ -181,7 +172,7 @@ impl JobQueue for SqsQueue {
             .visibility_timeout(delay.as_secs().clamp(1, 43_200) as i32)
             .send()
             .await
-            .map_err(|e| sqs_err("ChangeMessageVisibility", e))?;
+            .map_err(|e| sdk_err("SQS ChangeMessageVisibility", e))?;
         Ok(())
     }
 }
