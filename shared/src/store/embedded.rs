@@ -13,6 +13,8 @@ use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 
+use super::queue::unavailable;
+
 use super::{
     Claim, EntryState, InboxEntry, InboxStore, MEDIA_TTL, MediaStore, NewClaim, Outcome, Shelf,
     StagedMedia, StoreError, Taken, TokenRecord, TokenStore, decide, decide_take, safe_segment,
@@ -54,10 +56,6 @@ pub struct EmbeddedStore {
     db: Arc<Database>,
     writer: mpsc::Sender<Op>,
     dir: PathBuf,
-}
-
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
 }
 
 impl EmbeddedStore {
@@ -112,30 +110,41 @@ impl EmbeddedStore {
             .map_err(|_| StoreError::Unavailable("store writer stopped".into()))?
     }
 
-    /// One read-check-write on an entry in its own write transaction (atomic: redb
-    /// serialises write transactions).
-    async fn entry_txn<T: Send + 'static>(
+    /// `f` in one write transaction, off the async threads; committed when `f` succeeds.
+    /// redb serialises write transactions, so a read-check-write inside one is atomic like
+    /// a conditional write.
+    pub(crate) async fn write_txn<T: Send + 'static>(
         &self,
-        key: &str,
-        f: impl FnOnce(Option<InboxEntry>) -> (Option<InboxEntry>, T) + Send + 'static,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let (db, key) = (self.db.clone(), key.to_owned());
+        let db = self.db.clone();
         tokio::task::spawn_blocking(move || {
             let txn = db.begin_write().map_err(unavailable)?;
-            let out = {
-                let mut tables = Tables::open(&txn)?;
-                let old = read_entry(&tables.inbox, &key)?;
-                let (new, out) = f(old.clone());
-                if let Some(new) = new {
-                    tables.write(old.as_ref(), &new)?;
-                }
-                out
-            };
+            let out = f(&txn)?;
             txn.commit().map_err(unavailable)?;
             Ok(out)
         })
         .await
         .map_err(unavailable)?
+    }
+
+    /// One read-check-write on an entry.
+    async fn entry_txn<T: Send + 'static>(
+        &self,
+        key: &str,
+        f: impl FnOnce(Option<InboxEntry>) -> (Option<InboxEntry>, T) + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let key = key.to_owned();
+        self.write_txn(move |txn| {
+            let mut tables = Tables::open(txn)?;
+            let old = read_entry(&tables.inbox, &key)?;
+            let (new, out) = f(old.clone());
+            if let Some(new) = new {
+                tables.write(old.as_ref(), &new)?;
+            }
+            Ok(out)
+        })
+        .await
     }
 }
 
@@ -439,32 +448,23 @@ impl InboxStore for EmbeddedStore {
     }
 
     async fn remove(&self, key: &str) -> Result<(), StoreError> {
-        let (db, key) = (self.db.clone(), key.to_owned());
-        tokio::task::spawn_blocking(move || {
-            let txn = db.begin_write().map_err(unavailable)?;
-            Tables::open(&txn)?.remove(&key)?;
-            txn.commit().map_err(unavailable)
-        })
-        .await
-        .map_err(unavailable)?
+        let key = key.to_owned();
+        self.write_txn(move |txn| Tables::open(txn)?.remove(&key))
+            .await
     }
 
     async fn remove_if(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        let (db, key, value) = (self.db.clone(), key.to_owned(), value.to_owned());
-        tokio::task::spawn_blocking(move || {
-            let txn = db.begin_write().map_err(unavailable)?;
-            {
-                let mut tables = Tables::open(&txn)?;
-                let holds = read_entry(&tables.inbox, &key)?
-                    .is_some_and(|e| e.answer.as_deref() == Some(value.as_str()));
-                if holds {
-                    tables.remove(&key)?;
-                }
+        let (key, value) = (key.to_owned(), value.to_owned());
+        self.write_txn(move |txn| {
+            let mut tables = Tables::open(txn)?;
+            let holds = read_entry(&tables.inbox, &key)?
+                .is_some_and(|e| e.answer.as_deref() == Some(value.as_str()));
+            if holds {
+                tables.remove(&key)?;
             }
-            txn.commit().map_err(unavailable)
+            Ok(())
         })
         .await
-        .map_err(unavailable)?
     }
 
     async fn take(
@@ -557,34 +557,27 @@ impl EmbeddedStore {
         appid: &str,
         f: impl FnOnce(Option<TokenRecord>) -> (Option<TokenRecord>, T) + Send + 'static,
     ) -> Result<T, StoreError> {
-        let db = self.db.clone();
         let appid = appid.to_owned();
-        tokio::task::spawn_blocking(move || {
-            let txn = db.begin_write().map_err(unavailable)?;
-            let out = {
-                let mut table = txn.open_table(TOKENS).map_err(unavailable)?;
-                let current = match table.get(appid.as_str()).map_err(unavailable)? {
-                    Some(v) => Some(
-                        serde_json::from_slice::<TokenRecord>(v.value())
-                            .map_err(|e| StoreError::Corrupt(format!("token {appid}: {e}")))?,
-                    ),
-                    None => None,
-                };
-                let (write, out) = f(current);
-                if let Some(rec) = write {
-                    let bytes =
-                        serde_json::to_vec(&rec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                    table
-                        .insert(appid.as_str(), bytes.as_slice())
-                        .map_err(unavailable)?;
-                }
-                out
+        self.write_txn(move |txn| {
+            let mut table = txn.open_table(TOKENS).map_err(unavailable)?;
+            let current = match table.get(appid.as_str()).map_err(unavailable)? {
+                Some(v) => Some(
+                    serde_json::from_slice::<TokenRecord>(v.value())
+                        .map_err(|e| StoreError::Corrupt(format!("token {appid}: {e}")))?,
+                ),
+                None => None,
             };
-            txn.commit().map_err(unavailable)?;
+            let (write, out) = f(current);
+            if let Some(rec) = write {
+                let bytes =
+                    serde_json::to_vec(&rec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                table
+                    .insert(appid.as_str(), bytes.as_slice())
+                    .map_err(unavailable)?;
+            }
             Ok(out)
         })
         .await
-        .map_err(unavailable)?
     }
 }
 

@@ -48,21 +48,6 @@ impl EmbeddedQueue {
         }
     }
 
-    async fn write<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&redb::WriteTransaction) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let db = self.store.database();
-        tokio::task::spawn_blocking(move || {
-            let txn = db.begin_write().map_err(unavailable)?;
-            let out = f(&txn)?;
-            txn.commit().map_err(unavailable)?;
-            Ok(out)
-        })
-        .await
-        .map_err(unavailable)?
-    }
-
     fn release(&self, receipt: &str) -> Option<u64> {
         let seq = receipt.parse::<u64>().ok()?;
         self.leased.lock().ok()?.remove(&seq);
@@ -118,26 +103,27 @@ impl EmbeddedQueue {
 impl JobQueue for EmbeddedQueue {
     async fn enqueue(&self, job: &Job) -> Result<(), StoreError> {
         let job = job.clone();
-        self.write(move |txn| {
-            let mut queued = txn.open_table(QUEUED).map_err(unavailable)?;
-            if queued.get(job.key.as_str()).map_err(unavailable)?.is_some() {
-                return Ok(());
-            }
-            let mut queue = txn.open_table(QUEUE).map_err(unavailable)?;
-            let seq = queue
-                .last()
-                .map_err(unavailable)?
-                .map_or(1, |(k, _)| k.value() + 1);
-            let row = serde_json::to_vec(&Row {
-                job: job.clone(),
-                due_ms: 0,
+        self.store
+            .write_txn(move |txn| {
+                let mut queued = txn.open_table(QUEUED).map_err(unavailable)?;
+                if queued.get(job.key.as_str()).map_err(unavailable)?.is_some() {
+                    return Ok(());
+                }
+                let mut queue = txn.open_table(QUEUE).map_err(unavailable)?;
+                let seq = queue
+                    .last()
+                    .map_err(unavailable)?
+                    .map_or(1, |(k, _)| k.value() + 1);
+                let row = serde_json::to_vec(&Row {
+                    job: job.clone(),
+                    due_ms: 0,
+                })
+                .map_err(unavailable)?;
+                queue.insert(seq, row.as_slice()).map_err(unavailable)?;
+                queued.insert(job.key.as_str(), seq).map_err(unavailable)?;
+                Ok(())
             })
-            .map_err(unavailable)?;
-            queue.insert(seq, row.as_slice()).map_err(unavailable)?;
-            queued.insert(job.key.as_str(), seq).map_err(unavailable)?;
-            Ok(())
-        })
-        .await?;
+            .await?;
         self.wake.notify_waiters();
         Ok(())
     }
@@ -160,23 +146,24 @@ impl JobQueue for EmbeddedQueue {
             return Ok(());
         };
         let key = job.job.key.clone();
-        self.write(move |txn| {
-            txn.open_table(QUEUE)
-                .map_err(unavailable)?
-                .remove(seq)
-                .map_err(unavailable)?;
-            let mut queued = txn.open_table(QUEUED).map_err(unavailable)?;
-            if queued
-                .get(key.as_str())
-                .map_err(unavailable)?
-                .map(|v| v.value())
-                == Some(seq)
-            {
-                queued.remove(key.as_str()).map_err(unavailable)?;
-            }
-            Ok(())
-        })
-        .await?;
+        self.store
+            .write_txn(move |txn| {
+                txn.open_table(QUEUE)
+                    .map_err(unavailable)?
+                    .remove(seq)
+                    .map_err(unavailable)?;
+                let mut queued = txn.open_table(QUEUED).map_err(unavailable)?;
+                if queued
+                    .get(key.as_str())
+                    .map_err(unavailable)?
+                    .map(|v| v.value())
+                    == Some(seq)
+                {
+                    queued.remove(key.as_str()).map_err(unavailable)?;
+                }
+                Ok(())
+            })
+            .await?;
         // The group's next job may run now.
         self.wake.notify_waiters();
         Ok(())
@@ -187,20 +174,21 @@ impl JobQueue for EmbeddedQueue {
             return Ok(());
         };
         let due_ms = crate::support::clock::unix_ms() + delay.as_millis() as i64;
-        self.write(move |txn| {
-            let mut queue = txn.open_table(QUEUE).map_err(unavailable)?;
-            let row = match queue.get(seq).map_err(unavailable)? {
-                Some(v) => serde_json::from_slice::<Row>(v.value()).ok(),
-                None => None,
-            };
-            if let Some(mut row) = row {
-                row.due_ms = due_ms;
-                let bytes = serde_json::to_vec(&row).map_err(unavailable)?;
-                queue.insert(seq, bytes.as_slice()).map_err(unavailable)?;
-            }
-            Ok(())
-        })
-        .await
+        self.store
+            .write_txn(move |txn| {
+                let mut queue = txn.open_table(QUEUE).map_err(unavailable)?;
+                let row = match queue.get(seq).map_err(unavailable)? {
+                    Some(v) => serde_json::from_slice::<Row>(v.value()).ok(),
+                    None => None,
+                };
+                if let Some(mut row) = row {
+                    row.due_ms = due_ms;
+                    let bytes = serde_json::to_vec(&row).map_err(unavailable)?;
+                    queue.insert(seq, bytes.as_slice()).map_err(unavailable)?;
+                }
+                Ok(())
+            })
+            .await
     }
 }
 
