@@ -68,6 +68,8 @@ def event(method, appid, query, body="", content_type="text/xml", path=None, rou
 
 
 GATEWAY_KEY = "events-gateway-key-not-real"
+# The Dialogue Platform's hand-off URL carries a key of its own ([apps.chatbot] gateway_key).
+HANDOFF_KEY = "events-handoff-key-not-real"
 
 
 def udesk(method, query, body="", content_type="application/x-www-form-urlencoded", suffix="", base64_body=False):
@@ -202,9 +204,9 @@ def main():
                f"<content><msg><![CDATA[]]></msg></content><event><![CDATA[userEnter]]></event><from>0</from>"
                f"<kfstate>3</kfstate><channel>0</channel><assessment>0</assessment><createtime>{TS}</createtime></xml>")
     out["chatbot-handoff-needperson"] = event("POST", BOT, {}, json.dumps({"encrypted": wx_encrypt(handoff, BOT_PLATFORM, BOT_KEY)}),
-                                               "application/json", path=f"/chatbot/{BOT}/{GATEWAY_KEY}",
+                                               "application/json", path=f"/chatbot/{BOT}/{HANDOFF_KEY}",
                                                route_key="POST /chatbot/{appid}/{key}",
-                                               path_parameters={"appid": BOT, "key": GATEWAY_KEY})
+                                               path_parameters={"appid": BOT, "key": HANDOFF_KEY})
     out["chatbot-event-quit"] = event("POST", BOT, {}, json.dumps({"openid": OPENID, "event": "waiterQuit", "kefuname": "Alice",
                                                                    "msg": "Thanks for chatting with us!"}),
                                       "application/json", path=f"/chatbot/{BOT}/{GATEWAY_KEY}/event",

@@ -158,6 +158,9 @@ impl Default for FetchConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
+    /// The address the local server listens on (`--listen` overrides it); `wxdesk-local
+    /// urls` builds its URLs on it when not given `--base`.
+    pub listen: String,
     /// A client must send a request's headers within this, and a kept-alive connection
     /// that sends nothing for this long is closed.
     pub header_timeout_ms: u64,
@@ -173,6 +176,7 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
+            listen: "127.0.0.1:8080".into(),
             header_timeout_ms: 10_000,
             body_timeout_ms: 30_000,
             max_connections: 1024,
@@ -276,10 +280,14 @@ pub struct AppConfig {
     /// Get tokens from `cgi-bin/stable_token` instead of `cgi-bin/token`.
     #[serde(default)]
     pub stable_token: bool,
-    /// The secret path segment of the Udesk simulated domain (`/udesk/{appid}/{key}`);
-    /// without it the simulated domain is closed for this account.
+    /// The secret path segment of the routes this account's desk calls (the Udesk
+    /// simulated domain, `/udesk-im`, `/tim`, `/chatbot/{appid}/{key}/event`); without it
+    /// they are closed for this account.
     #[serde(default)]
     pub gateway_key: Option<Secret>,
+    /// The key before a rotation: still accepted wherever `gateway_key` is.
+    #[serde(default)]
+    pub previous_gateway_key: Option<Secret>,
     /// Overrides `[callback] skip_events` for this account.
     #[serde(default)]
     pub skip_events: Option<Vec<String>>,
@@ -306,6 +314,15 @@ pub struct ChatbotConfig {
     /// The platform TOKEN (also the last path segment of sendmsg).
     pub token: Secret,
     pub encoding_aes_key: Secret,
+    /// The secret path segment of the hand-off route (`/chatbot/{appid}/{key}`), the one
+    /// URL the Dialogue Platform holds: a key of its own, so that the platform's URL opens
+    /// none of the routes the desk calls. Without it the hand-off takes the account's key
+    /// (configs from before the keys were split; doctor fails it).
+    #[serde(default)]
+    pub gateway_key: Option<Secret>,
+    /// The hand-off key before a rotation (while moving off the account's key, that key).
+    #[serde(default)]
+    pub previous_gateway_key: Option<Secret>,
     /// `encoding_aes_key`, decoded when the config is parsed.
     #[serde(skip)]
     pub cipher: Option<MsgCrypt>,
@@ -541,18 +558,7 @@ impl Config {
                 }
                 (None, None) => None,
             };
-            if let Some(k) = &app.gateway_key
-                && (k.expose().len() < 16
-                    || !k
-                        .expose()
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
-            {
-                return Err(invalid(
-                    key("gateway_key"),
-                    "must be at least 16 letters, digits, '-' or '_' (it is a URL path segment and a password)",
-                ));
-            }
+            check_gateway_keys(app, &key)?;
             if app.secret.expose().is_empty() {
                 return Err(invalid(key("secret"), "must not be empty"));
             }
@@ -701,6 +707,12 @@ impl Config {
             return Err(invalid("fetch.timeout_ms", "must be between 500 and 60000"));
         }
         let srv = &raw.server;
+        if srv.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid(
+                "server.listen",
+                "must be an address and port, like 127.0.0.1:8080 or [::1]:8080",
+            ));
+        }
         if !(100..=10_000).contains(&srv.header_timeout_ms) {
             return Err(invalid(
                 "server.header_timeout_ms",
@@ -808,13 +820,37 @@ impl Config {
 }
 
 impl AppConfig {
-    /// Whether a route's path carries this account's gateway key (compared in constant
-    /// time). An account without one has its desk-facing routes closed.
-    pub(crate) fn gateway_key_matches(&self, presented: Option<&Secret>) -> bool {
-        match (&self.gateway_key, presented) {
-            (Some(expected), Some(given)) => expected.matches(given.expose()),
-            _ => false,
+    /// Whether a path carries the key of the routes this account's desk calls (its
+    /// `gateway_key` or `previous_gateway_key`, compared in constant time). An account
+    /// without one has those routes closed.
+    pub(crate) fn desk_key_matches(&self, presented: Option<&Secret>) -> bool {
+        key_matches(
+            [
+                self.gateway_key.as_ref(),
+                self.previous_gateway_key.as_ref(),
+            ],
+            presented,
+        )
+    }
+
+    /// Whether a path carries the key of the Dialogue Platform's hand-off route: the
+    /// chatbot's own keys, or (a config from before they were split) the account's.
+    pub(crate) fn handoff_key_matches(&self, presented: Option<&Secret>) -> bool {
+        match &self.chatbot {
+            Some(cb) if cb.gateway_key.is_some() => key_matches(
+                [cb.gateway_key.as_ref(), cb.previous_gateway_key.as_ref()],
+                presented,
+            ),
+            Some(_) => self.desk_key_matches(presented),
+            None => false,
         }
+    }
+
+    /// A chatbot account whose hand-off route still takes the account's key.
+    pub fn handoff_shares_the_desk_key(&self) -> bool {
+        self.chatbot
+            .as_ref()
+            .is_some_and(|c| c.gateway_key.is_none())
     }
 
     pub(crate) fn skips_event(&self, event: &str, global: &CallbackConfig) -> bool {
@@ -824,6 +860,17 @@ impl AppConfig {
             .iter()
             .any(|e| e == event)
     }
+}
+
+/// Whether `presented` is one of `keys`; every key is compared (in constant time), so the
+/// answer's timing does not tell which one matched.
+fn key_matches(keys: [Option<&Secret>; 2], presented: Option<&Secret>) -> bool {
+    let Some(given) = presented else {
+        return false;
+    };
+    keys.iter()
+        .flatten()
+        .fold(false, |hit, k| k.matches(given.expose()) | hit)
 }
 
 /// toml's own Display quotes the offending source line, which may hold a secret: report the
@@ -836,6 +883,48 @@ fn syntax_error(text: &str, e: &toml::de::Error) -> ConfigError {
         Some(l) => ConfigError::Syntax(format!("line {l}: {}", e.message())),
         None => ConfigError::Syntax(e.message().to_owned()),
     }
+}
+
+/// A gateway key is a URL path segment and a password: 16+ URL-safe characters. The
+/// hand-off key (the Dialogue Platform's) must differ from the account's (its desk's),
+/// else one party's URL opens the other's routes; its previous key may be the account's,
+/// while the platform is moved to the new hand-off URL.
+fn check_gateway_keys(app: &AppConfig, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+    let chatbot = app.chatbot.as_ref();
+    for (name, k) in [
+        ("gateway_key", app.gateway_key.as_ref()),
+        ("previous_gateway_key", app.previous_gateway_key.as_ref()),
+        (
+            "chatbot.gateway_key",
+            chatbot.and_then(|c| c.gateway_key.as_ref()),
+        ),
+        (
+            "chatbot.previous_gateway_key",
+            chatbot.and_then(|c| c.previous_gateway_key.as_ref()),
+        ),
+    ] {
+        if k.is_some_and(|k| !is_gateway_key(k.expose())) {
+            return Err(invalid(
+                key(name),
+                "must be at least 16 letters, digits, '-' or '_' (it is a URL path segment and a password)",
+            ));
+        }
+    }
+    let handoff = chatbot.and_then(|c| c.gateway_key.as_ref());
+    let desk_keys = [app.gateway_key.as_ref(), app.previous_gateway_key.as_ref()];
+    if handoff.is_some_and(|h| desk_keys.contains(&Some(h))) {
+        return Err(invalid(
+            key("chatbot.gateway_key"),
+            "must differ from the account's gateway_key and previous_gateway_key (the platform's URL must not open the desk's routes)",
+        ));
+    }
+    Ok(())
+}
+
+fn is_gateway_key(k: &str) -> bool {
+    k.len() >= 16
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn check_url(url: &str) -> Result<(), String> {

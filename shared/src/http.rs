@@ -72,6 +72,11 @@ impl Response {
             body,
         }
     }
+    /// The answer to a path no route serves, and to a route that is closed for the account
+    /// it names: the two must look the same.
+    pub fn no_such_route() -> Self {
+        Self::text(404, "no such route")
+    }
     pub fn redirect(location: String) -> Self {
         let mut r = Self::new(302, "text/plain; charset=utf-8", "");
         r.headers.push((http::header::LOCATION, location));

@@ -239,6 +239,9 @@ pub const MP_APPID: &str = "wxtestmp00000002";
 /// An Official Account in plain mode (no EncodingAESKey): plaintext pushes are its only kind.
 pub const PLAIN_APPID: &str = "wxtestplain00003";
 pub const GATEWAY_KEY: &str = "gw-test-key-0123456789";
+/// The other two accounts' keys: each account has keys of its own (doctor fails shared ones).
+pub const MP_GATEWAY_KEY: &str = "gw-test-key-mp-0123456789";
+pub const PLAIN_GATEWAY_KEY: &str = "gw-test-key-plain-0123456789";
 
 /// Config for tests: an Official Account and a Mini Program in safe mode and an Official
 /// Account in plain mode, all on `desk_url`.
@@ -264,7 +267,7 @@ kind = "mini_program"
 token = "{TOKEN}"
 encoding_aes_key = "{AES_KEY}"
 secret = "test-secret"
-gateway_key = "{GATEWAY_KEY}"
+gateway_key = "{MP_GATEWAY_KEY}"
 [apps.desk]
 kind = "udesk_wechat"
 url = "{desk_url}"
@@ -274,7 +277,7 @@ appid = "{PLAIN_APPID}"
 kind = "official_account"
 token = "{TOKEN}"
 secret = "test-secret"
-gateway_key = "{GATEWAY_KEY}"
+gateway_key = "{PLAIN_GATEWAY_KEY}"
 [apps.desk]
 kind = "udesk_wechat"
 url = "{desk_url}"

@@ -12,6 +12,8 @@ use wxdesk_tests::wechat::{self, WechatStandIn};
 use wxdesk_tests::*;
 
 const OPENID: &str = "oChatbotUser000000000000001";
+/// The hand-off route's own key: the one the Dialogue Platform holds.
+const HANDOFF_KEY: &str = "handoff-key-0123456789abc";
 
 struct Rig {
     base: String,
@@ -22,6 +24,11 @@ struct Rig {
 }
 
 async fn rig(name: &str) -> Rig {
+    rig_with(name, &format!("gateway_key = \"{HANDOFF_KEY}\"\n")).await
+}
+
+/// A rig whose `[apps.chatbot]` also holds `keys` (its gateway keys, or nothing).
+async fn rig_with(name: &str, keys: &str) -> Rig {
     let wx = wechat::start().await;
     let platform = chatbot::start().await;
     let desk = udesk_wechat().await;
@@ -31,7 +38,7 @@ async fn rig(name: &str) -> Rig {
         &format!(
             "[apps.chatbot]\nappid = \"{PLATFORM_APPID}\"\ntoken = \"{PLATFORM_TOKEN}\"\n\
              encoding_aes_key = \"{PLATFORM_KEY}\"\nchannel = 0\napi_base = \"{}\"\n\
-             kefuname = \"Shop service\"\nkefuavatar = \"https://example.com/a.png\"\n[apps.desk]",
+             kefuname = \"Shop service\"\nkefuavatar = \"https://example.com/a.png\"\n{keys}[apps.desk]",
             platform.server.url("")
         ),
         1,
@@ -75,9 +82,13 @@ impl Rig {
     }
 
     async fn handoff(&self, body: String) -> (u16, Value) {
+        self.handoff_with(HANDOFF_KEY, body).await
+    }
+
+    async fn handoff_with(&self, key: &str, body: String) -> (u16, Value) {
         let r = self
             .http
-            .post(format!("{}/chatbot/{APPID}/{GATEWAY_KEY}", self.base))
+            .post(format!("{}/chatbot/{APPID}/{key}", self.base))
             .body(body)
             .send()
             .await
@@ -382,7 +393,7 @@ async fn every_undecryptable_hand_off_gets_the_same_answer() {
     for body in bodies {
         let r = rig
             .http
-            .post(format!("{}/chatbot/{APPID}/{GATEWAY_KEY}", rig.base))
+            .post(format!("{}/chatbot/{APPID}/{HANDOFF_KEY}", rig.base))
             .body(body)
             .send()
             .await
@@ -392,4 +403,139 @@ async fn every_undecryptable_hand_off_gets_the_same_answer() {
     assert_eq!(answers.len(), 1, "distinct answers leak why: {answers:?}");
     assert_eq!(answers.first().unwrap().0, 400);
     assert_eq!(rig.desk.hits(), 0);
+}
+
+/// Review 2, §1: the Dialogue Platform holds the hand-off URL, so its key drove the desk's
+/// routes (`/chatbot/{appid}/{key}/event` with any openid and `kefuname`, and the simulated
+/// domain). The hand-off now has a key of its own, which opens nothing else; the desk's
+/// key does not open the hand-off.
+#[tokio::test]
+async fn the_handoff_key_opens_only_the_handoff() {
+    let rig = rig("handoff-key").await;
+    let phish = json!({"openid": OPENID, "event": "waiterSwitch", "kefuname": "Bank security", "msg": "verify at http://evil.example"});
+    let (s, _) = rig.event(HANDOFF_KEY, phish.clone()).await;
+    assert_eq!(s, 401, "the platform's key drove the event route");
+    let r = rig
+        .http
+        .post(format!("{}/udesk/{APPID}/{HANDOFF_KEY}", rig.base))
+        .body(format!("touser={OPENID}&msgtype=text&text[content]=phish"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        401,
+        "the platform's key drove the simulated domain"
+    );
+    let enc = chatbot::platform_encrypt(&handoff_xml("userEnter", 0, 3, "", 0, now_secs()));
+    let (s, _) = rig
+        .handoff_with(GATEWAY_KEY, json!({ "encrypted": enc.clone() }).to_string())
+        .await;
+    assert_eq!(s, 401, "the desk's key opened the hand-off");
+    assert!(rig.platform.received().is_empty());
+    assert!(rig.wx.sent().is_empty());
+    assert_eq!(rig.desk.hits(), 0);
+    let (s, _) = rig.handoff(json!({ "encrypted": enc }).to_string()).await;
+    assert_eq!(s, 200);
+    assert_eq!(rig.desk.hits(), 1);
+}
+
+/// Both keys rotate: a `previous_gateway_key` is accepted beside the new one, on the
+/// hand-off and on the desk's routes.
+#[tokio::test]
+async fn previous_gateway_keys_are_accepted_during_a_rotation() {
+    let old_handoff = "old-handoff-key-0123456789";
+    let rig = rig_with(
+        "rotation",
+        &format!("gateway_key = \"{HANDOFF_KEY}\"\nprevious_gateway_key = \"{old_handoff}\"\n"),
+    )
+    .await;
+    let enc = chatbot::platform_encrypt(&handoff_xml("userEnter", 0, 3, "", 0, now_secs()));
+    let (s, v) = rig
+        .handoff_with(old_handoff, json!({ "encrypted": enc }).to_string())
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, _) = rig
+        .event(
+            old_handoff,
+            json!({"openid": OPENID, "event": "waiterQuit"}),
+        )
+        .await;
+    assert_eq!(s, 401, "an old hand-off key opens only the hand-off");
+    // The account's own previous key, on the desk's routes.
+    let wx = wechat::start().await;
+    let desk = udesk_wechat().await;
+    let extra = format!("[wechat]\napi_base = \"{}\"\n", wx.base());
+    let text = config_text(&embedded_store("rotation-desk"), &desk.url("/w"), &extra).replacen(
+        &format!("gateway_key = \"{GATEWAY_KEY}\"\n"),
+        &format!(
+            "gateway_key = \"new-desk-key-0123456789\"\nprevious_gateway_key = \"{GATEWAY_KEY}\"\n"
+        ),
+        1,
+    );
+    let base = start_local(Arc::new(
+        wxdesk::Services::build(wxdesk::Config::parse(&text).unwrap())
+            .await
+            .unwrap(),
+    ))
+    .await;
+    for key in [GATEWAY_KEY, "new-desk-key-0123456789"] {
+        let r = rig
+            .http
+            .post(format!("{base}/udesk/{APPID}/{key}"))
+            .body(format!("touser={OPENID}&msgtype=text&text[content]=hi"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{key}");
+    }
+    assert_eq!(wx.sent().len(), 2);
+}
+
+/// A config from before the split (no `[apps.chatbot] gateway_key`) still loads and its
+/// hand-off still takes the account's key, but doctor fails it; a hand-off key equal to
+/// the account's is a config error.
+#[tokio::test]
+async fn a_handoff_without_its_own_key_still_works_and_doctor_fails_it() {
+    let rig = rig_with("legacy", "").await;
+    let enc = chatbot::platform_encrypt(&handoff_xml("userEnter", 0, 3, "", 0, now_secs()));
+    let (s, v) = rig
+        .handoff_with(GATEWAY_KEY, json!({ "encrypted": enc }).to_string())
+        .await;
+    assert_eq!(s, 200, "{v}");
+    // WeChat and the desk on a closed loopback port: doctor's other checks reach nobody.
+    let text = config_text(
+        &embedded_store("legacy-doctor"),
+        "http://127.0.0.1:9/w",
+        "[wechat]\napi_base = \"http://127.0.0.1:9\"\n",
+    )
+    .replacen(
+        "[apps.desk]",
+        &format!(
+            "[apps.chatbot]\nappid = \"{PLATFORM_APPID}\"\ntoken = \"{PLATFORM_TOKEN}\"\n\
+                 encoding_aes_key = \"{PLATFORM_KEY}\"\n[apps.desk]"
+        ),
+        1,
+    );
+    let svc = wxdesk::Services::build(wxdesk::Config::parse(&text).unwrap())
+        .await
+        .unwrap();
+    let checks = wxdesk::app::doctor::run(&svc, Some(APPID)).await;
+    let config = checks
+        .iter()
+        .find(|c| c.name == "config")
+        .unwrap()
+        .to_string();
+    assert!(
+        config.starts_with("FAIL") && config.contains("[apps.chatbot] has no gateway_key"),
+        "{config}"
+    );
+    let same = text.replacen(
+        "[apps.desk]",
+        &format!("gateway_key = \"{GATEWAY_KEY}\"\n[apps.desk]"),
+        1,
+    );
+    let err = wxdesk::Config::parse(&same).unwrap_err().to_string();
+    assert!(err.contains("apps[0].chatbot.gateway_key"), "{err}");
+    assert!(!err.contains(GATEWAY_KEY), "{err}");
 }

@@ -222,15 +222,16 @@ async fn desk_facing_routes_need_the_gateway_key() {
             agent_form.clone(),
             401,
         ),
+        // An account without [apps.chatbot] has no Dialogue Platform routes at all.
         (
             format!("/chatbot/{APPID}/wrong-key-0123456789"),
             "{}".into(),
-            401,
+            404,
         ),
         (
             format!("/chatbot/{APPID}/wrong-key-0123456789/event"),
             "{}".into(),
-            401,
+            404,
         ),
         (
             format!("/udesk/{APPID}/wrong-key-0123456789"),
@@ -874,11 +875,13 @@ async fn lambda_routes_enforce_their_body_limits() {
 #[tokio::test]
 async fn doctor_fails_an_account_without_a_gateway_key() {
     let desk = udesk_wechat().await;
-    let text = config_text(&embedded_store("doctor-key"), &desk.url("/w"), "").replacen(
-        &format!("gateway_key = \"{GATEWAY_KEY}\"\n"),
-        "",
-        1,
-    );
+    // WeChat on a closed loopback port: the token check reaches nobody.
+    let text = config_text(
+        &embedded_store("doctor-key"),
+        &desk.url("/w"),
+        "[wechat]\napi_base = \"http://127.0.0.1:9\"\n",
+    )
+    .replacen(&format!("gateway_key = \"{GATEWAY_KEY}\"\n"), "", 1);
     let svc = wxdesk::Services::build(wxdesk::Config::parse(&text).unwrap())
         .await
         .unwrap();
@@ -957,4 +960,88 @@ async fn admin_routes_answer_only_the_admin_key() {
         "[server]\nadmin_key = \"short\"\n",
     ));
     assert!(short.unwrap_err().to_string().contains("server.admin_key"));
+}
+
+/// Review 2, §1 (high): a `tencent_im` account's callback key drove the Udesk simulated
+/// domain of the same account (a phishing custom message, a template message, a user's
+/// info), and a `udesk_im` push key likewise. A desk-facing route now exists only for an
+/// account whose configuration uses it: for any other it answers exactly as an unknown
+/// path does, before the body is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_desk_route_is_closed_for_accounts_that_do_not_use_it() {
+    let rig = rig("closed-routes", "").await;
+    let unknown = rig.post("/no/such/route", "").await;
+    assert_eq!(unknown.0, 404);
+    let custom = format!("touser={CUSTOMER}&msgtype=text&text[content]=Your account is locked");
+    let template = json!({"touser": CUSTOMER, "template_id": "t1", "data": {}}).to_string();
+    let tim_q = tim::callback_query(SDKAPPID, CALLBACK_TOKEN, now_secs());
+    let im_q = udesk_im_query();
+    let phishing = tim::after_send(
+        "agent1",
+        CUSTOMER,
+        "9_9_9",
+        json!([{"MsgType": "TIMTextElem", "MsgContent": {"Text": "phish"}}]),
+    )
+    .to_string();
+    let k = GATEWAY_KEY;
+    let mut posts = Vec::new();
+    for other in [TIM_APPID, IM_APPID] {
+        posts.push((format!("/udesk/{other}/{k}"), custom.clone()));
+        posts.push((format!("/udesk/{k}?appid={other}"), custom.clone()));
+        posts.push((
+            format!("/udesk/{other}/{k}/message/template/send"),
+            template.clone(),
+        ));
+        posts.push((
+            format!("/udesk/{k}?appid={other}/message/template/send"),
+            template.clone(),
+        ));
+        posts.push((
+            format!("/chatbot/{other}/{k}/event"),
+            json!({"openid": CUSTOMER, "event": "waiterQuit"}).to_string(),
+        ));
+        posts.push((format!("/chatbot/{other}/{k}"), "{}".into()));
+    }
+    posts.push((format!("/tim/{IM_APPID}/{k}?{tim_q}"), phishing.clone()));
+    posts.push((format!("/tim/{APPID}/{k}?{tim_q}"), phishing));
+    posts.push((format!("/udesk-im/{TIM_APPID}/{k}?{im_q}"), custom.clone()));
+    posts.push((format!("/udesk-im/{APPID}/{k}?{im_q}"), custom.clone()));
+    for (path, body) in posts {
+        assert_eq!(rig.post(&path, body).await, unknown, "{path}");
+    }
+    for path in [
+        format!("/udesk/{TIM_APPID}/{k}?openid={CUSTOMER}&lang=zh_CN"),
+        format!("/udesk/{TIM_APPID}/{k}/template/get_all_private_template"),
+        format!("/udesk/{k}?appid={TIM_APPID}/template/get_all_private_template"),
+        format!("/udesk/{IM_APPID}/{k}?media_id=M1"),
+    ] {
+        let r = rig
+            .http
+            .get(format!("{}{path}", rig.base))
+            .send()
+            .await
+            .unwrap();
+        let got = (r.status().as_u16(), r.text().await.unwrap());
+        assert_eq!(got, unknown, "{path}");
+    }
+    assert!(rig.wx.sent().is_empty(), "nothing reached WeChat");
+    assert_eq!(rig.wx.server.hits(), 0, "no WeChat API was called");
+    // Closed before the body: a huge declared body is answered at once.
+    let addr = rig.addr();
+    let answer = tokio::task::spawn_blocking(move || {
+        raw(
+            &addr,
+            &format!(
+                "POST /udesk/{TIM_APPID}/{GATEWAY_KEY} HTTP/1.1\r\nHost: x\r\n\
+                 Content-Length: 60000\r\n\r\n"
+            ),
+            Duration::from_secs(3),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer:?}");
+    // The same key still opens each account's own route.
+    let (s, body) = rig.post(&format!("/udesk/{APPID}/{k}"), custom).await;
+    assert_eq!(s, 200, "{body}");
 }

@@ -1,5 +1,7 @@
 //! `wxdesk-local --config <file.toml> --listen 127.0.0.1:8080`: every route on one port.
 //! `wxdesk-local check --config <file.toml>`: validates the config (no store opened).
+//! `wxdesk-local urls --config <file.toml> [--app <appid>] [--base https://<api>]`: every
+//! URL to paste into a console, keys filled in (no store opened).
 //! `wxdesk-local doctor --config <file.toml> [--app <appid>]`: checks each account.
 //! doctor and outbox ask the running server (`--server`, `/admin/...` with
 //! `[server] admin_key`) when it holds the embedded store.
@@ -10,7 +12,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-const USAGE: &str = "usage: wxdesk-local --config <file.toml> [--listen 127.0.0.1:8080]\n       wxdesk-local check --config <file.toml>\n       wxdesk-local doctor --config <file.toml> [--app <appid>] [--server http://127.0.0.1:8080]\n       wxdesk-local outbox list --config <file.toml> [--app <appid>] [--state pending|dead|in_flight|all]\n       wxdesk-local outbox replay --config <file.toml> (<key> | --dead [--app <appid>])\n       wxdesk-local simulate --config <file.toml> --app <appid> --text \"...\" [--url http://127.0.0.1:8080] [--openid <openid>]";
+const USAGE: &str = "usage: wxdesk-local --config <file.toml> [--listen 127.0.0.1:8080]\n       wxdesk-local check --config <file.toml>\n       wxdesk-local urls --config <file.toml> [--app <appid>] [--base https://<api>]\n       wxdesk-local doctor --config <file.toml> [--app <appid>] [--server http://127.0.0.1:8080]\n       wxdesk-local outbox list --config <file.toml> [--app <appid>] [--state pending|dead|in_flight|all]\n       wxdesk-local outbox replay --config <file.toml> (<key> | --dead [--app <appid>])\n       wxdesk-local simulate --config <file.toml> --app <appid> --text \"...\" [--url http://127.0.0.1:8080] [--openid <openid>]";
 
 enum Command {
     Serve,
@@ -19,13 +21,15 @@ enum Command {
     Replay,
     Simulate,
     Check,
+    Urls,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     wxdesk::telemetry::init();
     let mut config = None;
-    let mut listen = "127.0.0.1:8080".to_owned();
+    let mut listen = None;
+    let mut base = None;
     let mut app = None;
     let mut state = "pending".to_owned();
     let mut key = None;
@@ -39,6 +43,7 @@ async fn main() -> ExitCode {
         Some("doctor") => Command::Doctor,
         Some("simulate") => Command::Simulate,
         Some("check") => Command::Check,
+        Some("urls") => Command::Urls,
         Some("outbox") => {
             args.next();
             match args.peek().map(String::as_str) {
@@ -71,7 +76,8 @@ async fn main() -> ExitCode {
         }
         match (arg.as_str(), args.next()) {
             ("--config", Some(v)) => config = Some(v),
-            ("--listen", Some(v)) if matches!(command, Command::Serve) => listen = v,
+            ("--listen", Some(v)) if matches!(command, Command::Serve) => listen = Some(v),
+            ("--base", Some(v)) if matches!(command, Command::Urls) => base = Some(v),
             ("--app", Some(v)) if takes_app => app = Some(v),
             ("--state", Some(v)) if matches!(command, Command::List) => state = v,
             ("--text", Some(v)) if simulate => text = Some(v),
@@ -111,6 +117,9 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         };
         return simulate(&config, &app, &url, &openid, &text).await;
+    }
+    if matches!(command, Command::Urls) {
+        return print_urls(&config, app.as_deref(), base);
     }
     if matches!(command, Command::Check) {
         // Parsing is the check: every key, URL, cipher and limit is validated.
@@ -163,7 +172,7 @@ async fn main() -> ExitCode {
     match command {
         Command::List => return outbox_list(&svc, app.as_deref(), &state).await,
         Command::Replay => return outbox_replay(&svc, key.as_deref(), app.as_deref()).await,
-        Command::Doctor | Command::Serve | Command::Simulate | Command::Check => {}
+        Command::Doctor | Command::Serve | Command::Simulate | Command::Check | Command::Urls => {}
     }
     if matches!(command, Command::Doctor) {
         let checks = wxdesk::app::doctor::run(&svc, app.as_deref()).await;
@@ -180,6 +189,7 @@ async fn main() -> ExitCode {
             ExitCode::from(1)
         };
     }
+    let listen = listen.unwrap_or_else(|| svc.config.server.listen.clone());
     let listener = match tokio::net::TcpListener::bind(&listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -335,6 +345,25 @@ async fn simulate(
             ExitCode::from(1)
         }
     }
+}
+
+/// `urls`: the URLs to paste, on stdout; closed routes and unknown accounts on stderr.
+fn print_urls(config: &wxdesk::Config, app: Option<&str>, base: Option<String>) -> ExitCode {
+    use wxdesk::app::urls::{Url, urls};
+    if let Some(a) = app
+        && config.app(a).is_none()
+    {
+        eprintln!("wxdesk-local: no account {a} in the config");
+        return ExitCode::from(1);
+    }
+    let base = base.unwrap_or_else(|| format!("http://{}", config.server.listen));
+    for u in urls(config, app, &base) {
+        match u {
+            Url::Paste { .. } => println!("{u}"),
+            Url::Closed { .. } => eprintln!("{u}"),
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 /// `{sep}app=A` when an account was named.

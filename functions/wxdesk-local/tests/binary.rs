@@ -540,3 +540,72 @@ fn operations_work_beside_the_running_server() {
         out(&replay)
     );
 }
+
+/// `urls` prints every URL to paste into a console, `<purpose>: <url>` one per line, keys
+/// filled in, on the server's own address or on `--base`; it needs no store.
+#[test]
+fn urls_prints_each_console_url_with_its_key() {
+    let (dir, cfg, port) = example_setup("urls");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(
+            "# [server]",
+            &format!("[server]\nlisten = \"127.0.0.1:{port}\"\n# "),
+        )
+        .replace(
+            "[apps.desk]\nkind = \"echo\"",
+            "[apps.desk]\nkind = \"udesk_wechat\"\nurl = \"https://example.udesk.cn/weixin/x\"\n\
+             [apps.chatbot]\nappid = \"wxplatform\"\ntoken = \"PLATFORMTOKEN\"\n\
+             encoding_aes_key = \"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG\"\n\
+             gateway_key = \"handoff-key-0123456789abc\"",
+        );
+    std::fs::write(&cfg, text).unwrap();
+    let run = |extra: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["urls", "--config", cfg.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let id = "wx0000000000000000";
+    let key = "replace-with-a-long-random-key";
+    let local = run(&[]);
+    assert_eq!(
+        local.lines().collect::<Vec<_>>(),
+        [
+            format!("{id} WeChat push URL: http://127.0.0.1:{port}/wechat/{id}"),
+            format!("{id} Udesk simulated WeChat domain: http://127.0.0.1:{port}/udesk/{id}/{key}"),
+            format!(
+                "{id} Dialogue Platform hand-off URL: http://127.0.0.1:{port}/chatbot/{id}/handoff-key-0123456789abc"
+            ),
+            format!(
+                "{id} desk's Dialogue Platform event URL: http://127.0.0.1:{port}/chatbot/{id}/{key}/event"
+            ),
+        ]
+    );
+    let api = run(&["--base", "https://api.example.com/prod/", "--app", id]);
+    assert!(
+        api.lines().next().is_some_and(
+            |l| l == format!("{id} WeChat push URL: https://api.example.com/prod/wechat/{id}")
+        ),
+        "{api}"
+    );
+    let out = Command::new(BIN)
+        .args([
+            "urls",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--app",
+            "wxnobody",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -3,7 +3,7 @@
 //! `udesk_im`). One line per check; secrets are never printed.
 
 use crate::app::Services;
-use crate::config::{AppConfig, DeskConfig};
+use crate::config::{AppConfig, DeskConfig, Secret};
 use crate::wechat::error::operator_hint;
 
 pub struct Check {
@@ -22,7 +22,7 @@ impl std::fmt::Display for Check {
     }
 }
 
-fn config_check(app: &AppConfig) -> Result<String, String> {
+fn config_check(app: &AppConfig, all: &[AppConfig]) -> Result<String, String> {
     let mode = match (&app.encoding_aes_key, app.allow_plaintext) {
         (None, _) => "plain mode only (no encoding_aes_key)",
         (Some(_), false) => "compatible/safe mode (plaintext pushes refused)",
@@ -31,6 +31,7 @@ fn config_check(app: &AppConfig) -> Result<String, String> {
         }
     };
     desk_routes_check(app)?;
+    gateway_keys_check(app, all)?;
     let kind = match &app.desk {
         DeskConfig::UdeskWechat(_) => "udesk_wechat",
         DeskConfig::UdeskIm(_) => "udesk_im",
@@ -57,6 +58,63 @@ fn desk_routes_check(app: &AppConfig) -> Result<(), String> {
         ),
         _ => Ok(()),
     }
+}
+
+/// Keys shorter than this are flagged (the config takes 16 for older installs): 20
+/// random URL-safe characters are about 119 bits.
+const SHORT_KEY: usize = 20;
+
+/// Each party's URL carries a key of its own: the Dialogue Platform's hand-off key is not
+/// the desk's, no other account uses either, and none is short.
+fn gateway_keys_check(app: &AppConfig, all: &[AppConfig]) -> Result<(), String> {
+    if app.handoff_shares_the_desk_key() {
+        return Err("[apps.chatbot] has no gateway_key: the Dialogue Platform's hand-off URL carries the account's gateway_key, which also opens the routes the desk calls (README: \"Splitting the hand-off key\")".into());
+    }
+    let keys = gateway_keys(app);
+    if let Some((name, _)) = keys.iter().find(|(_, k)| k.expose().len() < SHORT_KEY) {
+        return Err(format!(
+            "{name} is shorter than {SHORT_KEY} characters: use a long random key (wxdesk-local urls prints the URLs to update)"
+        ));
+    }
+    let desk = [app.gateway_key.as_ref(), app.previous_gateway_key.as_ref()];
+    if let Some(cb) = &app.chatbot
+        && desk.contains(&cb.previous_gateway_key.as_ref())
+    {
+        return Err("chatbot.previous_gateway_key is the account's gateway key: remove it once the platform has the new hand-off URL".into());
+    }
+    for other in all.iter().filter(|o| o.appid != app.appid) {
+        let theirs = gateway_keys(other);
+        if let Some((name, _)) = keys
+            .iter()
+            .find(|(_, k)| theirs.iter().any(|(_, t)| t == k))
+        {
+            return Err(format!(
+                "{name} is also a key of {}: give each account keys of its own",
+                other.appid
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// An account's gateway keys, by config key.
+fn gateway_keys(app: &AppConfig) -> Vec<(&'static str, &Secret)> {
+    let cb = app.chatbot.as_ref();
+    [
+        ("gateway_key", app.gateway_key.as_ref()),
+        ("previous_gateway_key", app.previous_gateway_key.as_ref()),
+        (
+            "chatbot.gateway_key",
+            cb.and_then(|c| c.gateway_key.as_ref()),
+        ),
+        (
+            "chatbot.previous_gateway_key",
+            cb.and_then(|c| c.previous_gateway_key.as_ref()),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(name, k)| Some((name, k?)))
+    .collect()
 }
 
 async fn token_check(svc: &Services, app: &AppConfig) -> Result<String, String> {
@@ -89,7 +147,7 @@ pub async fn run(svc: &Services, only: Option<&str>) -> Vec<Check> {
         out.push(Check {
             appid: appid.clone(),
             name: "config",
-            result: config_check(app),
+            result: config_check(app, &svc.config.apps),
         });
         out.push(Check {
             appid: appid.clone(),

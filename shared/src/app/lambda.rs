@@ -99,7 +99,7 @@ pub async fn handle(svc: &Arc<Services>, kind: RouteKind, req: lambda_http::Requ
                 .find(|s| !s.is_empty())
                 .unwrap_or("");
             tracing::warn!(prefix, "no route for this path");
-            Response::text(404, "no such route")
+            Response::no_such_route()
         }
     }
 }

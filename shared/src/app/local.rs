@@ -78,7 +78,7 @@ async fn serve_one(
         return admin::serve(svc, peer, &request).await;
     }
     let Some(r) = route(&path) else {
-        return Response::text(404, "no such route");
+        return Response::no_such_route();
     };
     let query = parts
         .uri

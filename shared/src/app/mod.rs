@@ -14,6 +14,7 @@ pub mod outbox_admin;
 pub mod refresher;
 pub mod routes;
 pub mod simulate;
+pub mod urls;
 pub mod worker;
 
 use std::collections::HashMap;
@@ -71,6 +72,16 @@ impl Services {
     }
 
     pub fn with_parts(config: Config, stores: Stores, clock: Arc<dyn Clock>) -> Services {
+        for app in config
+            .apps
+            .iter()
+            .filter(|a| a.handoff_shares_the_desk_key())
+        {
+            tracing::warn!(
+                appid = %app.appid,
+                "[apps.chatbot] has no gateway_key: the hand-off route takes the account's gateway_key, which also opens the desk's routes; set one (README: Splitting the hand-off key)"
+            );
+        }
         let ctx = Context::new(config, stores.clone(), clock);
         let desks = ctx
             .config

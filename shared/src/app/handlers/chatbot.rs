@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::app::Services;
-use crate::app::routes::desk_gate_for;
+use crate::app::routes::desk_gate;
 use crate::config::{AppConfig, ChatbotConfig};
 use crate::http::{Request, Response, Route};
 use crate::source::chatbot::refuse;
@@ -22,14 +22,13 @@ pub(crate) fn authenticate<'a>(
     req: &Request,
 ) -> Result<(&'a AppConfig, &'a ChatbotConfig), Response> {
     let appid = route.appid.as_str();
-    desk_gate_for(
+    desk_gate(
         svc,
         route,
         req,
         |a| a.chatbot.as_ref(),
-        "this account has no [apps.chatbot]",
+        |status, why| refuse(status, appid, why),
     )
-    .map_err(|(status, why)| refuse(status, appid, why))
 }
 
 /// The hand-off, for the account's desk.

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
 use crate::app::Services;
-use crate::app::routes::desk_gate_for;
+use crate::app::routes::desk_gate;
 use crate::config::{AppConfig, TencentImConfig, is_identifier};
 use crate::http::{Request, Response, Route};
 use crate::outbox::{self, Deferral};
@@ -51,14 +51,13 @@ pub(crate) fn authenticate<'a>(
     req: &Request,
 ) -> Result<&'a AppConfig, Response> {
     let appid = route.appid.as_str();
-    let (app, cfg) = desk_gate_for(
+    let (app, cfg) = desk_gate(
         svc,
         route,
         req,
         |a| a.desk.tencent_im(),
-        "this account's desk is not tencent_im",
-    )
-    .map_err(|(status, why)| refuse(status, appid, why))?;
+        |status, why| refuse(status, appid, why),
+    )?;
     let TencentImConfig {
         sdkappid,
         callback_token,

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use tracing::{info, warn};
 
 use crate::app::Services;
+use crate::app::routes::open_account;
 use crate::config::AppConfig;
 use crate::http::{Request, Response, Route, RouteKind, multipart_part};
 use crate::store::StagedMedia;
@@ -48,8 +49,6 @@ fn appid_from_query(kind: RouteKind, raw: &str) -> (RouteKind, &str) {
     }
 }
 
-/// The account a simulated-domain request is for and which of its paths it calls, once
-/// the path's gateway key is checked.
 /// The account a request names (in the path, or in `?appid=`) and which of its paths it
 /// calls.
 fn resolve<'a>(
@@ -68,28 +67,26 @@ fn resolve<'a>(
         .map(|app| (app, kind))
 }
 
+/// The account named, once the simulated domain is open for it (a `udesk_wechat` desk)
+/// and the path carries its gateway key.
 pub(crate) fn authenticate<'a>(
     svc: &'a Services,
     route: &Route,
     req: &Request,
 ) -> Result<(&'a AppConfig, RouteKind), Response> {
-    let Some((app, kind)) = resolve(svc, route, req) else {
-        warn!("simulated domain: unknown appid");
-        return Err(err_json(404, 40013, "unknown appid"));
-    };
-    if !app.gateway_key_matches(route.key.as_ref()) {
+    let found = resolve(svc, route, req);
+    let app = open_account(found.map(|(app, _)| app), route, |status, why| {
         warn!(
-            appid = %app.appid,
-            configured = app.gateway_key.is_some(),
-            "simulated domain: missing or wrong gateway key"
+            appid = %found.map_or("", |(a, _)| a.appid.as_str()),
+            "simulated domain: {why}"
         );
-        return Err(err_json(
-            401,
+        err_json(
+            status,
             41001,
             "missing or wrong gateway key in the simulated domain URL",
-        ));
-    }
-    Ok((app, kind))
+        )
+    })?;
+    Ok((app, found.map_or(route.kind, |(_, kind)| kind)))
 }
 
 /// Serves a request that `authenticate` has passed (the key is not compared again).

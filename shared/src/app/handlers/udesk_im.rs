@@ -9,7 +9,7 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::app::Services;
-use crate::app::routes::desk_gate_for;
+use crate::app::routes::desk_gate;
 use crate::config::{AppConfig, UdeskImConfig};
 use crate::desk::udesk_im::sign;
 use crate::http::{Request, Response, Route};
@@ -28,14 +28,13 @@ pub(crate) fn authenticate<'a>(
     req: &Request,
 ) -> Result<&'a AppConfig, Response> {
     let appid = route.appid.as_str();
-    let (app, cfg) = desk_gate_for(
+    let (app, cfg) = desk_gate(
         svc,
         route,
         req,
         |a| a.desk.udesk_im(),
-        "this account's desk is not udesk_im",
-    )
-    .map_err(|(status, why)| failure(status, appid, why))?;
+        |status, why| failure(status, appid, why),
+    )?;
     let UdeskImConfig {
         key,
         offset_secs,

@@ -1,0 +1,138 @@
+//! `wxdesk-local urls`: every URL an operator pastes into a console (WeChat's push URL,
+//! the desk's route, the Dialogue Platform's hand-off and the desk's event URL), with the
+//! keys filled in, one per line as `<purpose>: <url>`. A route closed for lack of a key
+//! is a note instead, so that nobody pastes a URL that answers 404.
+
+use crate::config::{AppConfig, Config, DeskConfig, Secret};
+
+/// One URL to paste, or why a route has none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Url {
+    Paste { purpose: String, url: String },
+    Closed { purpose: String, why: &'static str },
+}
+
+impl std::fmt::Display for Url {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Url::Paste { purpose, url } => write!(f, "{purpose}: {url}"),
+            Url::Closed { purpose, why } => write!(f, "{purpose}: closed ({why})"),
+        }
+    }
+}
+
+/// Every account's URLs (or only `only`'s) under `base` (the API's or the local server's
+/// address, without a trailing slash).
+pub fn urls(config: &Config, only: Option<&str>, base: &str) -> Vec<Url> {
+    let base = base.trim_end_matches('/');
+    config
+        .apps
+        .iter()
+        .filter(|a| only.is_none_or(|o| o == a.appid))
+        .flat_map(|app| account_urls(app, base))
+        .collect()
+}
+
+fn account_urls(app: &AppConfig, base: &str) -> Vec<Url> {
+    let id = &app.appid;
+    let desk_key = app.gateway_key.as_ref();
+    let mut out = vec![Url::Paste {
+        purpose: format!("{id} WeChat push URL"),
+        url: format!("{base}/wechat/{id}"),
+    }];
+    let desk_route = match &app.desk {
+        DeskConfig::UdeskWechat(_) => Some(("Udesk simulated WeChat domain", "udesk")),
+        DeskConfig::UdeskIm(_) => Some(("Udesk message push server address", "udesk-im")),
+        DeskConfig::TencentIm(_) => Some(("Tencent IM callback URL", "tim")),
+        DeskConfig::Echo(_) => None,
+    };
+    if let Some((purpose, prefix)) = desk_route {
+        out.push(keyed(format!("{id} {purpose}"), desk_key, |k| {
+            format!("{base}/{prefix}/{id}/{k}")
+        }));
+    }
+    if let Some(cb) = &app.chatbot {
+        let handoff = cb.gateway_key.as_ref().or(desk_key);
+        out.push(keyed(
+            format!("{id} Dialogue Platform hand-off URL"),
+            handoff,
+            |k| format!("{base}/chatbot/{id}/{k}"),
+        ));
+        out.push(keyed(
+            format!("{id} desk's Dialogue Platform event URL"),
+            desk_key,
+            |k| format!("{base}/chatbot/{id}/{k}/event"),
+        ));
+    }
+    out
+}
+
+fn keyed(purpose: String, key: Option<&Secret>, url: impl FnOnce(&str) -> String) -> Url {
+    match key {
+        Some(k) => Url::Paste {
+            purpose,
+            url: url(k.expose()),
+        },
+        None => Url::Closed {
+            purpose,
+            why: "no gateway_key: set one of 16+ random characters",
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(apps: &str) -> Config {
+        Config::parse(&format!(
+            "[store]\nbackend = \"embedded\"\npath = \"d\"\n{apps}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn each_desk_gets_its_own_route_and_closed_ones_say_why() {
+        let c = config(
+            r#"
+[[apps]]
+appid = "wxim"
+kind = "official_account"
+token = "t"
+secret = "s"
+gateway_key = "im-key-0123456789ab"
+[apps.desk]
+kind = "udesk_im"
+url = "https://x.udesk.cn/spa1/im_callback"
+key = "udesk-key"
+
+[[apps]]
+appid = "wxtim"
+kind = "official_account"
+token = "t"
+secret = "s"
+[apps.desk]
+kind = "tencent_im"
+sdkappid = 1400000000
+secret_key = "k"
+admin = "administrator"
+agents = ["a1"]
+callback_token = "cbtoken"
+"#,
+        );
+        let shown: Vec<String> = urls(&c, None, "https://api/")
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "wxim WeChat push URL: https://api/wechat/wxim",
+                "wxim Udesk message push server address: https://api/udesk-im/wxim/im-key-0123456789ab",
+                "wxtim WeChat push URL: https://api/wechat/wxtim",
+                "wxtim Tencent IM callback URL: closed (no gateway_key: set one of 16+ random characters)",
+            ]
+        );
+        assert_eq!(urls(&c, Some("wxtim"), "https://api").len(), 2);
+    }
+}
