@@ -640,3 +640,49 @@ async fn a_message_that_cannot_be_kept_is_not_answered_success() {
     wait_for(20, || desk.receipts().iter().any(|r| r.msg_id == 9501)).await;
     assert!(desk.receipts().iter().any(|r| r.msg_id == 9501));
 }
+
+/// Review 2, §2: on the aws store, three messages of one customer sent 0.3 s apart while
+/// the desk failed reached it, once it recovered, as 3rd, 1st, 2nd: the jobs queued behind
+/// a failing one were held back as long as it was, so they came back into view together
+/// and the queue (moto's FIFO here) could hand out the last one first. Held-back
+/// followers now return to the queue at once, behind their group's head, on both stores.
+async fn order_holds_while_the_desk_fails(stores: wxdesk::store::Stores, store: &str) {
+    let desk = FaultyDesk::start().await;
+    desk.set(Mode::Error);
+    let text = config_text(
+        store,
+        &desk.url,
+        "[delivery]\nfirst_retry_secs = 1\nmax_retry_secs = 2\n",
+    );
+    let base = start_local(services(wxdesk::Config::parse(&text).unwrap(), stores)).await;
+    let http = wxdesk_tests::http();
+    let ids = [7001, 7002, 7003];
+    for id in ids {
+        assert_eq!(
+            post_push(&http, &base, "oOrderCustomer", id, now_secs()).await,
+            "success"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Long enough for every job to have been received, failed or held back at least once.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    desk.set(Mode::Up);
+    wait_for(30, || desk.receipts().len() >= ids.len()).await;
+    let got: Vec<u64> = desk.receipts().iter().map(|r| r.msg_id).collect();
+    assert_eq!(got, ids, "the desk got them out of order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_customers_order_holds_while_the_desk_fails_embedded() {
+    let store = embedded_store("order");
+    let cfg = wxdesk::Config::parse(&config_text(&store, "http://x", "")).unwrap();
+    let stores = wxdesk::store::Stores::open(&cfg.store).await.unwrap();
+    order_holds_while_the_desk_fails(stores, &store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_customers_order_holds_while_the_desk_fails_on_sqs() {
+    let (stores, _, _) = aws_stores_with_queue().await;
+    let aws = "[store]\nbackend = \"aws\"\ndedup_table = \"unused\"\n";
+    order_holds_while_the_desk_fails(stores, aws).await;
+}

@@ -19,21 +19,18 @@ use crate::store::queue::{Leased, job_from_body};
 /// How often the local server sweeps (the schedule's period on AWS).
 pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
-/// Runs one group's jobs in order; once one must wait, the rest wait behind it as long.
+/// Runs one group's jobs in order; once one must wait, the rest go back behind it.
 async fn run_group(svc: &Services, jobs: Vec<Leased>) -> Vec<(Leased, Settle)> {
     let mut out = Vec::with_capacity(jobs.len());
-    let mut blocked = None;
+    let mut blocked = false;
     for leased in jobs {
-        let settle = match blocked {
-            Some(delay) => Settle::Later(delay),
-            None => {
-                let desk = svc.desk(leased.job.appid()).map(|d| d.as_ref());
-                outbox::run(svc, desk, &leased.job).await
-            }
+        let settle = if blocked {
+            Settle::Behind
+        } else {
+            let desk = svc.desk(leased.job.appid()).map(|d| d.as_ref());
+            outbox::run(svc, desk, &leased.job).await
         };
-        if let Settle::Later(delay) = settle {
-            blocked = Some(delay);
-        }
+        blocked |= settle != Settle::Done;
         out.push((leased, settle));
     }
     out
@@ -53,6 +50,7 @@ async fn settle(svc: &Services, leased: &Leased, settle: Settle) {
     let result = match settle {
         Settle::Done => svc.queue.done(leased).await,
         Settle::Later(delay) => svc.queue.later(leased, delay).await,
+        Settle::Behind => svc.queue.release(leased).await,
     };
     if let Err(e) = result {
         // The job comes back when its lease (visibility timeout) runs out.
@@ -187,14 +185,18 @@ pub async fn handle_sqs_batch(svc: &Arc<Services>, records: &[Value]) -> Value {
             }
         }
     }
+    // Each group's head first: its followers go back only once it is held back.
     for (leased, s) in results {
-        if let Settle::Later(delay) = s {
-            if let Err(e) = svc.queue.later(&leased, delay).await {
-                warn!(error = %e, "could not hold the job back; it returns after the queue's visibility timeout");
-            }
-            if let Some(id) = ids.get(&leased.receipt) {
-                failures.push(id.clone());
-            }
+        let held = match s {
+            Settle::Done => continue,
+            Settle::Later(delay) => svc.queue.later(&leased, delay).await,
+            Settle::Behind => svc.queue.release(&leased).await,
+        };
+        if let Err(e) = held {
+            warn!(error = %e, "could not hold the job back; it returns after the queue's visibility timeout");
+        }
+        if let Some(id) = ids.get(&leased.receipt) {
+            failures.push(id.clone());
         }
     }
     batch_failures(failures.iter().map(String::as_str))

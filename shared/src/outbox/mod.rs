@@ -203,6 +203,11 @@ pub enum Settle {
     Done,
     /// Run it again after this.
     Later(Duration),
+    /// Behind an earlier job of its group that must wait: back in the queue at once, where
+    /// the group's order holds it behind that job. (Held back as long as the head, the
+    /// group's jobs came back into view together, and a FIFO queue could hand out the
+    /// last first: moto's does.)
+    Behind,
 }
 
 /// What one attempt came to.

@@ -48,7 +48,7 @@ impl EmbeddedQueue {
         }
     }
 
-    fn release(&self, receipt: &str) -> Option<u64> {
+    fn unlease(&self, receipt: &str) -> Option<u64> {
         let seq = receipt.parse::<u64>().ok()?;
         self.leased.lock().ok()?.remove(&seq);
         Some(seq)
@@ -142,7 +142,7 @@ impl JobQueue for EmbeddedQueue {
     }
 
     async fn done(&self, job: &Leased) -> Result<(), StoreError> {
-        let Some(seq) = self.release(&job.receipt) else {
+        let Some(seq) = self.unlease(&job.receipt) else {
             return Ok(());
         };
         let key = job.job.key.clone();
@@ -170,7 +170,7 @@ impl JobQueue for EmbeddedQueue {
     }
 
     async fn later(&self, job: &Leased, delay: Duration) -> Result<(), StoreError> {
-        let Some(seq) = self.release(&job.receipt) else {
+        let Some(seq) = self.unlease(&job.receipt) else {
             return Ok(());
         };
         let due_ms = crate::support::clock::unix_ms() + delay.as_millis() as i64;

@@ -53,6 +53,11 @@ pub trait JobQueue: Send + Sync {
     async fn done(&self, job: &Leased) -> Result<(), StoreError>;
     /// Run the job again after `delay`; its group waits behind it.
     async fn later(&self, job: &Leased, delay: Duration) -> Result<(), StoreError>;
+    /// Give the job back at once, behind its group's earlier jobs (a follower of a job that
+    /// must wait): it runs when they are settled.
+    async fn release(&self, job: &Leased) -> Result<(), StoreError> {
+        self.later(job, Duration::ZERO).await
+    }
     /// Whether the queue answers (for `/readyz`).
     async fn ready(&self) -> Result<(), StoreError> {
         Ok(())
@@ -170,6 +175,20 @@ impl JobQueue for SqsQueue {
             .receipt_handle(&job.receipt)
             // SQS counts whole seconds, up to 12 hours.
             .visibility_timeout(delay.as_secs().clamp(1, 43_200) as i32)
+            .send()
+            .await
+            .map_err(|e| sdk_err("SQS ChangeMessageVisibility", e))?;
+        Ok(())
+    }
+
+    /// Visible again now: a FIFO queue hands out no job of a group while an earlier one
+    /// is in flight, so the group's head (held back by `later`) still comes first.
+    async fn release(&self, job: &Leased) -> Result<(), StoreError> {
+        self.sqs
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(&job.receipt)
+            .visibility_timeout(0)
             .send()
             .await
             .map_err(|e| sdk_err("SQS ChangeMessageVisibility", e))?;
