@@ -506,6 +506,9 @@ pub struct Config {
     pub fetch: FetchConfig,
     pub server: ServerConfig,
     pub apps: Vec<AppConfig>,
+    /// The document's version: the SHA-256 of its text (what a reload compares, and what
+    /// `doctor` compares with a running server's).
+    pub version: String,
     by_appid: HashMap<String, usize>,
 }
 
@@ -787,6 +790,7 @@ impl Config {
             fetch: raw.fetch,
             server: raw.server,
             apps: raw.apps,
+            version: crate::support::hex::sha256_hex(text.as_bytes()),
             by_appid,
         })
     }

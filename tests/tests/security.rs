@@ -1045,3 +1045,84 @@ async fn a_desk_route_is_closed_for_accounts_that_do_not_use_it() {
     let (s, body) = rig.post(&format!("/udesk/{APPID}/{k}"), custom).await;
     assert_eq!(s, 200, "{body}");
 }
+
+/// Review 2, §2: `doctor --config F` beside a running server reported the server's
+/// config, not the file's: an operator who fixed the file got the old verdict. The checks
+/// that need no store now run on the file, the server's access_token line is used only
+/// where it runs the file's AppSecret (a changed one is checked with stable_token in its
+/// normal mode, which invalidates no token), and another config version is reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_beside_a_server_checks_the_file_it_was_given() {
+    let wx = wechat::start().await;
+    let desk = udesk_wechat().await;
+    let admin = "doctor-admin-key-0123456789";
+    let extra = format!(
+        "[wechat]\napi_base = \"{}\"\n[server]\nadmin_key = \"{admin}\"\n",
+        wx.base()
+    );
+    let running = config_text(&embedded_store("beside"), &desk.url("/w"), &extra);
+    let svc = wxdesk::Services::build(wxdesk::Config::parse(&running).unwrap())
+        .await
+        .unwrap();
+    let base = start_local(Arc::new(svc)).await;
+    let key = wxdesk::config::Secret::new(admin);
+    let doctor = |text: String| {
+        let (base, key) = (base.clone(), key.clone());
+        async move {
+            let file = wxdesk::Config::parse(&text).unwrap();
+            wxdesk::app::beside::doctor(file, &base, &key, Some(APPID))
+                .await
+                .unwrap()
+        }
+    };
+    let (same, ok) = doctor(running.clone()).await;
+    assert!(ok, "{same:?}");
+    assert!(!same.iter().any(|l| l.starts_with("NOTE")), "{same:?}");
+    // The operator rotates the AppSecret (WeChat now takes only the new one) and points
+    // the desk elsewhere, in the file only.
+    wx.state.lock().unwrap().secret = "rotated-secret".into();
+    let stable_before = wx.state.lock().unwrap().stable_calls;
+    let edited = running
+        .replacen("secret = \"test-secret\"", "secret = \"rotated-secret\"", 1)
+        .replacen(&desk.url("/w"), "http://127.0.0.1:9/closed", 1);
+    let (lines, ok) = doctor(edited).await;
+    assert!(!ok, "{lines:?}");
+    let line = |name: &str| {
+        lines
+            .iter()
+            .find(|l| l.contains(&format!("{APPID} {name}:")))
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert!(
+        line("desk").starts_with("FAIL"),
+        "the file's desk: {lines:?}"
+    );
+    assert!(
+        line("access_token").starts_with("PASS") && line("access_token").contains("stable_token"),
+        "the file's secret: {lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("NOTE") && l.contains("SIGHUP")),
+        "{lines:?}"
+    );
+    let (stable, forced) = {
+        let s = wx.state.lock().unwrap();
+        (s.stable_calls, s.stable_force_calls)
+    };
+    assert_eq!(stable - stable_before, 1, "one stable_token probe");
+    assert_eq!(forced, 0, "no token was invalidated");
+    assert!(!lines.iter().any(|l| l.contains("rotated-secret")));
+    // The admin key goes to loopback only.
+    let err = wxdesk::app::beside::doctor(
+        wxdesk::Config::parse(&running).unwrap(),
+        "http://wxdesk-not-loopback.invalid:8080",
+        &key,
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains("loopback"), "{err}");
+}

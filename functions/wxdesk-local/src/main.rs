@@ -36,7 +36,7 @@ async fn main() -> ExitCode {
     let mut dead = false;
     let mut args = std::env::args().skip(1).peekable();
     let mut text = None;
-    let mut server = "http://127.0.0.1:8080".to_owned();
+    let mut server = None;
     let mut url = "http://127.0.0.1:8080".to_owned();
     let mut openid = "oSimulatedCustomer0000000000".to_owned();
     let command = match args.peek().map(String::as_str) {
@@ -84,7 +84,7 @@ async fn main() -> ExitCode {
             ("--server", Some(v))
                 if matches!(command, Command::Doctor | Command::List | Command::Replay) =>
             {
-                server = v
+                server = Some(v)
             }
             ("--url", Some(v)) if simulate => url = v,
             ("--openid", Some(v)) if simulate => openid = v,
@@ -127,6 +127,10 @@ async fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let admin_key = config.server.admin_key.clone();
+    // doctor beside a running server checks the file, not the server's config.
+    let file_config = matches!(command, Command::Doctor).then(|| config.clone());
+    // Where a server holding the store listens (only a loopback address).
+    let server = wxdesk::app::beside::server_base(&config, server.as_deref());
     let svc = wxdesk::Services::build(config).await;
     let svc = match svc {
         Ok(s) => Arc::new(s),
@@ -140,6 +144,33 @@ async fn main() -> ExitCode {
                 );
                 return ExitCode::from(1);
             };
+            let server = match server {
+                Ok(base) => base,
+                Err(e) => {
+                    eprintln!("wxdesk-local: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if let Some(file) = file_config {
+                return match wxdesk::app::beside::doctor(file, &server, &admin, app.as_deref())
+                    .await
+                {
+                    Ok((lines, ok)) => {
+                        for l in &lines {
+                            println!("{l}");
+                        }
+                        if ok {
+                            ExitCode::SUCCESS
+                        } else {
+                            ExitCode::from(1)
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("wxdesk-local: {e}");
+                        ExitCode::from(1)
+                    }
+                };
+            }
             let path = match command {
                 Command::Doctor => format!("/admin/doctor{}", app_query(&app, "?")),
                 Command::List => format!("/admin/outbox?state={state}{}", app_query(&app, "&")),
@@ -197,6 +228,12 @@ async fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // Where doctor and outbox find this server (and no other process on another port).
+    if let Ok(addr) = listener.local_addr()
+        && let Err(e) = wxdesk::app::beside::record_address(&svc.config, addr)
+    {
+        tracing::warn!(error = %e, "cannot record the server's address in the store's directory; doctor and outbox need --server");
+    }
     tracing::info!(
         listen = %listen,
         apps = svc.config.apps.len(),

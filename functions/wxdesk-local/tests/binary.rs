@@ -336,10 +336,11 @@ fn crash_setup(name: &str, desk_port: u16) -> (std::path::PathBuf, std::path::Pa
         &cfg,
         format!(
             "[store]\nbackend = \"embedded\"\npath = {:?}\n\
+             [wechat]\napi_base = \"http://127.0.0.1:9\"\n\
              [delivery]\nfirst_retry_secs = 1\nmax_retry_secs = 2\n\
              [server]\nadmin_key = \"crash-admin-key-0123456789\"\n\
              [[apps]]\nappid = \"wxcrash0000000001\"\nkind = \"official_account\"\n\
-             token = \"crash-token\"\nsecret = \"crash-secret\"\ngateway_key = \"crash-gateway-key\"\n\
+             token = \"crash-token\"\nsecret = \"crash-secret\"\ngateway_key = \"crash-gateway-key-0123\"\n\
              [apps.desk]\nkind = \"udesk_wechat\"\nurl = \"http://127.0.0.1:{}/desk\"\n",
             dir.join("data"),
             desk_port
@@ -608,4 +609,56 @@ fn urls_prints_each_console_url_with_its_key() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Review 2, §2 and §3: the CLI sent the admin key to 127.0.0.1:8080 whatever port the
+/// server used (a local user listening there got it), and the store was world-readable.
+/// The server now records its address (0600) in its 0700 data directory; the CLI asks
+/// that address only, and refuses a `--server` that is not loopback.
+#[test]
+fn the_admin_key_goes_only_to_the_server_holding_the_store() {
+    use std::os::unix::fs::PermissionsExt;
+    let desk = crash_desk();
+    let (dir, cfg, port) = crash_setup("addr", desk.port);
+    // Someone else holds the port the config names; the server runs on another.
+    let thief = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    thief.set_nonblocking(true).unwrap();
+    let thief_port = thief.local_addr().unwrap().port();
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "[server]\n",
+        &format!("[server]\nlisten = \"127.0.0.1:{thief_port}\"\n"),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let mut server = start_server(&cfg, port);
+    let data = dir.join("data");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let recorded = std::fs::read_to_string(data.join("server.addr")).unwrap();
+    let run = |extra: &[&str]| {
+        Command::new(BIN)
+            .args(["doctor", "--config", cfg.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let doctor = run(&[]);
+    let refused = run(&["--server", "http://wxdesk-not-loopback.invalid:8080"]);
+    let modes = (
+        mode(&data),
+        mode(&data.join("wxdesk.redb")),
+        mode(&data.join("server.addr")),
+    );
+    server.kill().unwrap();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(recorded.trim(), format!("127.0.0.1:{port}"));
+    assert_eq!(modes, (0o700, 0o600, 0o600));
+    let out = String::from_utf8_lossy(&doctor.stdout).into_owned()
+        + &String::from_utf8_lossy(&doctor.stderr);
+    assert!(out.contains("PASS wxcrash0000000001 config"), "{out}");
+    assert!(
+        thief.accept().is_err(),
+        "the config's port got a connection"
+    );
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("loopback"));
 }

@@ -35,19 +35,14 @@ pub async fn serve(svc: &Services, peer: IpAddr, req: &Request) -> Response {
     let presented = req
         .header(http::header::AUTHORIZATION)
         .and_then(|h| h.strip_prefix("Bearer "));
-    if !peer.is_loopback() || !presented.is_some_and(|p| key.matches(p)) {
+    let local = peer.is_loopback() || is_mapped_loopback(peer);
+    if !local || !presented.is_some_and(|p| key.matches(p)) {
         tracing::warn!(%peer, path = %req.path, "admin request refused");
         return not_found();
     }
     let app = req.query("app");
     let answer = match (req.method.as_str(), req.path.as_str()) {
-        ("GET", "/admin/doctor") => {
-            let checks = crate::app::doctor::run(svc, app).await;
-            json!({
-                "ok": !checks.is_empty() && checks.iter().all(|c| c.result.is_ok()),
-                "lines": checks.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            })
-        }
+        ("GET", "/admin/doctor") => doctor(svc, app, req.query("checks")).await,
         ("GET", "/admin/outbox") => {
             let Some(shelves) = outbox_admin::shelves(req.query("state").unwrap_or("pending"))
             else {
@@ -77,13 +72,70 @@ pub async fn serve(svc: &Services, peer: IpAddr, req: &Request) -> Response {
     Response::json(answer.to_string())
 }
 
-/// The CLI's side: asks the server at `base` (`http://127.0.0.1:8080`).
+/// `GET /admin/doctor[?app=A][&checks=access_token]`: the checks (only those that need
+/// the store, with `checks=access_token`), the config version the server runs, and per
+/// account its secret's fingerprint and access_token line, so that `doctor --config F`
+/// can tell which of the file's accounts the server's answers still describe.
+async fn doctor(svc: &Services, app: Option<&str>, checks: Option<&str>) -> Value {
+    use crate::app::doctor;
+    let mut lines = Vec::new();
+    let mut accounts = serde_json::Map::new();
+    for a in doctor::accounts(svc, app) {
+        let token = doctor::access_token(svc, a).await;
+        accounts.insert(
+            a.appid.clone(),
+            json!({ "secret": doctor::secret_fingerprint(a), "access_token": token.to_string() }),
+        );
+        if checks == Some("access_token") {
+            lines.push(token);
+        } else {
+            lines.extend([doctor::config(svc, a), token, doctor::desk(svc, a).await]);
+        }
+    }
+    json!({
+        "ok": !lines.is_empty() && lines.iter().all(|c| c.result.is_ok()),
+        "lines": lines.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "version": svc.config.version,
+        "accounts": accounts,
+    })
+}
+
+/// Whether `base` (`http://host:port`) names this machine: the admin key goes nowhere
+/// else (a local user listening on another port must not receive it).
+pub fn is_loopback_base(base: &str) -> bool {
+    let Some(rest) = base.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    match authority.parse::<std::net::SocketAddr>() {
+        Ok(addr) => addr.ip().is_loopback() || is_mapped_loopback(addr.ip()),
+        Err(_) => authority
+            .strip_prefix("localhost:")
+            .is_some_and(|p| p.parse::<u16>().is_ok()),
+    }
+}
+
+/// `::ffff:127.0.0.1` and friends: loopback, spelt as IPv6.
+pub(crate) fn is_mapped_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        IpAddr::V4(_) => false,
+    }
+}
+
+/// The CLI's side: asks the server at `base` (`http://127.0.0.1:8080`), which must be a
+/// loopback address.
 pub async fn call(
     base: &str,
     key: &Secret,
     method: http::Method,
     path_and_query: &str,
 ) -> Result<Value, String> {
+    if !is_loopback_base(base) {
+        return Err(format!(
+            "{base} is not a loopback address (http://127.0.0.1:PORT or http://[::1]:PORT): the admin key is sent nowhere else"
+        ));
+    }
     let url = format!("{}{path_and_query}", base.trim_end_matches('/'));
     let req = http_client().request(method, &url).header(
         http::header::AUTHORIZATION,

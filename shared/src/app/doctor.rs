@@ -120,10 +120,14 @@ fn gateway_keys(app: &AppConfig) -> Vec<(&'static str, &Secret)> {
 async fn token_check(svc: &Services, app: &AppConfig) -> Result<String, String> {
     match svc.wechat.tokens.get(app).await {
         Ok(_) => Ok("WeChat issued an access_token".into()),
-        Err(e) => Err(match operator_hint(e.errcode()) {
-            Some(hint) => format!("{e} ({hint})"),
-            None => e.to_string(),
-        }),
+        Err(e) => Err(with_hint(&e)),
+    }
+}
+
+fn with_hint(e: &crate::wechat::error::ApiError) -> String {
+    match operator_hint(e.errcode()) {
+        Some(hint) => format!("{e} ({hint})"),
+        None => e.to_string(),
     }
 }
 
@@ -137,28 +141,73 @@ async fn desk_check(svc: &Services, app: &AppConfig) -> Result<String, String> {
 /// Every check for every account (or just `only`).
 pub async fn run(svc: &Services, only: Option<&str>) -> Vec<Check> {
     let mut out = Vec::new();
-    for app in svc
-        .config
-        .apps
-        .iter()
-        .filter(|a| only.is_none_or(|o| o == a.appid))
-    {
-        let appid = app.appid.clone();
-        out.push(Check {
-            appid: appid.clone(),
-            name: "config",
-            result: config_check(app, &svc.config.apps),
-        });
-        out.push(Check {
-            appid: appid.clone(),
-            name: "access_token",
-            result: token_check(svc, app).await,
-        });
-        out.push(Check {
-            appid,
-            name: "desk",
-            result: desk_check(svc, app).await,
-        });
+    for app in accounts(svc, only) {
+        out.push(config(svc, app));
+        out.push(access_token(svc, app).await);
+        out.push(desk(svc, app).await);
     }
     out
+}
+
+/// The accounts a run covers: all, or just `only`.
+pub fn accounts<'a>(
+    svc: &'a Services,
+    only: Option<&'a str>,
+) -> impl Iterator<Item = &'a AppConfig> {
+    svc.config
+        .apps
+        .iter()
+        .filter(move |a| only.is_none_or(|o| o == a.appid))
+}
+
+/// The config check of one account (needs no store).
+pub fn config(svc: &Services, app: &AppConfig) -> Check {
+    Check {
+        appid: app.appid.clone(),
+        name: "config",
+        result: config_check(app, &svc.config.apps),
+    }
+}
+
+/// Whether WeChat issues the account a token, through the token authority (its store).
+pub async fn access_token(svc: &Services, app: &AppConfig) -> Check {
+    Check {
+        appid: app.appid.clone(),
+        name: "access_token",
+        result: token_check(svc, app).await,
+    }
+}
+
+/// The access_token check without the store, for a secret the running server does not
+/// have yet: `stable_token` in its normal mode, which invalidates no token.
+pub async fn secret(svc: &Services, app: &AppConfig) -> Check {
+    let result = match svc.wechat.tokens.check_secret(app).await {
+        Ok(()) => Ok("WeChat accepts the AppSecret in the file (checked with stable_token, which invalidates no token)".into()),
+        Err(e) => Err(with_hint(&e)),
+    };
+    Check {
+        appid: app.appid.clone(),
+        name: "access_token",
+        result,
+    }
+}
+
+/// Whether the desk answers (needs no store).
+pub async fn desk(svc: &Services, app: &AppConfig) -> Check {
+    Check {
+        appid: app.appid.clone(),
+        name: "desk",
+        result: desk_check(svc, app).await,
+    }
+}
+
+/// Tells two configs' AppSecrets apart without showing either: the start of a SHA-256
+/// over the account and its secret, for the admin route's key holders only.
+pub fn secret_fingerprint(app: &AppConfig) -> String {
+    let text = format!(
+        "wxdesk secret fingerprint\0{}\0{}",
+        app.appid,
+        app.secret.expose()
+    );
+    crate::support::hex::sha256_hex(text.as_bytes())[..16].to_owned()
 }

@@ -14,12 +14,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use sha2::{Digest, Sha256};
 use tracing::{error, info};
 
 use crate::app::{InitError, Services};
 use crate::config::{Config, ConfigError, StoreConfig};
-use crate::support::hex::hex_lower;
 
 /// How often a secret is read again by default.
 pub const DEFAULT_REFRESH: Duration = Duration::from_secs(300);
@@ -55,7 +53,7 @@ pub struct Live {
 }
 
 fn digest(text: &str) -> String {
-    hex_lower(&Sha256::digest(text.as_bytes()))
+    crate::support::hex::sha256_hex(text.as_bytes())
 }
 
 /// The document in a secret's bytes: TOML text, or gzip (raw or base64).

@@ -3,6 +3,7 @@
 //! refresher). Nothing below this module imports it.
 
 pub mod admin;
+pub mod beside;
 pub mod doctor;
 pub mod functions;
 pub mod handlers;

@@ -4,6 +4,7 @@
 //! transaction and a single fsync (group commit): claims stay serialised, so exactly one
 //! racer wins, while a busy server pays one fsync per batch instead of one per message.
 
+use crate::support::private_fs::{create_private_dir, private_dir, private_file, write_private};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -60,10 +61,13 @@ pub struct EmbeddedStore {
 
 impl EmbeddedStore {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
-        })?;
+        // It holds access_tokens and message texts: the server's user alone reads it.
         let file = dir.join("wxdesk.redb");
+        private_dir(dir)
+            .and_then(|()| private_file(&file))
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", file.display()))
+            })?;
         let db = Database::create(&file).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => {
                 StoreError::InUse(file.display().to_string())
@@ -684,7 +688,7 @@ struct MediaMeta {
 
 impl EmbeddedMedia {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| {
+        private_dir(dir).map_err(|e| {
             StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
         })?;
         Ok(Self {
@@ -734,7 +738,7 @@ impl MediaStore for EmbeddedMedia {
         let bytes = media.bytes.clone();
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)?;
+                create_private_dir(parent)?;
             }
             // Write then rename, both files, each under a name no concurrent writer of the
             // same key shares: a reader never sees half a file, and two stagings of one
@@ -743,10 +747,10 @@ impl MediaStore for EmbeddedMedia {
             let unique = crate::store::new_claim_id();
             let meta_final = meta_path(&path);
             let meta_tmp = tmp_path(&meta_final, &unique);
-            std::fs::write(&meta_tmp, &meta)?;
+            write_private(&meta_tmp, &meta)?;
             std::fs::rename(&meta_tmp, &meta_final)?;
             let tmp = tmp_path(&path, &unique);
-            std::fs::write(&tmp, &bytes)?;
+            write_private(&tmp, &bytes)?;
             std::fs::rename(&tmp, &path)
         })
         .await

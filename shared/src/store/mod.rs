@@ -8,7 +8,10 @@ pub mod embedded;
 #[cfg(feature = "local")]
 pub mod embedded_queue;
 pub mod idempotency;
+mod not_configured;
 pub mod queue;
+
+pub(crate) use not_configured::NotConfigured;
 
 use std::sync::Arc;
 
@@ -200,6 +203,18 @@ pub struct Stores {
 }
 
 impl Stores {
+    /// No store at all, for a command that must not open one (the store is held by a
+    /// running server): every call fails, naming `why`.
+    pub fn none(why: &'static str) -> Stores {
+        let none = Arc::new(NotConfigured(why));
+        Stores {
+            inbox: none.clone(),
+            tokens: none.clone(),
+            media: none.clone(),
+            queue: none,
+        }
+    }
+
     pub async fn open(config: &crate::config::StoreConfig) -> Result<Stores, StoreError> {
         Self::open_with(config, None).await
     }
@@ -486,81 +501,6 @@ pub(crate) fn safe_segment(s: &str) -> String {
     match out.trim_start_matches('.') {
         "" => "_".to_owned(),
         t => t.to_owned(),
-    }
-}
-
-/// Stands in for a store the deployment did not configure: every call says which key to
-/// set, so the account's other routes keep working.
-pub(crate) struct NotConfigured(pub &'static str);
-
-impl NotConfigured {
-    fn err(&self) -> StoreError {
-        StoreError::Unavailable(format!("not configured: set {}", self.0))
-    }
-}
-
-#[async_trait]
-impl TokenStore for NotConfigured {
-    async fn get(&self, _: &str) -> Result<Option<TokenRecord>, StoreError> {
-        Err(self.err())
-    }
-    async fn try_lease(
-        &self,
-        _: &str,
-        _: &str,
-        _: u64,
-        _: i64,
-        _: i64,
-    ) -> Result<bool, StoreError> {
-        Err(self.err())
-    }
-    async fn replace(&self, _: &str, _: &str, _: u64, _: &str, _: i64) -> Result<bool, StoreError> {
-        Err(self.err())
-    }
-    async fn release(&self, _: &str, _: &str) -> Result<(), StoreError> {
-        Err(self.err())
-    }
-    async fn invalidate(&self, _: &str, _: &str) -> Result<bool, StoreError> {
-        Err(self.err())
-    }
-}
-
-#[async_trait]
-impl queue::JobQueue for NotConfigured {
-    async fn enqueue(&self, _: &queue::Job) -> Result<(), StoreError> {
-        Err(self.err())
-    }
-    async fn receive(
-        &self,
-        _: usize,
-        _: std::time::Duration,
-    ) -> Result<Vec<queue::Leased>, StoreError> {
-        Err(self.err())
-    }
-    async fn done(&self, _: &queue::Leased) -> Result<(), StoreError> {
-        Err(self.err())
-    }
-    async fn later(&self, _: &queue::Leased, _: std::time::Duration) -> Result<(), StoreError> {
-        Err(self.err())
-    }
-    async fn ready(&self) -> Result<(), StoreError> {
-        Err(self.err())
-    }
-}
-
-#[async_trait]
-impl MediaStore for NotConfigured {
-    async fn put(&self, _: &str, _: &StagedMedia) -> Result<(), StoreError> {
-        Err(self.err())
-    }
-    async fn get(&self, _: &str) -> Result<Option<StagedMedia>, StoreError> {
-        Err(self.err())
-    }
-    async fn size(&self, _: &str) -> Result<Option<u64>, StoreError> {
-        Err(self.err())
-    }
-    async fn presign(&self, _: &str, _: std::time::Duration) -> Result<Option<String>, StoreError> {
-        Err(self.err())
     }
 }
 

@@ -6,6 +6,8 @@ pub mod hex;
 pub mod ids;
 pub mod localtime;
 pub mod outbound;
+#[cfg(feature = "local")]
+pub(crate) mod private_fs;
 pub mod retry;
 pub mod secret;
 pub mod tls;

@@ -221,6 +221,16 @@ impl TokenAuthority {
         result
     }
 
+    /// Whether WeChat accepts `app`'s AppSecret, asked of `cgi-bin/stable_token` in its
+    /// normal mode (`force_refresh` false), which hands back the token in force: the check
+    /// invalidates no token a running server uses, as a `cgi-bin/token` call would. Nothing
+    /// is stored.
+    pub async fn check_secret(&self, app: &AppConfig) -> Result<(), ApiError> {
+        let mut probe = app.clone();
+        probe.stable_token = true;
+        self.fetch_once(&probe, false).await.map(|_| ())
+    }
+
     async fn fetch_once(&self, app: &AppConfig, force: bool) -> Result<(String, i64), ApiError> {
         let req = if app.stable_token {
             let body = serde_json::json!({
