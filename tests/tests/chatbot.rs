@@ -539,3 +539,25 @@ async fn a_handoff_without_its_own_key_still_works_and_doctor_fails_it() {
     assert!(err.contains("apps[0].chatbot.gateway_key"), "{err}");
     assert!(!err.contains(GATEWAY_KEY), "{err}");
 }
+
+/// Review 2, §4: a chatbot account's `touser` became a store key unchecked (100 × 60 KB
+/// grew the store by 19 MB). It is validated like every openid.
+#[tokio::test]
+async fn an_agents_touser_must_be_an_openid() {
+    let rig = rig("touser").await;
+    let huge = "o".repeat(60_000);
+    let (s, v) = rig
+        .agent_sends(&format!("touser={huge}&msgtype=text&text[content]=hi"))
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v["errmsg"].as_str().unwrap_or("").contains("touser"), "{v}");
+    let (s, _) = rig
+        .event(HANDOFF_KEY.replace("handoff", "x").as_str(), json!({}))
+        .await;
+    assert_eq!(s, 401);
+    let (s, v) = rig
+        .event(GATEWAY_KEY, json!({"openid": huge, "event": "waiterQuit"}))
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(rig.platform.received().is_empty());
+}

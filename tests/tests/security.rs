@@ -1126,3 +1126,55 @@ async fn doctor_beside_a_server_checks_the_file_it_was_given() {
     .unwrap_err();
     assert!(err.contains("loopback"), "{err}");
 }
+
+/// Review 2, §4: XML pushes reached the desk byte for byte (a DOCTYPE with an external
+/// entity, a second FromUserName), and a 60 KB MsgId skipped dedup. The desk now gets the
+/// re-serialized document; a DOCTYPE, a repeated field or an oversized key field is
+/// refused.
+#[tokio::test]
+async fn pushes_reach_the_desk_re_serialized_and_odd_ones_are_refused() {
+    let rig = rig("reserialized", "").await;
+    let ts = now_secs();
+    let body = |inner: &str| {
+        format!(
+            "<xml><ToUserName><![CDATA[gh_test]]></ToUserName><FromUserName><![CDATA[{CUSTOMER}]]></FromUserName>\
+             <CreateTime>{ts}</CreateTime><MsgType><![CDATA[text]]></MsgType>{inner}</xml>"
+        )
+    };
+    let rig = &rig;
+    let push = |xml: String, nonce: &'static str| {
+        let path = format!("/wechat/{PLAIN_APPID}?{}", plain_query(ts, nonce));
+        async move { rig.post(&path, xml).await }
+    };
+    let refused = [
+        format!(
+            "<?xml version=\"1.0\"?><!DOCTYPE xml [<!ENTITY e SYSTEM \"file:///etc/passwd\">]>{}",
+            body("<Content>&e;</Content><MsgId>1</MsgId>")
+        ),
+        body(
+            "<FromUserName><![CDATA[oVictim]]></FromUserName><Content>x</Content><MsgId>2</MsgId>",
+        ),
+        body(&format!(
+            "<Content>x</Content><MsgId>{}</MsgId>",
+            "9".repeat(60_000)
+        )),
+    ];
+    for (xml, nonce) in refused.into_iter().zip(["n1", "n2", "n3"]) {
+        let (status, answer) = push(xml, nonce).await;
+        assert_eq!(status, 400, "{answer}");
+    }
+    assert_eq!(rig.desk.hits(), 0);
+    let (status, _) = push(
+        body("<!-- a comment for the desk --><Content><![CDATA[hello]]></Content><MsgId>3</MsgId>"),
+        "n4",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let got = rig.desk.bodies();
+    assert_eq!(got.len(), 1);
+    assert!(
+        !got[0].contains("comment") && got[0].contains("hello"),
+        "{}",
+        got[0]
+    );
+}

@@ -27,6 +27,12 @@ struct Rig {
 
 fn config(store: &str, wx: &str, desk: &str, key: &str, extra: &str) -> String {
     let app = |appid: &str, kind: &str| {
+        // Each account has keys of its own (doctor fails shared ones).
+        let gateway_key = if appid == IM_APPID {
+            GATEWAY_KEY.to_owned()
+        } else {
+            format!("{GATEWAY_KEY}-{appid}")
+        };
         format!(
             r#"
 [[apps]]
@@ -34,7 +40,7 @@ appid = "{appid}"
 kind = "{kind}"
 token = "{TOKEN}"
 secret = "test-secret"
-gateway_key = "{GATEWAY_KEY}"
+gateway_key = "{gateway_key}"
 [apps.desk]
 kind = "udesk_im"
 url = "{desk}/spa1/im_callback"

@@ -15,6 +15,7 @@ use crate::http::{Request, Response};
 use crate::outbox::{self, Deferral};
 use crate::store::idempotency::{self, LEASE_MARGIN, Next};
 use crate::store::{Outcome, entry_ref};
+use crate::support::ids::MAX_OPENID_LEN;
 use crate::telemetry::metric;
 use crate::wechat::crypto::{CryptoError, MsgCrypt};
 use crate::wechat::kf::{PassivePlan, plan_mini_program_reply};
@@ -28,8 +29,6 @@ use crate::wechat::xml::Doc;
 const RECORD_RESERVE: Duration = Duration::from_millis(500);
 /// The dedup write's share of WeChat's 5 s: a store that hangs must not cost the answer.
 const CLAIM_WITHIN: Duration = Duration::from_millis(1000);
-/// WeChat's openids are 28 characters; anything far longer is not one.
-const MAX_OPENID_LEN: usize = 64;
 
 fn refuse(status: u16, appid: &str, why: &str) -> Response {
     warn!(appid, status, reason = why, "push refused");
@@ -183,11 +182,9 @@ async fn push(
         );
         return Response::text(200, SUCCESS);
     }
-    // The desk gets WeChat XML: the decrypted document as received, or the JSON converted.
-    let payload = match msg.format {
-        Format::Xml => plaintext,
-        Format::Json => msg.to_xml(),
-    };
+    // The desk gets WeChat XML re-serialized from what was parsed, never the bytes as
+    // received: no DOCTYPE, comment or second field of the sender's reaches it.
+    let payload = msg.to_xml();
     let key = msg.dedup_key(appid);
     let group = outbox::inbound_group(appid, &msg.from_user);
     // Logs name the entry by a hash: the key holds the customer's openid.

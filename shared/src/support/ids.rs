@@ -3,6 +3,8 @@
 
 /// The longest appid wxdesk accepts (WeChat's are 18 characters).
 pub(crate) const MAX_APPID_LEN: usize = 64;
+/// WeChat openids are 28 characters; room for other shapes, never a 60 KB store key.
+pub(crate) const MAX_OPENID_LEN: usize = 64;
 
 /// Whether `s` is 1..=`max` ASCII letters, digits, '_' or '-': the shape of appids, openids
 /// and IM UserIDs, checked before such a value reaches a map, a store key or a log line.

@@ -76,6 +76,13 @@ impl KfMessage {
 
     pub(crate) fn from_value(doc: &Value, kind: AppKind) -> Result<Self, KfError> {
         let touser = required_str(doc, "touser", "touser")?;
+        // It becomes part of store keys (conversation state): an openid's shape only.
+        if !crate::support::ids::is_identifier(&touser, crate::support::ids::MAX_OPENID_LEN) {
+            return Err(KfError::Invalid(
+                "touser".into(),
+                "an openid (1-64 letters, digits, '_' or '-')",
+            ));
+        }
         let msgtype = required_str(doc, "msgtype", "msgtype")?;
         let spec = spec_for(&msgtype, kind)?;
         let obj = doc

@@ -37,7 +37,17 @@ pub enum MessageError {
     Missing(&'static str),
     #[error("field {field} is not a valid integer: {value:?}")]
     NotANumber { field: &'static str, value: String },
+    #[error("field {0} appears more than once")]
+    Repeated(String),
+    #[error("field {field} is longer than {max} bytes")]
+    TooLong { field: &'static str, max: usize },
 }
+
+/// The fields that become part of a dedup key, with WeChat's own bounds and some room:
+/// MsgId is a 64-bit number, Event a short name, EventKey a menu key (128 bytes), a QR
+/// scene (`qrscene_` + 64) or a menu URL (1024). A 60 KB MsgId passed DynamoDB's key
+/// limit and so skipped dedup.
+const KEY_FIELDS: [(&str, usize); 3] = [("MsgId", 64), ("Event", 64), ("EventKey", 1024)];
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Kind {
@@ -176,6 +186,7 @@ impl Message {
     }
 
     pub(crate) fn from_doc(doc: Doc, format: Format) -> Result<Message, MessageError> {
+        check_fields(&doc)?;
         let req = |name: &'static str| doc.non_empty(name).ok_or(MessageError::Missing(name));
 
         let from_user = req("FromUserName")?;
@@ -294,6 +305,23 @@ impl Message {
     pub fn to_xml(&self) -> String {
         self.doc.to_xml()
     }
+}
+
+/// A push names each field once (a second `FromUserName` would let the desk read another
+/// customer than the one we checked), and the dedup key's fields are bounded.
+fn check_fields(doc: &Doc) -> Result<(), MessageError> {
+    let mut seen = std::collections::HashSet::with_capacity(doc.fields.len());
+    for (name, _) in &doc.fields {
+        if !seen.insert(name.as_str()) {
+            return Err(MessageError::Repeated(name.chars().take(64).collect()));
+        }
+    }
+    for (field, max) in KEY_FIELDS {
+        if doc.get(field).is_some_and(|v| v.len() > max) {
+            return Err(MessageError::TooLong { field, max });
+        }
+    }
+    Ok(())
 }
 
 fn parse_event(doc: &Doc) -> Result<Event, MessageError> {
@@ -621,6 +649,41 @@ mod tests {
         ))
         .unwrap();
         assert_ne!(e.dedup_key("wxA"), e2.dedup_key("wxA"));
+    }
+
+    /// Review 2, §4: a second FromUserName reached the desk byte for byte, and a 60 KB
+    /// MsgId skipped dedup.
+    #[test]
+    fn repeated_fields_and_oversized_key_fields_are_refused() {
+        let twice = "<xml><ToUserName>gh</ToUserName><FromUserName>oA</FromUserName>\
+                     <FromUserName>oVictim</FromUserName><CreateTime>1</CreateTime>\
+                     <MsgType>text</MsgType><Content>x</Content><MsgId>1</MsgId></xml>";
+        assert_eq!(
+            Message::parse(twice),
+            Err(MessageError::Repeated("FromUserName".into()))
+        );
+        let long_id = xml(&format!(
+            "<MsgType>text</MsgType><Content>a</Content><MsgId>{}</MsgId>",
+            "9".repeat(60_000)
+        ));
+        assert_eq!(
+            Message::parse(&long_id),
+            Err(MessageError::TooLong {
+                field: "MsgId",
+                max: 64
+            })
+        );
+        let long_key = xml(&format!(
+            "<MsgType>event</MsgType><Event>CLICK</Event><EventKey>{}</EventKey>",
+            "k".repeat(1025)
+        ));
+        assert!(matches!(
+            Message::parse(&long_key),
+            Err(MessageError::TooLong {
+                field: "EventKey",
+                ..
+            })
+        ));
     }
 
     #[test]
