@@ -308,8 +308,19 @@ pub fn now_secs() -> i64 {
     wxdesk::support::clock::unix_ms() / 1000
 }
 
-/// Query string of a plain push signed like WeChat signs it.
+/// Query string of a plain push signed like WeChat signs it, with a nonce of its own
+/// (`nonce` and a counter): WeChat's nonces are random, and wxdesk refuses a plain-mode
+/// signature that comes back with another body. `signed_query` keeps the nonce as given.
 pub fn plain_query(timestamp: i64, nonce: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    signed_query(
+        timestamp,
+        &format!("{nonce}{}", N.fetch_add(1, Ordering::SeqCst)),
+    )
+}
+
+/// Query string of a plain push signed with exactly this timestamp and nonce.
+pub fn signed_query(timestamp: i64, nonce: &str) -> String {
     let ts = timestamp.to_string();
     format!(
         "signature={}&timestamp={ts}&nonce={nonce}&openid=oUser",
@@ -716,6 +727,19 @@ impl wxdesk::store::InboxStore for FaultyInbox {
     ) -> Result<(), wxdesk::store::StoreError> {
         self.gate().await?;
         self.inner.put_state(key, appid, value, expires_at).await
+    }
+    async fn put_first(
+        &self,
+        key: &str,
+        appid: &str,
+        value: &str,
+        expires_at: i64,
+        now_ms: i64,
+    ) -> Result<String, wxdesk::store::StoreError> {
+        self.gate().await?;
+        self.inner
+            .put_first(key, appid, value, expires_at, now_ms)
+            .await
     }
     async fn remove_if(&self, key: &str, value: &str) -> Result<(), wxdesk::store::StoreError> {
         self.gate().await?;

@@ -291,33 +291,34 @@ async fn mini_program_json_safe_mode_gets_an_encrypted_json_reply() {
 async fn bad_input_is_refused_and_never_reaches_the_desk() {
     let rig = rig("bad").await;
     let ts = now_secs();
-    let q = plain_query(ts, "nb");
+    // A nonce of its own per case: a plain-mode signature carries only its first body.
+    let q = || plain_query(ts, "nb");
     let cases: Vec<(&str, String, String, u16)> = vec![
-        (PLAIN_APPID, q.clone(), "<xml><FromUserName>".into(), 400),
-        (PLAIN_APPID, q.clone(), "{\"FromUserName\": ".into(), 400),
-        (PLAIN_APPID, q.clone(), "plain words".into(), 400),
-        (PLAIN_APPID, q.clone(), "x".repeat(70 * 1024), 413),
+        (PLAIN_APPID, q(), "<xml><FromUserName>".into(), 400),
+        (PLAIN_APPID, q(), "{\"FromUserName\": ".into(), 400),
+        (PLAIN_APPID, q(), "plain words".into(), 400),
+        (PLAIN_APPID, q(), "x".repeat(70 * 1024), 413),
         (
             APPID,
-            format!("{q}&encrypt_type=aes&msg_signature=00"),
+            format!("{}&encrypt_type=aes&msg_signature=00", q()),
             "<xml><Encrypt>abc</Encrypt></xml>".into(),
             401,
         ),
         (
             PLAIN_APPID,
-            q.replace("nonce=nb", "nonce=nbX"),
+            q().replace("nonce=nb", "nonce=nbX"),
             text_push("x", 1, ts),
             401,
         ),
         (
             PLAIN_APPID,
-            q.replace("timestamp=", "timestamp=9"),
+            q().replace("timestamp=", "timestamp=9"),
             text_push("x", 1, ts),
             403,
         ),
         (
             PLAIN_APPID,
-            q.replace("&nonce=nb", ""),
+            q().replace("&nonce=nb", ""),
             text_push("x", 1, ts),
             401,
         ),

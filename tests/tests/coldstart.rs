@@ -150,8 +150,11 @@ async fn wechat_callback_cold_start() {
     // Two plain pushes, as API Gateway hands them over: the first pays what a cold
     // instance pays, the second shows what is left once it is warm.
     let ts = now_secs();
-    let sig = wxdesk::wechat::signature::push_signature("coldstart-token", &ts.to_string(), "n");
     let event = |id: u32| {
+        // A nonce per push, as WeChat's: a plain-mode signature carries only its first body.
+        let nonce = format!("n{id}");
+        let sig =
+            wxdesk::wechat::signature::push_signature("coldstart-token", &ts.to_string(), &nonce);
         let body = format!(
             "<xml><ToUserName><![CDATA[gh]]></ToUserName><FromUserName><![CDATA[oColdStart]]></FromUserName>\
              <CreateTime>{ts}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[warm {id}?]]></Content>\
@@ -159,9 +162,9 @@ async fn wechat_callback_cold_start() {
         );
         serde_json::json!({
         "version": "2.0", "routeKey": "ANY /wechat/{appid}", "rawPath": "/wechat/wxcoldstart000001",
-        "rawQueryString": format!("signature={sig}&timestamp={ts}&nonce=n"),
+        "rawQueryString": format!("signature={sig}&timestamp={ts}&nonce={nonce}"),
         "headers": {"content-type": "text/xml"},
-        "queryStringParameters": {"signature": sig, "timestamp": ts.to_string(), "nonce": "n"},
+        "queryStringParameters": {"signature": sig, "timestamp": ts.to_string(), "nonce": nonce},
         "pathParameters": {"appid": "wxcoldstart000001"},
         "requestContext": {"accountId": "123456789012", "apiId": "cs", "domainName": "cs.example", "domainPrefix": "cs",
             "http": {"method": "POST", "path": "/wechat/wxcoldstart000001", "protocol": "HTTP/1.1", "sourceIp": "101.226.103.0", "userAgent": "wx"},

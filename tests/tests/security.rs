@@ -1178,3 +1178,43 @@ async fn pushes_reach_the_desk_re_serialized_and_odd_ones_are_refused() {
         got[0]
     );
 }
+
+/// Review 2, §3: in plain mode one captured signed query (a push's, or the URL
+/// verification's) carried forged customers' messages to the desk for 300 s. Each
+/// accepted signature is now bound to its body for the skew window: WeChat's retry (the
+/// same body) passes, another body does not, and a verification's signature carries no
+/// push.
+#[tokio::test]
+async fn a_plain_mode_signature_carries_only_its_first_body() {
+    let rig = rig("replay", "").await;
+    let ts = now_secs();
+    let q = signed_query(ts, "captured");
+    let path = format!("/wechat/{PLAIN_APPID}?{q}");
+    let real = text_push("my order?", 5001, ts);
+    assert_eq!(rig.post(&path, real.clone()).await.0, 200);
+    // WeChat's retry of the same push: the same answer, delivered once.
+    assert_eq!(rig.post(&path, real).await.0, 200);
+    for (i, forged) in ["oForged1", "oForged2", "oForged3"].iter().enumerate() {
+        let body = text_push("send your password", 5100 + i as u64, ts)
+            .replace("<![CDATA[oUser]]>", &format!("<![CDATA[{forged}]]>"));
+        let (status, answer) = rig.post(&path, body).await;
+        assert_eq!(status, 403, "{answer}");
+    }
+    // A URL verification's query cannot carry a push either.
+    let v = signed_query(ts, "verify");
+    let r = rig
+        .http
+        .get(format!("{}/wechat/{PLAIN_APPID}?{v}&echostr=abc", rig.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "abc");
+    let (status, _) = rig
+        .post(
+            &format!("/wechat/{PLAIN_APPID}?{v}"),
+            text_push("forged", 5200, ts),
+        )
+        .await;
+    assert_eq!(status, 403);
+    assert_eq!(rig.desk.hits(), 1, "only the real push reached the desk");
+}

@@ -304,14 +304,16 @@ fn send_push(
     content: &str,
 ) -> std::thread::JoinHandle<String> {
     let ts = (wxdesk::support::clock::unix_ms() / 1000).to_string();
-    let sig = wxdesk::wechat::signature::push_signature("crash-token", &ts, "n");
+    // A nonce per message, as WeChat's: a plain-mode signature carries only its first body.
+    let nonce = format!("n{msg_id}");
+    let sig = wxdesk::wechat::signature::push_signature("crash-token", &ts, &nonce);
     let body = format!(
         "<xml><ToUserName><![CDATA[gh]]></ToUserName><FromUserName><![CDATA[{customer}]]></FromUserName>\
          <CreateTime>{ts}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[{content}]]></Content>\
          <MsgId>{msg_id}</MsgId></xml>"
     );
     let request = format!(
-        "POST /wechat/wxcrash0000000001?signature={sig}&timestamp={ts}&nonce=n HTTP/1.1\r\n\
+        "POST /wechat/wxcrash0000000001?signature={sig}&timestamp={ts}&nonce={nonce} HTTP/1.1\r\n\
          Host: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );

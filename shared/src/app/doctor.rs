@@ -24,7 +24,9 @@ impl std::fmt::Display for Check {
 
 fn config_check(app: &AppConfig, all: &[AppConfig]) -> Result<String, String> {
     let mode = match (&app.encoding_aes_key, app.allow_plaintext) {
-        (None, _) => "plain mode only (no encoding_aes_key)",
+        (None, _) => {
+            "WARNING plain mode (no encoding_aes_key): WeChat's signature does not cover the body, so each is bound to its first body for the timestamp window; set encoding_aes_key (safe mode) in the console and here"
+        }
         (Some(_), false) => "compatible/safe mode (plaintext pushes refused)",
         (Some(_), true) => {
             "compatible/safe mode, plaintext pushes accepted (allow_plaintext: turn it off once the console is switched)"

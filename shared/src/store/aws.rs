@@ -412,25 +412,32 @@ impl InboxStore for AwsStore {
         value: &str,
         expires_at: i64,
     ) -> Result<(), StoreError> {
-        let update = "SET #appid = :appid, #payload = :empty, #state = :answered, #claim = :empty, \
-                 #lease = :zero, #exp = :exp, #attempts = :zero, #answer = :value \
-                 REMOVE #last_error";
-        self.ddb
-            .update_item()
-            .table_name(&self.dedup_table)
-            .key("pk", s(key))
-            .update_expression(update)
-            .set_expression_attribute_names(Some(entry_names(&[update])))
-            .expression_attribute_values(":appid", s(appid))
-            .expression_attribute_values(":empty", s(""))
-            .expression_attribute_values(":answered", s(EntryState::Answered.as_str()))
-            .expression_attribute_values(":zero", n(0))
-            .expression_attribute_values(":exp", n(expires_at))
-            .expression_attribute_values(":value", s(value))
+        self.state_update(key, appid, value, expires_at, None)
             .send()
             .await
             .map_err(|e| sdk_err("UpdateItem", e))?;
         Ok(())
+    }
+
+    async fn put_first(
+        &self,
+        key: &str,
+        appid: &str,
+        value: &str,
+        expires_at: i64,
+        now_ms: i64,
+    ) -> Result<String, StoreError> {
+        let written = self
+            .state_update(key, appid, value, expires_at, Some(now_ms / 1000))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match written {
+            Ok(_) => Ok(value.to_owned()),
+            Err(e) => Ok(refused_item("UpdateItem (put_first)", e)?
+                .and_then(|old| old.get("answer").and_then(|v| v.as_s().ok()).cloned())
+                .unwrap_or_default()),
+        }
     }
 
     async fn remove(&self, key: &str) -> Result<(), StoreError> {
@@ -605,6 +612,42 @@ fn claim_values(c: &NewClaim<'_>) -> HashMap<String, AttributeValue> {
         v.insert(":outbox".to_owned(), s(&Shelf::InFlight.partition(c.key)));
     }
     v
+}
+
+impl AwsStore {
+    /// The UpdateItem writing a piece of state; with `free_at` (Unix seconds), only where
+    /// no item lives or the one there has expired.
+    fn state_update(
+        &self,
+        key: &str,
+        appid: &str,
+        value: &str,
+        expires_at: i64,
+        free_at: Option<i64>,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        let update = "SET #appid = :appid, #payload = :empty, #state = :answered, #claim = :empty, \
+                 #lease = :zero, #exp = :exp, #attempts = :zero, #answer = :value \
+                 REMOVE #last_error";
+        let req = self
+            .ddb
+            .update_item()
+            .table_name(&self.dedup_table)
+            .key("pk", s(key))
+            .update_expression(update)
+            .set_expression_attribute_names(Some(entry_names(&[update])))
+            .expression_attribute_values(":appid", s(appid))
+            .expression_attribute_values(":empty", s(""))
+            .expression_attribute_values(":answered", s(EntryState::Answered.as_str()))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":exp", n(expires_at))
+            .expression_attribute_values(":value", s(value));
+        match free_at {
+            Some(now_s) => req
+                .condition_expression("attribute_not_exists(pk) OR #exp <= :now_s")
+                .expression_attribute_values(":now_s", n(now_s)),
+            None => req,
+        }
+    }
 }
 
 /// An UpdateItem whose condition failed: the item as it was (when the request asked for

@@ -152,6 +152,25 @@ impl EmbeddedStore {
     }
 }
 
+/// A piece of state (not a message): an answered entry holding `value`.
+fn state_entry(key: &str, appid: &str, value: &str, expires_at: i64) -> InboxEntry {
+    InboxEntry {
+        key: key.to_owned(),
+        appid: appid.to_owned(),
+        payload: String::new(),
+        state: EntryState::Answered,
+        claim_id: String::new(),
+        attempts: 0,
+        answer: Some(value.to_owned()),
+        last_error: None,
+        lease_until_ms: 0,
+        expires_at,
+        group: String::new(),
+        since_ms: 0,
+        queued: false,
+    }
+}
+
 /// The inbox and its outbox index, written together.
 struct Tables<'t> {
     inbox: redb::Table<'t, &'static str, &'static [u8]>,
@@ -433,22 +452,28 @@ impl InboxStore for EmbeddedStore {
         value: &str,
         expires_at: i64,
     ) -> Result<(), StoreError> {
-        let entry = InboxEntry {
-            key: key.to_owned(),
-            appid: appid.to_owned(),
-            payload: String::new(),
-            state: EntryState::Answered,
-            claim_id: String::new(),
-            attempts: 0,
-            answer: Some(value.to_owned()),
-            last_error: None,
-            lease_until_ms: 0,
-            expires_at,
-            group: String::new(),
-            since_ms: 0,
-            queued: false,
-        };
+        let entry = state_entry(key, appid, value, expires_at);
         self.entry_txn(key, move |_| (Some(entry), ())).await
+    }
+
+    async fn put_first(
+        &self,
+        key: &str,
+        appid: &str,
+        value: &str,
+        expires_at: i64,
+        now_ms: i64,
+    ) -> Result<String, StoreError> {
+        let entry = state_entry(key, appid, value, expires_at);
+        let now_s = now_ms / 1000;
+        self.entry_txn(key, move |old| match old.filter(|e| e.expires_at > now_s) {
+            Some(live) => (None, live.answer.unwrap_or_default()),
+            None => {
+                let value = entry.answer.clone().unwrap_or_default();
+                (Some(entry), value)
+            }
+        })
+        .await
     }
 
     async fn remove(&self, key: &str) -> Result<(), StoreError> {

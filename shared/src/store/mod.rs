@@ -313,6 +313,17 @@ pub trait InboxStore: Send + Sync {
         value: &str,
         expires_at: i64,
     ) -> Result<(), StoreError>;
+    /// Writes a piece of state as `put_state` does, but only where no live entry holds
+    /// `key`; returns the value in force (`value` when the key was free). One conditional
+    /// write: of any number of concurrent callers, one value wins and all see it.
+    async fn put_first(
+        &self,
+        key: &str,
+        appid: &str,
+        value: &str,
+        expires_at: i64,
+        now_ms: i64,
+    ) -> Result<String, StoreError>;
     /// Forgets a piece of conversation state only while it still holds `value`.
     async fn remove_if(&self, key: &str, value: &str) -> Result<(), StoreError>;
     /// A worker takes a pending entry that is due and nobody holds, or an in-flight

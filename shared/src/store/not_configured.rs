@@ -101,6 +101,16 @@ impl InboxStore for NotConfigured {
     async fn put_state(&self, _: &str, _: &str, _: &str, _: i64) -> Result<(), StoreError> {
         Err(self.err())
     }
+    async fn put_first(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: i64,
+        _: i64,
+    ) -> Result<String, StoreError> {
+        Err(self.err())
+    }
     async fn remove_if(&self, _: &str, _: &str) -> Result<(), StoreError> {
         Err(self.err())
     }

@@ -2,6 +2,8 @@
 //! message-push URL. Verifies, decrypts, de-duplicates, forwards to the account's desk and
 //! answers WeChat within its 5 s deadline.
 
+mod replay;
+
 use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
@@ -94,6 +96,15 @@ pub async fn handle(svc: &Context, desk: &dyn Desk, appid: &str, req: &Request) 
         req.query("timestamp").unwrap_or(""),
         req.query("nonce").unwrap_or(""),
     );
+    // Plain mode: the signature does not cover the body, so it carries only its first.
+    let plain = req.query("encrypt_type") != Some("aes");
+    if plain && !replay::bind(svc, app, req).await {
+        return refuse(
+            403,
+            appid,
+            "this signature was used with another body (a replayed query)",
+        );
+    }
     match req.method {
         http::Method::GET => match req.query("echostr") {
             Some(echo) => {
