@@ -227,6 +227,9 @@ pub struct CallbackConfig {
     pub inbox_ttl_secs: u64,
     /// Events answered `success` without being forwarded to the desk.
     pub skip_events: Vec<String>,
+    /// Allows what only tests and recorded samples need: `max_timestamp_skew_secs = 0`,
+    /// a Udesk `sign_window_secs = 0`, tokens and keys shorter than 3 characters.
+    pub insecure_test_settings: bool,
 }
 
 impl Default for CallbackConfig {
@@ -252,6 +255,7 @@ impl Default for CallbackConfig {
             .into_iter()
             .map(String::from)
             .collect(),
+            insecure_test_settings: false,
         }
     }
 }
@@ -750,6 +754,7 @@ impl Config {
                 "must be at least 60 (WeChat retries for about 15 s)",
             ));
         }
+        check_windows(&raw.callback, &raw.apps)?;
         if raw
             .server
             .admin_key
@@ -877,16 +882,55 @@ fn key_matches(keys: [Option<&Secret>; 2], presented: Option<&Secret>) -> bool {
         .fold(false, |hit, k| k.matches(given.expose()) | hit)
 }
 
-/// toml's own Display quotes the offending source line, which may hold a secret: report the
-/// line number and the message only.
+/// toml's own Display quotes the offending source line, which may hold a secret, and its
+/// message may quote the value itself ("invalid type: integer `20240501`, expected a
+/// string" for a numeric token): report the line, the key on it and the problem, never a
+/// value.
 fn syntax_error(text: &str, e: &toml::de::Error) -> ConfigError {
-    let line = e
-        .span()
-        .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-    match line {
-        Some(l) => ConfigError::Syntax(format!("line {l}: {}", e.message())),
-        None => ConfigError::Syntax(e.message().to_owned()),
+    let problem = without_values(e.message());
+    let Some(at) = e.span().map(|s| s.start.min(text.len())) else {
+        return ConfigError::Syntax(problem);
+    };
+    let line = text[..at].matches('\n').count() + 1;
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let key = text[line_start..at]
+        .split_once('=')
+        .map(|(k, _)| k.trim())
+        .filter(|k| !k.is_empty() && k.len() <= 64);
+    ConfigError::Syntax(match key {
+        Some(k) => format!("line {line}: {k}: {problem}"),
+        None => format!("line {line}: {problem}"),
+    })
+}
+
+/// A parser's message with the values it quotes (in backticks or double quotes) left out;
+/// the names it quotes (an unknown field or variant, the variants expected) stay.
+fn without_values(message: &str) -> String {
+    let quotes_a_value = ["invalid type", "invalid value", "invalid length"]
+        .iter()
+        .any(|p| message.starts_with(p));
+    if !quotes_a_value {
+        return message.to_owned();
     }
+    // The first quoted item is the value; an "expected …" list after it is ours.
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(i) = rest.find(['`', '"']) {
+        let q = rest.as_bytes()[i] as char;
+        let Some(len) = rest[i + 1..].find(q) else {
+            break;
+        };
+        out.push_str(&rest[..i]);
+        out.push_str("(value not shown)");
+        rest = &rest[i + 1 + len + 1..];
+        if let Some(tail) = rest.find("expected") {
+            out.push_str(&rest[..tail]);
+            rest = &rest[tail..];
+            break;
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A gateway key is a URL path segment and a password: 16+ URL-safe characters. The
@@ -925,6 +969,74 @@ fn check_gateway_keys(app: &AppConfig, key: &dyn Fn(&str) -> String) -> Result<(
     Ok(())
 }
 
+/// Tencent IM's RequestTime window (the callback handler's).
+const TENCENT_SIGN_WINDOW_SECS: u64 = 60;
+/// WeChat's Token is 3-32 characters; a shorter token or key is a test's.
+const MIN_SECRET_LEN: usize = 3;
+
+/// A request is refused once its timestamp leaves its window, and its dedup entry must
+/// outlive the window, or a captured request replays once the entry is gone: so every
+/// window is at most half of `inbox_ttl_secs`. A window of 0 (no freshness check at all)
+/// and very short secrets are for tests only.
+fn check_windows(cb: &CallbackConfig, apps: &[AppConfig]) -> Result<(), ConfigError> {
+    let test_only = |key: String, what: &str| {
+        Err(invalid(
+            key,
+            format!(
+                "{what} is for tests only: set [callback] insecure_test_settings = true to allow it"
+            ),
+        ))
+    };
+    if cb.max_timestamp_skew_secs == 0 && !cb.insecure_test_settings {
+        return test_only(
+            "callback.max_timestamp_skew_secs".into(),
+            "0 (no freshness check)",
+        );
+    }
+    let mut windows = vec![(
+        "callback.max_timestamp_skew_secs".to_owned(),
+        cb.max_timestamp_skew_secs,
+    )];
+    for (i, app) in apps.iter().enumerate() {
+        let key = |k: &str| format!("apps[{i}].{k}");
+        let secrets = [
+            ("token", Some(&app.token)),
+            ("chatbot.token", app.chatbot.as_ref().map(|c| &c.token)),
+            ("desk.key", app.desk.udesk_im().map(|c| &c.key)),
+            (
+                "desk.callback_token",
+                app.desk.tencent_im().map(|c| &c.callback_token),
+            ),
+        ];
+        for (name, secret) in secrets {
+            if secret.is_some_and(|s| s.expose().len() < MIN_SECRET_LEN)
+                && !cb.insecure_test_settings
+            {
+                return test_only(key(name), "a token or key shorter than 3 characters");
+            }
+        }
+        match &app.desk {
+            DeskConfig::UdeskIm(c) if c.sign_window_secs == 0 && !cb.insecure_test_settings => {
+                return test_only(key("desk.sign_window_secs"), "0 (no freshness check)");
+            }
+            DeskConfig::UdeskIm(c) => {
+                windows.push((key("desk.sign_window_secs"), c.sign_window_secs))
+            }
+            DeskConfig::TencentIm(_) => windows.push((key("desk"), TENCENT_SIGN_WINDOW_SECS)),
+            _ => {}
+        }
+    }
+    if let Some((name, w)) = windows.iter().find(|(_, w)| cb.inbox_ttl_secs < 2 * w) {
+        return Err(invalid(
+            "callback.inbox_ttl_secs",
+            format!(
+                "must be at least twice {name} ({w} s): a request must not outlive its dedup entry"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn is_gateway_key(k: &str) -> bool {
     k.len() >= 16
         && k.bytes()
@@ -934,7 +1046,8 @@ fn is_gateway_key(k: &str) -> bool {
 fn check_url(url: &str) -> Result<(), String> {
     match url.split_once("://") {
         Some(("http" | "https", rest)) if !rest.is_empty() => Ok(()),
-        _ => Err(format!("{url:?} is not an http(s) URL")),
+        // The URL itself may carry a token (Udesk's channel path): it is not repeated.
+        _ => Err("is not an http(s) URL".to_owned()),
     }
 }
 
@@ -1053,6 +1166,45 @@ url = "https://demo.udesk.cn/weixin/abc"
                 "configured twice",
             ),
         ];
+        // Review 2, §4: the windows and the test-only settings.
+        for (extra, needle) in [
+            (
+                "[callback]\nmax_timestamp_skew_secs = 0\n",
+                "insecure_test_settings",
+            ),
+            (
+                "[callback]\ninbox_ttl_secs = 500\n",
+                "at least twice callback.max_timestamp_skew_secs",
+            ),
+        ] {
+            let err = Config::parse(&format!("{GOOD}{extra}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("callback.") && err.contains(needle), "{err}");
+        }
+        let short = GOOD.replace("token = \"tok\"", "token = \"t\"");
+        let err = Config::parse(&short).unwrap_err().to_string();
+        assert!(err.contains("apps[0].token"), "{err}");
+        let allowed = format!(
+            "{}\n[callback]\ninsecure_test_settings = true\nmax_timestamp_skew_secs = 0\n",
+            short
+        );
+        assert!(Config::parse(&allowed).is_ok());
+        let numeric = GOOD.replace("secret = \"s3cr3t-value\"", "secret = 20240501123");
+        let err = Config::parse(&numeric).unwrap_err().to_string();
+        assert!(
+            err.contains("secret") && !err.contains("20240501123"),
+            "{err}"
+        );
+        let url = GOOD.replace(
+            "https://demo.udesk.cn/weixin/abc",
+            "ftp://demo.udesk.cn/weixin/channel-token-9876",
+        );
+        let err = Config::parse(&url).unwrap_err().to_string();
+        assert!(
+            err.contains("apps[0].desk.url") && !err.contains("channel-token-9876"),
+            "{err}"
+        );
         for (text, needle) in cases {
             let err = Config::parse(&text).unwrap_err().to_string();
             assert!(err.contains(needle), "{needle:?} not in {err:?}");

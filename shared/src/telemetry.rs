@@ -2,18 +2,51 @@
 //! in the `level` or `target=level,...` form (no regex directives: the regex engine
 //! behind them would add a megabyte to every function).
 
-use tracing_subscriber::filter::Targets;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-pub fn init() {
-    let filter: Targets = std::env::var("RUST_LOG")
-        .ok()
+/// Libraries whose debug and trace lines can carry requests, headers and bodies (access
+/// tokens in URLs, secrets in SDK traces): never more verbose than info, whatever
+/// `RUST_LOG` asks.
+const THIRD_PARTY: [&str; 8] = [
+    "hyper",
+    "hyper_util",
+    "h2",
+    "reqwest",
+    "rustls",
+    "aws_smithy_runtime",
+    "aws_smithy_http_client",
+    "aws_config",
+];
+
+/// `RUST_LOG`'s filter (info when unset), with the libraries above capped at info.
+pub fn filter(rust_log: Option<&str>) -> Targets {
+    let mut filter: Targets = rust_log
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| "info".parse().unwrap_or_default());
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
+    for target in THIRD_PARTY {
+        let asked = [
+            tracing::Level::TRACE,
+            tracing::Level::DEBUG,
+            tracing::Level::INFO,
+            tracing::Level::WARN,
+            tracing::Level::ERROR,
+        ]
+        .into_iter()
+        .find(|l| filter.would_enable(target, l))
+        .map_or(LevelFilter::OFF, LevelFilter::from_level);
+        filter = filter.with_target(target, asked.min(LevelFilter::INFO));
+    }
+    filter
+}
+
+pub fn init() {
+    let filter = filter(std::env::var("RUST_LOG").ok().as_deref());
     let in_lambda = std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some();
     let registry = tracing_subscriber::registry().with(filter);
     let _ = if in_lambda {
+        // JSON escapes every field's text itself.
         registry
             .with(
                 tracing_subscriber::fmt::layer()
@@ -27,10 +60,50 @@ pub fn init() {
             .with(
                 tracing_subscriber::fmt::layer()
                     .compact()
-                    .with_target(false),
+                    .with_target(false)
+                    .with_ansi(false)
+                    .with_writer(|| EscapedLines(std::io::stdout())),
             )
             .try_init()
     };
+}
+
+/// Text log lines with the text of others (a desk's error, an answer quoted in it) made
+/// harmless: the formatter writes each event whole, so every control character but the
+/// line's own end (a newline that would forge a second line, a terminal escape) is written
+/// as an escape.
+pub struct EscapedLines<W>(pub W);
+
+impl<W: std::io::Write> std::io::Write for EscapedLines<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let (body, end) = match buf.strip_suffix(b"\n") {
+            Some(body) => (body, &b"\n"[..]),
+            None => (buf, &b""[..]),
+        };
+        if !body.iter().any(|b| b.is_ascii_control() && *b != b'\t') {
+            self.0.write_all(buf)?;
+            return Ok(buf.len());
+        }
+        let mut out = Vec::with_capacity(buf.len() + 16);
+        for &b in body {
+            match b {
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                b'\t' => out.push(b),
+                b if b.is_ascii_control() => {
+                    out.extend_from_slice(format!("\\x{b:02x}").as_bytes())
+                }
+                b => out.push(b),
+            }
+        }
+        out.extend_from_slice(end);
+        self.0.write_all(&out)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
 }
 
 /// The function name in Lambda, where metrics are CloudWatch embedded-metric-format lines.
@@ -78,6 +151,37 @@ pub fn emf_line(function: &str, name: &str, value: f64, unit: &str, timestamp_ms
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
+    /// Review 2, §4: a desk's error text with newlines wrote forged lines into the log.
+    #[test]
+    fn a_line_of_others_text_stays_one_line() {
+        let mut w = super::EscapedLines(Vec::new());
+        w.write_all(b"WARN desk failed: error=oops\nERROR forged line\x1b[2J\n")
+            .unwrap();
+        w.write_all(b"INFO plain\tline\n").unwrap();
+        let out = String::from_utf8(w.0).unwrap();
+        assert_eq!(
+            out,
+            "WARN desk failed: error=oops\\nERROR forged line\\x1b[2J\nINFO plain\tline\n"
+        );
+        assert_eq!(out.lines().count(), 2);
+    }
+
+    #[test]
+    fn libraries_stay_at_info_whatever_rust_log_asks() {
+        use tracing::Level;
+        let f = super::filter(Some("debug"));
+        assert!(f.would_enable("wxdesk", &Level::DEBUG));
+        assert!(!f.would_enable("aws_smithy_runtime", &Level::DEBUG));
+        assert!(f.would_enable("hyper", &Level::INFO));
+        let quiet = super::filter(Some("warn"));
+        assert!(!quiet.would_enable("reqwest", &Level::INFO));
+        assert!(quiet.would_enable("reqwest", &Level::WARN));
+        let default = super::filter(None);
+        assert!(default.would_enable("wxdesk", &Level::INFO));
+        assert!(!default.would_enable("h2", &Level::DEBUG));
+    }
     #[test]
     fn an_emf_line_names_its_metric_and_carries_the_value() {
         let line = super::emf_line("deliver-worker", "Dead", 1.0, "Count", 1_700_000_000_000);

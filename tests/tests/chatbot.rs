@@ -561,3 +561,18 @@ async fn an_agents_touser_must_be_an_openid() {
     assert_eq!(s, 400, "{v}");
     assert!(rig.platform.received().is_empty());
 }
+
+/// Review 2, §4: a captured hand-off replayed once its dedup entry expired. One whose
+/// `createtime` is further from now than `max_timestamp_skew_secs` gets the one answer
+/// every unusable hand-off gets, and reaches no desk.
+#[tokio::test]
+async fn an_old_handoff_is_refused() {
+    let rig = rig("old-handoff").await;
+    let old = chatbot::platform_encrypt(&handoff_xml("userEnter", 0, 3, "", 0, now_secs() - 3600));
+    let (s, v) = rig.handoff(json!({ "encrypted": old }).to_string()).await;
+    assert_eq!(
+        (s, v),
+        (400, json!({"errcode": -1, "errmsg": "invalid request"}))
+    );
+    assert_eq!(rig.desk.hits(), 0);
+}

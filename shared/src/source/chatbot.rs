@@ -156,6 +156,15 @@ pub async fn handoff(
         Ok(_) => return unreadable(appid, "the userid is not one the platform sends"),
         Err(e) => return unreadable(appid, &e),
     };
+    // The platform signs nothing but its ciphertext: a captured hand-off replays once its
+    // dedup entry is gone, unless its own time says it is old.
+    let skew = svc.config.callback.max_timestamp_skew_secs;
+    if skew > 0 && svc.clock.unix_secs().abs_diff(h.createtime) > skew {
+        return unreadable(
+            appid,
+            "createtime too far from now (replayed or clock skew)",
+        );
+    }
     let Some(text) = desk_text(&h) else {
         info!(appid, event = %h.event, from = h.from, "hand-off callback: nothing for the desk");
         return answer(0, "ok");
