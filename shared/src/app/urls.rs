@@ -98,7 +98,7 @@ mod tests {
 [[apps]]
 appid = "wxim"
 kind = "official_account"
-token = "t"
+token = "tok"
 secret = "s"
 gateway_key = "im-key-0123456789ab"
 [apps.desk]
@@ -109,7 +109,7 @@ key = "udesk-key"
 [[apps]]
 appid = "wxtim"
 kind = "official_account"
-token = "t"
+token = "tok"
 secret = "s"
 [apps.desk]
 kind = "tencent_im"
