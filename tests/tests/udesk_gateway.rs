@@ -264,7 +264,12 @@ async fn ip_whitelist_and_bad_secret_errors_are_returned_without_a_refresh() {
     assert_eq!(answer["errcode"], 40164, "{answer}");
     assert_eq!(rig.wx.token_calls(), 1);
     assert_eq!(rig.wx.send_attempts(), 0);
+    // For a while the account fails fast with that refusal, asking WeChat nothing.
+    let (_, again) = rig.form(send).await;
+    assert!(again.to_string().contains("40164"), "{again}");
+    assert_eq!(rig.wx.token_calls(), 1);
     // On an API call with a good token: no refresh, no retry.
+    let rig = self::rig("40164-call").await;
     assert_eq!(rig.form(send).await.1["errcode"], 0);
     let tokens = rig.wx.token_calls();
     let attempts = rig.wx.send_attempts();
@@ -628,4 +633,31 @@ async fn stable_token_mode_uses_stable_token_and_forces_after_a_rejection() {
         (st.token_calls, st.stable_calls, st.stable_force_calls),
         (0, 2, 1)
     );
+}
+
+/// Review 2, §4: while WeChat refused tokens (45009, 40164, -1) every request made its own
+/// token call (30 requests → 103 calls). After a refused fetch the account fails fast for
+/// a while (a minute for an allow-list or secret error, a few seconds after -1), with the
+/// error that says what to fix.
+#[tokio::test]
+async fn a_refused_token_is_not_asked_for_again_at_once() {
+    for (code, most_calls) in [(40164, 1), (-1, 3)] {
+        let rig = rig(&format!("refused-{code}")).await;
+        rig.wx.inject("/cgi-bin/token", &[code; 200]);
+        let send = "touser=oU&msgtype=text&text[content]=hello";
+        let mut answers = Vec::new();
+        for _ in 0..30 {
+            answers.push(rig.form(send).await.1.to_string());
+        }
+        assert!(
+            rig.wx.token_calls() <= most_calls,
+            "{code}: {} token calls for 30 requests",
+            rig.wx.token_calls()
+        );
+        assert!(rig.wx.sent().is_empty());
+        assert!(
+            answers.iter().all(|a| a.contains(&code.to_string())),
+            "every answer names the refusal: {answers:?}"
+        );
+    }
 }

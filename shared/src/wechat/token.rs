@@ -41,6 +41,8 @@ pub struct TokenAuthority {
     /// How long a caller waits for somebody else's refresh before giving up.
     wait: Duration,
     timeout: Duration,
+    /// Accounts whose last fetch WeChat refused: they fail fast for a while.
+    refusals: super::refusals::Refusals,
 }
 
 impl TokenAuthority {
@@ -60,6 +62,7 @@ impl TokenAuthority {
             lease_ms: cfg.timeout_ms as i64 * 2 + 2000,
             wait: Duration::from_millis(cfg.timeout_ms * 2 + 3000),
             timeout: Duration::from_millis(cfg.timeout_ms),
+            refusals: Default::default(),
         }
     }
 
@@ -154,6 +157,10 @@ impl TokenAuthority {
     }
 
     async fn lease(&self, appid: &str, seen: u64, now: i64) -> Result<bool, ApiError> {
+        // WeChat refused this account lately: answer that at once instead of asking again.
+        if let Some(e) = self.refusals.current(appid, now) {
+            return Err(e);
+        }
         self.store
             .try_lease(appid, &self.owner, seen, now, now + self.lease_ms)
             .await
@@ -170,8 +177,12 @@ impl TokenAuthority {
     ) -> Result<(String, i64), ApiError> {
         let fetched = self.fetch(app, force).await;
         let (token, expires_in) = match fetched {
-            Ok(t) => t,
+            Ok(t) => {
+                self.refusals.clear(&app.appid);
+                t
+            }
             Err(e) => {
+                self.refusals.record(&app.appid, &e, self.clock.unix_ms());
                 if let Err(se) = self.store.release(&app.appid, &self.owner).await {
                     warn!(appid = %app.appid, error = %se, "could not release the token lease; it lapses by itself");
                 }
