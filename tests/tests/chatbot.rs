@@ -576,3 +576,29 @@ async fn an_old_handoff_is_refused() {
     );
     assert_eq!(rig.desk.hits(), 0);
 }
+
+/// Review 2, §4: agent text reached the platform with `javascript:` links and `onerror=`
+/// handlers. Only plain http(s) links stay markup.
+#[tokio::test]
+async fn agent_text_reaches_the_platform_without_active_markup() {
+    let rig = rig("markup").await;
+    let (s, v) = rig
+        .agent_sends(&format!(
+            "touser={OPENID}&msgtype=text&text[content]={}",
+            form_urlencoded::byte_serialize(
+                b"<img src=x onerror=alert(1)><a href=\"javascript:steal()\">pay</a> <a href=\"https://shop.example/o\">order</a>"
+            )
+            .collect::<String>()
+        ))
+        .await;
+    assert_eq!((s, v["errcode"].as_i64()), (200, Some(0)), "{v}");
+    let msg = rig.platform.received()[0]["msg"].clone();
+    assert!(
+        !msg.contains("<img") && !msg.contains("href=\"javascript"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("<a href=\"https://shop.example/o\">order</a>"),
+        "{msg}"
+    );
+}

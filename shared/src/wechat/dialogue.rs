@@ -41,7 +41,7 @@ pub(crate) fn msg_of(kf: &KfMessage) -> Value {
     let c = &kf.content;
     let s = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
     match kf.msgtype.as_str() {
-        "text" => Value::String(s("content")),
+        "text" => Value::String(safe_text(&s("content"))),
         "news" => {
             let articles: Vec<Value> = c
                 .get("articles")
@@ -84,6 +84,42 @@ fn link_html(url: &str, title: &str) -> String {
     } else {
         title
     }
+}
+
+/// An agent's text as the platform's HTML: everything escaped but plain links, an
+/// `<a href="http(s)://…">` with nothing else in the tag, and `</a>` (a `javascript:` link
+/// or an `onerror=` handler from a desk reaches the customer as text).
+fn safe_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find('<') {
+        out.push_str(&escape_html(&rest[..i]));
+        rest = &rest[i..];
+        if let Some(after) = rest.strip_prefix("</a>") {
+            out.push_str("</a>");
+            rest = after;
+        } else if let Some((url, after)) = plain_link(rest) {
+            out.push_str(&format!("<a href=\"{}\">", escape_html(url)));
+            rest = after;
+        } else {
+            out.push_str("&lt;");
+            rest = &rest[1..];
+        }
+    }
+    out.push_str(&escape_html(rest));
+    out
+}
+
+/// `<a href="URL">` at the start of `s` with an http(s) URL free of quotes, angle
+/// brackets and spaces: (URL, what follows the tag).
+fn plain_link(s: &str) -> Option<(&str, &str)> {
+    let rest = s.strip_prefix("<a href=\"")?;
+    let end = rest.find('"')?;
+    let (url, after) = (&rest[..end], rest[end + 1..].strip_prefix('>')?);
+    let lower = url.to_ascii_lowercase();
+    let ok = (lower.starts_with("https://") || lower.starts_with("http://"))
+        && !url.contains(['<', '>', '\'', ' ', '\n', '\t']);
+    ok.then_some((url, after))
 }
 
 fn escape_html(s: &str) -> String {
@@ -130,9 +166,29 @@ mod tests {
                 {"title":"U","description":"","url":"https://shop.example/a","picurl":"","type":"h5"}]}})
         );
         assert_eq!(
-            msg_of(&KfMessage::text("o", "hi <a href=\"x\">y</a>")),
-            json!("hi <a href=\"x\">y</a>")
+            msg_of(&KfMessage::text(
+                "o",
+                "hi <a href=\"https://shop.example/a?x=1&y=2\">y</a>"
+            )),
+            json!("hi <a href=\"https://shop.example/a?x=1&amp;y=2\">y</a>")
         );
+        // Review 2, §4: only plain http(s) links survive as markup.
+        for (evil, shown) in [
+            (
+                "<a href=\"javascript:alert(1)\">win</a>",
+                "&lt;a href=&quot;javascript:alert(1)&quot;&gt;win</a>",
+            ),
+            (
+                "<img src=x onerror=alert(1)>",
+                "&lt;img src=x onerror=alert(1)&gt;",
+            ),
+            (
+                "<a href=\"https://x.example\" onclick=\"steal()\">x</a>",
+                "&lt;a href=&quot;https://x.example&quot; onclick=&quot;steal()&quot;&gt;x</a>",
+            ),
+        ] {
+            assert_eq!(msg_of(&KfMessage::text("o", evil)), json!(shown), "{evil}");
+        }
         let link = KfMessage {
             touser: "o".into(),
             msgtype: "link".into(),
