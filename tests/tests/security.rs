@@ -1218,3 +1218,30 @@ async fn a_plain_mode_signature_carries_only_its_first_body() {
     assert_eq!(status, 403);
     assert_eq!(rig.desk.hits(), 1, "only the real push reached the desk");
 }
+
+/// Review 2, §4: a redirect to the same host on another port (another service of an
+/// allowed host) was followed.
+#[tokio::test]
+async fn redirects_to_another_port_are_not_followed() {
+    let rig = rig("redirect-port", FETCH_LOOPBACK).await;
+    let other = StandIn::start(Arc::new(|_, _, _| Answer {
+        status: 200,
+        body: "\u{89}PNG\r\n\u{1a}\n internal".into(),
+        delay: Duration::ZERO,
+    }))
+    .await;
+    let target = format!("http://127.0.0.1:{}/internal.png", other.addr.port());
+    let redirector = StandIn::start_raw(Arc::new(move |_| Reply {
+        status: 302,
+        headers: vec![("location", target.clone())],
+        body: bytes::Bytes::new(),
+        delay: Duration::ZERO,
+    }))
+    .await;
+    rig.tim_callback(&image_callback(&redirector.url("/pic.png"), "p_1"))
+        .await;
+    let sent = rig.wait_sent(1).await;
+    assert_eq!(redirector.hits(), 1);
+    assert_eq!(other.hits(), 0, "the redirect to another port was followed");
+    assert_eq!(sent[0]["msgtype"], "text", "{sent:?}");
+}

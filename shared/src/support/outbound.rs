@@ -238,12 +238,14 @@ impl Fetcher {
             .no_proxy()
             .dns_resolver(Arc::new(PublicOnly { allow_local }))
             .redirect(reqwest::redirect::Policy::custom(|attempt| {
-                // Same host and scheme only, a few hops at most.
+                // Same host, port and scheme only, a few hops at most (another port of an
+                // allowed host is another service).
                 let first = attempt.previous().first().cloned();
                 match first {
                     Some(f)
                         if attempt.previous().len() <= 3
                             && f.host_str() == attempt.url().host_str()
+                            && f.port_or_known_default() == attempt.url().port_or_known_default()
                             && f.scheme() == attempt.url().scheme() =>
                     {
                         attempt.follow()
