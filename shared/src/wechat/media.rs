@@ -341,6 +341,9 @@ pub struct MediaLinks {
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
 impl MediaLinks {
+    /// Without `[media] url_key` links are signed with a random key of this process, the
+    /// same for every config version: a reload keeps the links desks already hold valid
+    /// (a restart does not; set url_key for links that outlive it).
     pub fn new(
         store: std::sync::Arc<dyn MediaStore>,
         base: Option<String>,
@@ -349,11 +352,7 @@ impl MediaLinks {
     ) -> Self {
         let key = match key {
             Some(k) => k.expose().as_bytes().to_vec(),
-            None => {
-                let mut k = vec![0u8; 32];
-                rand::fill(&mut k[..]);
-                k
-            }
+            None => process_key().to_vec(),
         };
         Self {
             store,
@@ -415,9 +414,43 @@ impl MediaLinks {
     }
 }
 
+/// The random link key of this process (see `MediaLinks::new`).
+fn process_key() -> &'static [u8; 32] {
+    static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        let mut k = [0u8; 32];
+        rand::fill(&mut k[..]);
+        k
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Review 2, §4: without `[media] url_key` a config reload (new services) made every
+    /// link a desk held invalid.
+    #[test]
+    fn links_outlive_a_reload_without_a_url_key() {
+        let links = || {
+            MediaLinks::new(
+                std::sync::Arc::new(crate::store::NotConfigured("media")),
+                Some("http://x".into()),
+                None,
+                std::sync::Arc::new(crate::support::clock::SystemClock),
+            )
+        };
+        let (before, after) = (links(), links());
+        let sig = before.sig("wx1/m1", 2_000_000_000);
+        assert!(after.verify("wx1/m1", 2_000_000_000, &sig, 1_900_000_000));
+        let keyed = MediaLinks::new(
+            std::sync::Arc::new(crate::store::NotConfigured("media")),
+            None,
+            Some(&crate::config::Secret::new("a-configured-url-key")),
+            std::sync::Arc::new(crate::support::clock::SystemClock),
+        );
+        assert!(!keyed.verify("wx1/m1", 2_000_000_000, &sig, 1_900_000_000));
+    }
 
     #[test]
     fn sniffs_formats() {
