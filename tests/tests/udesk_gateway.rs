@@ -661,3 +661,44 @@ async fn a_refused_token_is_not_asked_for_again_at_once() {
         );
     }
 }
+
+/// Review 2, §4: a desk got the AWS SDK's error text (table names, ARNs) when a store
+/// failed. It now gets a generic errmsg; the log keeps the reason.
+#[tokio::test]
+async fn a_failing_store_is_not_described_to_the_desk() {
+    let wx = wechat::start().await;
+    let desk = udesk_wechat().await;
+    let cfg = config(
+        &wx,
+        &desk,
+        "[store]\nbackend = \"aws\"\ndedup_table = \"unused\"\n",
+        "",
+    );
+    let mut stores = aws_stores().await;
+    stores.tokens = Arc::new(wxdesk::store::aws::AwsTokens::new(
+        dynamodb().await,
+        "wxdesk-private-table-name-0451".to_owned(),
+    ));
+    let svc = Arc::new(wxdesk::Services::with_parts(
+        cfg,
+        stores,
+        Arc::new(wxdesk::support::clock::SystemClock),
+    ));
+    let base = start_local(svc).await;
+    let r = wxdesk_tests::http()
+        .post(format!("{base}/udesk/{APPID}/{GATEWAY_KEY}"))
+        .body("touser=oU&msgtype=text&text[content]=hi")
+        .send()
+        .await
+        .unwrap();
+    let answer = r.text().await.unwrap();
+    assert!(answer.contains("token store is unavailable"), "{answer}");
+    assert!(
+        !answer.contains("wxdesk-private-table-name-0451"),
+        "{answer}"
+    );
+    assert!(
+        !answer.contains("DynamoDB") && !answer.contains("ResourceNotFound"),
+        "{answer}"
+    );
+}

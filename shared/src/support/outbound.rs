@@ -245,7 +245,8 @@ impl Fetcher {
                     Some(f)
                         if attempt.previous().len() <= 3
                             && f.host_str() == attempt.url().host_str()
-                            && f.port_or_known_default() == attempt.url().port_or_known_default()
+                            && f.port_or_known_default()
+                                == attempt.url().port_or_known_default()
                             && f.scheme() == attempt.url().scheme() =>
                     {
                         attempt.follow()

@@ -40,6 +40,13 @@ impl DeliverError {
         }
     }
 
+    /// What a desk is told of the failure, in words: no detail of our stores.
+    pub(crate) fn desk_text(&self) -> String {
+        let json = self.to_json();
+        let text = json["errmsg"].as_str().unwrap_or("");
+        text.strip_prefix("wxdesk: ").unwrap_or(text).to_owned()
+    }
+
     /// Whether the far side answered (as opposed to being unreachable).
     pub fn answered(&self) -> bool {
         match self {

@@ -20,6 +20,9 @@ pub enum ApiError {
     Garbled(String),
     #[error("no access_token: {0}")]
     Token(String),
+    /// The token store failed: the detail (table names, ARNs) is for the log only.
+    #[error("no access_token: token store: {0}")]
+    Store(String),
 }
 
 /// Codes that say the token itself was refused: renew it and retry once.
@@ -70,7 +73,7 @@ impl ApiError {
             ApiError::Wechat { errcode, .. } => *errcode == -1,
             ApiError::Transport(_) => true,
             ApiError::Status(s) => *s >= 500,
-            ApiError::Garbled(_) | ApiError::Token(_) => false,
+            ApiError::Garbled(_) | ApiError::Token(_) | ApiError::Store(_) => false,
         }
     }
 
@@ -79,6 +82,11 @@ impl ApiError {
     pub(crate) fn to_json(&self) -> Value {
         match self {
             ApiError::Wechat { body, .. } => body.clone(),
+            // A desk is a third party: it learns that our store failed, not how.
+            ApiError::Store(_) => json!({
+                "errcode": -1,
+                "errmsg": "wxdesk: the token store is unavailable; try again (the server log has the reason)",
+            }),
             other => json!({ "errcode": other.errcode(), "errmsg": format!("wxdesk: {other}") }),
         }
     }

@@ -27,9 +27,12 @@ impl MediaError {
     pub(crate) fn to_json(&self) -> Value {
         match self {
             MediaError::Api(e) => e.to_json(),
-            MediaError::Store(e) => {
-                serde_json::json!({"errcode": -1, "errmsg": format!("wxdesk: media store: {e}")})
-            }
+            // A desk is a third party: it learns that our store failed, not how (bucket
+            // names, ARNs); the reason is logged where the error is.
+            MediaError::Store(_) => serde_json::json!({
+                "errcode": -1,
+                "errmsg": "wxdesk: the media store is unavailable; try again (the server log has the reason)",
+            }),
             MediaError::Rejected { errcode, msg } => {
                 serde_json::json!({"errcode": errcode, "errmsg": format!("wxdesk: {msg}")})
             }

@@ -291,5 +291,5 @@ impl TokenAuthority {
 }
 
 fn store_err(e: StoreError) -> ApiError {
-    ApiError::Token(format!("token store: {e}"))
+    ApiError::Store(e.to_string())
 }

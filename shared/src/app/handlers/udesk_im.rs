@@ -83,7 +83,7 @@ pub(crate) async fn handle(svc: &Services, appid: &str, req: &Request) -> Respon
         Err(e) => failure(
             if e.answered() { 200 } else { 502 },
             appid,
-            &format!("the message was not delivered: {e}"),
+            &format!("the message was not delivered: {}", e.desk_text()),
         ),
     }
 }
