@@ -168,6 +168,14 @@ pub struct ServerConfig {
     pub body_timeout_ms: u64,
     /// Connections served at once; further clients wait in the kernel's backlog.
     pub max_connections: usize,
+    /// Connections one client address may hold open (0 = no cap); more are closed.
+    pub max_connections_per_peer: usize,
+    /// A request line must arrive within this (the whole head within `header_timeout_ms`,
+    /// which also bounds this).
+    pub first_line_timeout_ms: u64,
+    /// Proxies in front of the server (a TLS proxy on the same host): their connections
+    /// are not capped per peer, and their `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Opens `/admin/...` to loopback callers presenting it as a bearer token: how
     /// `doctor` and `outbox` reach the store of a server running on the same config.
     pub admin_key: Option<Secret>,
@@ -180,6 +188,9 @@ impl Default for ServerConfig {
             header_timeout_ms: 10_000,
             body_timeout_ms: 30_000,
             max_connections: 1024,
+            max_connections_per_peer: 64,
+            first_line_timeout_ms: 2000,
+            trusted_proxies: Vec::new(),
             admin_key: None,
         }
     }
@@ -730,6 +741,12 @@ impl Config {
             return Err(invalid(
                 "server.body_timeout_ms",
                 "must be between 100 and 300000",
+            ));
+        }
+        if !(100..=10_000).contains(&srv.first_line_timeout_ms) {
+            return Err(invalid(
+                "server.first_line_timeout_ms",
+                "must be between 100 and 10000",
             ));
         }
         if !(1..=100_000).contains(&srv.max_connections) {

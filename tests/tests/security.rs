@@ -1245,3 +1245,114 @@ async fn redirects_to_another_port_are_not_followed() {
     assert_eq!(other.hits(), 0, "the redirect to another port was followed");
     assert_eq!(sent[0]["msgtype"], "text", "{sent:?}");
 }
+
+/// A connection from `local` (another loopback address, another peer) to `addr`.
+async fn connect_from(local: &str, addr: &str) -> tokio::net::TcpStream {
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind(format!("{local}:0").parse().unwrap()).unwrap();
+    s.connect(addr.parse().unwrap()).await.unwrap()
+}
+
+/// Whether the server closed `s` within `within` (EOF or reset), reading what it sends.
+async fn closed_within(s: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 256];
+    loop {
+        match tokio::time::timeout(within, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Review 2, §3: one client held every connection slot with half-sent request lines and
+/// signed pushes timed out. A peer now holds at most `max_connections_per_peer`
+/// connections, and a request line must come within `first_line_timeout_ms`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_peer_cannot_hold_every_connection() {
+    let rig = rig(
+        "per-peer",
+        "[server]\nmax_connections = 16\nmax_connections_per_peer = 4\nfirst_line_timeout_ms = 5000\n",
+    )
+    .await;
+    let addr = rig.addr();
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        let mut s = connect_from("127.0.0.2", &addr).await;
+        use tokio::io::AsyncWriteExt;
+        let _ = s.write_all(b"POST /wec").await;
+        held.push(s);
+    }
+    let mut closed = 0;
+    for s in &mut held {
+        if closed_within(s, Duration::from_millis(300)).await {
+            closed += 1;
+        }
+    }
+    assert_eq!(
+        closed, 12,
+        "beyond its 4, the peer's connections are closed at once"
+    );
+    // Another peer is served at once meanwhile.
+    let started = Instant::now();
+    let r = rig
+        .http
+        .get(format!("{}/healthz", rig.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_line_must_come_soon() {
+    let rig = rig("first-line", "[server]\nfirst_line_timeout_ms = 300\n").await;
+    let mut s = connect_from("127.0.0.3", &rig.addr()).await;
+    use tokio::io::AsyncWriteExt;
+    s.write_all(b"POST /wechat/wx").await.unwrap();
+    let started = Instant::now();
+    assert!(closed_within(&mut s, Duration::from_secs(3)).await);
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// Behind a TLS proxy on the same host every connection is the proxy's: `trusted_proxies`
+/// exempts it from the per-peer cap, and its `X-Forwarded-For` names the client, so an
+/// outside client reaching the admin routes through the proxy is no loopback caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_proxy_is_not_capped_and_names_the_client() {
+    let key = "proxy-admin-key-0123456789";
+    let rig = rig(
+        "proxy",
+        &format!(
+            "[server]\nmax_connections_per_peer = 2\ntrusted_proxies = [\"127.0.0.1\"]\nadmin_key = \"{key}\"\n"
+        ),
+    )
+    .await;
+    let idle: Vec<_> = (0..4)
+        .map(|_| std::net::TcpStream::connect(rig.addr()).unwrap())
+        .collect();
+    let admin = |xff: Option<&'static str>| {
+        let mut req = rig
+            .http
+            .get(format!("{}/admin/outbox", rig.base))
+            .bearer_auth(key);
+        if let Some(x) = xff {
+            req = req.header("x-forwarded-for", x);
+        }
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(
+        admin(None).await,
+        200,
+        "the proxy's own connections are not capped"
+    );
+    assert_eq!(admin(Some("203.0.113.5")).await, 404);
+    assert_eq!(admin(Some("127.0.0.1, 203.0.113.5")).await, 404);
+    drop(idle);
+}

@@ -634,6 +634,11 @@ fn the_admin_key_goes_only_to_the_server_holding_the_store() {
     let mut server = start_server(&cfg, port);
     let data = dir.join("data");
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    // Written right after the listener is bound, which is when start_server sees it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !data.join("server.addr").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let recorded = std::fs::read_to_string(data.join("server.addr")).unwrap();
     let run = |extra: &[&str]| {
         Command::new(BIN)

@@ -24,6 +24,7 @@ use tokio::sync::Semaphore;
 
 use crate::app::Services;
 use crate::app::admin;
+use crate::app::conn;
 use crate::app::live::Live;
 use crate::app::routes::{authenticate, serve_authenticated};
 use crate::http::{Request, Response, is_upload, route};
@@ -155,15 +156,21 @@ impl RateLimitedLog {
         }
     }
 
-    fn warn(&self, error: &std::io::Error) {
+    /// Whether to log now; then how many were left out since the last line.
+    fn allow(&self) -> Option<u64> {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         if last.is_some_and(|t| t.elapsed() < self.every) {
             self.suppressed.fetch_add(1, Ordering::Relaxed);
-            return;
+            return None;
         }
         *last = Some(Instant::now());
-        let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
-        tracing::warn!(error = %error, suppressed, "accept failed; backing off");
+        Some(self.suppressed.swap(0, Ordering::Relaxed))
+    }
+
+    fn warn(&self, error: &std::io::Error) {
+        if let Some(suppressed) = self.allow() {
+            tracing::warn!(error = %error, suppressed, "accept failed; backing off");
+        }
     }
 }
 
@@ -243,8 +250,12 @@ async fn accept_loop(
     // Connection limits are the start's: a reload does not resize them.
     let server = live.current().config.server.clone();
     let slots = Arc::new(Semaphore::new(server.max_connections));
+    let peers = conn::PeerSlots::new(server.max_connections_per_peer);
+    let trusted: Arc<[std::net::IpAddr]> = server.trusted_proxies.clone().into();
     let header_timeout = Duration::from_millis(server.header_timeout_ms);
+    let first_line = Duration::from_millis(server.first_line_timeout_ms).min(header_timeout);
     let accept_log = RateLimitedLog::new(Duration::from_secs(10));
+    let capped_log = RateLimitedLog::new(Duration::from_secs(10));
     let mut backoff = Duration::ZERO;
     loop {
         // A connection slot first: at the cap, new clients wait in the kernel's backlog.
@@ -275,16 +286,31 @@ async fn accept_loop(
             },
             () = &mut shutdown => return Ok(()),
         };
+        let Some(peer_slot) = peers.take(peer.ip(), trusted.contains(&peer.ip())) else {
+            if let Some(suppressed) = capped_log.allow() {
+                tracing::warn!(peer = %peer.ip(), suppressed, "connection refused: the peer holds max_connections_per_peer already");
+            }
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let (live, in_flight) = (live.clone(), in_flight.clone());
+        let (live, in_flight, trusted) = (live.clone(), in_flight.clone(), trusted.clone());
         tokio::spawn(async move {
-            let _permit = permit;
-            let service = service_fn(move |req| {
+            let _permit = (permit, peer_slot);
+            // A client that does not send its request line soon loses the connection.
+            let Some(line) = conn::first_line(&stream, first_line).await else {
+                return;
+            };
+            let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 // Each request on the config in force when it arrives.
                 let svc = live.current();
                 let guard = in_flight.enter();
+                let forwarded = req
+                    .headers()
+                    .get("x-forwarded-for")
+                    .and_then(|v| v.to_str().ok());
+                let client = conn::client(peer.ip(), forwarded, &trusted);
                 async move {
-                    let resp = to_hyper(serve_one(&svc, peer.ip(), req).await);
+                    let resp = to_hyper(serve_one(&svc, client, req).await);
                     drop(guard);
                     Ok::<_, Infallible>(resp)
                 }
@@ -293,7 +319,7 @@ async fn accept_loop(
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)
                 .max_buf_size(64 * 1024)
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection(TokioIo::new(conn::Prefixed::new(line, stream)), service)
                 .await
             {
                 tracing::debug!(error = %e, "connection ended with an error");

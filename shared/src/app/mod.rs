@@ -4,6 +4,8 @@
 
 pub mod admin;
 pub mod beside;
+#[cfg(feature = "local")]
+mod conn;
 pub mod doctor;
 pub mod functions;
 pub mod handlers;
