@@ -7,6 +7,7 @@
 //! - `GET  /admin/outbox[?state=pending|dead|in_flight|all][&app=A]` → `{"lines": [...]}`
 //! - `POST /admin/outbox/replay?key=K` or `?dead=1[&app=A]` → `{"queued": n}`
 
+use crate::support::throttle::log_refusal;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -37,7 +38,10 @@ pub async fn serve(svc: &Services, peer: IpAddr, req: &Request) -> Response {
         .and_then(|h| h.strip_prefix("Bearer "));
     let local = peer.is_loopback() || is_mapped_loopback(peer);
     if !local || !presented.is_some_and(|p| key.matches(p)) {
-        tracing::warn!(%peer, path = %req.path, "admin request refused");
+        // The path's length only: a caller chooses the path (60 KB of it, once).
+        if let Some(suppressed) = log_refusal("admin", "refused") {
+            tracing::warn!(%peer, path_len = req.path.len(), suppressed, "admin request refused");
+        }
         return not_found();
     }
     let app = req.query("app");

@@ -98,7 +98,13 @@ pub async fn handle(svc: &Arc<Services>, kind: RouteKind, req: lambda_http::Requ
                 .split('/')
                 .find(|s| !s.is_empty())
                 .unwrap_or("");
-            tracing::warn!(prefix, "no route for this path");
+            if let Some(suppressed) = crate::support::throttle::log_refusal("route", "none") {
+                tracing::warn!(
+                    prefix_len = prefix.len(),
+                    suppressed,
+                    "no route for this path"
+                );
+            }
             Response::no_such_route()
         }
     }

@@ -8,6 +8,7 @@
 //! closes kept-alive connections idle that long; at most `max_connections` are served at
 //! once; accept errors (out of file descriptors) back off instead of spinning.
 
+use crate::support::throttle::log_refusal;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
@@ -106,18 +107,24 @@ async fn serve_one(
         .header(http::header::CONTENT_LENGTH)
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        tracing::warn!(appid = %r.appid, limit, "request body over the limit (Content-Length)");
+        if let Some(suppressed) = log_refusal("body", "Content-Length over the limit") {
+            tracing::warn!(appid = %r.appid, limit, suppressed, "request body over the limit (Content-Length)");
+        }
         return Response::text(413, "body too large");
     }
     let within = Duration::from_millis(svc.config.server.body_timeout_ms);
     request.body = match tokio::time::timeout(within, Limited::new(body, limit).collect()).await {
         Ok(Ok(b)) => b.to_bytes(),
         Ok(Err(_)) => {
-            tracing::warn!(appid = %r.appid, limit, "request body over the limit or unreadable");
+            if let Some(suppressed) = log_refusal("body", "over the limit or unreadable") {
+                tracing::warn!(appid = %r.appid, limit, suppressed, "request body over the limit or unreadable");
+            }
             return Response::text(413, "body too large");
         }
         Err(_) => {
-            tracing::warn!(appid = %r.appid, "request body did not arrive in time");
+            if let Some(suppressed) = log_refusal("body", "timeout") {
+                tracing::warn!(appid = %r.appid, suppressed, "request body did not arrive in time");
+            }
             return Response::text(408, "request body timeout");
         }
     };

@@ -1,6 +1,7 @@
 //! The route table: for each route, what it checks from the request's head before its
 //! body is read, and the handler that serves it.
 
+use crate::support::throttle::log_refusal;
 use std::sync::Arc;
 
 use crate::app::Services;
@@ -60,7 +61,9 @@ pub(crate) fn open_account<'a>(
     refuse: impl FnOnce(u16, &'static str) -> Response,
 ) -> Result<&'a AppConfig, Response> {
     let Some(app) = app.filter(|a| opens(route.kind, a)) else {
-        tracing::warn!(route = ?route.kind, "desk-facing route closed for this appid");
+        if let Some(suppressed) = log_refusal("desk", "closed") {
+            tracing::warn!(route = ?route.kind, suppressed, "desk-facing route closed for this appid");
+        }
         return Err(Response::no_such_route());
     };
     if !key_matches(route.kind, app, route.key.as_ref()) {
@@ -124,7 +127,9 @@ pub(crate) async fn dispatch(svc: &Arc<Services>, route: &Route, req: &Request) 
         is_upload(route.kind, &req.method, &req.query),
     );
     if req.body.len() > limit {
-        tracing::warn!(appid = %route.appid, limit, "request body over the route's limit");
+        if let Some(suppressed) = log_refusal("body", "over the limit") {
+            tracing::warn!(appid = %route.appid, limit, suppressed, "request body over the route's limit");
+        }
         return Response::text(413, "body too large");
     }
     serve_authenticated(svc, route, req).await

@@ -7,6 +7,7 @@
 //! for desks that cannot signal waiter events themselves. The platform signs nothing but
 //! its ciphertext, so the gateway key in the path is what keeps outsiders off both routes.
 
+use crate::support::throttle::log_refusal;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -34,12 +35,15 @@ fn answer(errcode: i64, errmsg: &str) -> Response {
 }
 
 pub(crate) fn refuse(status: u16, appid: &str, why: &str) -> Response {
-    warn!(
-        appid,
-        status,
-        reason = why,
-        "Dialogue Platform callback refused"
-    );
+    if let Some(suppressed) = log_refusal("chatbot", why) {
+        warn!(
+            appid,
+            status,
+            reason = why,
+            suppressed,
+            "Dialogue Platform callback refused"
+        );
+    }
     Response::json_status(status, &json!({ "errcode": -1, "errmsg": why }))
 }
 
@@ -129,7 +133,14 @@ fn plausible_userid(u: &str) -> bool {
 /// ciphertext, bad padding, wrong receive-id, unreadable plaintext): distinct answers
 /// would make the route a decryption oracle. The reason goes to the log only.
 fn unreadable(appid: &str, why: &str) -> Response {
-    warn!(appid, reason = why, "Dialogue Platform hand-off refused");
+    if let Some(suppressed) = log_refusal("chatbot-handoff", why) {
+        warn!(
+            appid,
+            reason = why,
+            suppressed,
+            "Dialogue Platform hand-off refused"
+        );
+    }
     Response::json_status(400, &json!({ "errcode": -1, "errmsg": "invalid request" }))
 }
 

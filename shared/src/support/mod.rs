@@ -10,5 +10,6 @@ pub mod outbound;
 pub(crate) mod private_fs;
 pub mod retry;
 pub mod secret;
+pub mod throttle;
 pub mod tls;
 pub mod url;

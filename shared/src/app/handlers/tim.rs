@@ -5,6 +5,7 @@
 //! delivers it in the customer's order. A callback Tencent sends again is delivered once
 //! (dedup on MsgKey).
 
+use crate::support::throttle::log_refusal;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -31,7 +32,15 @@ fn ok() -> Response {
 }
 
 fn refuse(status: u16, appid: &str, why: &str) -> Response {
-    warn!(appid, status, reason = why, "Tencent IM callback refused");
+    if let Some(suppressed) = log_refusal("tim", why) {
+        warn!(
+            appid,
+            status,
+            reason = why,
+            suppressed,
+            "Tencent IM callback refused"
+        );
+    }
     Response::json_status(
         status,
         &json!({"ActionStatus": "FAIL", "ErrorInfo": why, "ErrorCode": 1}),

@@ -76,10 +76,13 @@ pub(crate) fn authenticate<'a>(
 ) -> Result<(&'a AppConfig, RouteKind), Response> {
     let found = resolve(svc, route, req);
     let app = open_account(found.map(|(app, _)| app), route, |status, why| {
-        warn!(
-            appid = %found.map_or("", |(a, _)| a.appid.as_str()),
-            "simulated domain: {why}"
-        );
+        if let Some(suppressed) = crate::support::throttle::log_refusal("udesk", why) {
+            warn!(
+                appid = %found.map_or("", |(a, _)| a.appid.as_str()),
+                suppressed,
+                "simulated domain: {why}"
+            );
+        }
         err_json(
             status,
             41001,

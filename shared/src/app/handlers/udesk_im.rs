@@ -5,6 +5,7 @@
 //! form or JSON (the shapes the simulated domain takes). Answers are Udesk's own:
 //! `{"success": true}` or `{"success": false, "msg": "..."}`.
 
+use crate::support::throttle::log_refusal;
 use serde_json::json;
 use tracing::{info, warn};
 
@@ -16,7 +17,15 @@ use crate::http::{Request, Response, Route};
 use crate::wechat::kf::KfMessage;
 
 fn failure(status: u16, appid: &str, msg: &str) -> Response {
-    warn!(appid, status, reason = msg, "udesk-im push refused");
+    if let Some(suppressed) = log_refusal("udesk-im", msg) {
+        warn!(
+            appid,
+            status,
+            reason = msg,
+            suppressed,
+            "udesk-im push refused"
+        );
+    }
     Response::json_status(status, &json!({ "success": false, "msg": msg }))
 }
 

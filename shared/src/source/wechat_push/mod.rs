@@ -4,6 +4,7 @@
 
 mod replay;
 
+use crate::support::throttle::log_refusal;
 use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
@@ -33,7 +34,9 @@ const RECORD_RESERVE: Duration = Duration::from_millis(500);
 const CLAIM_WITHIN: Duration = Duration::from_millis(1000);
 
 fn refuse(status: u16, appid: &str, why: &str) -> Response {
-    warn!(appid, status, reason = why, "push refused");
+    if let Some(suppressed) = log_refusal("wechat", why) {
+        warn!(appid, status, reason = why, suppressed, "push refused");
+    }
     Response::text(status, why)
 }
 
@@ -153,7 +156,9 @@ async fn push(
             Ok(v) => v,
             Err((status, why)) => {
                 // One answer for every failure to decrypt; the reason goes to the log only.
-                warn!(appid, reason = %why, "encrypted push refused");
+                if let Some(suppressed) = log_refusal("wechat", "encrypted") {
+                    warn!(appid, reason = %why, suppressed, "encrypted push refused");
+                }
                 return Response::text(
                     status,
                     if status == 400 {
