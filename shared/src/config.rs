@@ -872,6 +872,26 @@ impl AppConfig {
         }
     }
 
+    /// Every gateway key the account has, by config key.
+    pub(crate) fn gateway_keys(&self) -> Vec<(&'static str, &Secret)> {
+        let cb = self.chatbot.as_ref();
+        [
+            ("gateway_key", self.gateway_key.as_ref()),
+            ("previous_gateway_key", self.previous_gateway_key.as_ref()),
+            (
+                "chatbot.gateway_key",
+                cb.and_then(|c| c.gateway_key.as_ref()),
+            ),
+            (
+                "chatbot.previous_gateway_key",
+                cb.and_then(|c| c.previous_gateway_key.as_ref()),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(name, k)| Some((name, k?)))
+        .collect()
+    }
+
     /// A chatbot account whose hand-off route still takes the account's key.
     pub fn handoff_shares_the_desk_key(&self) -> bool {
         self.chatbot
@@ -956,19 +976,8 @@ fn without_values(message: &str) -> String {
 /// while the platform is moved to the new hand-off URL.
 fn check_gateway_keys(app: &AppConfig, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
     let chatbot = app.chatbot.as_ref();
-    for (name, k) in [
-        ("gateway_key", app.gateway_key.as_ref()),
-        ("previous_gateway_key", app.previous_gateway_key.as_ref()),
-        (
-            "chatbot.gateway_key",
-            chatbot.and_then(|c| c.gateway_key.as_ref()),
-        ),
-        (
-            "chatbot.previous_gateway_key",
-            chatbot.and_then(|c| c.previous_gateway_key.as_ref()),
-        ),
-    ] {
-        if k.is_some_and(|k| !is_gateway_key(k.expose())) {
+    for (name, k) in app.gateway_keys() {
+        if !is_gateway_key(k.expose()) {
             return Err(invalid(
                 key(name),
                 "must be at least 16 letters, digits, '-' or '_' (it is a URL path segment and a password)",

@@ -456,3 +456,76 @@ async fn token_rules_on_the_embedded_store() {
     let store = wxdesk::store::embedded::EmbeddedStore::open(&dir).unwrap();
     token_rules(&store).await;
 }
+
+/// `put_first` (the plain-mode signature binding): the first value wins, later ones read
+/// it back, of many racers exactly one value is stored, and an expired entry is free.
+async fn put_first_rules(store: Arc<dyn InboxStore>) {
+    let now = wxdesk::support::clock::unix_ms();
+    let key = format!("wxA#sig#{now}");
+    let until = now / 1000 + 300;
+    assert_eq!(
+        store
+            .put_first(&key, "wxA", "body-1", until, now)
+            .await
+            .unwrap(),
+        "body-1"
+    );
+    assert_eq!(
+        store
+            .put_first(&key, "wxA", "body-1", until, now)
+            .await
+            .unwrap(),
+        "body-1"
+    );
+    assert_eq!(
+        store
+            .put_first(&key, "wxA", "body-2", until, now)
+            .await
+            .unwrap(),
+        "body-1"
+    );
+    let later = (until + 1) * 1000;
+    assert_eq!(
+        store
+            .put_first(&key, "wxA", "body-3", until + 600, later)
+            .await
+            .unwrap(),
+        "body-3",
+        "an expired binding is free again"
+    );
+    let raced = format!("wxA#sig-race#{now}");
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let (store, key) = (store.clone(), raced.clone());
+            tokio::spawn(async move {
+                store
+                    .put_first(&key, "wxA", &format!("body-{i}"), until, now)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut held = std::collections::HashSet::new();
+    for t in tasks {
+        held.insert(t.await.unwrap());
+    }
+    assert_eq!(
+        held.len(),
+        1,
+        "every racer reads the one winning value: {held:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn put_first_rules_on_dynamodb() {
+    put_first_rules(Arc::new(aws_inbox().await)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn put_first_rules_on_the_embedded_store() {
+    let dir = temp_dir("put-first");
+    put_first_rules(Arc::new(
+        wxdesk::store::embedded::EmbeddedStore::open(&dir).unwrap(),
+    ))
+    .await;
+}

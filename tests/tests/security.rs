@@ -331,23 +331,36 @@ async fn im_media_urls_on_internal_or_unlisted_hosts_are_not_fetched() {
 /// The review followed a redirect to an internal page, and an 800 MB "image" took the
 /// process to 1.6 GB. Redirects to another host are not followed, and a body over WeChat's
 /// limit for the type is dropped while it streams in.
-#[tokio::test]
-async fn redirects_to_other_hosts_and_oversized_media_are_refused() {
-    let rig = rig("redirect", FETCH_LOOPBACK).await;
-    let secret = StandIn::start(Arc::new(|_, _, _| Answer {
+/// A server whose every answer is a PNG (a target that must not be reached).
+async fn png_server() -> StandIn {
+    StandIn::start(Arc::new(|_, _, _| Answer {
         status: 200,
-        body: "\u{89}PNG\r\n\u{1a}\n secret".into(),
+        body: "\u{89}PNG\r\n\u{1a}\n not for us".into(),
         delay: Duration::ZERO,
     }))
-    .await;
-    // `localhost` is another host name than the allow-listed 127.0.0.1.
-    let target = format!("http://localhost:{}/secret.png", secret.addr.port());
-    let redirector = StandIn::start_raw(Arc::new(move |_| Reply {
+    .await
+}
+
+/// A server that redirects every request to `target`.
+async fn redirect_to(target: String) -> StandIn {
+    StandIn::start_raw(Arc::new(move |_| Reply {
         status: 302,
         headers: vec![("location", target.clone())],
         body: bytes::Bytes::new(),
         delay: Duration::ZERO,
     }))
+    .await
+}
+
+#[tokio::test]
+async fn redirects_to_other_hosts_and_oversized_media_are_refused() {
+    let rig = rig("redirect", FETCH_LOOPBACK).await;
+    let secret = png_server().await;
+    // `localhost` is another host name than the allow-listed 127.0.0.1.
+    let redirector = redirect_to(format!(
+        "http://localhost:{}/secret.png",
+        secret.addr.port()
+    ))
     .await;
     let mut big = b"\x89PNG\r\n\x1a\n".to_vec();
     big.resize(3 * 1024 * 1024, 0);
@@ -1224,19 +1237,11 @@ async fn a_plain_mode_signature_carries_only_its_first_body() {
 #[tokio::test]
 async fn redirects_to_another_port_are_not_followed() {
     let rig = rig("redirect-port", FETCH_LOOPBACK).await;
-    let other = StandIn::start(Arc::new(|_, _, _| Answer {
-        status: 200,
-        body: "\u{89}PNG\r\n\u{1a}\n internal".into(),
-        delay: Duration::ZERO,
-    }))
-    .await;
-    let target = format!("http://127.0.0.1:{}/internal.png", other.addr.port());
-    let redirector = StandIn::start_raw(Arc::new(move |_| Reply {
-        status: 302,
-        headers: vec![("location", target.clone())],
-        body: bytes::Bytes::new(),
-        delay: Duration::ZERO,
-    }))
+    let other = png_server().await;
+    let redirector = redirect_to(format!(
+        "http://127.0.0.1:{}/internal.png",
+        other.addr.port()
+    ))
     .await;
     rig.tim_callback(&image_callback(&redirector.url("/pic.png"), "p_1"))
         .await;

@@ -3,7 +3,7 @@
 //! `udesk_im`). One line per check; secrets are never printed.
 
 use crate::app::Services;
-use crate::config::{AppConfig, DeskConfig, Secret};
+use crate::config::{AppConfig, DeskConfig};
 use crate::wechat::error::operator_hint;
 
 pub struct Check {
@@ -72,7 +72,7 @@ fn gateway_keys_check(app: &AppConfig, all: &[AppConfig]) -> Result<(), String> 
     if app.handoff_shares_the_desk_key() {
         return Err("[apps.chatbot] has no gateway_key: the Dialogue Platform's hand-off URL carries the account's gateway_key, which also opens the routes the desk calls (README: \"Splitting the hand-off key\")".into());
     }
-    let keys = gateway_keys(app);
+    let keys = app.gateway_keys();
     if let Some((name, _)) = keys.iter().find(|(_, k)| k.expose().len() < SHORT_KEY) {
         return Err(format!(
             "{name} is shorter than {SHORT_KEY} characters: use a long random key (wxdesk-local urls prints the URLs to update)"
@@ -85,7 +85,7 @@ fn gateway_keys_check(app: &AppConfig, all: &[AppConfig]) -> Result<(), String> 
         return Err("chatbot.previous_gateway_key is the account's gateway key: remove it once the platform has the new hand-off URL".into());
     }
     for other in all.iter().filter(|o| o.appid != app.appid) {
-        let theirs = gateway_keys(other);
+        let theirs = other.gateway_keys();
         if let Some((name, _)) = keys
             .iter()
             .find(|(_, k)| theirs.iter().any(|(_, t)| t == k))
@@ -97,26 +97,6 @@ fn gateway_keys_check(app: &AppConfig, all: &[AppConfig]) -> Result<(), String> 
         }
     }
     Ok(())
-}
-
-/// An account's gateway keys, by config key.
-fn gateway_keys(app: &AppConfig) -> Vec<(&'static str, &Secret)> {
-    let cb = app.chatbot.as_ref();
-    [
-        ("gateway_key", app.gateway_key.as_ref()),
-        ("previous_gateway_key", app.previous_gateway_key.as_ref()),
-        (
-            "chatbot.gateway_key",
-            cb.and_then(|c| c.gateway_key.as_ref()),
-        ),
-        (
-            "chatbot.previous_gateway_key",
-            cb.and_then(|c| c.previous_gateway_key.as_ref()),
-        ),
-    ]
-    .into_iter()
-    .filter_map(|(name, k)| Some((name, k?)))
-    .collect()
 }
 
 async fn token_check(svc: &Services, app: &AppConfig) -> Result<String, String> {

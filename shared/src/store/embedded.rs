@@ -51,6 +51,9 @@ enum Op {
         outcome: Settle,
         reply: oneshot::Sender<Result<bool, StoreError>>,
     },
+    /// A piece of state written only where no live entry holds its key (`put_first`):
+    /// in the batch, as it is on every plain-mode push beside its claim.
+    PutFirst(InboxEntry, i64, oneshot::Sender<Result<String, StoreError>>),
 }
 
 pub struct EmbeddedStore {
@@ -238,6 +241,7 @@ fn writer_loop(db: &Database, rx: &mpsc::Receiver<Op>) {
 enum Reply {
     Claim(oneshot::Sender<Result<Claim, StoreError>>, Claim),
     Finish(oneshot::Sender<Result<bool, StoreError>>, bool),
+    PutFirst(oneshot::Sender<Result<String, StoreError>>, String),
 }
 
 /// `outcome` applied to an entry `claim_id` owns.
@@ -347,6 +351,18 @@ fn apply_batch(db: &Database, batch: Vec<Op>, sweep: bool) {
                         };
                         replies.push(Reply::Finish(reply, owned));
                     }
+                    Op::PutFirst(entry, now_s, reply) => {
+                        let held = match read_entry(&tables.inbox, &entry.key)? {
+                            Some(live) if live.expires_at > now_s => {
+                                live.answer.unwrap_or_default()
+                            }
+                            old => {
+                                tables.write(old.as_ref(), &entry)?;
+                                entry.answer.clone().unwrap_or_default()
+                            }
+                        };
+                        replies.push(Reply::PutFirst(reply, held));
+                    }
                 }
             }
         }
@@ -358,8 +374,10 @@ fn apply_batch(db: &Database, batch: Vec<Op>, sweep: bool) {
         match (r, &result) {
             (Reply::Claim(tx, c), Ok(())) => drop(tx.send(Ok(c))),
             (Reply::Finish(tx, b), Ok(())) => drop(tx.send(Ok(b))),
+            (Reply::PutFirst(tx, v), Ok(())) => drop(tx.send(Ok(v))),
             (Reply::Claim(tx, _), Err(e)) => drop(tx.send(Err(unavailable(e)))),
             (Reply::Finish(tx, _), Err(e)) => drop(tx.send(Err(unavailable(e)))),
+            (Reply::PutFirst(tx, _), Err(e)) => drop(tx.send(Err(unavailable(e)))),
         }
     }
     if let Err(e) = result {
@@ -464,16 +482,10 @@ impl InboxStore for EmbeddedStore {
         expires_at: i64,
         now_ms: i64,
     ) -> Result<String, StoreError> {
+        // Through the batching writer, like claims: one commit (and fsync) serves many.
         let entry = state_entry(key, appid, value, expires_at);
-        let now_s = now_ms / 1000;
-        self.entry_txn(key, move |old| match old.filter(|e| e.expires_at > now_s) {
-            Some(live) => (None, live.answer.unwrap_or_default()),
-            None => {
-                let value = entry.answer.clone().unwrap_or_default();
-                (Some(entry), value)
-            }
-        })
-        .await
+        let (tx, rx) = oneshot::channel();
+        self.send(Op::PutFirst(entry, now_ms / 1000, tx), rx).await
     }
 
     async fn remove(&self, key: &str) -> Result<(), StoreError> {
