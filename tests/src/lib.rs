@@ -553,6 +553,31 @@ pub async fn aws_stores_with_queue() -> (wxdesk::store::Stores, aws_sdk_sqs::Cli
         media: Arc::new(wxdesk::store::aws::S3Media::new(s3, bucket)),
         queue: Arc::new(wxdesk::store::queue::SqsQueue::new(sqs.clone(), &queue_url)),
     };
+    // The first requests to fresh tables and a fresh bucket cost DynamoDB Local (a JVM)
+    // and moto up to a second each on a busy machine: pay them here, not inside the 5 s a
+    // test's push has (a cold deployment pays nothing like it: see tests/coldstart.rs).
+    let now = wxdesk::support::clock::unix_ms();
+    let _ = stores
+        .inbox
+        .put_first("warmup#state", "warmup", "1", now / 1000 + 60, now)
+        .await;
+    let _ = stores
+        .tokens
+        .try_lease("warmup", "warmup", 0, now, now + 1000)
+        .await;
+    let _ = stores.tokens.release("warmup", "warmup").await;
+    let _ = stores.inbox.get("warmup#state", now).await;
+    let _ = stores
+        .media
+        .put(
+            "warmup/object",
+            &wxdesk::store::StagedMedia {
+                bytes: bytes::Bytes::from_static(b"warm"),
+                content_type: "text/plain".into(),
+                filename: "warm.txt".into(),
+            },
+        )
+        .await;
     (stores, sqs, queue_url)
 }
 
