@@ -170,6 +170,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Connections one client address may hold open (0 = no cap); more are closed.
     pub max_connections_per_peer: usize,
+    /// Media downloads and uploads one client address may have in flight (0 = no cap);
+    /// more are answered 429.
+    pub max_media_per_peer: usize,
     /// A request line must arrive within this (the whole head within `header_timeout_ms`,
     /// which also bounds this).
     pub first_line_timeout_ms: u64,
@@ -189,6 +192,7 @@ impl Default for ServerConfig {
             body_timeout_ms: 30_000,
             max_connections: 1024,
             max_connections_per_peer: 64,
+            max_media_per_peer: 8,
             first_line_timeout_ms: 2000,
             trusted_proxies: Vec::new(),
             admin_key: None,

@@ -713,8 +713,9 @@ async fn parallel_stagings_of_one_media_id_all_succeed() {
         .filter(|n| n.contains(".tmp"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
-    // And through the server: twenty parallel downloads of one media_id, all whole.
-    let rig = rig("stage-race-e2e", "").await;
+    // And through the server: twenty parallel downloads of one media_id, all whole (one
+    // peer, so without the per-peer media cap).
+    let rig = rig("stage-race-e2e", "[server]\nmax_media_per_peer = 0\n").await;
     let bytes: Vec<u8> = b"\xff\xd8\xff\xe0"
         .iter()
         .copied()
@@ -1412,4 +1413,125 @@ async fn refusals_are_logged_sparingly_and_paths_by_length() {
     assert!(logs.len() < 8 * 1024, "{} bytes of logs", logs.len());
     assert!(!logs.contains(&long[..100]), "the path was logged");
     assert!(logs.contains("path_len=60007"), "{logs}");
+}
+
+/// The server's resident memory, from /proc (Linux).
+fn resident_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// A client that sends `GET path` and then reads nothing, with a small receive buffer so
+/// that the kernel cannot take the whole answer off the server's hands.
+async fn unread_get(addr: &str, path: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut s = socket.connect(addr.parse().unwrap()).await.unwrap();
+    let head = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    s
+}
+
+/// A staged 9.9 MB object and the path of its signed link.
+async fn big_staged_link(rig: &Rig, media_id: &str) -> (String, Vec<u8>) {
+    let bytes: Vec<u8> = (0..9_900_000u32).map(|i| (i % 253) as u8).collect();
+    let key = format!("media/{IM_APPID}/{media_id}");
+    let media = wxdesk::store::StagedMedia {
+        bytes: bytes.clone().into(),
+        content_type: "video/mp4".into(),
+        filename: format!("{media_id}.mp4"),
+    };
+    rig.svc.media_store.put(&key, &media).await.unwrap();
+    let url = rig
+        .svc
+        .links
+        .url(&key, Duration::from_secs(300))
+        .await
+        .unwrap();
+    (url.strip_prefix(&rig.base).unwrap().to_owned(), bytes)
+}
+
+/// Review 2, §2: 100 connections requesting one signed 9.9 MB link without reading took
+/// the server from 19 MB to 958 MB (each answer read the file whole). Now the file goes
+/// out in chunks as each client reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_large_media_link_is_streamed_not_held_in_memory() {
+    let rig = rig(
+        "media-stream",
+        "[server]\nmax_connections_per_peer = 0\nmax_media_per_peer = 0\n",
+    )
+    .await;
+    let (path, bytes) = big_staged_link(&rig, "BIG_1").await;
+    let before = resident_bytes();
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        held.push(unread_get(&rig.addr(), &path).await);
+    }
+    // Every answer has begun (the old code had read 100 files by now).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let grown = resident_bytes().saturating_sub(before);
+    eprintln!(
+        "100 unread answers of 9.9 MB: +{} KB resident",
+        grown / 1024
+    );
+    assert!(
+        grown < 200 * 1024 * 1024,
+        "100 unread answers grew the server by {} MB",
+        grown / (1024 * 1024)
+    );
+    drop(held);
+    // And a client that reads gets the file whole.
+    let got = wxdesk_tests::get(format!("{}{path}", rig.base))
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.headers()["content-length"], "9900000");
+    assert!(got.bytes().await.unwrap() == bytes);
+}
+
+/// Review 2, §2: and a peer has at most `max_media_per_peer` media answers in flight; the
+/// next is refused at once, and a slot comes back when an answer ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn media_answers_in_flight_are_capped_per_peer() {
+    let rig = rig(
+        "media-cap",
+        "[server]\nmax_connections_per_peer = 0\nmax_media_per_peer = 3\n",
+    )
+    .await;
+    let (path, _) = big_staged_link(&rig, "BIG_2").await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(unread_get(&rig.addr(), &path).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let busy = wxdesk_tests::get(format!("{}{path}", rig.base))
+        .await
+        .unwrap();
+    assert_eq!(busy.status(), 429);
+    assert_eq!(busy.headers()["retry-after"], "1");
+    // Other routes are not affected.
+    let health = wxdesk_tests::get(format!("{}/healthz", rig.base))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    // A client going away frees its slot.
+    held.pop();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let again = wxdesk_tests::get(format!("{}{path}", rig.base))
+            .await
+            .unwrap();
+        if again.status() == 200 {
+            assert_eq!(again.bytes().await.unwrap().len(), 9_900_000);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the slot never came back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -38,7 +38,21 @@ pub(crate) fn to_request(req: &lambda_http::Request) -> Request {
     }
 }
 
-pub fn to_lambda_response(resp: Response) -> lambda_http::Response<Body> {
+/// API Gateway's response limit is 10 MB and Lambda's 6 MB, base64 included.
+const MAX_LAMBDA_BODY: u64 = 4 * 1024 * 1024;
+
+pub fn to_lambda_response(mut resp: Response) -> lambda_http::Response<Body> {
+    // The aws store never answers with a file (large media is a presigned URL); a file
+    // from any other store goes whole, within what API Gateway returns.
+    if let Some(file) = resp.file.take() {
+        match file.read_all(MAX_LAMBDA_BODY) {
+            Ok(bytes) => resp.body = bytes,
+            Err(e) => {
+                tracing::warn!(error = %e, "staged media cannot go out through Lambda");
+                resp = Response::text(502, "this media is too large to send here");
+            }
+        }
+    }
     let text = resp.is_text();
     let body = if resp.body.is_empty() {
         Body::Empty

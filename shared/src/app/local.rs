@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -27,8 +27,9 @@ use crate::app::Services;
 use crate::app::admin;
 use crate::app::conn;
 use crate::app::live::Live;
+use crate::app::outgoing::Outgoing;
 use crate::app::routes::{authenticate, serve_authenticated};
-use crate::http::{Request, Response, is_upload, route};
+use crate::http::{Request, Response, is_media, is_upload, route};
 
 /// `GET /healthz`: the process answers. `GET /readyz`: the store and the delivery queue
 /// answer too (the reason goes to the log, not to the caller).
@@ -52,17 +53,21 @@ async fn health(svc: &Services, path: &str) -> Option<Response> {
     }
 }
 
+/// A request's answer, with the media slot it holds while its body goes out.
+type Answer = (Response, Option<conn::PeerSlot>);
+
 async fn serve_one(
     svc: &Arc<Services>,
     peer: std::net::IpAddr,
+    media_slots: &Arc<conn::PeerSlots>,
     req: hyper::Request<hyper::body::Incoming>,
-) -> Response {
+) -> Answer {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_owned();
     if parts.method == http::Method::GET
         && let Some(answer) = health(svc, &path).await
     {
-        return answer;
+        return (answer, None);
     }
     if admin::is_admin(&path) {
         // No admin route takes a body.
@@ -77,17 +82,17 @@ async fn serve_one(
             headers: parts.headers,
             body: Bytes::new(),
         };
-        return admin::serve(svc, peer, &request).await;
+        return (admin::serve(svc, peer, &request).await, None);
     }
     let Some(r) = route(&path) else {
-        return Response::no_such_route();
+        return (Response::no_such_route(), None);
     };
     let query = parts
         .uri
         .query()
         .map(Request::parse_query)
         .unwrap_or_default();
-    let mut request = Request {
+    let request = Request {
         method: parts.method,
         path,
         query,
@@ -96,8 +101,35 @@ async fn serve_one(
     };
     // Nothing of the body is read for a caller who cannot authenticate.
     if let Err(refused) = authenticate(svc, &r, &request).await {
-        return refused;
+        return (refused, None);
     }
+    // A media download or upload holds one of its peer's media slots until its body is
+    // out (or in): a peer cannot make the server hold more than a few files at once.
+    let slot = if is_media(r.kind, &request.method, &request.query) {
+        match media_slots.take(peer, false) {
+            Some(slot) => Some(slot),
+            None => {
+                if let Some(suppressed) = log_refusal("media", "max_media_per_peer") {
+                    tracing::warn!(peer = %peer, suppressed, "media request refused: the peer has max_media_per_peer in flight");
+                }
+                let busy = Response::text(429, "too many media requests at once; try again")
+                    .with_header(http::header::RETRY_AFTER, "1".into());
+                return (busy, None);
+            }
+        }
+    } else {
+        None
+    };
+    (read_and_serve(svc, &r, request, body).await, slot)
+}
+
+/// Reads an authenticated request's body within its limits, then serves it.
+async fn read_and_serve(
+    svc: &Arc<Services>,
+    r: &crate::http::Route,
+    mut request: Request,
+    body: hyper::body::Incoming,
+) -> Response {
     let limit = crate::app::routes::max_body_bytes(
         r.kind,
         &svc.config,
@@ -128,11 +160,11 @@ async fn serve_one(
             return Response::text(408, "request body timeout");
         }
     };
-    serve_authenticated(svc, &r, &request).await
+    serve_authenticated(svc, r, &request).await
 }
 
-fn to_hyper(resp: Response) -> hyper::Response<Full<Bytes>> {
-    let mut out = hyper::Response::new(Full::new(resp.body));
+fn to_hyper((resp, slot): Answer) -> hyper::Response<Outgoing> {
+    let mut out = hyper::Response::new(Outgoing::new(resp.body, resp.file, slot));
     *out.status_mut() =
         http::StatusCode::from_u16(resp.status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
     let headers = out.headers_mut();
@@ -258,6 +290,7 @@ async fn accept_loop(
     let server = live.current().config.server.clone();
     let slots = Arc::new(Semaphore::new(server.max_connections));
     let peers = conn::PeerSlots::new(server.max_connections_per_peer);
+    let media_slots = conn::PeerSlots::new(server.max_media_per_peer);
     let trusted: Arc<[std::net::IpAddr]> = server.trusted_proxies.clone().into();
     let header_timeout = Duration::from_millis(server.header_timeout_ms);
     let first_line = Duration::from_millis(server.first_line_timeout_ms).min(header_timeout);
@@ -301,6 +334,7 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let (live, in_flight, trusted) = (live.clone(), in_flight.clone(), trusted.clone());
+        let media_slots = media_slots.clone();
         tokio::spawn(async move {
             let _permit = (permit, peer_slot);
             // A client that does not send its request line soon loses the connection.
@@ -316,8 +350,9 @@ async fn accept_loop(
                     .get("x-forwarded-for")
                     .and_then(|v| v.to_str().ok());
                 let client = conn::client(peer.ip(), forwarded, &trusted);
+                let media_slots = media_slots.clone();
                 async move {
-                    let resp = to_hyper(serve_one(&svc, client, req).await);
+                    let resp = to_hyper(serve_one(&svc, client, &media_slots, req).await);
                     drop(guard);
                     Ok::<_, Infallible>(resp)
                 }

@@ -14,6 +14,8 @@ pub mod live;
 #[cfg(feature = "local")]
 pub mod local;
 pub mod outbox_admin;
+#[cfg(feature = "local")]
+mod outgoing;
 pub mod refresher;
 pub mod routes;
 pub mod simulate;

@@ -6,6 +6,8 @@ pub mod conversation;
 #[cfg(feature = "local")]
 pub mod embedded;
 #[cfg(feature = "local")]
+mod embedded_media;
+#[cfg(feature = "local")]
 pub mod embedded_queue;
 pub mod idempotency;
 mod not_configured;
@@ -477,12 +479,29 @@ pub struct StagedMedia {
     pub filename: String,
 }
 
+/// A staged object ready to send: its bytes, or its open file where the store has one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenedMedia {
+    pub body: crate::http::MediaBody,
+    pub content_type: String,
+    pub filename: String,
+}
+
 /// Where media passes through: S3, or a local directory. Objects older than `MEDIA_TTL`
 /// are gone (an S3 lifecycle rule; checked on read locally).
 #[async_trait]
 pub trait MediaStore: Send + Sync {
     async fn put(&self, key: &str, media: &StagedMedia) -> Result<(), StoreError>;
     async fn get(&self, key: &str) -> Result<Option<StagedMedia>, StoreError>;
+    /// An object to send: the local directory opens its file (sent as the client reads
+    /// it), other stores read it whole.
+    async fn open(&self, key: &str) -> Result<Option<OpenedMedia>, StoreError> {
+        Ok(self.get(key).await?.map(|m| OpenedMedia {
+            body: crate::http::MediaBody::Bytes(m.bytes),
+            content_type: m.content_type,
+            filename: m.filename,
+        }))
+    }
     /// The object's size, without its bytes.
     async fn size(&self, key: &str) -> Result<Option<u64>, StoreError>;
     /// A short-lived URL to fetch the object directly, where the store has one.

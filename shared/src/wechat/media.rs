@@ -378,8 +378,8 @@ impl MediaLinks {
     }
 
     /// A staged object by the key of a link whose signature `verify` accepted.
-    pub async fn get(&self, key: &str) -> Result<Option<StagedMedia>, StoreError> {
-        self.store.get(key).await
+    pub async fn open(&self, key: &str) -> Result<Option<crate::store::OpenedMedia>, StoreError> {
+        self.store.open(key).await
     }
 
     fn sig(&self, key: &str, expires: i64) -> String {

@@ -30,10 +30,10 @@ pub(crate) fn authenticate(
     }
 }
 
-/// Serves a link `authenticate` has passed.
+/// Serves a link `authenticate` has passed, from the object's file as the client reads.
 pub async fn serve(links: &MediaLinks, req: &Request) -> Response {
-    match links.get(link_key(req)).await {
-        Ok(Some(m)) => Response::bytes(m.content_type, m.bytes),
+    match links.open(link_key(req)).await {
+        Ok(Some(m)) => Response::media(m.content_type, m.body),
         Ok(None) => Response::text(404, "this media is no longer staged"),
         Err(e) => {
             warn!(error = %e, "staged media: store read failed");

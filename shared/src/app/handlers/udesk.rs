@@ -204,9 +204,9 @@ async fn get_media(svc: &Services, app: &AppConfig, media_id: &str) -> Response 
                     info!(appid = %app.appid, media_id, size, "large media: redirecting to a presigned URL");
                     Response::redirect(url)
                 }
-                // A store without URLs (the local directory) serves the bytes itself.
-                Ok(None) => match svc.media_store.get(&key).await {
-                    Ok(Some(m)) => Response::bytes(m.content_type, m.bytes),
+                // A store without URLs (the local directory): the server sends the file.
+                Ok(None) => match svc.media_store.open(&key).await {
+                    Ok(Some(m)) => Response::media(m.content_type, m.body),
                     Ok(None) => err_json(502, -1, "staged media vanished; try again"),
                     Err(e) => media_error(app, e.into()),
                 },
