@@ -113,6 +113,10 @@ pub struct MediaConfig {
     /// Embedded store only: the key that signs those URLs (without it, a random key per
     /// start, so URLs die with a restart).
     pub url_key: Option<Secret>,
+    /// Embedded store only: the staged-media directory is kept under this many bytes
+    /// (oldest first out) by the sweep, which also deletes media past its 3-day life;
+    /// 0 = no cap.
+    pub max_staged_bytes: u64,
 }
 
 impl Default for MediaConfig {
@@ -122,6 +126,7 @@ impl Default for MediaConfig {
             presign_secs: 300,
             public_base_url: None,
             url_key: None,
+            max_staged_bytes: 1024 * 1024 * 1024,
         }
     }
 }

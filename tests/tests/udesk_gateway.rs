@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use wxdesk::store::Stores;
+use wxdesk::store::{MediaStore, Stores};
 use wxdesk_tests::wechat::{self, WechatStandIn};
 use wxdesk_tests::*;
 
@@ -365,9 +365,94 @@ async fn media_round_trip(rig: Rig) {
     );
 }
 
+/// The files under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .flat_map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => files_under(&e.path()),
+            _ => vec![e.path()],
+        })
+        .collect()
+}
+
+fn store_dir(rig: &Rig) -> std::path::PathBuf {
+    match &rig.svc.config.store {
+        wxdesk::config::StoreConfig::Embedded { path } => path.clone(),
+        other => panic!("not embedded: {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn media_round_trip_through_the_local_directory() {
-    media_round_trip(rig("media").await).await;
+    let rig = rig("media").await;
+    let dir = store_dir(&rig);
+    media_round_trip(rig).await;
+    // Review 2, §2: staged media was never deleted. An upload goes once WeChat has it.
+    let uploads = files_under(&dir.join("media/upload"));
+    assert!(uploads.is_empty(), "{uploads:?}");
+    assert_eq!(
+        files_under(&dir.join("media/media")).len(),
+        2,
+        "the download and its sidecar stay"
+    );
+}
+
+/// Review 2, §2: files aged 10 days survived a restart of the embedded store. The local
+/// worker sweeps staged media at start and every 10 minutes: past its 3-day life it goes,
+/// and the oldest go while the directory is over `[media] max_staged_bytes`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staged_media_past_its_life_is_swept_at_start() {
+    let dir = temp_dir("sweep-at-start");
+    {
+        // What an earlier run left.
+        let media = wxdesk::store::embedded::EmbeddedMedia::open(&dir.join("media")).unwrap();
+        for id in ["OLD", "FRESH1", "FRESH2"] {
+            let staged = wxdesk::store::StagedMedia {
+                bytes: vec![1u8; 1000].into(),
+                content_type: "image/jpeg".into(),
+                filename: format!("{id}.jpg"),
+            };
+            media
+                .put(&format!("media/{APPID}/{id}"), &staged)
+                .await
+                .unwrap();
+        }
+    }
+    let file = |id: &str| dir.join(format!("media/media/{APPID}/{id}"));
+    let aged = |id: &str, days: u64| {
+        let f = std::fs::File::options().write(true).open(file(id)).unwrap();
+        let then = std::time::SystemTime::now() - Duration::from_secs(days * 24 * 3600);
+        f.set_modified(then).unwrap();
+    };
+    aged("OLD", 10);
+    aged("FRESH1", 1);
+    let (wx, desk) = (wechat::start().await, udesk_wechat().await);
+    let store = format!("[store]\nbackend = \"embedded\"\npath = {dir:?}\n");
+    let cfg = config(&wx, &desk, &store, "[media]\nmax_staged_bytes = 1500\n");
+    let stores = Stores::open(&cfg.store).await.unwrap();
+    let svc = Arc::new(wxdesk::Services::with_parts(
+        cfg,
+        stores,
+        Arc::new(wxdesk::support::clock::SystemClock),
+    ));
+    let _base = start_local(svc).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while (file("OLD").exists() || file("FRESH1").exists()) && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!file("OLD").exists(), "10 days old: past its life");
+    assert!(
+        !file("FRESH1").exists(),
+        "the older of two over the 1,500-byte cap"
+    );
+    assert!(file("FRESH2").exists());
+    let left = files_under(&dir.join("media/media"));
+    assert_eq!(left.len(), 2, "FRESH2 and its sidecar: {left:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -58,6 +58,28 @@ async fn settle(svc: &Services, leased: &Leased, settle: Settle) {
     }
 }
 
+/// How often the local worker sweeps staged media (S3 has a lifecycle rule instead).
+pub const MEDIA_SWEEP_EVERY: Duration = Duration::from_secs(600);
+
+async fn sweep_media(svc: &Services) {
+    match svc
+        .media_store
+        .sweep(svc.config.media.max_staged_bytes)
+        .await
+    {
+        Ok(s) if s.expired + s.over_cap + s.strays > 0 => info!(
+            expired = s.expired,
+            over_cap = s.over_cap,
+            strays = s.strays,
+            kept = s.kept,
+            kept_bytes = s.kept_bytes,
+            "staged media sweep"
+        ),
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "staged media sweep failed; trying again later"),
+    }
+}
+
 /// The local server's worker: polls the queue and runs up to `[delivery] concurrency`
 /// groups at once, until `stop` resolves (jobs already running finish first).
 pub async fn every(live: Arc<Live>, stop: impl std::future::Future<Output = ()>) {
@@ -67,6 +89,9 @@ pub async fn every(live: Arc<Live>, stop: impl std::future::Future<Output = ()>)
     let mut running = tokio::task::JoinSet::new();
     let mut sweep_tick = tokio::time::interval(SWEEP_EVERY);
     sweep_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is at once: a restart clears what aged while the server was down.
+    let mut media_tick = tokio::time::interval(MEDIA_SWEEP_EVERY);
+    media_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stop);
     loop {
         while running.try_join_next().is_some() {}
@@ -80,6 +105,10 @@ pub async fn every(live: Arc<Live>, stop: impl std::future::Future<Output = ()>)
                 if swept.queued > 0 || swept.failed > 0 {
                     info!(queued = swept.queued, failed = swept.failed, "outbox sweep");
                 }
+                continue;
+            }
+            _ = media_tick.tick() => {
+                sweep_media(&svc).await;
                 continue;
             }
             received = async {

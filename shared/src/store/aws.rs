@@ -903,6 +903,18 @@ impl MediaStore for S3Media {
         Ok(())
     }
 
+    async fn remove(&self, key: &str) -> Result<(), StoreError> {
+        // S3 answers 204 for a key that is not there.
+        self.s3
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| sdk_err("DeleteObject", e))
+    }
+
     async fn get(&self, key: &str) -> Result<Option<StagedMedia>, StoreError> {
         use aws_sdk_s3::operation::get_object::GetObjectError;
         let out = match self

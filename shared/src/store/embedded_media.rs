@@ -4,12 +4,14 @@
 //! within its life and size.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
 use super::queue::unavailable;
-use super::{MEDIA_TTL, MediaStore, OpenedMedia, StagedMedia, StoreError, safe_segment};
+use super::{
+    MEDIA_TTL, MediaStore, MediaSweep, OpenedMedia, StagedMedia, StoreError, safe_segment,
+};
 use crate::http::{FileBody, MediaBody};
 use crate::support::private_fs::{create_private_dir, private_dir, write_private};
 
@@ -161,8 +163,186 @@ impl MediaStore for EmbeddedMedia {
         Ok(std::fs::metadata(&path).ok().map(|m| m.len()))
     }
 
+    async fn remove(&self, key: &str) -> Result<(), StoreError> {
+        let path = self.path(key);
+        tokio::task::spawn_blocking(move || remove_object(&path))
+            .await
+            .map_err(unavailable)?
+            .map_err(|e| StoreError::Unavailable(format!("media {key}: {e}")))
+    }
+
+    async fn sweep(&self, max_bytes: u64) -> Result<MediaSweep, StoreError> {
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || sweep_dir(&dir, max_bytes, SystemTime::now()))
+            .await
+            .map_err(unavailable)?
+            .map_err(|e| StoreError::Unavailable(format!("media sweep: {e}")))
+    }
+
     async fn presign(&self, _key: &str, _ttl: Duration) -> Result<Option<String>, StoreError> {
         // The local server has no response-size limit: it serves the bytes itself.
         Ok(None)
+    }
+}
+
+/// Deletes an object and its sidecar; absent ones are no error.
+fn remove_object(path: &Path) -> std::io::Result<()> {
+    for p in [path.to_owned(), meta_path(path)] {
+        match std::fs::remove_file(&p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// A temporary file or a sidecar without its object is a write in progress while it is
+/// younger than this, and a crash's leftover after.
+const STRAY_AFTER: Duration = Duration::from_secs(3600);
+
+/// Keys are at most `media|upload/{appid}/{id}`: nothing deeper is looked at.
+const MAX_DEPTH: usize = 4;
+
+/// A file found by the sweep.
+struct Found {
+    path: PathBuf,
+    len: u64,
+    age: Duration,
+}
+
+fn collect(dir: &Path, depth: usize, now: SystemTime, out: &mut Vec<Found>) -> std::io::Result<()> {
+    if depth > MAX_DEPTH {
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            collect(&entry.path(), depth + 1, now, out)?;
+        } else if kind.is_file() {
+            let meta = entry.metadata()?;
+            let modified = meta.modified().unwrap_or(now);
+            out.push(Found {
+                path: entry.path(),
+                len: meta.len(),
+                age: now.duration_since(modified).unwrap_or_default(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// What `MediaStore::sweep` does to a directory: objects past `MEDIA_TTL` go (the media
+/// ids they copy are dead at WeChat), then the oldest objects while the rest is over
+/// `max_bytes` (0 = no cap), then leftover temporary files and orphaned sidecars.
+fn sweep_dir(root: &Path, max_bytes: u64, now: SystemTime) -> std::io::Result<MediaSweep> {
+    let mut found = Vec::new();
+    collect(root, 0, now, &mut found)?;
+    let mut report = MediaSweep::default();
+    let name = |f: &Found| {
+        f.path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let (mut objects, others): (Vec<Found>, Vec<Found>) = found
+        .into_iter()
+        .partition(|f| !name(f).contains(".tmp-") && !name(f).ends_with(".meta.json"));
+    objects.sort_by_key(|f| std::cmp::Reverse(f.age));
+    let mut total: u64 = objects.iter().map(|f| f.len).sum();
+    for f in &objects {
+        let expired = f.age >= MEDIA_TTL;
+        let over = max_bytes > 0 && total > max_bytes;
+        if !(expired || over) {
+            report.kept += 1;
+            report.kept_bytes += f.len;
+            continue;
+        }
+        remove_object(&f.path)?;
+        total -= f.len;
+        if expired {
+            report.expired += 1;
+        } else {
+            report.over_cap += 1;
+        }
+    }
+    for f in others.iter().filter(|f| f.age >= STRAY_AFTER) {
+        let orphan = match name(f).strip_suffix(".meta.json") {
+            Some(object) => !f.path.with_file_name(object).exists(),
+            None => true,
+        };
+        if orphan && std::fs::remove_file(&f.path).is_ok() {
+            report.strays += 1;
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn staged(n: usize) -> StagedMedia {
+        StagedMedia {
+            bytes: vec![7u8; n].into(),
+            content_type: "image/jpeg".into(),
+            filename: "a.jpg".into(),
+        }
+    }
+
+    fn age(path: &Path, by: Duration) {
+        let f = std::fs::File::options().write(true).open(path).unwrap();
+        f.set_modified(SystemTime::now() - by).unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_sweep_keeps_life_and_size() {
+        let dir =
+            std::env::temp_dir().join(format!("wxdesk-sweep-{}", crate::store::new_claim_id()));
+        let store = EmbeddedMedia::open(&dir).unwrap();
+        let hour = Duration::from_secs(3600);
+        for (key, hours) in [
+            ("media/wx1/old", 24 * 10),
+            ("media/wx1/a", 3),
+            ("media/wx1/b", 2),
+            ("upload/wx1/c", 1),
+        ] {
+            store.put(key, &staged(1000)).await.unwrap();
+            age(&store.path(key), hour * hours);
+        }
+        // A crash's leftover, and a write in progress.
+        std::fs::write(dir.join("media/wx1/x.tmp-1"), b"half").unwrap();
+        age(&dir.join("media/wx1/x.tmp-1"), hour * 2);
+        std::fs::write(dir.join("media/wx1/y.tmp-2"), b"half").unwrap();
+        let swept = store.sweep(2500).await.unwrap();
+        assert_eq!(
+            swept,
+            MediaSweep {
+                expired: 1,
+                over_cap: 1,
+                strays: 1,
+                kept: 2,
+                kept_bytes: 2000
+            }
+        );
+        assert!(store.get("media/wx1/old").await.unwrap().is_none());
+        assert!(
+            !store.path("media/wx1/old").exists()
+                && !meta_path(&store.path("media/wx1/old")).exists()
+        );
+        assert!(
+            store.get("media/wx1/a").await.unwrap().is_none(),
+            "the oldest goes first"
+        );
+        assert!(store.get("media/wx1/b").await.unwrap().is_some());
+        assert!(store.get("upload/wx1/c").await.unwrap().is_some());
+        assert!(dir.join("media/wx1/y.tmp-2").exists());
+        // Nothing more to do; and a removed object is gone with its sidecar.
+        assert_eq!(store.sweep(2500).await.unwrap().kept, 2);
+        store.remove("upload/wx1/c").await.unwrap();
+        store.remove("upload/wx1/c").await.unwrap();
+        assert!(!meta_path(&store.path("upload/wx1/c")).exists());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

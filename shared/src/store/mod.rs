@@ -504,12 +504,33 @@ pub trait MediaStore: Send + Sync {
     }
     /// The object's size, without its bytes.
     async fn size(&self, key: &str) -> Result<Option<u64>, StoreError>;
+    /// Deletes an object; an absent one is no error.
+    async fn remove(&self, key: &str) -> Result<(), StoreError>;
+    /// Deletes what is past `MEDIA_TTL` and then, oldest first, what is over `max_bytes`.
+    /// S3 needs none (its lifecycle rule expires objects after 3 days).
+    async fn sweep(&self, _max_bytes: u64) -> Result<MediaSweep, StoreError> {
+        Ok(MediaSweep::default())
+    }
     /// A short-lived URL to fetch the object directly, where the store has one.
     async fn presign(
         &self,
         key: &str,
         ttl: std::time::Duration,
     ) -> Result<Option<String>, StoreError>;
+}
+
+/// What a media sweep did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct MediaSweep {
+    /// Objects deleted for their age.
+    pub expired: usize,
+    /// Objects deleted, oldest first, to bring the store under its size cap.
+    pub over_cap: usize,
+    /// Leftover temporary files and sidecars deleted.
+    pub strays: usize,
+    /// What is left.
+    pub kept: usize,
+    pub kept_bytes: u64,
 }
 
 /// WeChat media ids live 3 days; nothing staged outlives them.

@@ -79,6 +79,9 @@ impl MediaStore for NotConfigured {
     async fn size(&self, _: &str) -> Result<Option<u64>, StoreError> {
         Err(self.err())
     }
+    async fn remove(&self, _: &str) -> Result<(), StoreError> {
+        Err(self.err())
+    }
     async fn presign(&self, _: &str, _: std::time::Duration) -> Result<Option<String>, StoreError> {
         Err(self.err())
     }

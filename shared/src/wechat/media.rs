@@ -1,7 +1,7 @@
 //! Temporary media between WeChat and a desk, staged in the media store (S3 or a local
 //! directory): downloads are cached under `media/{appid}/{media_id}` for the 3 days a
-//! media_id lives; uploads are staged under `upload/{appid}/...` and checked against
-//! WeChat's limits before WeChat sees them.
+//! media_id lives; uploads are staged under `upload/{appid}/...`, checked against
+//! WeChat's limits before WeChat sees them, and deleted once WeChat has them.
 
 use serde_json::Value;
 use tracing::{info, warn};
@@ -296,11 +296,16 @@ impl Media<'_> {
             crate::store::new_claim_id(),
             staged.filename
         );
-        // The staged copy is the record of what was sent; WeChat is told even if staging
-        // fails, because the agent is waiting.
-        if let Err(e) = self.store.put(&key, &staged).await {
-            warn!(appid = %app.appid, error = %e, "could not stage the upload; sending it anyway");
-        }
+        // The staged copy is what was sent, kept while WeChat may not have it (a failed
+        // upload stays for the sweep); WeChat is told even if staging fails, because the
+        // agent is waiting.
+        let staged_ok = match self.store.put(&key, &staged).await {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(appid = %app.appid, error = %e, "could not stage the upload; sending it anyway");
+                false
+            }
+        };
         let v = self
             .api
             .call(
@@ -317,6 +322,10 @@ impl Media<'_> {
             )
             .await?;
         info!(appid = %app.appid, media_type, bytes = staged.bytes.len(), "media uploaded to WeChat");
+        // WeChat has it now: the staged copy would only take room.
+        if staged_ok && let Err(e) = self.store.remove(&key).await {
+            warn!(appid = %app.appid, error = %e, "could not delete the staged upload; the sweep will");
+        }
         Ok(v)
     }
 }
