@@ -1,4 +1,5 @@
-//! The push pipeline without I/O: verify + decrypt + parse + dedup key + encrypted reply,
+//! The push pipeline without I/O: verify + decrypt + parse + the desk's re-serialized
+//! copy + dedup key + encrypted reply,
 //! for a safe-mode text push (XML) and the official encrypted JSON vector.
 
 use std::hint::black_box;
@@ -39,6 +40,8 @@ fn pipeline(p: &Push<'_>) -> String {
     ));
     let plain = p.crypt.decrypt(&enc, p.appid).expect("decrypt");
     let msg = Message::parse(&plain).expect("parse");
+    // What the desk gets: the push re-serialized, never its bytes as received.
+    black_box(msg.to_xml());
     black_box(msg.dedup_key(p.appid));
     encrypt_reply(REPLY, p.format, p.crypt, p.token, p.appid, p.ts, p.nonce)
 }

@@ -239,7 +239,7 @@ impl Doc {
     }
 
     pub fn to_xml(&self) -> String {
-        let mut out = String::with_capacity(256);
+        let mut out = String::with_capacity(512);
         out.push_str("<xml>");
         write_children(&mut out, &self.fields);
         out.push_str("</xml>");
@@ -369,8 +369,14 @@ fn write_children(out: &mut String, fields: &[(String, Value)]) {
 
 fn write_cdata(out: &mut String, text: &str) {
     out.push_str("<![CDATA[");
-    // `]]>` cannot appear inside CDATA: close and reopen around it.
-    push_xml_text(out, &text.replace("]]>", "]]]]><![CDATA[>"));
+    // `]]>` cannot appear inside CDATA: close and reopen around it (without a copy of
+    // the text when it has none, as nearly every push: the desk's copy of each push is
+    // written here).
+    if text.contains("]]>") {
+        push_xml_text(out, &text.replace("]]>", "]]]]><![CDATA[>"));
+    } else {
+        push_xml_text(out, text);
+    }
     out.push_str("]]>");
 }
 
