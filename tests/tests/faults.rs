@@ -715,3 +715,51 @@ async fn one_customers_order_holds_while_the_desk_fails_on_sqs() {
     let aws = "[store]\nbackend = \"aws\"\ndedup_table = \"unused\"\n";
     order_holds_while_the_desk_fails(stores, aws).await;
 }
+
+/// The desk has the message, and then the store fails for a moment (300 ms): the outcome
+/// went unrecorded, and WeChat's retry after the claim's lease delivered the message a
+/// second time (the 200-message suite caught one on a busy CI machine). The outcome is
+/// now asked of the store again, within its bound, so the retry is answered from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_blip_after_the_desk_answered_does_not_send_twice() {
+    let faulty: Arc<std::sync::OnceLock<Arc<FaultyInbox>>> = Arc::default();
+    let on_receipt = faulty.clone();
+    let desk = StandIn::start(Arc::new(move |_, _, _| {
+        if let Some(inbox) = on_receipt.get() {
+            inbox.set(StoreFault::Fail);
+            let inbox = inbox.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(300));
+                inbox.set(StoreFault::None);
+            });
+        }
+        Answer {
+            status: 200,
+            body: "success".into(),
+            delay: Duration::ZERO,
+        }
+    }))
+    .await;
+    let text = config_text(
+        &embedded_store("blip"),
+        &desk.url("/weixin/chan"),
+        "[callback]\nreply_deadline_ms = 1000\n",
+    );
+    let (svc, inbox) = with_faulty_inbox(&text).await;
+    faulty.set(inbox).ok();
+    let base = start_local(svc).await;
+    let http = wxdesk_tests::http();
+    let ts = now_secs();
+    assert_eq!(
+        post_push(&http, &base, "oBlipCustomer0001", 60_001, ts).await,
+        "success"
+    );
+    assert_eq!(desk.hits(), 1);
+    // WeChat tries again once the claim's lease (1 s + 1.5 s) has run out.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    assert_eq!(
+        post_push(&http, &base, "oBlipCustomer0001", 60_001, ts).await,
+        "success"
+    );
+    assert_eq!(desk.hits(), 1, "the retry was answered from the store");
+}

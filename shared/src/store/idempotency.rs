@@ -132,15 +132,31 @@ impl Claimed {
             return false;
         };
         let found = entry_ref(&self.key);
-        match tokio::time::timeout(within, inbox.finish(&self.key, claim_id, outcome)).await {
-            Ok(Ok(true)) => return true,
-            Ok(Ok(false)) => warn!(entry = %found, "inbox entry was taken over by another handler"),
-            Ok(Err(e)) => {
-                error!(entry = %found, error = %e, "could not record the delivery outcome")
+        let deadline = tokio::time::Instant::now() + within;
+        // A store that fails for a moment (a restart, a throttled burst) is asked again
+        // until `within`: the desk has the message by now, and an outcome left unrecorded
+        // sends it again when the lease runs out (the faults suite caught one, 13 s later).
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let attempt = inbox.finish(&self.key, claim_id, outcome);
+            match tokio::time::timeout_at(deadline, attempt).await {
+                Ok(Ok(true)) => return true,
+                Ok(Ok(false)) => {
+                    warn!(entry = %found, "inbox entry was taken over by another handler")
+                }
+                Ok(Err(e)) if tokio::time::Instant::now() + pause < deadline => {
+                    warn!(entry = %found, error = %e, "could not record the delivery outcome; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    error!(entry = %found, error = %e, "could not record the delivery outcome")
+                }
+                Err(_) => error!(entry = %found, "recording the delivery outcome timed out"),
             }
-            Err(_) => error!(entry = %found, "recording the delivery outcome timed out"),
+            return false;
         }
-        false
     }
 }
 

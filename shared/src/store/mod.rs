@@ -163,6 +163,7 @@ pub struct NewClaim<'a> {
     pub group: &'a str,
 }
 
+#[derive(Clone, Copy)]
 pub enum Outcome<'a> {
     /// Delivered; `answer` is what a repeated push gets.
     Answered(&'a str),
