@@ -85,6 +85,11 @@ pub struct WechatConfig {
     /// The scheduled refresher renews tokens with less than this left (keep it above the
     /// schedule's period plus `token_min_valid_secs`).
     pub token_refresh_window_secs: u64,
+    /// An HTTP forward proxy (`http://[user:password@]host:port`) that WeChat API calls,
+    /// and only they, go through (CONNECT for https): for installs whose fixed address,
+    /// the one on the accounts' IP allow-lists, is a proxy host. A secret: it may carry
+    /// the proxy's password.
+    pub proxy: Option<Secret>,
 }
 
 impl Default for WechatConfig {
@@ -94,6 +99,7 @@ impl Default for WechatConfig {
             timeout_ms: 4000,
             token_min_valid_secs: 300,
             token_refresh_window_secs: 1500,
+            proxy: None,
         }
     }
 }
@@ -693,6 +699,9 @@ impl Config {
                 "must be above token_min_valid_secs and at most 6000",
             ));
         }
+        if let Some(proxy) = &raw.wechat.proxy {
+            check_proxy(proxy.expose()).map_err(|p| invalid("wechat.proxy", p))?;
+        }
         if let Some(u) = &raw.media.public_base_url {
             check_url(u).map_err(|p| invalid("media.public_base_url", p))?;
         }
@@ -1078,6 +1087,25 @@ fn is_gateway_key(k: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// A forward proxy is `http://[user:password@]host:port`: reqwest speaks plain HTTP to it
+/// and tunnels https through CONNECT. The value is never quoted (it may hold a password).
+fn check_proxy(proxy: &str) -> Result<(), String> {
+    let Some(rest) = proxy.strip_prefix("http://") else {
+        return Err(
+            "must be http://host:port (the proxy itself is spoken to in plain HTTP)".into(),
+        );
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    match host_port.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+            Ok(())
+        }
+        _ if authority.contains('/') => Err("must be http://host:port, without a path".into()),
+        _ => Err("must name a host and a port (http://host:port)".into()),
+    }
+}
+
 fn check_url(url: &str) -> Result<(), String> {
     match url.split_once("://") {
         Some(("http" | "https", rest)) if !rest.is_empty() => Ok(()),
@@ -1089,6 +1117,26 @@ fn check_url(url: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proxies_are_http_host_and_port() {
+        assert!(check_proxy("http://10.0.0.5:3128").is_ok());
+        assert!(check_proxy("http://user:pa55@proxy.internal:8080/").is_ok());
+        assert!(check_proxy("https://proxy:443").is_err());
+        assert!(check_proxy("http://proxy").is_err());
+        assert!(check_proxy("http://proxy:8080/path").is_err());
+        assert!(check_proxy("socks5://proxy:1080").is_err());
+        let err = Config::parse(&GOOD.replace(
+            "[[apps]]",
+            "[wechat]\nproxy = \"http://user:hunter2@proxy\"\n[[apps]]",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("wechat.proxy") && !err.contains("hunter2"),
+            "{err}"
+        );
+    }
 
     const GOOD: &str = r#"
 [store]

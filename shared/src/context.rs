@@ -37,14 +37,21 @@ impl Context {
             config.fetch.allow_local_http,
             std::time::Duration::from_millis(config.fetch.timeout_ms),
         ));
+        // WeChat's calls alone go through `[wechat] proxy` (validated when the config was
+        // read; a client that still cannot be built goes direct, loudly).
+        let wechat_client = crate::support::outbound::wechat_client(config.wechat.proxy.as_ref())
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "WeChat calls go direct, not through the proxy");
+                client.clone()
+            });
         let tokens = Arc::new(TokenAuthority::new(
             stores.tokens,
-            client.clone(),
+            wechat_client.clone(),
             &config.wechat,
             clock.clone(),
         ));
         let wechat = Arc::new(WechatApi::new(
-            client.clone(),
+            wechat_client,
             &config.wechat,
             tokens,
             GuardedFetch::new(fetcher.clone(), &config.fetch.wechat_hosts),

@@ -20,6 +20,7 @@ use wxdesk::wechat::signature::{msg_signature, push_signature};
 use wxdesk::wechat::xml::{Doc, Value};
 
 pub mod chatbot;
+pub mod proxy;
 pub mod tim;
 pub mod wechat;
 
@@ -34,6 +35,8 @@ type Handler = Arc<dyn Fn(&hyper::Method, &str, &str) -> Answer + Send + Sync>;
 
 /// A request as a stand-in saw it.
 pub struct Seen {
+    /// The caller's address, as the server saw it.
+    pub peer: std::net::IpAddr,
     pub method: hyper::Method,
     pub uri: String,
     pub headers: hyper::HeaderMap,
@@ -95,9 +98,10 @@ impl StandIn {
         let hits = Arc::new(AtomicUsize::new(0));
         let (reqs, h) = (requests.clone(), hits.clone());
         tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
+            while let Ok((stream, peer)) = listener.accept().await {
                 let (reqs, h, handler) = (reqs.clone(), h.clone(), handler.clone());
                 tokio::spawn(async move {
+                    let peer = peer.ip();
                     let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         let (reqs, h, handler) = (reqs.clone(), h.clone(), handler.clone());
                         async move {
@@ -108,8 +112,13 @@ impl StandIn {
                                 .map(|b| b.to_bytes())
                                 .unwrap_or_default();
                             let seen = Seen {
+                                peer,
                                 method: parts.method,
-                                uri: parts.uri.to_string(),
+                                // A proxied request's target is absolute: its path is the uri.
+                                uri: parts
+                                    .uri
+                                    .path_and_query()
+                                    .map_or_else(|| "/".to_owned(), |p| p.to_string()),
                                 headers: parts.headers,
                                 body,
                             };

@@ -3,10 +3,27 @@
 //! tokens), custom send (checking the JSON shape per message type), media upload and
 //! download (bytes, `{"video_url"}` and errcode shapes), user info, templates, and errcodes
 //! injected per path.
+//!
+//! It enforces the rules production WeChat does, so that a green test means a working
+//! deployment:
+//! - the IP allow-list ("API IP 白名单"): an Official Account's every call, and a Mini
+//!   Program's AppSecret calls, answer 40164 naming the caller's address unless it is on
+//!   the list (127.0.0.1 unless a test says otherwise);
+//! - the customer-service send quota ("客服消息下发规则", developers.weixin.qq.com/doc/
+//!   offiaccount/Customer_Service/Customer_Service_Messages.html): each customer action
+//!   resets the customer's allowance to that action's sends and window (5 in 48 h for a
+//!   message, 3 in a minute for a click, follow or scan, 2 in a minute for entering a
+//!   Mini Program's chat, unlimited for 48 h after a payment); past the count 45047, past
+//!   the window 45015. The stand-in does not see the pushes tests send to wxdesk: a test
+//!   tells it of an action (`customer`); a customer it was never told of counts as having
+//!   written just before its first send, so the 5-send cap holds in every test;
+//! - `user/info` without `nickname` and `headimgurl` (WeChat stopped sending them on
+//!   2021-12-27).
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -41,6 +58,56 @@ pub struct State {
     pub secret: String,
     /// Files served at `/files/<name>` (an agent's media on some CDN).
     pub files: HashMap<String, (Bytes, String)>,
+    /// Callers allowed by the accounts' IP allow-lists.
+    pub allow_list: HashSet<IpAddr>,
+    /// Mini Program appids: only their AppSecret calls are held to the allow-list.
+    pub mini_programs: HashSet<String>,
+    /// Which account each issued token belongs to.
+    token_app: HashMap<String, String>,
+    /// What each (appid, openid) may still be sent.
+    allowances: HashMap<(String, String), Allowance>,
+}
+
+/// A customer's action, as WeChat counts it for the send quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Message,
+    /// A menu click (click / scancode push events).
+    Click,
+    Follow,
+    Scan,
+    Payment,
+    /// A Mini Program customer entering the customer-service chat.
+    EnterChat,
+}
+
+impl Action {
+    /// (sends, window): None sends is without limit.
+    fn grant(self) -> (Option<u32>, Duration) {
+        let (minute, two_days) = (Duration::from_secs(60), Duration::from_secs(48 * 3600));
+        match self {
+            Action::Message => (Some(5), two_days),
+            Action::Click | Action::Follow | Action::Scan => (Some(3), minute),
+            Action::Payment => (None, two_days),
+            Action::EnterChat => (Some(2), minute),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Allowance {
+    left: Option<u32>,
+    until: Instant,
+}
+
+impl Allowance {
+    fn of(action: Action) -> Allowance {
+        let (left, window) = action.grant();
+        Allowance {
+            left,
+            until: Instant::now() + window,
+        }
+    }
 }
 
 pub struct WechatStandIn {
@@ -98,6 +165,79 @@ impl WechatStandIn {
 
     pub fn set_token_delay(&self, d: Duration) {
         self.state.lock().unwrap().token_delay = d;
+    }
+
+    /// The customer acted: their allowance is reset to what the action grants (allowances
+    /// do not add up).
+    pub fn customer(&self, appid: &str, openid: &str, action: Action) {
+        self.state
+            .lock()
+            .unwrap()
+            .allowances
+            .insert((appid.to_owned(), openid.to_owned()), Allowance::of(action));
+    }
+
+    /// Moves the customer's window `by` into the past, as if that much time had gone by.
+    pub fn age_customer(&self, appid: &str, openid: &str, by: Duration) {
+        let mut s = self.state.lock().unwrap();
+        let a = s
+            .allowances
+            .entry((appid.to_owned(), openid.to_owned()))
+            .or_insert_with(|| Allowance::of(Action::Message));
+        a.until = a.until.checked_sub(by).unwrap_or_else(Instant::now);
+    }
+
+    /// The accounts' IP allow-list is exactly `ips`.
+    pub fn allow_only(&self, ips: &[IpAddr]) {
+        self.state.lock().unwrap().allow_list = ips.iter().copied().collect();
+    }
+
+    /// `appid` is a Mini Program: only its AppSecret calls are held to the allow-list.
+    pub fn mini_program(&self, appid: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .mini_programs
+            .insert(appid.to_owned());
+    }
+}
+
+/// WeChat's answer to a caller not on the allow-list, naming the address it saw.
+fn not_allowed(peer: IpAddr) -> Reply {
+    let v4 = match peer {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => a
+            .to_ipv4_mapped()
+            .map(|a| a.to_string())
+            .unwrap_or(a.to_string()),
+    };
+    err(
+        40164,
+        &format!(
+            "invalid ip {v4} ipv6 ::ffff:{v4}, not in whitelist rid: 6650d6a1-0a1b2c3d-4e5f6a7b"
+        ),
+    )
+}
+
+/// The send quota's verdict on one custom send, spending one send when allowed.
+fn spend(s: &mut State, appid: &str, openid: &str) -> Result<(), Reply> {
+    let a = s
+        .allowances
+        .entry((appid.to_owned(), openid.to_owned()))
+        .or_insert_with(|| Allowance::of(Action::Message));
+    if Instant::now() >= a.until {
+        return Err(err(
+            45015,
+            "response out of time limit or subscription is canceled",
+        ));
+    }
+    match &mut a.left {
+        Some(0) => Err(err(45047, "out of response count limit")),
+        Some(n) => {
+            *n -= 1;
+            Ok(())
+        }
+        None => Ok(()),
     }
 }
 
@@ -214,6 +354,7 @@ pub async fn start() -> WechatStandIn {
     let state = Arc::new(Mutex::new(State {
         expires_in: 7200,
         secret: APP_SECRET.to_owned(),
+        allow_list: [IpAddr::from([127, 0, 0, 1])].into_iter().collect(),
         ..State::default()
     }));
     let st = state.clone();
@@ -222,10 +363,11 @@ pub async fn start() -> WechatStandIn {
         let q = query(&seen.uri);
         let mut s = st.lock().unwrap();
         let injected = s.inject.get_mut(&path).and_then(VecDeque::pop_front);
-        let issue = |s: &mut State| {
+        let issue = |s: &mut State, appid: String| {
             s.next_token += 1;
             let t = format!("ACCESS_TOKEN_{}", s.next_token);
             s.valid.insert(t.clone());
+            s.token_app.insert(t.clone(), appid);
             let mut r = Reply::json(json!({ "access_token": t, "expires_in": s.expires_in }));
             r.delay = s.token_delay;
             r
@@ -236,16 +378,23 @@ pub async fn start() -> WechatStandIn {
                 if let Some(code) = injected {
                     return err(code, "injected");
                 }
+                if !s.allow_list.contains(&seen.peer) {
+                    return not_allowed(seen.peer);
+                }
                 if q.get("grant_type").map(String::as_str) != Some("client_credential") {
                     return err(40002, "invalid grant_type");
                 }
                 if q.get("secret") != Some(&s.secret) {
                     return err(40125, "invalid appsecret");
                 }
-                issue(&mut s)
+                let appid = q.get("appid").cloned().unwrap_or_default();
+                issue(&mut s, appid)
             }
             "/cgi-bin/stable_token" => {
                 s.stable_calls += 1;
+                if !s.allow_list.contains(&seen.peer) {
+                    return not_allowed(seen.peer);
+                }
                 let Ok(v) = serde_json::from_slice::<Value>(&seen.body) else {
                     return err(47001, "data format error");
                 };
@@ -255,7 +404,8 @@ pub async fn start() -> WechatStandIn {
                 if v["force_refresh"] == true {
                     s.stable_force_calls += 1;
                 }
-                issue(&mut s)
+                let appid = v["appid"].as_str().unwrap_or_default().to_owned();
+                issue(&mut s, appid)
             }
             _ if path.starts_with("/files/") => match s.files.get(&path["/files/".len()..]) {
                 Some((bytes, ct)) => Reply {
@@ -295,7 +445,11 @@ pub async fn start() -> WechatStandIn {
                         "invalid credential, access_token is invalid or not latest",
                     );
                 }
-                api(&mut s, &path, &q, seen)
+                let appid = s.token_app.get(&token).cloned().unwrap_or_default();
+                if !s.mini_programs.contains(&appid) && !s.allow_list.contains(&seen.peer) {
+                    return not_allowed(seen.peer);
+                }
+                api(&mut s, &appid, &path, &q, seen)
             }
             _ => Reply {
                 status: 404,
@@ -309,19 +463,21 @@ pub async fn start() -> WechatStandIn {
     WechatStandIn { server, state }
 }
 
-fn api(s: &mut State, path: &str, q: &HashMap<String, String>, seen: &Seen) -> Reply {
+fn api(s: &mut State, appid: &str, path: &str, q: &HashMap<String, String>, seen: &Seen) -> Reply {
     match path {
         "/cgi-bin/message/custom/send" => {
             let Ok(v) = serde_json::from_slice::<Value>(&seen.body) else {
                 return err(47001, "data format error");
             };
-            match check_custom(&v) {
-                Ok(()) => {
-                    s.sent.push(v);
-                    err(0, "ok")
-                }
-                Err(field) => err(40035, &format!("invalid args: {field}")),
+            if let Err(field) = check_custom(&v) {
+                return err(40035, &format!("invalid args: {field}"));
             }
+            let touser = v["touser"].as_str().unwrap_or_default().to_owned();
+            if let Err(refused) = spend(s, appid, &touser) {
+                return refused;
+            }
+            s.sent.push(v);
+            err(0, "ok")
         }
         "/cgi-bin/media/upload" => {
             let t = q.get("type").cloned().unwrap_or_default();
@@ -376,7 +532,7 @@ fn api(s: &mut State, path: &str, q: &HashMap<String, String>, seen: &Seen) -> R
                 "subscribe": 1, "openid": openid, "language": q.get("lang"),
                 "subscribe_time": 1_382_694_957, "remark": "", "groupid": 0,
                 "tagid_list": [128, 2], "subscribe_scene": "ADD_SCENE_QR_CODE",
-                "qr_scene": 98765, "qr_scene_str": "", "nickname": "", "headimgurl": ""
+                "qr_scene": 98765, "qr_scene_str": ""
             }))
         }
         "/cgi-bin/template/get_all_private_template" => Reply::json(json!({

@@ -135,7 +135,9 @@ async fn seed_form_examples_reach_wechat_as_custom_send_json() {
         assert_eq!(answer, json!({"errcode":0,"errmsg":"ok"}), "{body}");
         assert_eq!(&rig.wx.sent()[i], want, "{body}");
     }
-    // JSON bodies are accepted too.
+    // JSON bodies are accepted too (after the customer wrote again: WeChat allows 5 sends
+    // per customer message).
+    rig.wx.customer(APPID, "oU", wechat::Action::Message);
     let msg = json!({"touser":"oU","msgtype":"msgmenu","msgmenu":{"head_content":"h","list":[{"id":"1","content":"yes"}],"tail_content":"t"}});
     let r = rig
         .http
@@ -282,6 +284,81 @@ async fn ip_whitelist_and_bad_secret_errors_are_returned_without_a_refresh() {
     rig.wx.inject("/cgi-bin/message/custom/send", &[-1, -1]);
     assert_eq!(rig.form(send).await.1["errcode"], 0);
     assert_eq!(rig.wx.send_attempts(), attempts + 4);
+}
+
+/// WeChat answers an Official Account's calls only from addresses on its IP allow-list
+/// (40164, naming the address it saw). With `[wechat] proxy` the calls leave from the
+/// proxy host's address, and only WeChat's calls do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ip_allow_list_refuses_us_and_accepts_the_proxy() {
+    use wxdesk_tests::proxy::{self, PROXY_EGRESS};
+    let send = "touser=oU&msgtype=text&text[content]=x";
+    // Direct: WeChat sees 127.0.0.1, which is not on the list.
+    let rig = rig("allow-list").await;
+    rig.wx.allow_only(&[PROXY_EGRESS]);
+    let (_, answer) = rig.form(send).await;
+    assert_eq!(answer["errcode"], 40164, "{answer}");
+    assert!(
+        answer["errmsg"]
+            .as_str()
+            .unwrap()
+            .contains("invalid ip 127.0.0.1")
+    );
+    assert_eq!(rig.wx.sent().len(), 0);
+    // doctor names the address and where to add it.
+    let checks = wxdesk::app::doctor::run(&rig.svc, Some(APPID)).await;
+    let shown: String = checks.iter().map(|c| format!("{c}\n")).collect();
+    assert!(shown.contains("add 127.0.0.1 in the WeChat admin console → Settings → Basic configuration → IP allow-list"), "{shown}");
+
+    // Through the proxy: WeChat sees 127.0.0.2.
+    let proxy = proxy::start().await;
+    let (wx, desk) = (wechat::start().await, udesk_wechat().await);
+    wx.allow_only(&[PROXY_EGRESS]);
+    let extra = format!(
+        "[wechat]\napi_base = \"{}\"\nproxy = \"{}\"\n{FETCH_LOOPBACK}",
+        wx.base(),
+        proxy.url()
+    );
+    let text = config_text(
+        &embedded_store("allow-list-proxy"),
+        &desk.url("/weixin/chan"),
+        &extra,
+    );
+    let svc = Arc::new(
+        wxdesk::Services::build(wxdesk::Config::parse(&text).unwrap())
+            .await
+            .unwrap(),
+    );
+    let base = start_local(svc.clone()).await;
+    let r = wxdesk_tests::http()
+        .post(format!("{base}/udesk/{APPID}/{GATEWAY_KEY}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(send)
+        .send()
+        .await
+        .unwrap();
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(answer["errcode"], 0, "{answer}");
+    assert_eq!(wx.sent().len(), 1);
+    assert!(proxy.carried() >= 1, "the calls went through the proxy");
+    // Only WeChat's calls: the desk is reached directly.
+    let carried = proxy.carried();
+    let (q, push) = safe_mode_push(
+        APPID,
+        &text_push("hello", 7_700_001, now_secs()),
+        false,
+        now_secs(),
+        "n1",
+    );
+    let pushed = wxdesk_tests::http()
+        .post(format!("{base}/wechat/{APPID}?{q}"))
+        .body(push)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pushed.status(), 200);
+    assert!(desk.hits() >= 1);
+    assert_eq!(proxy.carried(), carried, "desk calls do not use the proxy");
 }
 
 fn png(len: usize) -> Vec<u8> {

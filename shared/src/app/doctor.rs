@@ -107,7 +107,7 @@ async fn token_check(svc: &Services, app: &AppConfig) -> Result<String, String> 
 }
 
 fn with_hint(e: &crate::wechat::error::ApiError) -> String {
-    match operator_hint(e.errcode()) {
+    match operator_hint(e) {
         Some(hint) => format!("{e} ({hint})"),
         None => e.to_string(),
     }

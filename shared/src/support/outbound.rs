@@ -17,14 +17,33 @@ pub(crate) const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 /// bounded connect time, no redirects (an API that redirects is misconfigured, and a
 /// redirect would carry our credentials elsewhere).
 pub(crate) fn http_client() -> reqwest::Client {
+    builder().build().unwrap_or_else(|_| reqwest::Client::new())
+}
+
+fn builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .tls_backend_preconfigured(super::tls::client_config())
         .connect_timeout(Duration::from_secs(2))
         .pool_idle_timeout(Duration::from_secs(50))
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("wxdesk/", env!("CARGO_PKG_VERSION")))
+}
+
+/// The client for WeChat's API: the shared settings, through `[wechat] proxy` when one is
+/// set (so that WeChat sees the proxy's fixed address, the one on the IP allow-list).
+/// The proxy's URL (it may carry a password) is never put in the error.
+pub(crate) fn wechat_client(
+    proxy: Option<&crate::config::Secret>,
+) -> Result<reqwest::Client, String> {
+    let Some(proxy) = proxy else {
+        return Ok(http_client());
+    };
+    let proxy = reqwest::Proxy::all(proxy.expose())
+        .map_err(|_| "wechat.proxy is not a proxy URL reqwest accepts".to_owned())?;
+    builder()
+        .proxy(proxy)
         .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
+        .map_err(|_| "cannot build the HTTP client for wechat.proxy".to_owned())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -151,7 +151,7 @@ impl WechatApi {
             other => other,
         };
         result.map_err(|(e, _)| {
-            match operator_hint(e.errcode()) {
+            match operator_hint(&e) {
                 Some(hint) => error!(
                     appid,
                     path,

@@ -28,20 +28,49 @@ pub enum ApiError {
 /// Codes that say the token itself was refused: renew it and retry once.
 pub(crate) const TOKEN_INVALID: [i64; 3] = [40001, 40014, 42001];
 
-/// What the operator must fix for codes that no retry can help.
-pub(crate) fn operator_hint(errcode: i64) -> Option<&'static str> {
-    Some(match errcode {
-        40164 => {
-            "this server's IP is not in the account's IP whitelist (WeChat admin console → Basic Configuration → IP whitelist)"
+/// Where an operator adds an address WeChat refused ("API IP 白名单",
+/// developers.weixin.qq.com, "获取Access token").
+const ALLOW_LIST_PLACE: &str =
+    "WeChat admin console → Settings → Basic configuration → IP allow-list (IP白名单)";
+
+/// The address WeChat says it saw, from a 40164 message: `invalid ip 47.94.148.108 ipv6
+/// ::ffff:47.94.148.108, not in whitelist rid: …`.
+pub(crate) fn refused_address(errmsg: &str) -> Option<std::net::IpAddr> {
+    let rest = errmsg.split_once("invalid ip ")?.1;
+    rest.split([' ', ',']).next()?.parse().ok()
+}
+
+/// What the operator must fix for codes that no retry can help; for the IP allow-list,
+/// with the address WeChat saw (behind a NAT gateway or a proxy, only WeChat knows it).
+pub(crate) fn operator_hint(e: &ApiError) -> Option<String> {
+    let (errcode, errmsg) = match e {
+        ApiError::Wechat {
+            errcode, errmsg, ..
+        } => (*errcode, errmsg.as_str()),
+        _ => return None,
+    };
+    let seen = refused_address(errmsg);
+    Some(match (errcode, seen) {
+        (40164, Some(ip)) => format!(
+            "WeChat saw this server's calls come from {ip}, which is not on the account's IP allow-list: add {ip} in the {ALLOW_LIST_PLACE}"
+        ),
+        (40164, None) => format!(
+            "this server's address is not on the account's IP allow-list: add it in the {ALLOW_LIST_PLACE}"
+        ),
+        (89503, _) => format!(
+            "WeChat asks the account's administrator to confirm this server's address: confirm it in WeChat, or add it in the {ALLOW_LIST_PLACE}"
+        ),
+        (40013, _) => "the appid is wrong: check apps.appid".into(),
+        (40125, _) => {
+            "the AppSecret is wrong: check apps.secret (reset it in the WeChat admin console if needed)".into()
         }
-        89503 => "the account's administrator must confirm this server's IP in WeChat",
-        40013 => "the appid is wrong: check apps.appid",
-        40125 => {
-            "the AppSecret is wrong: check apps.secret (reset it in the WeChat admin console if needed)"
+        (40243, _) => "the AppSecret is frozen: unfreeze or reset it in the WeChat admin console".into(),
+        (45009, _) => {
+            "the daily API quota is used up (cgi-bin/clear_quota resets it, 10 times a month)".into()
         }
-        40243 => "the AppSecret is frozen: unfreeze or reset it in the WeChat admin console",
-        45009 => "the daily API quota is used up (cgi-bin/clear_quota resets it, 10 times a month)",
-        48001 => "the account is not authorised for this API (verification or permission missing)",
+        (48001, _) => {
+            "the account is not authorised for this API (verification or permission missing)".into()
+        }
         _ => return None,
     })
 }
@@ -117,7 +146,17 @@ mod tests {
         assert_eq!(errcode_of(&json!({"access_token": "t"})), None);
         let e = ApiError::from_body(40164, json!({"errcode": 40164, "errmsg": "invalid ip"}));
         assert!(!e.is_transient());
-        assert!(operator_hint(e.errcode()).unwrap().contains("whitelist"));
+        assert!(operator_hint(&e).unwrap().contains("IP allow-list"));
+        let seen = ApiError::from_body(
+            40164,
+            json!({"errcode": 40164, "errmsg": "invalid ip 47.94.148.108 ipv6 ::ffff:47.94.148.108, not in whitelist rid: 1"}),
+        );
+        let hint = operator_hint(&seen).unwrap();
+        assert!(
+            hint.contains("add 47.94.148.108 in the WeChat admin console → Settings"),
+            "{hint}"
+        );
+        assert!(operator_hint(&ApiError::Status(502)).is_none());
         assert_eq!(e.to_json()["errcode"], 40164);
         let t = ApiError::Transport("connection refused".into());
         assert!(t.is_transient());

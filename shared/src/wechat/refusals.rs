@@ -47,10 +47,21 @@ impl Refusals {
         map.get(appid)
             .filter(|(until, _)| *until > now_ms)
             .map(|(until, e)| {
-                ApiError::Token(format!(
-                    "{e} (not asked again for {} s)",
-                    (until - now_ms + 999) / 1000
-                ))
+                let wait = format!("not asked again for {} s", (until - now_ms + 999) / 1000);
+                match e {
+                    // WeChat's own answer stays itself (its errcode for the desk, its
+                    // address for the operator's hint), marked as remembered.
+                    ApiError::Wechat {
+                        errcode,
+                        errmsg,
+                        body,
+                    } => ApiError::Wechat {
+                        errcode: *errcode,
+                        errmsg: format!("{errmsg} ({wait})"),
+                        body: body.clone(),
+                    },
+                    other => ApiError::Token(format!("{other} ({wait})")),
+                }
             })
     }
 

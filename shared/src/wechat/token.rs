@@ -223,7 +223,7 @@ impl TokenAuthority {
         )
         .await;
         if let Err(e) = &result {
-            if let Some(hint) = operator_hint(e.errcode()) {
+            if let Some(hint) = operator_hint(e) {
                 error!(appid = %app.appid, errcode = e.errcode(), "cannot get an access_token: {hint}");
             } else {
                 error!(appid = %app.appid, error = %e, "cannot get an access_token");
