@@ -117,7 +117,7 @@ pub(crate) async fn deliver_many(
         Some(cb) => Ok(chatbot::send(svc, app, cb, parts, agent, event).await?),
         None => {
             let mut last = json!({"errcode": 0, "errmsg": "ok"});
-            for part in parts {
+            for part in merged(parts) {
                 last = svc.wechat.custom_send(app, &part.to_json()).await?;
             }
             Ok(last)
@@ -125,9 +125,49 @@ pub(crate) async fn deliver_many(
     }
 }
 
+/// The longest text one merged custom send carries. WeChat's passive text replies stop
+/// at 2,048 bytes; its custom-send page gives no figure, so merged texts keep to that.
+const MAX_MERGED_TEXT: usize = 2048;
+
+/// Consecutive text parts of one agent message as one text, one per line: every custom
+/// send spends one of the customer's allowance (5 per customer message, "客服消息下发规则",
+/// developers.weixin.qq.com), and a desk that splits a message into elements (Tencent
+/// IM: up to 10) would spend it all on one answer. Other parts keep their place.
+pub(crate) fn merged(parts: &[KfMessage]) -> Vec<KfMessage> {
+    let mut out: Vec<KfMessage> = Vec::with_capacity(parts.len());
+    for part in parts {
+        let joined = match (out.last(), part.text_content()) {
+            (Some(prev), Some(next)) if prev.kf_account == part.kf_account => prev
+                .text_content()
+                .filter(|before| before.len() + 1 + next.len() <= MAX_MERGED_TEXT)
+                .map(|before| format!("{before}\n{next}")),
+            _ => None,
+        };
+        match (joined, out.last_mut()) {
+            (Some(content), Some(prev)) => prev.content = json!({ "content": content }),
+            _ => out.push(part.clone()),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn consecutive_texts_go_as_one() {
+        let t = |c: &str| KfMessage::text("oU", c);
+        let img = KfMessage::media("oU", "image", "M1");
+        let got = merged(&[t("a"), t("b"), img.clone(), t("c")]);
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0].text_content(), Some("a\nb"));
+        assert_eq!(got[1], img);
+        assert_eq!(got[2].text_content(), Some("c"));
+        // Not past the length WeChat takes.
+        let long = "x".repeat(1500);
+        assert_eq!(merged(&[t(&long), t(&long)]).len(), 2);
+    }
 
     #[test]
     fn refusals_no_retry_can_help_are_permanent() {

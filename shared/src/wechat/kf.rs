@@ -47,6 +47,13 @@ impl KfMessage {
         Value::Object(m)
     }
 
+    /// A text message's content; None for every other type.
+    pub(crate) fn text_content(&self) -> Option<&str> {
+        (self.msgtype == "text")
+            .then(|| self.content.get("content").and_then(Value::as_str))
+            .flatten()
+    }
+
     /// A plain text message.
     pub fn text(touser: &str, content: &str) -> Self {
         KfMessage {
