@@ -490,3 +490,87 @@ async fn the_last_agent_is_shared_across_processes_through_the_store() {
     let sends = im.state.lock().unwrap().sends.clone();
     assert_eq!(sends.last().unwrap()["To_Account"], "agent2", "{sends:?}");
 }
+
+/// The notices wxdesk sent agents (in the customer's conversation), as (agent, text).
+fn notices(rig: &Rig) -> Vec<(String, String)> {
+    rig.sends()
+        .iter()
+        .filter(|s| s["CloudCustomData"] == r#"{"wxdesk":"undelivered"}"#)
+        .map(|s| {
+            assert_eq!(s["From_Account"], CUSTOMER, "from the customer's account");
+            assert!(
+                s["ForbidCallbackControl"]
+                    .to_string()
+                    .contains("ForbidAfterSendMsgCallback")
+            );
+            (
+                s["To_Account"].as_str().unwrap().to_owned(),
+                s["MsgBody"][0]["MsgContent"]["Text"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn wait_notices(rig: &Rig, n: usize) -> Vec<(String, String)> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    while notices(rig).len() < n && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    notices(rig)
+}
+
+/// WeChat allows 5 custom sends per customer message (45047 after), and none 48 h after
+/// the customer's last action (45015). An agent whose message WeChat refuses is told, in
+/// their conversation with the customer, once per message; the rest go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_is_told_when_wechat_refuses_their_message() {
+    let rig = rig("told").await;
+    rig.push(push_xml(
+        "text",
+        "<Content><![CDATA[hello]]></Content>",
+        Some(8401),
+    ))
+    .await;
+    rig.wx
+        .customer(TIM_APPID, CUSTOMER, wechat::Action::Message);
+    let q = tim::callback_query(SDKAPPID, CALLBACK_TOKEN, now_secs());
+    for i in 1..=6 {
+        let body = tim::after_send(
+            "agent1",
+            CUSTOMER,
+            &format!("89541_{i}_1572870301"),
+            json!([{"MsgType": "TIMTextElem", "MsgContent": {"Text": format!("answer {i}")}}]),
+        );
+        assert_eq!(rig.callback(&q, &body).await.0, 200);
+    }
+    let sent = rig.wait_sent(5).await;
+    assert_eq!(sent.len(), 5, "WeChat took five");
+    let told = wait_notices(&rig, 1).await;
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!(told[0].0, "agent1");
+    assert!(told[0].1.starts_with("[not delivered] "), "{}", told[0].1);
+    assert!(told[0].1.contains("limit of messages"), "{}", told[0].1);
+
+    // Two days on, the window has closed: the next answer is refused and told too.
+    rig.wx
+        .age_customer(TIM_APPID, CUSTOMER, Duration::from_secs(49 * 3600));
+    let late = tim::after_send(
+        "agent2",
+        CUSTOMER,
+        "89541_7_1572870301",
+        json!([{"MsgType": "TIMTextElem", "MsgContent": {"Text": "still there?"}}]),
+    );
+    assert_eq!(rig.callback(&q, &late).await.0, 200);
+    let told = wait_notices(&rig, 2).await;
+    assert_eq!(told.len(), 2, "{told:?}");
+    assert_eq!(told[1].0, "agent2");
+    assert!(
+        told[1].1.contains("48-hour window has closed"),
+        "{}",
+        told[1].1
+    );
+    assert_eq!(rig.wx.sent().len(), 5);
+}

@@ -81,6 +81,13 @@ pub trait Desk: Send + Sync {
     /// Whether the desk answers and accepts our credentials (for `doctor`): what was
     /// found, or why not.
     async fn check(&self) -> Result<String, String>;
+
+    /// Tells `agent` that their message to `openid` will never reach the customer, and
+    /// why. Desks that hear of a failure in their own call's answer (Udesk) need nothing
+    /// more; Tencent IM's after-send callback has no answer to carry it.
+    async fn undelivered(&self, _openid: &str, _agent: &str, _reason: &str) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Forwards within `budget`: the desk is told its budget, and one that overruns it anyway

@@ -315,6 +315,10 @@ pub async fn run(ctx: &Context, desk: Option<&dyn Desk>, job: &Job) -> Settle {
         Verdict::Dead(why) => {
             metric("Dead", 1.0, "Count");
             error!(appid, entry = %found, attempt = entry.attempts, reason = %why, "outbox: entry is dead (`wxdesk-local outbox replay` sends it again)");
+            // Once per death: only the worker whose finish recorded it gets here.
+            if is_agent_message(&entry.key) {
+                tell_agent(desk, appid, &entry.payload, why).await;
+            }
         }
         Verdict::Retry { error, .. } => {
             metric("Retried", 1.0, "Count");
@@ -394,6 +398,41 @@ async fn late_answer(ctx: &Context, app: &AppConfig, msg: &Message, xml: &str) -
     }
 }
 
+/// An agent whose message died hears of it from their desk, with the reason in words
+/// (an agent must never believe a customer got a message that was not delivered).
+async fn tell_agent(desk: Option<&dyn Desk>, appid: &str, payload: &str, why: &str) {
+    let Some(desk) = desk else {
+        return;
+    };
+    let v: Value = serde_json::from_str(payload).unwrap_or_default();
+    let body = &v["body"];
+    let (Some(agent), Some(openid)) = (body["From_Account"].as_str(), body["To_Account"].as_str())
+    else {
+        return;
+    };
+    if let Err(e) = desk
+        .undelivered(openid, agent, &undelivered_reason(why))
+        .await
+    {
+        warn!(appid, error = %e, "could not tell the agent their message was not delivered");
+    }
+}
+
+/// Why an agent message died, for the agent: WeChat's refusals in words, else the error.
+pub(crate) fn undelivered_reason(why: &str) -> String {
+    let code = why
+        .split_once("errcode ")
+        .and_then(|(_, rest)| rest.split(|c: char| !c.is_ascii_digit() && c != '-').next())
+        .and_then(|c| c.parse::<i64>().ok());
+    match code {
+        Some(45015) => "the customer's 48-hour window has closed (they must write again first)".into(),
+        Some(45047) => "WeChat's limit of messages to this customer is used up until they write again (5 per customer message)".into(),
+        Some(48001) => "this account is not allowed to send customer-service messages".into(),
+        Some(40003) => "the customer is not a follower of this account".into(),
+        _ => format!("wxdesk gave up: {why}"),
+    }
+}
+
 /// What a Tencent IM agent-message entry keeps: the callback and whether it was a
 /// transfer (decided when it arrived, from the conversation state then).
 pub(crate) fn agent_payload(body: &Value, switched: bool) -> String {
@@ -453,6 +492,19 @@ async fn deliver_agent_message(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reasons_for_the_agent_name_wechats_refusal() {
+        assert!(
+            undelivered_reason("WeChat errcode 45015: response out of time limit")
+                .contains("48-hour window has closed")
+        );
+        assert!(undelivered_reason("gave up after 86400 s; last error: WeChat errcode 45047: out of response count limit").contains("limit of messages"));
+        assert_eq!(
+            undelivered_reason("cannot reach WeChat: reset"),
+            "wxdesk gave up: cannot reach WeChat: reset"
+        );
+    }
 
     #[test]
     fn retries_double_up_to_the_cap_with_some_jitter() {

@@ -355,8 +355,34 @@ fn passive_or_empty(msg: &Message, text: &Option<String>, now_secs: i64) -> Desk
     }
 }
 
+/// How an agent tells a wxdesk notice from the customer's own words: its text begins
+/// with this, and its `CloudCustomData` is `UNDELIVERED_DATA` (for a desk UI to style).
+pub(crate) const UNDELIVERED_PREFIX: &str = "[not delivered] ";
+pub(crate) const UNDELIVERED_DATA: &str = r#"{"wxdesk":"undelivered"}"#;
+
 #[async_trait]
 impl Desk for TencentIm {
+    /// The notice goes from the customer's account into that agent's conversation with
+    /// the customer, with both send callbacks off so that it never comes back to us as an
+    /// agent's message.
+    async fn undelivered(&self, openid: &str, agent: &str, reason: &str) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(8);
+        let body = json!({
+            "SyncOtherMachine": 2,
+            "From_Account": openid,
+            "To_Account": agent,
+            "MsgRandom": rand::random::<u32>(),
+            "ForbidCallbackControl": ["ForbidBeforeSendMsgCallback", "ForbidAfterSendMsgCallback"],
+            "CloudCustomData": UNDELIVERED_DATA,
+            "MsgBody": [{"MsgType": "TIMTextElem", "MsgContent": {"Text": format!("{UNDELIVERED_PREFIX}{reason}")}}],
+        });
+        self.rest
+            .call("openim/sendmsg", &body, deadline)
+            .await
+            .map(|_| info!(appid = %self.app.appid, "agent told their message was not delivered"))
+            .map_err(|e| e.to_string())
+    }
+
     async fn check(&self) -> Result<String, String> {
         // Importing the first agent is idempotent and proves the admin's UserSig works.
         let deadline = Instant::now() + Duration::from_secs(8);
