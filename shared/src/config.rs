@@ -90,6 +90,39 @@ pub struct WechatConfig {
     /// the one on the accounts' IP allow-lists, is a proxy host. A secret: it may carry
     /// the proxy's password.
     pub proxy: Option<Secret>,
+    /// The customer-service send quota, as WeChat enforces it (it changes the figures:
+    /// the message allowance was 20 until 2023).
+    pub quota: QuotaConfig,
+}
+
+/// `[wechat.quota]`: what each customer action earns ("客服消息下发规则",
+/// developers.weixin.qq.com/doc/offiaccount/Customer_Service/Customer_Service_Messages.html).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaConfig {
+    /// A customer's message: this many sends...
+    pub message_sends: u32,
+    /// ...within this long.
+    pub message_window_secs: u64,
+    /// A menu click, follow or QR scan (Official Accounts).
+    pub event_sends: u32,
+    pub event_window_secs: u64,
+    /// A Mini Program customer entering the chat.
+    pub enter_chat_sends: u32,
+    pub enter_chat_window_secs: u64,
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        Self {
+            message_sends: 5,
+            message_window_secs: 48 * 3600,
+            event_sends: 3,
+            event_window_secs: 60,
+            enter_chat_sends: 2,
+            enter_chat_window_secs: 60,
+        }
+    }
 }
 
 impl Default for WechatConfig {
@@ -100,6 +133,7 @@ impl Default for WechatConfig {
             token_min_valid_secs: 300,
             token_refresh_window_secs: 1500,
             proxy: None,
+            quota: QuotaConfig::default(),
         }
     }
 }

@@ -775,6 +775,13 @@ impl wxdesk::store::InboxStore for FaultyInbox {
             .put_first(key, appid, value, expires_at, now_ms)
             .await
     }
+    async fn swap_state(
+        &self,
+        swap: &wxdesk::store::StateSwap<'_>,
+    ) -> Result<bool, wxdesk::store::StoreError> {
+        self.gate().await?;
+        self.inner.swap_state(swap).await
+    }
     async fn remove_if(&self, key: &str, value: &str) -> Result<(), wxdesk::store::StoreError> {
         self.gate().await?;
         self.inner.remove_if(key, value).await

@@ -529,3 +529,106 @@ async fn put_first_rules_on_the_embedded_store() {
     ))
     .await;
 }
+
+/// WeChat's send allowance, counted by senders that do not share memory (Lambda
+/// instances, the worker): `a` and `b` are two clients of one store. A message earns 5;
+/// 12 concurrent spends split between them get exactly 5; a new message resets (not
+/// adds to) the count; a closed window spends nothing; `swap_state` writes only over the
+/// value it expects.
+async fn allowance_rules(a: Arc<dyn InboxStore>, b: Arc<dyn InboxStore>) {
+    use wxdesk::wechat::quota::{self, Action, Spent};
+    let cfg = wxdesk::config::QuotaConfig::default();
+    let now = wxdesk::support::clock::unix_ms();
+    let openid = format!("oQuota{now}");
+    assert_eq!(
+        quota::spend(a.as_ref(), "wxQ", &openid, now).await.unwrap(),
+        Spent::Unknown
+    );
+    quota::grant(a.as_ref(), &cfg, "wxQ", &openid, Action::Message, now)
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..12)
+        .map(|i| {
+            let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let openid = openid.clone();
+            tokio::spawn(async move {
+                quota::spend(store.as_ref(), "wxQ", &openid, now)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut spent = Vec::new();
+    for t in tasks {
+        spent.push(t.await.unwrap());
+    }
+    let ok = spent
+        .iter()
+        .filter(|s| matches!(s, Spent::Spent { .. }))
+        .count();
+    assert_eq!(ok, 5, "{spent:?}");
+    assert_eq!(spent.iter().filter(|s| **s == Spent::Over).count(), 7);
+    let left = quota::current(b.as_ref(), "wxQ", &openid, now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(left.at(now), 0);
+    // A click resets to 3 (allowances do not add up), for a minute.
+    quota::grant(b.as_ref(), &cfg, "wxQ", &openid, Action::Click, now)
+        .await
+        .unwrap();
+    let left = quota::current(a.as_ref(), "wxQ", &openid, now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(left.at(now), 3);
+    assert_eq!(left.at(now + 61_000), 0, "the window closes");
+    assert_eq!(
+        quota::spend(a.as_ref(), "wxQ", &openid, now + 61_000)
+            .await
+            .unwrap(),
+        Spent::Over
+    );
+    // The primitive: only over the expected value.
+    let key = format!("wxQ#swap#{now}");
+    let swap = |expected: Option<&'static str>, value: &'static str| wxdesk::store::StateSwap {
+        key: Box::leak(key.clone().into_boxed_str()),
+        appid: "wxQ",
+        expected,
+        value,
+        expires_at: now / 1000 + 600,
+        now_ms: now,
+    };
+    assert!(a.swap_state(&swap(None, "v1")).await.unwrap());
+    assert!(
+        !b.swap_state(&swap(None, "v2")).await.unwrap(),
+        "not free any more"
+    );
+    assert!(!b.swap_state(&swap(Some("v0"), "v2")).await.unwrap());
+    assert!(b.swap_state(&swap(Some("v1"), "v2")).await.unwrap());
+    assert_eq!(
+        a.get(&key, now).await.unwrap().unwrap().answer.as_deref(),
+        Some("v2")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_send_allowance_is_shared_by_two_processes_on_dynamodb() {
+    // Two clients, each with its own connections, on one table.
+    let table = format!("allowance-{}", std::process::id());
+    wxdesk::store::aws::create_dedup_table(&dynamodb().await, &table)
+        .await
+        .unwrap();
+    let store = |ddb| -> Arc<dyn InboxStore> {
+        Arc::new(wxdesk::store::aws::AwsStore::new(ddb, table.clone()))
+    };
+    allowance_rules(store(dynamodb().await), store(dynamodb().await)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_send_allowance_rules_on_the_embedded_store() {
+    let dir = temp_dir("allowance");
+    let store: Arc<dyn InboxStore> =
+        Arc::new(wxdesk::store::embedded::EmbeddedStore::open(&dir).unwrap());
+    allowance_rules(store.clone(), store).await;
+}

@@ -515,7 +515,9 @@ async fn a_frozen_lambdas_message_is_delivered_by_the_worker_from_sqs() {
 
 /// Store and queue requests per message on the aws store (DynamoDB Local, SQS in moto):
 /// the happy path costs what it did before the outbox plus one read (the customer's
-/// backlog record), and no queue request; the figures of a retried one are printed.
+/// backlog record) and one write (the customer's send allowance, reset by each message
+/// as WeChat resets it, written beside the desk call), and no queue request; the
+/// figures of a retried one are printed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_per_message_on_the_happy_and_the_retried_path() {
     use std::sync::atomic::Ordering::SeqCst;
@@ -543,8 +545,8 @@ async fn requests_per_message_on_the_happy_and_the_retried_path() {
     let happy = (inbox.calls.load(SeqCst), queue.calls.load(SeqCst));
     assert_eq!(
         happy,
-        (4, 0),
-        "plain mode: signature binding + claim + backlog read + finish, no queue"
+        (5, 0),
+        "plain mode: signature binding + claim + backlog read + allowance + finish, no queue"
     );
     // Safe mode pays no binding: msg_signature covers the body.
     inbox.calls.store(0, SeqCst);
@@ -560,8 +562,8 @@ async fn requests_per_message_on_the_happy_and_the_retried_path() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         inbox.calls.load(SeqCst),
-        3,
-        "safe mode: claim + backlog read + finish"
+        4,
+        "safe mode: claim + backlog read + allowance + finish"
     );
 
     desk.set(Mode::Down);

@@ -574,3 +574,50 @@ async fn an_agent_is_told_when_wechat_refuses_their_message() {
     );
     assert_eq!(rig.wx.sent().len(), 5);
 }
+
+/// With one send left of the customer's five, an agent message of three parts (text,
+/// image, text) goes as one text with the image by its link, rather than losing two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_allowance_cannot_carry_goes_folded_into_one_text() {
+    let rig = rig("fold").await;
+    rig.push(push_xml(
+        "text",
+        "<Content><![CDATA[hi]]></Content>",
+        Some(8501),
+    ))
+    .await;
+    rig.wx
+        .customer(TIM_APPID, CUSTOMER, wechat::Action::Message);
+    let q = tim::callback_query(SDKAPPID, CALLBACK_TOKEN, now_secs());
+    for i in 1..=4 {
+        let body = tim::after_send(
+            "agent1",
+            CUSTOMER,
+            &format!("fold_{i}_1572870301"),
+            json!([{"MsgType": "TIMTextElem", "MsgContent": {"Text": format!("answer {i}")}}]),
+        );
+        assert_eq!(rig.callback(&q, &body).await.0, 200);
+    }
+    assert_eq!(rig.wait_sent(4).await.len(), 4);
+    let jpeg = [&[0xff, 0xd8, 0xff, 0xe0][..], b" agent picture"].concat();
+    let url = rig.wx.serve_file("fold.jpg", &jpeg, "image/jpeg");
+    let body = tim::after_send(
+        "agent1",
+        CUSTOMER,
+        "fold_5_1572870301",
+        json!([
+            {"MsgType": "TIMTextElem", "MsgContent": {"Text": "Here is the photo:"}},
+            {"MsgType": "TIMImageElem", "MsgContent": {"UUID": "x", "ImageFormat": 1,
+                "ImageInfoArray": [{"Type": 1, "Size": 18, "Width": 1, "Height": 1, "URL": url}]}},
+            {"MsgType": "TIMTextElem", "MsgContent": {"Text": "Anything else?"}}
+        ]),
+    );
+    assert_eq!(rig.callback(&q, &body).await.0, 200);
+    let sent = rig.wait_sent(5).await;
+    assert_eq!(sent.len(), 5, "{sent:?}");
+    assert_eq!(
+        sent[4]["text"]["content"],
+        format!("Here is the photo:\n[Image] {url}\nAnything else?")
+    );
+    assert!(notices(&rig).is_empty(), "nothing was lost");
+}

@@ -16,7 +16,7 @@ use aws_sdk_dynamodb::types::{
 
 use super::{
     Claim, EntryState, InboxEntry, InboxStore, MediaStore, NewClaim, Outcome, Shelf, StagedMedia,
-    StoreError, Taken, TokenRecord, TokenStore, decide, decide_take,
+    StateSwap, StoreError, Taken, TokenRecord, TokenStore, decide, decide_take,
 };
 
 /// Attribute DynamoDB's TTL deletes on (lazily: reads check it too).
@@ -437,6 +437,24 @@ impl InboxStore for AwsStore {
             Err(e) => Ok(refused_item("UpdateItem (put_first)", e)?
                 .and_then(|old| old.get("answer").and_then(|v| v.as_s().ok()).cloned())
                 .unwrap_or_default()),
+        }
+    }
+
+    async fn swap_state(&self, swap: &StateSwap<'_>) -> Result<bool, StoreError> {
+        let now_s = n(swap.now_ms / 1000);
+        let req = self.state_update(swap.key, swap.appid, swap.value, swap.expires_at, None);
+        let req = match swap.expected {
+            None => req
+                .condition_expression("attribute_not_exists(pk) OR #exp <= :now_s")
+                .expression_attribute_values(":now_s", now_s),
+            Some(expected) => req
+                .condition_expression("#answer = :expected AND #exp > :now_s")
+                .expression_attribute_values(":expected", s(expected))
+                .expression_attribute_values(":now_s", now_s),
+        };
+        match req.send().await {
+            Ok(_) => Ok(true),
+            Err(e) => refused_item("UpdateItem (swap_state)", e).map(|_| false),
         }
     }
 

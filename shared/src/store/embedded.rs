@@ -18,8 +18,8 @@ use tokio::sync::oneshot;
 use super::queue::unavailable;
 
 use super::{
-    Claim, EntryState, InboxEntry, InboxStore, NewClaim, Outcome, Shelf, StoreError, Taken,
-    TokenRecord, TokenStore, decide, decide_take,
+    Claim, EntryState, InboxEntry, InboxStore, NewClaim, Outcome, Shelf, StateSwap, StoreError,
+    Taken, TokenRecord, TokenStore, decide, decide_take,
 };
 
 const INBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("inbox");
@@ -487,6 +487,23 @@ impl InboxStore for EmbeddedStore {
         let entry = state_entry(key, appid, value, expires_at);
         let (tx, rx) = oneshot::channel();
         self.send(Op::PutFirst(entry, now_ms / 1000, tx), rx).await
+    }
+
+    async fn swap_state(&self, swap: &StateSwap<'_>) -> Result<bool, StoreError> {
+        let entry = state_entry(swap.key, swap.appid, swap.value, swap.expires_at);
+        let expected = swap.expected.map(str::to_owned);
+        let now_s = swap.now_ms / 1000;
+        self.entry_txn(swap.key, move |cur| {
+            let held = cur
+                .filter(|e| e.expires_at > now_s)
+                .map(|e| e.answer.unwrap_or_default());
+            if held == expected {
+                (Some(entry), true)
+            } else {
+                (None, false)
+            }
+        })
+        .await
     }
 
     async fn remove(&self, key: &str) -> Result<(), StoreError> {

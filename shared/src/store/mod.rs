@@ -163,6 +163,18 @@ pub struct NewClaim<'a> {
     pub group: &'a str,
 }
 
+/// `InboxStore::swap_state`'s arguments.
+pub struct StateSwap<'a> {
+    pub key: &'a str,
+    pub appid: &'a str,
+    /// The value the write expects to replace; None: the key holds no live entry.
+    pub expected: Option<&'a str>,
+    pub value: &'a str,
+    /// Unix seconds.
+    pub expires_at: i64,
+    pub now_ms: i64,
+}
+
 #[derive(Clone, Copy)]
 pub enum Outcome<'a> {
     /// Delivered; `answer` is what a repeated push gets.
@@ -327,6 +339,10 @@ pub trait InboxStore: Send + Sync {
         expires_at: i64,
         now_ms: i64,
     ) -> Result<String, StoreError>;
+    /// Writes a piece of state only while the live value is `expected` (None: no live
+    /// entry); true when written. One conditional write: concurrent writers that read the
+    /// same value cannot both win (a counter spent from several processes).
+    async fn swap_state(&self, swap: &StateSwap<'_>) -> Result<bool, StoreError>;
     /// Forgets a piece of conversation state only while it still holds `value`.
     async fn remove_if(&self, key: &str, value: &str) -> Result<(), StoreError>;
     /// A worker takes a pending entry that is due and nobody holds, or an in-flight

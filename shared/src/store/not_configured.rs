@@ -114,6 +114,9 @@ impl InboxStore for NotConfigured {
     ) -> Result<String, StoreError> {
         Err(self.err())
     }
+    async fn swap_state(&self, _: &super::StateSwap<'_>) -> Result<bool, StoreError> {
+        Err(self.err())
+    }
     async fn remove_if(&self, _: &str, _: &str) -> Result<(), StoreError> {
         Err(self.err())
     }

@@ -33,7 +33,7 @@ fn builder() -> reqwest::ClientBuilder {
 /// set (so that WeChat sees the proxy's fixed address, the one on the IP allow-list).
 /// The proxy's URL (it may carry a password) is never put in the error.
 pub(crate) fn wechat_client(
-    proxy: Option<&crate::config::Secret>,
+    proxy: Option<&super::secret::Secret>,
 ) -> Result<reqwest::Client, String> {
     let Some(proxy) = proxy else {
         return Ok(http_client());

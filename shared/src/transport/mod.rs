@@ -10,6 +10,8 @@ use crate::config::AppConfig;
 use crate::context::Context;
 use crate::wechat::error::ApiError;
 use crate::wechat::kf::KfMessage;
+use crate::wechat::quota;
+use tracing::warn;
 
 /// Who is speaking, when the desk says (shown by the Dialogue Platform).
 #[derive(Debug, Clone, Default)]
@@ -116,13 +118,61 @@ pub(crate) async fn deliver_many(
     match &app.chatbot {
         Some(cb) => Ok(chatbot::send(svc, app, cb, parts, agent, event).await?),
         None => {
+            let Some(openid) = parts.first().map(|p| p.touser.clone()) else {
+                return Err(DeliverError::Empty);
+            };
+            let now_ms = svc.clock.unix_ms();
+            let left = quota::current(svc.inbox.as_ref(), &app.appid, &openid, now_ms)
+                .await
+                .unwrap_or_else(|e| {
+                    warn!(appid = %app.appid, error = %e, "send allowance unreadable; WeChat will judge");
+                    None
+                })
+                .map(|a| a.at(now_ms));
+            let plan = fit(merged(parts), left);
             let mut last = json!({"errcode": 0, "errmsg": "ok"});
-            for part in merged(parts) {
+            for part in plan {
+                spend(svc, app, &openid).await;
                 last = svc.wechat.custom_send(app, &part.to_json()).await?;
             }
             Ok(last)
         }
     }
+}
+
+/// Counts one send against the customer's allowance (WeChat judges it either way).
+async fn spend(svc: &Context, app: &AppConfig, openid: &str) {
+    let now_ms = svc.clock.unix_ms();
+    match quota::spend(svc.inbox.as_ref(), &app.appid, openid, now_ms).await {
+        Ok(quota::Spent::Over) => {
+            warn!(appid = %app.appid, "the customer's send allowance looks used up; WeChat judges this send")
+        }
+        Ok(_) => {}
+        Err(e) => {
+            warn!(appid = %app.appid, error = %e, "could not count the send against the allowance")
+        }
+    }
+}
+
+/// The parts within `left` sends (None: unknown, all go): when there are more, the last
+/// send carries the rest folded into one text, media by their links, so that nothing
+/// is dropped. With none left, everything goes folded in one send for WeChat to judge.
+pub(crate) fn fit(parts: Vec<KfMessage>, left: Option<u32>) -> Vec<KfMessage> {
+    let Some(left) = left.map(|l| l.max(1) as usize) else {
+        return parts;
+    };
+    if parts.len() <= left {
+        return parts;
+    }
+    let mut parts = parts;
+    let rest = parts.split_off(left - 1);
+    let text = rest
+        .iter()
+        .map(KfMessage::as_text)
+        .collect::<Vec<_>>()
+        .join("\n");
+    parts.push(KfMessage::text(&rest[0].touser, &text));
+    parts
 }
 
 /// The longest text one merged custom send carries. WeChat's passive text replies stop
@@ -154,6 +204,30 @@ pub(crate) fn merged(parts: &[KfMessage]) -> Vec<KfMessage> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_the_allowance_cannot_carry_goes_folded() {
+        let t = |c: &str| KfMessage::text("oU", c);
+        let img = KfMessage::media("oU", "image", "M1").with_link("https://cos.example/a.jpg");
+        let parts = vec![
+            t("a"),
+            img.clone(),
+            t("b"),
+            KfMessage::media("oU", "voice", "M2"),
+        ];
+        assert_eq!(fit(parts.clone(), None), parts);
+        assert_eq!(fit(parts.clone(), Some(4)), parts);
+        let two = fit(parts.clone(), Some(2));
+        assert_eq!(two.len(), 2);
+        assert_eq!(two[0], t("a"));
+        assert_eq!(
+            two[1].text_content(),
+            Some("[Image] https://cos.example/a.jpg\nb\n[Voice]")
+        );
+        let none = fit(parts, Some(0));
+        assert_eq!(none.len(), 1);
+        assert!(none[0].text_content().unwrap().starts_with("a\n[Image]"));
+    }
 
     #[test]
     fn consecutive_texts_go_as_one() {

@@ -194,6 +194,7 @@ mod tests {
             msgtype: "link".into(),
             content: json!({"url": "https://shop.example/a?x=1&y=\"><script>", "title": "<b>Sale</b>"}),
             kf_account: None,
+            link: None,
         };
         assert_eq!(
             msg_of(&link),

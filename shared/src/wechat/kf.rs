@@ -33,6 +33,8 @@ pub struct KfMessage {
     /// The type's own object, with only the fields WeChat knows, in its order.
     pub content: Value,
     pub kf_account: Option<String>,
+    /// Where a media part came from (a desk's URL), for when it must go as text.
+    pub link: Option<String>,
 }
 
 impl KfMessage {
@@ -54,6 +56,29 @@ impl KfMessage {
             .flatten()
     }
 
+    /// The part as a line of text: a text's content, a media part by its link.
+    pub(crate) fn as_text(&self) -> String {
+        if let Some(t) = self.text_content() {
+            return t.to_owned();
+        }
+        let label = match self.msgtype.as_str() {
+            "image" => "Image".to_owned(),
+            "voice" => "Voice".to_owned(),
+            "video" => "Video".to_owned(),
+            other => format!("{other} message"),
+        };
+        match &self.link {
+            Some(link) => format!("[{label}] {link}"),
+            None => format!("[{label}]"),
+        }
+    }
+
+    /// The same part, remembering the URL it came from.
+    pub(crate) fn with_link(mut self, link: &str) -> Self {
+        self.link = Some(link.to_owned());
+        self
+    }
+
     /// A plain text message.
     pub fn text(touser: &str, content: &str) -> Self {
         KfMessage {
@@ -61,6 +86,7 @@ impl KfMessage {
             msgtype: "text".into(),
             content: json!({ "content": content }),
             kf_account: None,
+            link: None,
         }
     }
 
@@ -71,6 +97,7 @@ impl KfMessage {
             msgtype: msgtype.to_owned(),
             content: json!({ "media_id": media_id }),
             kf_account: None,
+            link: None,
         }
     }
 
@@ -106,6 +133,7 @@ impl KfMessage {
             msgtype,
             content,
             kf_account,
+            link: None,
         })
     }
 }
@@ -173,6 +201,7 @@ pub(crate) fn plan_mini_program_reply(xml: &str, touser: &str) -> Result<Passive
         msgtype: msgtype.to_owned(),
         content,
         kf_account: None,
+        link: None,
     }))
 }
 

@@ -7,6 +7,7 @@ pub mod error;
 pub mod kf;
 pub mod media;
 pub mod message;
+pub mod quota;
 pub(crate) mod refusals;
 pub mod reply;
 pub mod signature;

@@ -147,7 +147,7 @@ async fn media_or_link(
     label: &str,
 ) -> KfMessage {
     match upload(ctx, app, media_type, url).await {
-        Some(media_id) => KfMessage::media(openid, media_type, &media_id),
+        Some(media_id) => KfMessage::media(openid, media_type, &media_id).with_link(url),
         None => KfMessage::text(openid, &format!("[{label}] {url}")),
     }
 }

@@ -23,6 +23,7 @@ use crate::telemetry::metric;
 use crate::wechat::crypto::{CryptoError, MsgCrypt};
 use crate::wechat::kf::{PassivePlan, plan_mini_program_reply};
 use crate::wechat::message::{Format, Message};
+use crate::wechat::quota;
 use crate::wechat::reply::{SUCCESS, encrypt_field, encrypt_reply};
 use crate::wechat::signature::{matches, msg_signature, push_signature};
 use crate::wechat::xml::Doc;
@@ -231,18 +232,22 @@ async fn push(
         due_ms,
         customer: Some(&msg.from_user),
     };
+    // The customer acted: what WeChat now lets us send them, written beside the desk call.
+    let earned = earn_sends(svc, app, &msg, now_ms);
     if backlog {
         // An earlier message of this customer's is queued: this one goes behind it.
-        let deferred = outbox::defer(
-            svc,
-            &claimed,
-            deferral(
-                "queued behind an earlier message from this customer",
-                None,
-                now_ms,
-            ),
-        )
-        .await;
+        let (_, deferred) = tokio::join!(
+            earned,
+            outbox::defer(
+                svc,
+                &claimed,
+                deferral(
+                    "queued behind an earlier message from this customer",
+                    None,
+                    now_ms,
+                ),
+            )
+        );
         return accepted(deferred, appid);
     }
 
@@ -250,7 +255,10 @@ async fn push(
         .saturating_duration_since(Instant::now())
         .saturating_sub(RECORD_RESERVE);
     let desk_started = Instant::now();
-    let result = crate::desk::forward_within(desk, &msg, &payload, budget).await;
+    let (_, result) = tokio::join!(
+        earned,
+        crate::desk::forward_within(desk, &msg, &payload, budget)
+    );
     metric(
         "DeskLatency",
         desk_started.elapsed().as_secs_f64() * 1000.0,
@@ -340,9 +348,24 @@ async fn mini_program_reply(
         PassivePlan::Keep => return Ok(xml.to_owned()),
         PassivePlan::Send(kf) => kf,
     };
+    // A desk's notice (queueing, connecting, offline texts) never takes the customer's
+    // last send: that one stays for the agent's answer.
+    let now_ms = svc.clock.unix_ms();
+    let left = quota::current(svc.inbox.as_ref(), &app.appid, &msg.from_user, now_ms)
+        .await
+        .ok()
+        .flatten()
+        .map(|a| a.at(now_ms));
+    if left.is_some_and(|n| n < 2) {
+        info!(appid = %app.appid, "mini program: the desk's reply is not sent, to keep the customer's last send for the agent");
+        return Ok(String::new());
+    }
     let budget = deadline
         .saturating_duration_since(Instant::now())
         .saturating_sub(RECORD_RESERVE);
+    if left.is_some() {
+        let _ = quota::spend(svc.inbox.as_ref(), &app.appid, &msg.from_user, now_ms).await;
+    }
     match tokio::time::timeout(budget, svc.wechat.custom_send(app, &kf.to_json())).await {
         Ok(Ok(_)) => {
             info!(appid = %app.appid, msgtype = %kf.msgtype, "mini program: desk reply sent through custom send");
@@ -360,6 +383,29 @@ async fn mini_program_reply(
         Err(_) => Err(Unsent::Later(
             "custom send of the desk's reply did not finish in time".to_owned(),
         )),
+    }
+}
+
+/// Resets the customer's send allowance for their action (one write; a failure only
+/// leaves the count to WeChat, which judges every send anyway).
+async fn earn_sends(svc: &Context, app: &AppConfig, msg: &Message, now_ms: i64) {
+    let Some(action) = quota::Action::of(msg, app.kind) else {
+        return;
+    };
+    let grant = quota::grant(
+        svc.inbox.as_ref(),
+        &svc.config.wechat.quota,
+        &app.appid,
+        &msg.from_user,
+        action,
+        now_ms,
+    );
+    match tokio::time::timeout(CLAIM_WITHIN, grant).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            warn!(appid = %app.appid, error = %e, "could not record the customer's send allowance")
+        }
+        Err(_) => warn!(appid = %app.appid, "recording the customer's send allowance timed out"),
     }
 }
 
