@@ -116,6 +116,29 @@ fn lambda_function() -> Option<&'static str> {
 /// One CloudWatch metric, in namespace `wxdesk`, by function and in total. In Lambda an
 /// embedded-metric-format line on stdout (CloudWatch turns it into the metric, no API
 /// call); elsewhere a debug log line.
+/// A count of dead entries by why they died (a closed window, the quota, a refusal,
+/// retries run out): the `Dead` metric with a `Reason` dimension beside the plain one.
+pub fn dead_metric(reason: &'static str) {
+    match lambda_function() {
+        Some(function) => println!(
+            "{}",
+            dead_line(function, reason, crate::support::clock::unix_ms())
+        ),
+        None => tracing::debug!(metric = "Dead", reason, "metric"),
+    }
+}
+
+/// The embedded-metric-format document of one dead entry, with its reason.
+fn dead_line(function: &str, reason: &str, timestamp_ms: i64) -> String {
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&emf_line(function, "Dead", 1.0, "Count", timestamp_ms))
+            .unwrap_or_default();
+    doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"] =
+        serde_json::json!([["Function"], ["Reason"], []]);
+    doc["Reason"] = serde_json::Value::from(reason);
+    doc.to_string()
+}
+
 pub fn metric(name: &str, value: f64, unit: &str) {
     match lambda_function() {
         Some(function) => println!(
@@ -182,6 +205,18 @@ mod tests {
         assert!(default.would_enable("wxdesk", &Level::INFO));
         assert!(!default.would_enable("h2", &Level::DEBUG));
     }
+    #[test]
+    fn a_dead_line_carries_its_reason_beside_the_plain_count() {
+        let v: serde_json::Value =
+            serde_json::from_str(&super::dead_line("deliver-worker", "quota", 1)).unwrap();
+        assert_eq!(v["Reason"], "quota");
+        assert_eq!(v["Dead"], 1.0);
+        assert_eq!(
+            v["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            serde_json::json!([["Function"], ["Reason"], []])
+        );
+    }
+
     #[test]
     fn an_emf_line_names_its_metric_and_carries_the_value() {
         let line = super::emf_line("deliver-worker", "Dead", 1.0, "Count", 1_700_000_000_000);

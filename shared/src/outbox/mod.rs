@@ -313,7 +313,7 @@ pub async fn run(ctx: &Context, desk: Option<&dyn Desk>, job: &Job) -> Settle {
             info!(appid, entry = %found, attempt = entry.attempts, "outbox: delivered");
         }
         Verdict::Dead(why) => {
-            metric("Dead", 1.0, "Count");
+            crate::telemetry::dead_metric(dead_reason(why));
             error!(appid, entry = %found, attempt = entry.attempts, reason = %why, "outbox: entry is dead (`wxdesk-local outbox replay` sends it again)");
             // Once per death: only the worker whose finish recorded it gets here.
             if is_agent_message(&entry.key) {
@@ -418,13 +418,27 @@ async fn tell_agent(desk: Option<&dyn Desk>, appid: &str, payload: &str, why: &s
     }
 }
 
+/// WeChat's errcode in a dead entry's reason ("... WeChat errcode 45015: ...").
+fn errcode_in(why: &str) -> Option<i64> {
+    why.split_once("errcode ")
+        .and_then(|(_, rest)| rest.split(|c: char| !c.is_ascii_digit() && c != '-').next())
+        .and_then(|c| c.parse::<i64>().ok())
+}
+
+/// A dead entry's reason as a metric dimension: few values, so that it can be graphed.
+pub(crate) fn dead_reason(why: &str) -> &'static str {
+    match errcode_in(why) {
+        Some(45015) => "window_closed",
+        Some(45047) => "quota",
+        Some(48001 | 40003) => "refused",
+        _ if why.starts_with("gave up after") => "retries_exhausted",
+        _ => "other",
+    }
+}
+
 /// Why an agent message died, for the agent: WeChat's refusals in words, else the error.
 pub(crate) fn undelivered_reason(why: &str) -> String {
-    let code = why
-        .split_once("errcode ")
-        .and_then(|(_, rest)| rest.split(|c: char| !c.is_ascii_digit() && c != '-').next())
-        .and_then(|c| c.parse::<i64>().ok());
-    match code {
+    match errcode_in(why) {
         Some(45015) => "the customer's 48-hour window has closed (they must write again first)".into(),
         Some(45047) => "WeChat's limit of messages to this customer is used up until they write again (5 per customer message)".into(),
         Some(48001) => "this account is not allowed to send customer-service messages".into(),
@@ -492,6 +506,23 @@ async fn deliver_agent_message(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dead_reasons_are_few() {
+        assert_eq!(
+            dead_reason("the desk's reply was refused: WeChat errcode 45015: x"),
+            "window_closed"
+        );
+        assert_eq!(
+            dead_reason("WeChat errcode 45047: out of response count limit"),
+            "quota"
+        );
+        assert_eq!(
+            dead_reason("gave up after 86400 s; last error: cannot reach WeChat"),
+            "retries_exhausted"
+        );
+        assert_eq!(dead_reason("the stored message is unreadable"), "other");
+    }
 
     #[test]
     fn reasons_for_the_agent_name_wechats_refusal() {
