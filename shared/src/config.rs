@@ -526,6 +526,13 @@ pub struct TencentImConfig {
     /// without it the customer gets `success`.
     #[serde(default)]
     pub connecting_text: Option<String>,
+    /// Delete a customer's IM account when they unfollow. Off by default: on Tencent IM's
+    /// paid editions a deleted UserID cannot be imported again for 3 months (70399), so a
+    /// customer who follows again could not reach an agent, and the account's
+    /// conversations and profile go with it ("删除账号", cloud.tencent.com/document/
+    /// product/269/36443).
+    #[serde(default)]
+    pub delete_on_unsubscribe: bool,
 }
 
 fn default_tim_api_base() -> String {

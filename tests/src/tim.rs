@@ -26,6 +26,8 @@ pub struct TimState {
     pub sends: Vec<Value>,
     pub bad_sigs: usize,
     pub inject_sendmsg: VecDeque<i64>,
+    /// Accounts the app may hold (a trial app: 100).
+    pub max_accounts: usize,
 }
 
 pub struct TimStandIn {
@@ -75,7 +77,10 @@ fn usersig_ok(sig: &str, identifier: &str) -> bool {
 }
 
 pub async fn start() -> TimStandIn {
-    let state = Arc::new(Mutex::new(TimState::default()));
+    let state = Arc::new(Mutex::new(TimState {
+        max_accounts: 100,
+        ..TimState::default()
+    }));
     let st = state.clone();
     let server = StandIn::start_raw(Arc::new(move |seen: &Seen| {
         let path = seen.uri.split('?').next().unwrap_or("").to_owned();
@@ -107,6 +112,14 @@ pub async fn start() -> TimStandIn {
                 let Some(id) = body["UserID"].as_str().filter(|i| !i.is_empty() && i.len() <= 32) else {
                     return fail(70402, "UserID invalid");
                 };
+                // Tencent's rules ("删除账号", "导入单个账号"): a deleted UserID cannot be
+                // imported again for 3 months on paid editions; a trial app holds 100.
+                if s.deleted.iter().any(|d| d == id) {
+                    return fail(70399, "the account was deleted less than 3 months ago");
+                }
+                if !s.imported.contains(id) && s.imported.len() >= s.max_accounts {
+                    return fail(70398, "account count limit exceeded");
+                }
                 s.imported.insert(id.to_owned());
                 Reply::json(json!({"ActionStatus": "OK", "ErrorCode": 0, "ErrorInfo": ""}))
             }

@@ -28,6 +28,18 @@ async fn rig(name: &str) -> Rig {
 /// The account's config on `store`, with WeChat at `wx`, Tencent IM at `im`, media links
 /// at `base`; `chatbot`: an `[apps.chatbot]` section for the account, or "".
 fn config(store: &str, wx: &str, im: &str, base: &str, chatbot: &str) -> wxdesk::Config {
+    config_with(store, wx, im, base, chatbot, "")
+}
+
+/// As `config`, with `desk_extra` added to `[apps.desk]`.
+fn config_with(
+    store: &str,
+    wx: &str,
+    im: &str,
+    base: &str,
+    chatbot: &str,
+    desk_extra: &str,
+) -> wxdesk::Config {
     let text = format!(
         r#"{store}
 [wechat]
@@ -53,6 +65,7 @@ api_base = "{im}"
 callback_token = "{CALLBACK_TOKEN}"
 welcome = "Thanks for following! Ask us anything."
 connecting_text = "Connecting you to an agent..."
+{desk_extra}
 "#
     );
     wxdesk::Config::parse(&text).unwrap()
@@ -67,16 +80,21 @@ async fn serve(svc: Arc<wxdesk::Services>) -> String {
 
 /// `chatbot`: an `[apps.chatbot]` section for the account, or "".
 async fn rig_with(name: &str, chatbot: &str) -> Rig {
+    rig_full(name, chatbot, "").await
+}
+
+async fn rig_full(name: &str, chatbot: &str, desk_extra: &str) -> Rig {
     let wx = wechat::start().await;
     let im = tim::start().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let cfg = config(
+    let cfg = config_with(
         &embedded_store(name),
         &wx.base(),
         &im.server.url(""),
         &base,
         chatbot,
+        desk_extra,
     );
     let svc = Arc::new(wxdesk::Services::build(cfg).await.unwrap());
     serve_local(svc, listener);
@@ -152,35 +170,89 @@ fn content(reply: &str) -> Option<String> {
         .and_then(|d| d.get("Content").map(str::to_owned))
 }
 
+/// Follow, unfollow, follow again, write: on Tencent IM's paid editions a deleted UserID
+/// cannot be imported again for 3 months (70399, the stand-in enforces it), so wxdesk
+/// keeps the account when a customer unfollows, and the returning customer still
+/// reaches an agent.
 #[tokio::test]
-async fn subscribe_imports_with_a_welcome_and_unsubscribe_deletes() {
+async fn a_customer_who_unfollows_and_follows_again_still_reaches_an_agent() {
     let rig = rig("sub").await;
-    let reply = rig
-        .push(push_xml(
-            "event",
-            "<Event><![CDATA[subscribe]]></Event><EventKey><![CDATA[]]></EventKey>",
-            None,
-        ))
-        .await;
+    let (follow, unfollow) = (
+        "<Event><![CDATA[subscribe]]></Event><EventKey><![CDATA[]]></EventKey>",
+        "<Event><![CDATA[unsubscribe]]></Event><EventKey><![CDATA[]]></EventKey>",
+    );
+    let reply = rig.push(push_xml("event", follow, None)).await;
     assert_eq!(
         content(&reply).as_deref(),
         Some("Thanks for following! Ask us anything.")
     );
     assert!(rig.im.state.lock().unwrap().imported.contains(CUSTOMER));
-    let reply = rig
-        .push(push_xml(
-            "event",
-            "<Event><![CDATA[unsubscribe]]></Event><EventKey><![CDATA[]]></EventKey>",
-            None,
-        ))
-        .await;
-    assert_eq!(reply, "success");
+    assert_eq!(rig.push(push_xml("event", unfollow, None)).await, "success");
+    // Events are told apart by their second (WeChat's dedup key for events).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let reply = rig.push(push_xml("event", follow, None)).await;
+    assert_eq!(
+        content(&reply).as_deref(),
+        Some("Thanks for following! Ask us anything.")
+    );
+    rig.push(push_xml(
+        "text",
+        "<Content><![CDATA[back again]]></Content>",
+        Some(8601),
+    ))
+    .await;
     let st = rig.im.state.lock().unwrap();
-    assert_eq!(st.deleted, vec![CUSTOMER.to_owned()]);
+    assert!(st.deleted.is_empty(), "nothing deleted: {:?}", st.deleted);
+    assert_eq!(
+        st.sends.last().unwrap()["MsgBody"][0]["MsgContent"]["Text"],
+        "back again"
+    );
     assert_eq!(
         st.bad_sigs, 0,
         "every REST call carried a valid admin UserSig"
     );
+}
+
+/// With `delete_on_unsubscribe = true` the account goes; the returning follower's import
+/// is refused (70399), which no retry can help: the push is answered and the refusal is
+/// logged with what to do, and nothing is tried again.
+#[tokio::test]
+async fn delete_on_unsubscribe_deletes_and_a_refused_reimport_is_not_retried() {
+    let rig = rig_full("sub-delete", "", "delete_on_unsubscribe = true").await;
+    let follow = "<Event><![CDATA[subscribe]]></Event><EventKey><![CDATA[]]></EventKey>";
+    let unfollow = "<Event><![CDATA[unsubscribe]]></Event><EventKey><![CDATA[]]></EventKey>";
+    rig.push(push_xml("event", follow, None)).await;
+    assert_eq!(rig.push(push_xml("event", unfollow, None)).await, "success");
+    assert_eq!(
+        rig.im.state.lock().unwrap().deleted,
+        vec![CUSTOMER.to_owned()]
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let reply = rig.push(push_xml("event", follow, None)).await;
+    assert_eq!(
+        reply, "success",
+        "70399: no welcome for an account that cannot exist"
+    );
+    let imports = rig
+        .im
+        .server
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(u, _)| u.contains("account_import"))
+        .count();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let later = rig
+        .im
+        .server
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(u, _)| u.contains("account_import"))
+        .count();
+    assert_eq!(imports, later, "a 70399 is not retried");
 }
 
 #[tokio::test]
@@ -620,4 +692,27 @@ async fn what_the_allowance_cannot_carry_goes_folded_into_one_text() {
         format!("Here is the photo:\n[Image] {url}\nAnything else?")
     );
     assert!(notices(&rig).is_empty(), "nothing was lost");
+}
+
+/// A trial IM app holds 100 accounts (70398): a customer past the cap is refused with
+/// what to do, not retried, and doctor explains it when the cap is hit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_im_app_at_its_account_cap_is_explained_not_retried() {
+    let rig = rig("cap").await;
+    rig.im.state.lock().unwrap().max_accounts = 0;
+    let follow = "<Event><![CDATA[subscribe]]></Event><EventKey><![CDATA[]]></EventKey>";
+    assert_eq!(rig.push(push_xml("event", follow, None)).await, "success");
+    let count = || {
+        rig.im
+            .server
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(u, _)| u.contains("account_import"))
+            .count()
+    };
+    let imports = count();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(count(), imports, "a 70398 is not retried");
 }

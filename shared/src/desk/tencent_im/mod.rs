@@ -163,6 +163,7 @@ pub(crate) struct TencentIm {
     agents: Vec<String>,
     welcome: Option<String>,
     connecting_text: Option<String>,
+    delete_on_unsubscribe: bool,
     app: AppConfig,
     api: Arc<WechatApi>,
     links: Arc<MediaLinks>,
@@ -185,6 +186,7 @@ impl TencentIm {
             agents: cfg.agents.clone(),
             welcome: cfg.welcome.clone(),
             connecting_text: cfg.connecting_text.clone(),
+            delete_on_unsubscribe: cfg.delete_on_unsubscribe,
             app: app.clone(),
             api: ctx.wechat.clone(),
             links: ctx.links.clone(),
@@ -355,6 +357,20 @@ fn passive_or_empty(msg: &Message, text: &Option<String>, now_secs: i64) -> Desk
     }
 }
 
+/// Tencent IM's refusals to import a customer that no retry can help, with what the
+/// operator must do ("删除账号" and "导入单个账号", cloud.tencent.com/document/product/269).
+pub(crate) fn account_refusal(code: i64) -> Option<&'static str> {
+    Some(match code {
+        70398 => {
+            "Tencent IM error 70398: the IM app has as many accounts as its edition allows (the free edition: 100, and every WeChat customer is one): upgrade the IM app's edition, or delete unused accounts"
+        }
+        70399 => {
+            "Tencent IM error 70399: this customer's IM account was deleted less than 3 months ago and cannot be imported again until then (paid editions): keep delete_on_unsubscribe off"
+        }
+        _ => return None,
+    })
+}
+
 /// How an agent tells a wxdesk notice from the customer's own words: its text begins
 /// with this, and its `CloudCustomData` is `UNDELIVERED_DATA` (for a desk UI to style).
 pub(crate) const UNDELIVERED_PREFIX: &str = "[not delivered] ";
@@ -394,7 +410,11 @@ impl Desk for TencentIm {
             )
             .await
             .map(|_| "the REST API accepted the admin's UserSig".into())
-            .map_err(|e| e.to_string())
+            .map_err(|e| {
+                account_refusal(e.code())
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| e.to_string())
+            })
     }
 
     async fn forward(
@@ -413,7 +433,11 @@ impl Desk for TencentIm {
         let im = |e: ImError| match e {
             ImError::OutOfTime => DeskError::Timeout(timeout),
             ImError::Transport(m) => DeskError::Transport(m),
-            other => DeskError::Connector(Box::new(other)),
+            other => match account_refusal(other.code()) {
+                // No retry can import this customer: the operator must act.
+                Some(what) => DeskError::Refused(what.into()),
+                None => DeskError::Connector(Box::new(other)),
+            },
         };
         match msg.event() {
             Some(Event::Subscribe { .. }) => {
@@ -424,7 +448,7 @@ impl Desk for TencentIm {
                     self.rest.clock.unix_secs(),
                 ))
             }
-            Some(Event::Unsubscribe) => {
+            Some(Event::Unsubscribe) if self.delete_on_unsubscribe => {
                 self.rest
                     .call(
                         "im_open_login_svc/account_delete",
@@ -433,7 +457,7 @@ impl Desk for TencentIm {
                     )
                     .await
                     .map_err(im)?;
-                info!(appid = %self.app.appid, "customer's IM account deleted");
+                info!(appid = %self.app.appid, "customer's IM account deleted (delete_on_unsubscribe)");
                 Ok(DeskReply::Empty)
             }
             // Other events say nothing to an agent.
@@ -447,5 +471,22 @@ impl Desk for TencentIm {
                 ))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_refusals_say_what_to_do_and_are_permanent() {
+        assert!(account_refusal(70398).unwrap().contains("upgrade"));
+        assert!(
+            account_refusal(70399)
+                .unwrap()
+                .contains("delete_on_unsubscribe")
+        );
+        assert!(account_refusal(60007).is_none());
+        assert!(DeskError::Refused(account_refusal(70399).unwrap().into()).is_permanent());
     }
 }
