@@ -162,6 +162,39 @@ impl Rig {
     fn sends(&self) -> Vec<Value> {
         self.im.state.lock().unwrap().sends.clone()
     }
+
+    /// `account_import` calls the stand-in IM got so far.
+    fn imports(&self) -> usize {
+        let requests = self.im.server.requests.lock().unwrap();
+        requests
+            .iter()
+            .filter(|(uri, _)| uri.contains("account_import"))
+            .count()
+    }
+
+    /// The customer writes once (message `msg_id`; the stand-in WeChat is told), then
+    /// agent1 sends `answers` one-text answers; returns the callback query for more.
+    async fn customer_wrote_then_agent1_answers(&self, msg_id: u64, answers: u32) -> String {
+        self.push(push_xml(
+            "text",
+            "<Content><![CDATA[hello]]></Content>",
+            Some(msg_id),
+        ))
+        .await;
+        self.wx
+            .customer(TIM_APPID, CUSTOMER, wechat::Action::Message);
+        let q = tim::callback_query(SDKAPPID, CALLBACK_TOKEN, now_secs());
+        for i in 1..=answers {
+            let body = tim::after_send(
+                "agent1",
+                CUSTOMER,
+                &format!("{msg_id}_{i}_1572870301"),
+                json!([{"MsgType": "TIMTextElem", "MsgContent": {"Text": format!("answer {i}")}}]),
+            );
+            assert_eq!(self.callback(&q, &body).await.0, 200);
+        }
+        q
+    }
 }
 
 fn content(reply: &str) -> Option<String> {
@@ -233,26 +266,9 @@ async fn delete_on_unsubscribe_deletes_and_a_refused_reimport_is_not_retried() {
         reply, "success",
         "70399: no welcome for an account that cannot exist"
     );
-    let imports = rig
-        .im
-        .server
-        .requests
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(u, _)| u.contains("account_import"))
-        .count();
+    let imports = rig.imports();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let later = rig
-        .im
-        .server
-        .requests
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(u, _)| u.contains("account_import"))
-        .count();
-    assert_eq!(imports, later, "a 70399 is not retried");
+    assert_eq!(rig.imports(), imports, "a 70399 is not retried");
 }
 
 #[tokio::test]
@@ -600,24 +616,7 @@ async fn wait_notices(rig: &Rig, n: usize) -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_is_told_when_wechat_refuses_their_message() {
     let rig = rig("told").await;
-    rig.push(push_xml(
-        "text",
-        "<Content><![CDATA[hello]]></Content>",
-        Some(8401),
-    ))
-    .await;
-    rig.wx
-        .customer(TIM_APPID, CUSTOMER, wechat::Action::Message);
-    let q = tim::callback_query(SDKAPPID, CALLBACK_TOKEN, now_secs());
-    for i in 1..=6 {
-        let body = tim::after_send(
-            "agent1",
-            CUSTOMER,
-            &format!("89541_{i}_1572870301"),
-            json!([{"MsgType": "TIMTextElem", "MsgContent": {"Text": format!("answer {i}")}}]),
-        );
-        assert_eq!(rig.callback(&q, &body).await.0, 200);
-    }
+    let q = rig.customer_wrote_then_agent1_answers(8401, 6).await;
     let sent = rig.wait_sent(5).await;
     assert_eq!(sent.len(), 5, "WeChat took five");
     let told = wait_notices(&rig, 1).await;
@@ -652,24 +651,7 @@ async fn an_agent_is_told_when_wechat_refuses_their_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_the_allowance_cannot_carry_goes_folded_into_one_text() {
     let rig = rig("fold").await;
-    rig.push(push_xml(
-        "text",
-        "<Content><![CDATA[hi]]></Content>",
-        Some(8501),
-    ))
-    .await;
-    rig.wx
-        .customer(TIM_APPID, CUSTOMER, wechat::Action::Message);
-    let q = tim::callback_query(SDKAPPID, CALLBACK_TOKEN, now_secs());
-    for i in 1..=4 {
-        let body = tim::after_send(
-            "agent1",
-            CUSTOMER,
-            &format!("fold_{i}_1572870301"),
-            json!([{"MsgType": "TIMTextElem", "MsgContent": {"Text": format!("answer {i}")}}]),
-        );
-        assert_eq!(rig.callback(&q, &body).await.0, 200);
-    }
+    let q = rig.customer_wrote_then_agent1_answers(8501, 4).await;
     assert_eq!(rig.wait_sent(4).await.len(), 4);
     let jpeg = [&[0xff, 0xd8, 0xff, 0xe0][..], b" agent picture"].concat();
     let url = rig.wx.serve_file("fold.jpg", &jpeg, "image/jpeg");
@@ -702,17 +684,7 @@ async fn an_im_app_at_its_account_cap_is_explained_not_retried() {
     rig.im.state.lock().unwrap().max_accounts = 0;
     let follow = "<Event><![CDATA[subscribe]]></Event><EventKey><![CDATA[]]></EventKey>";
     assert_eq!(rig.push(push_xml("event", follow, None)).await, "success");
-    let count = || {
-        rig.im
-            .server
-            .requests
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(u, _)| u.contains("account_import"))
-            .count()
-    };
-    let imports = count();
+    let imports = rig.imports();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(count(), imports, "a 70398 is not retried");
+    assert_eq!(rig.imports(), imports, "a 70398 is not retried");
 }
