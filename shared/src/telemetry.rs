@@ -130,9 +130,7 @@ pub fn dead_metric(reason: &'static str) {
 
 /// The embedded-metric-format document of one dead entry, with its reason.
 fn dead_line(function: &str, reason: &str, timestamp_ms: i64) -> String {
-    let mut doc: serde_json::Value =
-        serde_json::from_str(&emf_line(function, "Dead", 1.0, "Count", timestamp_ms))
-            .unwrap_or_default();
+    let mut doc = emf_doc(function, "Dead", 1.0, "Count", timestamp_ms);
     doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"] =
         serde_json::json!([["Function"], ["Reason"], []]);
     doc["Reason"] = serde_json::Value::from(reason);
@@ -157,6 +155,16 @@ pub fn metric(name: &str, value: f64, unit: &str) {
 
 /// The embedded-metric-format document for one value.
 pub fn emf_line(function: &str, name: &str, value: f64, unit: &str, timestamp_ms: i64) -> String {
+    emf_doc(function, name, value, unit, timestamp_ms).to_string()
+}
+
+fn emf_doc(
+    function: &str,
+    name: &str,
+    value: f64,
+    unit: &str,
+    timestamp_ms: i64,
+) -> serde_json::Value {
     serde_json::json!({
         "_aws": {
             "Timestamp": timestamp_ms,
@@ -169,7 +177,6 @@ pub fn emf_line(function: &str, name: &str, value: f64, unit: &str, timestamp_ms
         "Function": function,
         name: value,
     })
-    .to_string()
 }
 
 #[cfg(test)]
