@@ -324,6 +324,10 @@ impl Default for CallbackConfig {
 #[serde(deny_unknown_fields)]
 pub struct AppConfig {
     pub appid: String,
+    /// The account's display name (a shop's name): what agents see beside a customer whose
+    /// WeChat name is unknown (Tencent IM's `Nick`), and which account a message came to.
+    #[serde(default)]
+    pub name: Option<String>,
     pub kind: AppKind,
     pub token: Secret,
     /// Present: compatible/safe mode is supported.
@@ -399,6 +403,10 @@ pub struct ChatbotConfig {
     pub kefuname: Option<String>,
     #[serde(default)]
     pub kefuavatar: Option<String>,
+    /// The category or skill shown with agents' messages (sendmsg's `ans_node_name`) when
+    /// the desk names none.
+    #[serde(default)]
+    pub ans_node_name: Option<String>,
     /// An agent message with exactly this text is sent as `waiterQualityEvaluate`, with
     /// `satisfaction_prompt` as what the customer reads.
     #[serde(default = "default_satisfaction_text")]
@@ -499,6 +507,10 @@ pub struct UdeskImConfig {
     /// listed are not forwarded.
     #[serde(default = "default_event_texts")]
     pub event_texts: HashMap<String, String>,
+    /// What the customer reads when Udesk answers `status: unknown` (its message
+    /// interface's "unknown error").
+    #[serde(default = "default_unknown_text")]
+    pub unknown_text: String,
     /// `timezone` as seconds east of UTC, worked out when the config is parsed.
     #[serde(skip)]
     pub offset_secs: i32,
@@ -533,6 +545,18 @@ pub struct TencentImConfig {
     /// product/269/36443).
     #[serde(default)]
     pub delete_on_unsubscribe: bool,
+    /// A custom profile field (`Tag_Profile_Custom_…`, created in the IM console) that gets
+    /// the customer's appid on import, for desks that filter customers by account.
+    #[serde(default)]
+    pub profile_field: Option<String>,
+    /// Sent to a customer once per period in which none of `agents` is online (it counts
+    /// against WeChat's send allowance); none: nothing is sent.
+    #[serde(default)]
+    pub offline_text: Option<String>,
+    /// Agent UserID → WeChat customer-service account (`kf2001@gh_…`): the customer sees
+    /// that agent's name and avatar (custom send's `customservice.kf_account`).
+    #[serde(default)]
+    pub kf_accounts: HashMap<String, String>,
 }
 
 fn default_tim_api_base() -> String {
@@ -554,6 +578,9 @@ fn default_queueing_text() -> String {
 fn default_offline_text() -> String {
     "Our agents are offline right now. Leave us a message and we will reply as soon as we can."
         .into()
+}
+fn default_unknown_text() -> String {
+    "Sorry, your message could not reach an agent right now. Please try again in a moment.".into()
 }
 fn default_event_texts() -> HashMap<String, String> {
     [
@@ -601,6 +628,14 @@ impl Config {
                 return Err(invalid(
                     key("appid"),
                     format!("must be 1-{MAX_APPID_LEN} letters, digits, '_' or '-'"),
+                ));
+            }
+            if app.name.as_deref().is_some_and(|n| {
+                n.trim().is_empty() || n.chars().count() > 32 || n.chars().any(char::is_control)
+            }) {
+                return Err(invalid(
+                    key("name"),
+                    "must be 1-32 characters, without control characters",
                 ));
             }
             if by_appid.insert(app.appid.clone(), i).is_some() {
@@ -689,8 +724,36 @@ impl Config {
                     agents,
                     api_base,
                     callback_token,
+                    profile_field,
+                    kf_accounts,
                     ..
                 }) => {
+                    if profile_field.as_deref().is_some_and(|f| {
+                        !f.starts_with("Tag_Profile_Custom_") || !is_identifier(f, 64)
+                    }) {
+                        return Err(invalid(
+                            key("desk.profile_field"),
+                            "must be a custom profile field created in the IM console (Tag_Profile_Custom_...)",
+                        ));
+                    }
+                    if let Some(a) = kf_accounts.keys().find(|a| !agents.contains(a)) {
+                        return Err(invalid(
+                            key(&format!(
+                                "desk.kf_accounts.{}",
+                                a.chars().take(32).collect::<String>()
+                            )),
+                            "is not one of desk.agents",
+                        ));
+                    }
+                    if kf_accounts
+                        .values()
+                        .any(|k| !k.contains('@') || k.len() > 64)
+                    {
+                        return Err(invalid(
+                            key("desk.kf_accounts"),
+                            "values must be WeChat customer-service accounts (kf2001@gh_...)",
+                        ));
+                    }
                     if callback_token.expose().is_empty() {
                         return Err(invalid(
                             key("desk.callback_token"),

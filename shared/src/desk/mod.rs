@@ -19,6 +19,19 @@ pub enum DeskReply {
     Empty,
     /// A passive-reply XML document, already checked to be one.
     Passive(String),
+    /// A passive reply that a named agent said (Udesk's `agent_name`): shown with their
+    /// name where the channel can (the Dialogue Platform's `kefuname`).
+    Said { xml: String, agent: String },
+}
+
+impl DeskReply {
+    /// The reply for a channel that cannot show who said it.
+    pub fn unsigned(self) -> DeskReply {
+        match self {
+            DeskReply::Said { xml, .. } => DeskReply::Passive(xml),
+            other => other,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -362,7 +362,9 @@ async fn customer_message(
     let timeout = Duration::from_millis(ctx.config.delivery.desk_timeout_ms);
     match forward_within(desk, &msg, &entry.payload, timeout).await {
         Ok(DeskReply::Empty) => Verdict::Delivered,
-        Ok(DeskReply::Passive(xml)) => late_answer(ctx, app, &msg, &xml).await,
+        Ok(DeskReply::Passive(xml) | DeskReply::Said { xml, .. }) => {
+            late_answer(ctx, app, &msg, &xml).await
+        }
         // The desk took the message; only its answer is unusable.
         Err(e @ DeskError::UnexpectedAnswer(_)) => {
             warn!(appid = %app.appid, error = %e, "outbox: the desk's answer is ignored");
@@ -489,18 +491,35 @@ async fn deliver_agent_message(
     let agent = Agent {
         name: Some(agent_id.to_owned()),
         avatar: None,
+        node: None,
     };
-    match (m.parts.is_empty(), m.event) {
+    let sent = match (m.parts.is_empty(), m.event) {
         // Nothing the customer could read and no signal: say so rather than drop it.
+        (true, None) if m.quiet => Ok(0),
         (true, None) => Err(DeliverError::Empty),
         (true, Some(event)) => transport::signal(ctx, app, openid, event, &agent)
             .await
             .map(|_| 0),
-        (false, event) => {
-            transport::deliver_many(ctx, app, &m.parts, &agent, event).await?;
-            Ok(m.parts.len())
+        (false, event) => transport::deliver_many(ctx, app, &m.parts, &agent, event)
+            .await
+            .map(|_| m.parts.len()),
+    }?;
+    let inbox = ctx.inbox.as_ref();
+    if let Some(offered) = &m.offered {
+        let until = ctx.clock.unix_secs() + agent::MENU_OPEN_SECS;
+        if let Err(e) =
+            conversation::offer_choice(inbox, &app.appid, openid, &offered.encode(), until).await
+        {
+            warn!(appid = %app.appid, error = %e, "could not keep the menu; the customer's pick goes as text");
         }
     }
+    if m.ends {
+        info!(appid = %app.appid, "the desk ended the session");
+        if let Err(e) = conversation::end(inbox, &app.appid, openid).await {
+            warn!(appid = %app.appid, error = %e, "could not end the conversation");
+        }
+    }
+    Ok(sent)
 }
 
 #[cfg(test)]

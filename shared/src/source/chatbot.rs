@@ -343,12 +343,22 @@ async fn forward(
         Err(e) => return Err(Failure::retry(e.to_string(), None)),
         Ok(r) => r,
     };
-    let DeskReply::Passive(passive) = reply else {
-        return Ok(());
+    let (passive, agent) = match reply {
+        DeskReply::Empty => return Ok(()),
+        DeskReply::Passive(xml) => (xml, Agent::default()),
+        // The platform shows the agent's name (`kefuname`).
+        DeskReply::Said { xml, agent } => (
+            xml,
+            Agent {
+                name: Some(agent),
+                avatar: None,
+                node: None,
+            },
+        ),
     };
     // A passive reply has nowhere to go on this channel but sendmsg.
     match plan_mini_program_reply(&passive, &msg.from_user) {
-        Ok(PassivePlan::Send(kf)) => match deliver(svc, app, &kf, &Agent::default()).await {
+        Ok(PassivePlan::Send(kf)) => match deliver(svc, app, &kf, &agent).await {
             Ok(_) => Ok(()),
             Err(e) if e.is_permanent() => Err(Failure::never(e.to_string())),
             Err(e) => Err(Failure::retry(e.to_string(), Some(passive))),

@@ -1,11 +1,71 @@
 //! Conversation state that every function shares through the inbox store (on AWS the
 //! tim-callback function writes it and wechat-callback reads it): the agent who last
-//! served each customer, with the inbox's TTL.
+//! served each customer (and whether they were told that no agent is online), the menu
+//! a customer was last offered, and which account each Tencent IM customer belongs to.
 
 use super::{InboxStore, StoreError};
 
 fn last_agent_key(appid: &str, openid: &str) -> String {
     format!("{appid}#tim-agent#{openid}")
+}
+
+/// Marks a served record whose customer was told no agent is online (agent UserIDs
+/// cannot hold a tab).
+const TOLD_OFFLINE: &str = "\toffline";
+
+/// Who serves a customer, as remembered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Served {
+    pub agent: Option<String>,
+    /// The customer has been told that no agent is online, since an agent last was.
+    pub told_offline: bool,
+}
+
+/// Who last served `openid`, if the store remembers.
+pub async fn served(
+    inbox: &dyn InboxStore,
+    appid: &str,
+    openid: &str,
+    now_ms: i64,
+) -> Result<Served, StoreError> {
+    let value = inbox
+        .get(&last_agent_key(appid, openid), now_ms)
+        .await?
+        .and_then(|e| e.answer)
+        .unwrap_or_default();
+    let (agent, told_offline) = match value.strip_suffix(TOLD_OFFLINE) {
+        Some(agent) => (agent, true),
+        None => (value.as_str(), false),
+    };
+    Ok(Served {
+        agent: (!agent.is_empty()).then(|| agent.to_owned()),
+        told_offline,
+    })
+}
+
+/// Records who serves `openid` and whether they have been told no agent is online.
+pub async fn set_served(
+    inbox: &dyn InboxStore,
+    appid: &str,
+    openid: &str,
+    served: &Served,
+    now_ms: i64,
+    ttl_secs: u64,
+) -> Result<(), StoreError> {
+    let agent = served.agent.as_deref().unwrap_or("");
+    let flag = if served.told_offline {
+        TOLD_OFFLINE
+    } else {
+        ""
+    };
+    inbox
+        .put_state(
+            &last_agent_key(appid, openid),
+            appid,
+            &format!("{agent}{flag}"),
+            now_ms / 1000 + ttl_secs as i64,
+        )
+        .await
 }
 
 /// The agent who last served `openid`, if the store remembers one.
@@ -15,11 +75,7 @@ pub async fn last_agent(
     openid: &str,
     now_ms: i64,
 ) -> Result<Option<String>, StoreError> {
-    Ok(inbox
-        .get(&last_agent_key(appid, openid), now_ms)
-        .await?
-        .and_then(|e| e.answer)
-        .filter(|a| !a.is_empty()))
+    Ok(served(inbox, appid, openid, now_ms).await?.agent)
 }
 
 /// Records `agent` as the one serving `openid`; returns the agent remembered before.
@@ -31,8 +87,10 @@ pub async fn set_last_agent(
     now_ms: i64,
     ttl_secs: u64,
 ) -> Result<Option<String>, StoreError> {
-    let previous = last_agent(inbox, appid, openid, now_ms).await?;
-    if previous.as_deref() != Some(agent) {
+    let before = served(inbox, appid, openid, now_ms).await?;
+    let previous = before.agent.clone();
+    // An agent who answers ends an offline period too.
+    if previous.as_deref() != Some(agent) || before.told_offline {
         inbox
             .put_state(
                 &last_agent_key(appid, openid),
@@ -94,4 +152,91 @@ pub async fn clear_backlog(
     key: &str,
 ) -> Result<(), StoreError> {
     inbox.remove_if(&backlog_key(appid, openid), key).await
+}
+
+fn choice_key(appid: &str, openid: &str) -> String {
+    format!("{appid}#tim-choice#{openid}")
+}
+
+/// The menu `openid` was last offered (the desk's own encoding), while it is open.
+pub async fn open_choice(
+    inbox: &dyn InboxStore,
+    appid: &str,
+    openid: &str,
+    now_ms: i64,
+) -> Result<Option<String>, StoreError> {
+    Ok(inbox
+        .get(&choice_key(appid, openid), now_ms)
+        .await?
+        .and_then(|e| e.answer)
+        .filter(|c| !c.is_empty()))
+}
+
+/// Opens a menu for `openid` (replacing any other) until `expires_at` (Unix seconds).
+pub async fn offer_choice(
+    inbox: &dyn InboxStore,
+    appid: &str,
+    openid: &str,
+    menu: &str,
+    expires_at: i64,
+) -> Result<(), StoreError> {
+    inbox
+        .put_state(&choice_key(appid, openid), appid, menu, expires_at)
+        .await
+}
+
+/// Closes `menu` once it has been answered (a newer one stays open).
+pub async fn close_choice(
+    inbox: &dyn InboxStore,
+    appid: &str,
+    openid: &str,
+    menu: &str,
+) -> Result<(), StoreError> {
+    inbox.remove_if(&choice_key(appid, openid), menu).await
+}
+
+/// Ends a conversation: the next message goes to whichever agent is online, and no menu
+/// stays open.
+pub async fn end(inbox: &dyn InboxStore, appid: &str, openid: &str) -> Result<(), StoreError> {
+    inbox.remove(&last_agent_key(appid, openid)).await?;
+    inbox.remove(&choice_key(appid, openid)).await
+}
+
+/// Which account a Tencent IM customer (UserID = openid) belongs to: several WeChat
+/// accounts can share one IM app, whose one callback URL serves them all.
+fn im_owner_key(sdkappid: u64, user_id: &str) -> String {
+    format!("tim#{sdkappid}#owner#{user_id}")
+}
+
+/// How long an owner record lasts: IM accounts are kept (`delete_on_unsubscribe` off).
+const IM_OWNER_SECS: i64 = 400 * 24 * 3600;
+
+pub async fn im_owner(
+    inbox: &dyn InboxStore,
+    sdkappid: u64,
+    user_id: &str,
+    now_ms: i64,
+) -> Result<Option<String>, StoreError> {
+    Ok(inbox
+        .get(&im_owner_key(sdkappid, user_id), now_ms)
+        .await?
+        .and_then(|e| e.answer)
+        .filter(|a| !a.is_empty()))
+}
+
+pub async fn set_im_owner(
+    inbox: &dyn InboxStore,
+    sdkappid: u64,
+    user_id: &str,
+    appid: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    inbox
+        .put_state(
+            &im_owner_key(sdkappid, user_id),
+            appid,
+            appid,
+            now_ms / 1000 + IM_OWNER_SECS,
+        )
+        .await
 }

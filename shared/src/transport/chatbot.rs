@@ -158,6 +158,9 @@ pub(crate) async fn send_raw(
     if let Some(a) = agent.avatar.as_ref().or(cb.kefuavatar.as_ref()) {
         d.push("kefuavatar", XmlValue::text(a));
     }
+    if let Some(n) = agent.node.as_ref().or(cb.ans_node_name.as_ref()) {
+        d.push("ans_node_name", XmlValue::text(n));
+    }
     let crypt = cb
         .cipher
         .as_ref()

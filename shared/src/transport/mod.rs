@@ -18,6 +18,8 @@ use tracing::warn;
 pub struct Agent {
     pub name: Option<String>,
     pub avatar: Option<String>,
+    /// The desk's queue or skill (the Dialogue Platform's `ans_node_name`).
+    pub node: Option<String>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]

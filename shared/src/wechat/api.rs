@@ -110,6 +110,29 @@ impl WechatApi {
         .await
     }
 
+    /// The customer sees the agent typing (or stops seeing it): `custom/typing` on
+    /// Official Accounts, `custom/business/typing` on Mini Programs ("客服输入状态").
+    pub(crate) async fn typing(
+        &self,
+        app: &AppConfig,
+        openid: &str,
+        typing: bool,
+    ) -> Result<Value, ApiError> {
+        let path = match app.kind {
+            crate::wechat::AppKind::MiniProgram => "/cgi-bin/message/custom/business/typing",
+            _ => "/cgi-bin/message/custom/typing",
+        };
+        let command = if typing { "Typing" } else { "CancelTyping" };
+        self.call(
+            app,
+            http::Method::POST,
+            path,
+            &[],
+            Body::Json(serde_json::json!({ "touser": openid, "command": command })),
+        )
+        .await
+    }
+
     /// Any call, with the token, the retry rules and the errcode check. A JSON answer with
     /// a non-zero errcode is an error; anything else (media bytes) comes back raw.
     pub async fn send(

@@ -70,8 +70,35 @@ pub(crate) fn msg_of(kf: &KfMessage) -> Value {
             "thumb_media_id": s("thumb_media_id"), "thumb_url": s("thumb_url"),
         }}),
         "link" => Value::String(link_html(&s("url"), &s("title"))),
+        "msgmenu" => Value::String(menu_html(c)),
         other => Value::String(format!("[{other} message]")),
     }
+}
+
+/// A `msgmenu` as the platform's own menu links, one per line between the head and the
+/// tail: `<a href="weixin://bizmsgmenu?msgmenucontent=…&msgmenuid=…">…</a>` (its send
+/// API's "Rich text support", text with recommended questions). A click comes back as the
+/// customer's text with `bizmsgmenuid`, as on an Official Account.
+fn menu_html(menu: &Value) -> String {
+    let f = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+    let mut lines = vec![escape_html(&f(menu, "head_content"))];
+    for item in menu
+        .get("list")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let (id, content) = (
+            escape_html(&f(item, "id")),
+            escape_html(&f(item, "content")),
+        );
+        lines.push(format!(
+            "<a href=\"weixin://bizmsgmenu?msgmenucontent={content}&amp;msgmenuid={id}\">{content}</a>"
+        ));
+    }
+    lines.push(escape_html(&f(menu, "tail_content")));
+    lines.retain(|l| !l.is_empty());
+    lines.join("\n")
 }
 
 /// A link as the platform's HTML text: the URL only when it is http(s), both parts escaped,
@@ -207,6 +234,19 @@ mod tests {
             ..link
         };
         assert_eq!(msg_of(&js), json!("t"));
+        let menu = KfMessage {
+            msgtype: "msgmenu".into(),
+            content: json!({"head_content": "Rate us", "list": [
+                {"id": "a1-1", "content": "Good"}, {"id": "a1-2", "content": "<b>Bad</b>"}],
+                "tail_content": ""}),
+            ..KfMessage::text("o", "")
+        };
+        assert_eq!(
+            msg_of(&menu),
+            json!(
+                "Rate us\n<a href=\"weixin://bizmsgmenu?msgmenucontent=Good&amp;msgmenuid=a1-1\">Good</a>\n<a href=\"weixin://bizmsgmenu?msgmenucontent=&lt;b&gt;Bad&lt;/b&gt;&amp;msgmenuid=a1-2\">&lt;b&gt;Bad&lt;/b&gt;</a>"
+            )
+        );
         assert_eq!(
             meaning(1001),
             "TOKEN is not valid: check apps.chatbot.token"

@@ -70,6 +70,8 @@ pub(crate) async fn event(svc: &Services, route: &Route, req: &Request) -> Respo
     let agent = Agent {
         name: s("kefuname").map(str::to_owned),
         avatar: s("kefuavatar").map(str::to_owned),
+        // The desk's queue or skill, where it names one.
+        node: s("ans_node_name").map(str::to_owned),
     };
     let msg = s("msg").unwrap_or(crate::wechat::dialogue::default_event_text(ev));
     let parts = [KfMessage::text(openid, msg)];

@@ -4,6 +4,11 @@
 //! message is recorded and queued, the answer goes at once, and the outbox's worker
 //! delivers it in the customer's order. A callback Tencent sends again is delivered once
 //! (dedup on MsgKey).
+//!
+//! Tencent's console takes one callback URL per IM app, so the URL of any account on a
+//! shared IM app serves every account on it: the customer's account comes from the record
+//! written when they were imported. Online-only messages (TUIKit's typing states) are not
+//! queued: a typing state becomes WeChat's typing indicator at once, or nothing.
 
 use crate::support::throttle::log_refusal;
 use std::time::Duration;
@@ -15,6 +20,7 @@ use tracing::{info, warn};
 use crate::app::Services;
 use crate::app::routes::desk_gate;
 use crate::config::{AppConfig, TencentImConfig, is_identifier};
+use crate::desk::tencent_im::tuikit::{self, Custom};
 use crate::http::{Request, Response, Route};
 use crate::outbox::{self, Deferral};
 use crate::store::conversation;
@@ -90,12 +96,65 @@ pub(crate) fn authenticate<'a>(
     Ok(app)
 }
 
+/// The account `user` (a customer's UserID) belongs to: the one recorded at their import
+/// when it is on the same IM app, else the callback's own.
+async fn owner<'a>(
+    svc: &'a Services,
+    path_app: &'a AppConfig,
+    sdkappid: u64,
+    user: &str,
+) -> &'a AppConfig {
+    let read = conversation::im_owner(svc.inbox.as_ref(), sdkappid, user, svc.clock.unix_ms());
+    let recorded = match tokio::time::timeout(ANSWER_WITHIN / 4, read).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            warn!(appid = %path_app.appid, error = %e, "customer's account record unreadable; the callback's account serves");
+            None
+        }
+        Err(_) => None,
+    };
+    recorded
+        .and_then(|a| svc.config.app(&a))
+        .filter(|a| a.desk.tencent_im().is_some_and(|c| c.sdkappid == sdkappid))
+        .unwrap_or(path_app)
+}
+
+/// An online-only message (TUIKit's typing state): the customer's typing indicator, or
+/// nothing. WeChat refuses it without a message in the last 30 s (45080) and while it
+/// shows (45081): dropped quietly, never retried, never told ("客服输入状态").
+async fn online_only(svc: &Services, app: &AppConfig, to: &str, body: &Value) -> Response {
+    let typing = body
+        .get("MsgBody")
+        .and_then(Value::as_array)
+        .and_then(|elems| {
+            elems.iter().find_map(|e| {
+                e.pointer("/MsgContent/Data")
+                    .and_then(Value::as_str)
+                    .and_then(tuikit::parse)
+            })
+        });
+    let Some(Custom::Typing(on)) = typing else {
+        info!(appid = %app.appid, "online-only agent message ignored (not a typing state)");
+        return ok();
+    };
+    let sent = tokio::time::timeout(ANSWER_WITHIN / 2, svc.wechat.typing(app, to, on)).await;
+    match sent {
+        Ok(Ok(_)) => info!(appid = %app.appid, typing = on, "typing state shown to the customer"),
+        Ok(Err(e)) if matches!(e.errcode(), 45080 | 45081) => {
+            info!(appid = %app.appid, errcode = e.errcode(), "WeChat did not show the typing state")
+        }
+        Ok(Err(e)) => warn!(appid = %app.appid, error = %e, "typing state not shown"),
+        Err(_) => warn!(appid = %app.appid, "typing state not shown in time"),
+    }
+    ok()
+}
+
 /// Serves a callback that `authenticate` has passed.
 pub(crate) async fn handle(svc: &Services, appid: &str, req: &Request) -> Response {
-    let Some(app) = svc.config.app(appid) else {
+    let Some(path_app) = svc.config.app(appid) else {
         return refuse(404, appid, "unknown appid");
     };
-    let Some(TencentImConfig { agents, .. }) = app.desk.tencent_im() else {
+    let Some(TencentImConfig { sdkappid, .. }) = path_app.desk.tencent_im() else {
         return refuse(404, appid, "this account's desk is not tencent_im");
     };
     let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {
@@ -115,6 +174,22 @@ pub(crate) async fn handle(svc: &Services, appid: &str, req: &Request) -> Respon
     }
     let s = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or("");
     let (from, to) = (s("From_Account"), s("To_Account"));
+    // The customer's UserID is their openid: checked before it reaches a map, a store key
+    // or a log line.
+    if !is_identifier(to, MAX_USERID_LEN) {
+        return refuse(
+            400,
+            appid,
+            "To_Account is not an IM UserID (1-32 letters, digits, '_', '-')",
+        );
+    }
+    let app = owner(svc, path_app, *sdkappid, to).await;
+    let appid = app.appid.as_str();
+    let agents = app
+        .desk
+        .tencent_im()
+        .map(|c| c.agents.as_slice())
+        .unwrap_or_default();
     let failed = body
         .get("SendMsgResult")
         .and_then(Value::as_i64)
@@ -124,14 +199,8 @@ pub(crate) async fn handle(svc: &Services, appid: &str, req: &Request) -> Respon
         // Customers' own messages (sent by us) and agent-to-agent chat are not for WeChat.
         return ok();
     }
-    // The customer's UserID is their openid: checked before it reaches a map, a store key
-    // or a log line.
-    if !is_identifier(to, MAX_USERID_LEN) {
-        return refuse(
-            400,
-            appid,
-            "To_Account is not an IM UserID (1-32 letters, digits, '_', '-')",
-        );
+    if body.get("OnlineOnlyFlag").and_then(Value::as_i64) == Some(1) {
+        return online_only(svc, app, to, &body).await;
     }
     let msg_key = match s("MsgKey") {
         "" => format!(

@@ -1,10 +1,17 @@
-//! Tencent Cloud IM as the agents' desk (seed 004 and Tencent's WeChat sample, made
-//! production-grade): each customer is an IM account (UserID = openid) that messages an
-//! agent account through the REST API; agents' replies come back through the after-send
-//! callback (`callback`).
+//! Tencent Cloud IM as the agents' desk (Tencent's WeChat sample, "公众号接入 IM 客服",
+//! made production-grade): each customer is an IM account (UserID = openid, named for the
+//! agent, kept across unfollows) that messages an online agent through the REST API;
+//! agents' replies come back through the after-send callback (`app::handlers::tim`).
 
 pub mod agent;
+pub(crate) mod choice;
+mod customer;
+pub(crate) mod presence;
+mod rest;
+pub(crate) mod tuikit;
 pub mod usersig;
+
+pub(crate) use rest::{ImError, Rest};
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,161 +21,36 @@ use serde_json::{Value, json};
 use tracing::{info, warn};
 
 use super::{Desk, DeskError, DeskReply};
-use crate::config::{AppConfig, Secret, TencentImConfig};
+use crate::config::{AppConfig, TencentImConfig};
 use crate::context::Context;
-use crate::store::{InboxStore, conversation};
-use crate::support::clock::Clock;
-use crate::support::outbound;
-use crate::support::retry::retry;
-use crate::support::url::with_query;
-use crate::wechat::api::WechatApi;
-use crate::wechat::media::{Fetched, MediaLinks, media_key};
-use crate::wechat::message::{Event, Kind, Message};
+use crate::store::InboxStore;
+use crate::store::conversation::{self, Served};
+use crate::wechat::AppKind;
+use crate::wechat::api::{Body, WechatApi};
+use crate::wechat::media::MediaLinks;
+use crate::wechat::message::{Event, Message};
 
 /// Errors that mean "this customer has no IM account yet".
 const NOT_IMPORTED: [i64; 3] = [20003, 90012, 70107];
-/// Frequency limits: retried with backoff.
-const RATE_LIMITED: [i64; 2] = [60007, 60011];
-/// Tencent's REST server gives up after 3 s; we wait a little longer.
-const REST_TIMEOUT: Duration = Duration::from_millis(3500);
-const ADMIN_SIG_LIFETIME: i64 = 7 * 24 * 3600;
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub(crate) enum ImError {
-    #[error("Tencent IM error {code}: {info}")]
-    Fail { code: i64, info: String },
-    #[error("cannot reach Tencent IM: {0}")]
-    Transport(String),
-    #[error("Tencent IM answered HTTP {0}")]
-    Status(u16),
-    #[error("Tencent IM's answer is not JSON")]
-    Garbled,
-    #[error("no time left for Tencent IM")]
-    OutOfTime,
-}
-
-impl ImError {
-    pub fn code(&self) -> i64 {
-        match self {
-            ImError::Fail { code, .. } => *code,
-            _ => -1,
-        }
-    }
-}
-
-/// The REST API with the admin's UserSig, cached until close to its expiry.
-pub(crate) struct Rest {
-    http: reqwest::Client,
-    base: String,
-    pub sdkappid: u64,
-    key: Secret,
-    admin: String,
-    sig: Mutex<Option<(String, i64)>>,
-    clock: Arc<dyn Clock>,
-}
-
-impl Rest {
-    fn admin_sig(&self) -> String {
-        let now = self.clock.unix_secs();
-        let mut cached = self.sig.lock().unwrap_or_else(|e| e.into_inner());
-        match &*cached {
-            Some((sig, made)) if now - made < ADMIN_SIG_LIFETIME - 3600 => sig.clone(),
-            _ => {
-                let sig = usersig::generate(
-                    self.key.expose(),
-                    self.sdkappid,
-                    &self.admin,
-                    now,
-                    ADMIN_SIG_LIFETIME,
-                );
-                *cached = Some((sig.clone(), now));
-                sig
-            }
-        }
-    }
-
-    /// One REST call, retrying frequency limits while `deadline` allows.
-    pub async fn call(
-        &self,
-        command: &str,
-        body: &Value,
-        deadline: Instant,
-    ) -> Result<Value, ImError> {
-        retry(
-            3,
-            Duration::from_millis(100),
-            |_| async {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left < Duration::from_millis(50) {
-                    return Err(ImError::OutOfTime);
-                }
-                let random = rand::random::<u32>().to_string();
-                let sdkappid = self.sdkappid.to_string();
-                let sig = self.admin_sig();
-                let url = with_query(
-                    &format!("{}/v4/{command}", self.base),
-                    &[
-                        ("sdkappid", sdkappid.as_str()),
-                        ("identifier", self.admin.as_str()),
-                        ("usersig", sig.as_str()),
-                        ("random", random.as_str()),
-                        ("contenttype", "json"),
-                    ],
-                );
-                self.send(url, body, left.min(REST_TIMEOUT)).await
-            },
-            |e: &ImError| RATE_LIMITED.contains(&e.code()),
-            |attempt, e| {
-                warn!(
-                    command,
-                    code = e.code(),
-                    attempt,
-                    "Tencent IM rate limit; backing off"
-                )
-            },
-        )
-        .await
-    }
-
-    async fn send(&self, url: String, body: &Value, timeout: Duration) -> Result<Value, ImError> {
-        let req = self
-            .http
-            .post(url)
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(body.to_string());
-        let answer = outbound::send(req, timeout, outbound::MAX_ANSWER_BYTES)
-            .await
-            .map_err(|e| ImError::Transport(e.to_string()))?;
-        if answer.status != 200 {
-            return Err(ImError::Status(answer.status));
-        }
-        let v = answer.json().ok_or(ImError::Garbled)?;
-        let code = v.get("ErrorCode").and_then(Value::as_i64).unwrap_or(0);
-        if v.get("ActionStatus").and_then(Value::as_str) != Some("OK") || code != 0 {
-            return Err(ImError::Fail {
-                code,
-                info: v
-                    .get("ErrorInfo")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_owned(),
-            });
-        }
-        Ok(v)
-    }
-}
+/// A slow store must not cost the customer's message: past this the first agent serves.
+const STATE_WITHIN: Duration = Duration::from_millis(500);
 
 pub(crate) struct TencentIm {
     pub rest: Rest,
-    agents: Vec<String>,
-    welcome: Option<String>,
-    connecting_text: Option<String>,
-    delete_on_unsubscribe: bool,
+    cfg: TencentImConfig,
     app: AppConfig,
     api: Arc<WechatApi>,
     links: Arc<MediaLinks>,
     /// Where the agent who last served each customer is kept (shared by every function).
     inbox: Arc<dyn InboxStore>,
+    presence: presence::Presence,
+    ttl_secs: u64,
+}
+
+/// Where a customer's message goes, and whether to tell them nobody is online.
+struct Route {
+    agent: String,
+    tell_offline: bool,
 }
 
 impl TencentIm {
@@ -183,153 +65,190 @@ impl TencentIm {
                 sig: Mutex::new(None),
                 clock: ctx.clock.clone(),
             },
-            agents: cfg.agents.clone(),
-            welcome: cfg.welcome.clone(),
-            connecting_text: cfg.connecting_text.clone(),
-            delete_on_unsubscribe: cfg.delete_on_unsubscribe,
+            cfg: cfg.clone(),
             app: app.clone(),
             api: ctx.wechat.clone(),
             links: ctx.links.clone(),
             inbox: ctx.inbox.clone(),
+            presence: presence::Presence::default(),
+            ttl_secs: ctx.config.callback.inbox_ttl_secs,
         }
     }
 
-    /// The agent who last served `openid` (if still an agent), else the first.
-    async fn agent_for(&self, openid: &str) -> String {
-        let read = conversation::last_agent(
+    /// Who was serving `openid`; a store that fails or is slow counts as nobody.
+    async fn served(&self, openid: &str) -> Served {
+        let read = conversation::served(
             self.inbox.as_ref(),
             &self.app.appid,
             openid,
             self.rest.clock.unix_ms(),
         );
-        // A slow store must not cost the customer's message: the first agent serves then.
-        let last = match tokio::time::timeout(Duration::from_millis(500), read).await {
-            Ok(Ok(last)) => last,
+        match tokio::time::timeout(STATE_WITHIN, read).await {
+            Ok(Ok(s)) => s,
             Ok(Err(e)) => {
-                warn!(appid = %self.app.appid, error = %e, "conversation state unavailable; the first agent serves");
-                None
+                warn!(appid = %self.app.appid, error = %e, "conversation state unavailable; the first online agent serves");
+                Served::default()
             }
             Err(_) => {
-                warn!(appid = %self.app.appid, "conversation state too slow; the first agent serves");
-                None
+                warn!(appid = %self.app.appid, "conversation state too slow; the first online agent serves");
+                Served::default()
             }
-        };
-        last.filter(|a| self.agents.contains(a))
-            .unwrap_or_else(|| self.agents[0].clone())
-    }
-
-    async fn import(&self, openid: &str, deadline: Instant) -> Result<(), ImError> {
-        self.rest
-            .call(
-                "im_open_login_svc/account_import",
-                &json!({ "UserID": openid }),
-                deadline,
-            )
-            .await
-            .map(|_| info!(appid = %self.app.appid, "customer imported into Tencent IM"))
-    }
-
-    /// A staged copy of a WeChat media id: (URL, size, md5 as UUID).
-    async fn staged(&self, media_id: &str, budget: Duration) -> Option<(String, usize, String)> {
-        let media = self.links.media(&self.api);
-        let fetched =
-            tokio::time::timeout(budget, media.fetch(&self.app, media_id, u64::MAX)).await;
-        let m = match fetched {
-            Ok(Ok(Fetched::Inline(m))) => m,
-            Ok(Ok(Fetched::Large { .. })) => return None,
-            Ok(Err(e)) => {
-                warn!(appid = %self.app.appid, error = %e, "could not stage the customer's media");
-                return None;
-            }
-            Err(_) => {
-                warn!(appid = %self.app.appid, "staging the customer's media took too long");
-                return None;
-            }
-        };
-        let url = self
-            .links
-            .url(
-                &media_key(&self.app.appid, media_id),
-                Duration::from_secs(7 * 24 * 3600),
-            )
-            .await
-            .map_err(|e| warn!(appid = %self.app.appid, error = %e, "no URL for staged media"))
-            .ok()?;
-        use md5::{Digest, Md5};
-        let uuid = crate::support::hex::hex_lower(&Md5::digest(&m.bytes));
-        Some((url, m.bytes.len(), uuid))
-    }
-
-    /// The IM message body for a customer message.
-    async fn msg_body(&self, msg: &Message, budget: Duration) -> Value {
-        let text = |t: String| json!([{ "MsgType": "TIMTextElem", "MsgContent": { "Text": t } }]);
-        match &msg.kind {
-            Kind::Text { content, .. } => text(content.clone()),
-            Kind::Image { pic_url, media_id } => match self.staged(media_id, budget).await {
-                Some((url, size, uuid)) => {
-                    // Original, large and thumbnail: the same staged file.
-                    let infos: Vec<Value> = [1, 2, 3]
-                        .iter()
-                        .map(|t| json!({ "Type": t, "Size": size, "Width": 0, "Height": 0, "URL": url }))
-                        .collect();
-                    json!([{ "MsgType": "TIMImageElem", "MsgContent": {
-                        "UUID": uuid, "ImageFormat": 255, "ImageInfoArray": infos,
-                    }}])
-                }
-                None => text(format!("[Image] {pic_url}")),
-            },
-            Kind::Voice {
-                media_id,
-                recognition,
-                ..
-            } => match self.staged(media_id, budget).await {
-                Some((url, size, uuid)) => json!([{ "MsgType": "TIMSoundElem", "MsgContent": {
-                    "Url": url, "UUID": uuid, "Size": size, "Second": 0, "Download_Flag": 2,
-                }}]),
-                None => text(format!(
-                    "[Voice] {}",
-                    recognition.as_deref().unwrap_or("(could not be fetched)")
-                )),
-            },
-            Kind::Video { media_id, .. } | Kind::ShortVideo { media_id, .. } => {
-                match self.staged(media_id, budget).await {
-                    Some((url, size, uuid)) => {
-                        json!([{ "MsgType": "TIMVideoFileElem", "MsgContent": {
-                            "VideoUrl": url, "VideoUUID": uuid, "VideoSize": size, "VideoSecond": 0,
-                            "VideoFormat": "mp4", "VideoDownloadFlag": 2,
-                        }}])
-                    }
-                    None => text("[Video] (could not be fetched)".into()),
-                }
-            }
-            Kind::Location {
-                latitude,
-                longitude,
-                label,
-                ..
-            } => json!([{ "MsgType": "TIMLocationElem", "MsgContent": {
-                "Desc": label,
-                "Latitude": latitude.parse::<f64>().unwrap_or(0.0),
-                "Longitude": longitude.parse::<f64>().unwrap_or(0.0),
-            }}]),
-            Kind::Link { title, url, .. } => text(format!("[Link] {title} {url}")),
-            Kind::MiniProgramPage {
-                title, page_path, ..
-            } => text(format!("[Mini Program page] {title} {page_path}")),
-            Kind::Event(e) => text(format!("[{}]", e.name())),
-            Kind::Unknown { msg_type } => text(format!("[{msg_type} message]")),
         }
     }
 
-    async fn send_to_agent(&self, msg: &Message, deadline: Instant) -> Result<(), ImError> {
+    /// The agent for `openid`'s message: the last one if online, else another online one,
+    /// else the last (or first) one, telling the customer once per offline period.
+    async fn route(&self, openid: &str, deadline: Instant) -> Route {
+        let served = self.served(openid).await;
+        let last = served
+            .agent
+            .as_deref()
+            .filter(|a| self.cfg.agents.iter().any(|x| x == a));
+        let budget = deadline.min(Instant::now() + Duration::from_millis(1500));
+        let pick = match self
+            .presence
+            .states(&self.rest, &self.cfg.agents, budget)
+            .await
+        {
+            Ok(states) => presence::pick(last, &self.cfg.agents, |a| {
+                states.get(a).copied().unwrap_or(presence::Status::Offline)
+            }),
+            Err(e) => {
+                // Not knowing is not "offline": nobody is told the agents are away.
+                warn!(appid = %self.app.appid, code = e.code(), error = %e, "agents' online state unknown; the last agent serves");
+                presence::Pick {
+                    agent: last.unwrap_or(&self.cfg.agents[0]).to_owned(),
+                    offline: false,
+                }
+            }
+        };
+        let tell_offline = pick.offline && self.cfg.offline_text.is_some() && !served.told_offline;
+        // Written only when something changes: a handover, or an offline period's start or end.
+        let now_told = pick.offline && (served.told_offline || tell_offline);
+        if last != Some(pick.agent.as_str()) || now_told != served.told_offline {
+            let next = Served {
+                agent: Some(pick.agent.clone()),
+                told_offline: now_told,
+            };
+            let write = conversation::set_served(
+                self.inbox.as_ref(),
+                &self.app.appid,
+                openid,
+                &next,
+                self.rest.clock.unix_ms(),
+                self.ttl_secs,
+            );
+            if let Err(e) = write.await {
+                warn!(appid = %self.app.appid, error = %e, "could not record who serves the customer");
+            }
+        }
+        if pick.offline {
+            info!(appid = %self.app.appid, agent = %pick.agent, "no agent online; the message waits for the last agent");
+        }
+        Route {
+            agent: pick.agent,
+            tell_offline,
+        }
+    }
+
+    /// What the agent sees as the customer's name: the account's remark for them where
+    /// WeChat has one (it sends no nicknames since 2021-12-27), else a short label with the
+    /// account's name and the openid's end.
+    async fn nick(&self, openid: &str) -> String {
+        let tail: String = openid
+            .chars()
+            .rev()
+            .take(4)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        let label = format!(
+            "{} customer {tail}",
+            self.app.name.as_deref().unwrap_or(&self.app.appid)
+        );
+        if self.app.kind == AppKind::MiniProgram {
+            return label;
+        }
+        let info = self
+            .api
+            .call(
+                &self.app,
+                http::Method::GET,
+                "/cgi-bin/user/info",
+                &[("openid", openid), ("lang", "zh_CN")],
+                Body::None,
+            )
+            .await;
+        match info {
+            Ok(v) => v
+                .get("remark")
+                .and_then(Value::as_str)
+                .map(|r| r.trim().chars().take(48).collect::<String>())
+                .filter(|r| !r.is_empty())
+                .unwrap_or(label),
+            Err(e) => {
+                warn!(appid = %self.app.appid, error = %e, "no remark for the customer; the IM account gets a label");
+                label
+            }
+        }
+    }
+
+    /// Imports the customer with a readable `Nick`, the appid in `profile_field`, and the
+    /// record that tells the shared callback which account they belong to.
+    async fn import(&self, openid: &str, deadline: Instant) -> Result<(), ImError> {
+        let nick = self.nick(openid).await;
+        self.rest
+            .call(
+                "im_open_login_svc/account_import",
+                &json!({ "UserID": openid, "Nick": nick }),
+                deadline,
+            )
+            .await?;
+        info!(appid = %self.app.appid, "customer imported into Tencent IM");
+        let owner = conversation::set_im_owner(
+            self.inbox.as_ref(),
+            self.rest.sdkappid,
+            openid,
+            &self.app.appid,
+            self.rest.clock.unix_ms(),
+        );
+        if let Err(e) = owner.await {
+            warn!(appid = %self.app.appid, error = %e, "could not record the customer's account; agents' replies use the callback's account");
+        }
+        if let Some(field) = &self.cfg.profile_field {
+            // The account is there: a profile that fails to save costs no message.
+            if let Err(e) = self.set_profile(openid, field, deadline).await {
+                warn!(appid = %self.app.appid, field = %field, error = %e, "could not set the customer's profile field (does it exist in the IM console?)");
+            }
+        }
+        Ok(())
+    }
+
+    async fn set_profile(&self, user: &str, field: &str, deadline: Instant) -> Result<(), ImError> {
+        self.rest
+            .call(
+                "profile/portrait_set",
+                &json!({ "From_Account": user, "ProfileItem": [{ "Tag": field, "Value": self.app.appid }] }),
+                deadline,
+            )
+            .await
+            .map(|_| ())
+    }
+
+    /// Sends the customer's message to its agent (importing the customer first if IM does
+    /// not know them); answers whether the customer should be told nobody is online.
+    async fn send_to_agent(&self, msg: &Message, deadline: Instant) -> Result<bool, ImError> {
         let openid = msg.from_user.as_str();
+        let route = self.route(openid, deadline).await;
         let left = deadline.saturating_duration_since(Instant::now());
         let body = json!({
             "SyncOtherMachine": 2,
             "From_Account": openid,
-            "To_Account": self.agent_for(openid).await,
+            "To_Account": route.agent,
             "MsgRandom": rand::random::<u32>(),
             "ForbidCallbackControl": ["ForbidBeforeSendMsgCallback", "ForbidAfterSendMsgCallback"],
+            "CloudCustomData": tuikit::customer_data(&self.app.appid, self.app.name.as_deref()),
             "MsgBody": self.msg_body(msg, left / 2).await,
         });
         match self.rest.call("openim/sendmsg", &body, deadline).await {
@@ -338,13 +257,13 @@ impl TencentIm {
                 self.import(openid, deadline).await?;
                 let mut retry = body;
                 retry["MsgRandom"] = json!(rand::random::<u32>());
-                self.rest
-                    .call("openim/sendmsg", &retry, deadline)
-                    .await
-                    .map(|_| ())
+                self.rest.call("openim/sendmsg", &retry, deadline).await?;
             }
-            other => other.map(|_| ()),
+            other => {
+                other?;
+            }
         }
+        Ok(route.tell_offline)
     }
 }
 
@@ -405,16 +324,28 @@ impl Desk for TencentIm {
         self.rest
             .call(
                 "im_open_login_svc/account_import",
-                &json!({ "UserID": self.agents[0] }),
+                &json!({ "UserID": self.cfg.agents[0] }),
                 deadline,
             )
             .await
-            .map(|_| "the REST API accepted the admin's UserSig".into())
             .map_err(|e| {
                 account_refusal(e.code())
                     .map(str::to_owned)
                     .unwrap_or_else(|| e.to_string())
-            })
+            })?;
+        let Some(field) = &self.cfg.profile_field else {
+            return Ok("the REST API accepted the admin's UserSig".into());
+        };
+        // Reading the field proves it exists without writing anyone's profile.
+        self.rest
+            .call(
+                "profile/portrait_get",
+                &json!({ "To_Account": [self.cfg.agents[0]], "TagList": [field] }),
+                deadline,
+            )
+            .await
+            .map(|_| format!("the REST API accepted the admin's UserSig; profile field {field} exists"))
+            .map_err(|e| format!("profile_field {field} was refused ({e}): create it in the IM console (用户自定义字段) or remove profile_field"))
     }
 
     async fn forward(
@@ -444,11 +375,11 @@ impl Desk for TencentIm {
                 self.import(openid, deadline).await.map_err(im)?;
                 Ok(passive_or_empty(
                     msg,
-                    &self.welcome,
+                    &self.cfg.welcome,
                     self.rest.clock.unix_secs(),
                 ))
             }
-            Some(Event::Unsubscribe) if self.delete_on_unsubscribe => {
+            Some(Event::Unsubscribe) if self.cfg.delete_on_unsubscribe => {
                 self.rest
                     .call(
                         "im_open_login_svc/account_delete",
@@ -460,15 +391,21 @@ impl Desk for TencentIm {
                 info!(appid = %self.app.appid, "customer's IM account deleted (delete_on_unsubscribe)");
                 Ok(DeskReply::Empty)
             }
+            // The agent sees where a Mini Program customer came from (`SessionFrom`).
+            Some(Event::UserEnterTempSession { .. }) => {
+                self.send_to_agent(msg, deadline).await.map_err(im)?;
+                Ok(DeskReply::Empty)
+            }
             // Other events say nothing to an agent.
             Some(_) => Ok(DeskReply::Empty),
             None => {
-                self.send_to_agent(msg, deadline).await.map_err(im)?;
-                Ok(passive_or_empty(
-                    msg,
-                    &self.connecting_text,
-                    self.rest.clock.unix_secs(),
-                ))
+                let offline = self.send_to_agent(msg, deadline).await.map_err(im)?;
+                let text = if offline {
+                    &self.cfg.offline_text
+                } else {
+                    &self.cfg.connecting_text
+                };
+                Ok(passive_or_empty(msg, text, self.rest.clock.unix_secs()))
             }
         }
     }

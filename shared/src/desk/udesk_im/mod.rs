@@ -20,7 +20,7 @@ use crate::support::clock::Clock;
 use crate::support::outbound;
 use crate::wechat::api::WechatApi;
 use crate::wechat::media::{Fetched, MediaLinks};
-use crate::wechat::message::{Kind, Message};
+use crate::wechat::message::{Event, Kind, Message};
 use crate::wechat::xml::{Doc, Value as XmlValue};
 
 pub(crate) struct UdeskIm {
@@ -171,15 +171,27 @@ impl UdeskIm {
                 let Some(wording) = self.cfg.event_texts.get(ev.name()) else {
                     return Ok(None);
                 };
-                text(&mut d, wording.clone());
+                let wording = match ev {
+                    // The developer's context (a product, an order) is the point of it.
+                    Event::UserEnterTempSession { session_from }
+                        if !session_from.trim().is_empty() =>
+                    {
+                        let from: String = session_from.trim().chars().take(256).collect();
+                        format!("{wording} ({from})")
+                    }
+                    _ => wording.clone(),
+                };
+                text(&mut d, wording);
             }
             // Udesk's interface has no other types: a readable text keeps the conversation.
             _ => text(&mut d, readable(msg)),
         }
+        // Events have no MsgId; CreateTime would give two customers' events in one second
+        // the same one. Udesk's MsgId is a 64-bit integer: one derived from the inbox key.
         let msg_id = msg
             .msg_id
             .clone()
-            .unwrap_or_else(|| msg.create_time.to_string());
+            .unwrap_or_else(|| event_msg_id(&msg.dedup_key(&self.app.appid)).to_string());
         d.push("MsgId", XmlValue::number(msg_id));
         Ok(Some(d))
     }
@@ -213,10 +225,20 @@ impl UdeskIm {
             }
             Some("chatting") => Ok(msg.map(str::to_owned)),
             Some("offline") => Ok(Some(self.cfg.offline_text.clone())),
+            Some("unknown") => Ok(Some(self.cfg.unknown_text.clone())),
             Some(other) => Err(format!("Udesk answered status {other:?}")),
             None => Err("Udesk's answer has no status".to_owned()),
         }
     }
+}
+
+/// A positive decimal below 2^63 from a message's inbox key: distinct for distinct keys
+/// (a 63-bit hash), the same for WeChat's retries of one event.
+fn event_msg_id(key: &str) -> u64 {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(key.as_bytes());
+    let n = u64::from_be_bytes(d[..8].try_into().unwrap_or_default()) >> 1;
+    n.max(1)
 }
 
 /// A text rendering of a message Udesk's interface has no type for.
@@ -269,12 +291,19 @@ impl Desk for UdeskIm {
         let answer = answer
             .json()
             .ok_or_else(|| DeskError::UnexpectedAnswer("Udesk's answer is not JSON".into()))?;
+        let agent = answer
+            .get("agent_name")
+            .and_then(Value::as_str)
+            .map(|a| a.trim().chars().take(32).collect::<String>())
+            .filter(|a| !a.is_empty());
         match self.customer_text(&answer) {
-            Ok(Some(text)) => Ok(DeskReply::Passive(crate::wechat::reply::passive_text(
-                msg,
-                &text,
-                self.clock.unix_secs(),
-            ))),
+            Ok(Some(text)) => {
+                let xml = crate::wechat::reply::passive_text(msg, &text, self.clock.unix_secs());
+                Ok(match agent {
+                    Some(agent) => DeskReply::Said { xml, agent },
+                    None => DeskReply::Passive(xml),
+                })
+            }
             Ok(None) => Ok(DeskReply::Empty),
             Err(why) => Err(DeskError::Refused(why)),
         }

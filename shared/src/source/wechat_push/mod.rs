@@ -266,7 +266,7 @@ async fn push(
     );
     let retry_at = svc.clock.unix_ms() + 1000 * svc.config.delivery.first_retry_secs as i64;
     let left = || deadline.saturating_duration_since(Instant::now());
-    let answer = match result {
+    let answer = match result.map(DeskReply::unsigned) {
         Ok(DeskReply::Empty) => String::new(),
         Ok(DeskReply::Passive(xml)) if app.kind == AppKind::MiniProgram => {
             match mini_program_reply(svc, app, &msg, &xml, deadline).await {
@@ -284,6 +284,7 @@ async fn push(
             }
         }
         Ok(DeskReply::Passive(xml)) => xml,
+        Ok(DeskReply::Said { xml, .. }) => xml,
         // The desk took the message; only its answer is unusable.
         Err(e @ crate::desk::DeskError::UnexpectedAnswer(_)) => {
             warn!(appid, entry = %entry, error = %e, "the desk's answer is ignored; WeChat gets `success`");
