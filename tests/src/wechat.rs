@@ -18,7 +18,12 @@
 //!   tells it of an action (`customer`); a customer it was never told of counts as having
 //!   written just before its first send, so the 5-send cap holds in every test;
 //! - `user/info` without `nickname` and `headimgurl` (WeChat stopped sending them on
-//!   2021-12-27).
+//!   2021-12-27), with the remark a test sets (`remark`);
+//! - the typing indicator (`custom/typing`, Mini Programs `custom/business/typing`): 45080
+//!   without a message exchange in the last 30 s, 45081 while it shows (15 s; a sent
+//!   message ends it);
+//! - Mini Programs take only text, image, link and miniprogrampage custom messages
+//!   ("发送客服消息"; anything else is refused as invalid args).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
@@ -66,6 +71,14 @@ pub struct State {
     token_app: HashMap<String, String>,
     /// What each (appid, openid) may still be sent.
     allowances: HashMap<(String, String), Allowance>,
+    /// When each (appid, openid) last exchanged a message with the account.
+    exchanged: HashMap<(String, String), Instant>,
+    /// Until when each (appid, openid) sees the typing indicator.
+    typing_until: HashMap<(String, String), Instant>,
+    /// Every accepted typing command: (openid, command).
+    pub typings: Vec<(String, String)>,
+    /// The account's remark for each openid (user/info `remark`).
+    pub remarks: HashMap<String, String>,
 }
 
 /// A customer's action, as WeChat counts it for the send quota.
@@ -170,11 +183,26 @@ impl WechatStandIn {
     /// The customer acted: their allowance is reset to what the action grants (allowances
     /// do not add up).
     pub fn customer(&self, appid: &str, openid: &str, action: Action) {
+        let mut s = self.state.lock().unwrap();
+        let k = (appid.to_owned(), openid.to_owned());
+        s.allowances.insert(k.clone(), Allowance::of(action));
+        if action == Action::Message {
+            s.exchanged.insert(k, Instant::now());
+        }
+    }
+
+    /// Typing commands WeChat accepted: (openid, "Typing" | "CancelTyping").
+    pub fn typings(&self) -> Vec<(String, String)> {
+        self.state.lock().unwrap().typings.clone()
+    }
+
+    /// The account's remark for a follower (what `user/info` answers as `remark`).
+    pub fn remark(&self, openid: &str, remark: &str) {
         self.state
             .lock()
             .unwrap()
-            .allowances
-            .insert((appid.to_owned(), openid.to_owned()), Allowance::of(action));
+            .remarks
+            .insert(openid.to_owned(), remark.to_owned());
     }
 
     /// Moves the customer's window `by` into the past, as if that much time had gone by.
@@ -185,6 +213,10 @@ impl WechatStandIn {
             .entry((appid.to_owned(), openid.to_owned()))
             .or_insert_with(|| Allowance::of(Action::Message));
         a.until = a.until.checked_sub(by).unwrap_or_else(Instant::now);
+        let k = (appid.to_owned(), openid.to_owned());
+        if let Some(at) = s.exchanged.get_mut(&k) {
+            *at = at.checked_sub(by).unwrap_or_else(Instant::now);
+        }
     }
 
     /// The accounts' IP allow-list is exactly `ips`.
@@ -239,6 +271,43 @@ fn spend(s: &mut State, appid: &str, openid: &str) -> Result<(), Reply> {
         }
         None => Ok(()),
     }
+}
+
+/// The typing indicator's rules: a customer message in the last 30 s (else 45080; a test
+/// tells the stand-in of it with `customer`), not
+/// while it shows (45081, 15 s).
+fn typing(s: &mut State, appid: &str, seen: &Seen) -> Reply {
+    let Ok(v) = serde_json::from_slice::<Value>(&seen.body) else {
+        return err(47001, "data format error");
+    };
+    let (touser, command) = (
+        v["touser"].as_str().unwrap_or_default().to_owned(),
+        v["command"].as_str().unwrap_or_default().to_owned(),
+    );
+    if touser.is_empty() || !["Typing", "CancelTyping"].contains(&command.as_str()) {
+        return err(40035, "invalid args");
+    }
+    let k = (appid.to_owned(), touser.clone());
+    let now = Instant::now();
+    if s.exchanged
+        .get(&k)
+        .is_none_or(|at| now.duration_since(*at) > Duration::from_secs(30))
+    {
+        return err(
+            45080,
+            "no message exchange with the user in the last 30 seconds",
+        );
+    }
+    if command == "Typing" {
+        if s.typing_until.get(&k).is_some_and(|until| now < *until) {
+            return err(45081, "already typing");
+        }
+        s.typing_until.insert(k, now + Duration::from_secs(15));
+    } else {
+        s.typing_until.remove(&k);
+    }
+    s.typings.push((touser, command));
+    err(0, "ok")
 }
 
 fn err(code: i64, msg: &str) -> Reply {
@@ -473,11 +542,29 @@ fn api(s: &mut State, appid: &str, path: &str, q: &HashMap<String, String>, seen
                 return err(40035, &format!("invalid args: {field}"));
             }
             let touser = v["touser"].as_str().unwrap_or_default().to_owned();
+            let msgtype = v["msgtype"].as_str().unwrap_or_default();
+            if s.mini_programs.contains(appid)
+                && !["text", "image", "link", "miniprogrampage"].contains(&msgtype)
+            {
+                return err(
+                    40035,
+                    &format!("invalid args: {msgtype} is not a Mini Program customer message"),
+                );
+            }
             if let Err(refused) = spend(s, appid, &touser) {
                 return refused;
             }
+            // A message ends the typing indicator.
+            s.typing_until.remove(&(appid.to_owned(), touser));
             s.sent.push(v);
             err(0, "ok")
+        }
+        "/cgi-bin/message/custom/typing" | "/cgi-bin/message/custom/business/typing" => {
+            let business = path.ends_with("/business/typing");
+            if business != s.mini_programs.contains(appid) {
+                return err(48001, "api unauthorized");
+            }
+            typing(s, appid, seen)
         }
         "/cgi-bin/media/upload" => {
             let t = q.get("type").cloned().unwrap_or_default();
@@ -528,9 +615,10 @@ fn api(s: &mut State, appid: &str, path: &str, q: &HashMap<String, String>, seen
         }
         "/cgi-bin/user/info" => {
             let openid = q.get("openid").cloned().unwrap_or_default();
+            let remark = s.remarks.get(&openid).cloned().unwrap_or_default();
             Reply::json(json!({
                 "subscribe": 1, "openid": openid, "language": q.get("lang"),
-                "subscribe_time": 1_382_694_957, "remark": "", "groupid": 0,
+                "subscribe_time": 1_382_694_957, "remark": remark, "groupid": 0,
                 "tagid_list": [128, 2], "subscribe_scene": "ADD_SCENE_QR_CODE",
                 "qr_scene": 98765, "qr_scene_str": ""
             }))

@@ -40,7 +40,18 @@ fn config_with(
     chatbot: &str,
     desk_extra: &str,
 ) -> wxdesk::Config {
-    let text = format!(
+    wxdesk::Config::parse(&config_text(store, wx, im, base, chatbot, desk_extra)).unwrap()
+}
+
+fn config_text(
+    store: &str,
+    wx: &str,
+    im: &str,
+    base: &str,
+    chatbot: &str,
+    desk_extra: &str,
+) -> String {
+    format!(
         r#"{store}
 [wechat]
 api_base = "{wx}"
@@ -54,6 +65,7 @@ kind = "official_account"
 token = "{TOKEN}"
 secret = "test-secret"
 gateway_key = "{GATEWAY_KEY}"
+name = "Blue Shop"
 {chatbot}
 [apps.desk]
 kind = "tencent_im"
@@ -67,8 +79,7 @@ welcome = "Thanks for following! Ask us anything."
 connecting_text = "Connecting you to an agent..."
 {desk_extra}
 "#
-    );
-    wxdesk::Config::parse(&text).unwrap()
+    )
 }
 
 async fn serve(svc: Arc<wxdesk::Services>) -> String {
@@ -84,18 +95,23 @@ async fn rig_with(name: &str, chatbot: &str) -> Rig {
 }
 
 async fn rig_full(name: &str, chatbot: &str, desk_extra: &str) -> Rig {
+    rig_text(name, |store, wx, im, base| {
+        config_text(store, wx, im, base, chatbot, desk_extra)
+    })
+    .await
+}
+
+/// A rig whose config is `text(store, wechat, im, base)`.
+async fn rig_text(name: &str, text: impl Fn(&str, &str, &str, &str) -> String) -> Rig {
     let wx = wechat::start().await;
     let im = tim::start().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let cfg = config_with(
-        &embedded_store(name),
-        &wx.base(),
-        &im.server.url(""),
-        &base,
-        chatbot,
-        desk_extra,
-    );
+    let text = text(&embedded_store(name), &wx.base(), &im.server.url(""), &base);
+    if text.contains("kind = \"mini_program\"") {
+        wx.mini_program(TIM_APPID);
+    }
+    let cfg = wxdesk::Config::parse(&text).unwrap();
     let svc = Arc::new(wxdesk::Services::build(cfg).await.unwrap());
     serve_local(svc, listener);
     Rig {
@@ -687,4 +703,334 @@ async fn an_im_app_at_its_account_cap_is_explained_not_retried() {
     let imports = rig.imports();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(rig.imports(), imports, "a 70398 is not retried");
+}
+
+/// The callback's query for an agent's message now.
+fn now_query() -> String {
+    tim::callback_query(SDKAPPID, CALLBACK_TOKEN, now_secs())
+}
+
+/// A Mini Program rig: the same account as a Mini Program (the stand-in WeChat holds it
+/// to a Mini Program's rules: no msgmenu, the business typing API).
+async fn mp_rig(name: &str, desk_extra: &str) -> Rig {
+    rig_text(name, |store, wx, im, base| {
+        config_text(store, wx, im, base, "", desk_extra)
+            .replace("kind = \"official_account\"", "kind = \"mini_program\"")
+            .replace("connecting_text = \"Connecting you to an agent...\"", "")
+    })
+    .await
+}
+
+/// Customers reach agents as people, not bare openids: the account's remark where WeChat
+/// has one, else a label with the shop's name; the appid in the configured profile field.
+#[tokio::test]
+async fn customers_are_imported_with_a_readable_nick_and_their_account() {
+    let rig = rig_full("nick", "", "profile_field = \"Tag_Profile_Custom_appid\"").await;
+    rig.im
+        .state
+        .lock()
+        .unwrap()
+        .profile_tags
+        .insert("Tag_Profile_Custom_appid".into());
+    rig.push(push_xml(
+        "text",
+        "<Content><![CDATA[hi]]></Content>",
+        Some(9001),
+    ))
+    .await;
+    {
+        let st = rig.im.state.lock().unwrap();
+        assert_eq!(st.nicks[CUSTOMER], "Blue Shop customer 0001");
+        assert_eq!(
+            st.profiles[&(CUSTOMER.to_owned(), "Tag_Profile_Custom_appid".to_owned())],
+            TIM_APPID
+        );
+        let data: Value =
+            serde_json::from_str(st.sends[0]["CloudCustomData"].as_str().unwrap()).unwrap();
+        assert_eq!(data["wxdesk"]["account"]["name"], "Blue Shop");
+        assert_eq!(data["messageFeature"]["needTyping"], 1);
+    }
+    let other = "oTimCustomer0000000000000002";
+    rig.wx.remark(other, "VIP Wang");
+    let xml =
+        push_xml("text", "<Content><![CDATA[hi]]></Content>", Some(9002)).replace(CUSTOMER, other);
+    rig.push(xml).await;
+    assert_eq!(rig.im.state.lock().unwrap().nicks[other], "VIP Wang");
+}
+
+/// An offline last agent does not get the customer: the online one does; with nobody
+/// online the customer is told once per offline period, and a burst of messages costs one
+/// state query.
+#[tokio::test]
+async fn an_offline_last_agent_hands_the_customer_to_an_online_one() {
+    let rig = rig_full(
+        "presence",
+        "",
+        "offline_text = \"We are away; we will answer soon.\"",
+    )
+    .await;
+    rig.im.set_online("agent2", "Online");
+    // agent1 (offline, on their phone's desk) answers and so serves the customer last.
+    rig.customer_wrote_then_agent1_answers(9101, 1).await;
+    rig.wait_sent(1).await;
+    let before = rig.im.state.lock().unwrap().status_queries;
+    let reply = rig
+        .push(push_xml(
+            "text",
+            "<Content><![CDATA[still there?]]></Content>",
+            Some(9102),
+        ))
+        .await;
+    assert_eq!(
+        content(&reply).as_deref(),
+        Some("Connecting you to an agent...")
+    );
+    let sends = rig.sends();
+    assert_eq!(sends.last().unwrap()["To_Account"], "agent2", "{sends:?}");
+    assert!(rig.im.state.lock().unwrap().status_queries <= before + 1);
+}
+
+#[tokio::test]
+async fn with_nobody_online_the_customer_is_told_once() {
+    let rig = rig_full(
+        "offline",
+        "",
+        "offline_text = \"We are away; we will answer soon.\"",
+    )
+    .await;
+    let first = rig
+        .push(push_xml(
+            "text",
+            "<Content><![CDATA[hello?]]></Content>",
+            Some(9201),
+        ))
+        .await;
+    assert_eq!(
+        content(&first).as_deref(),
+        Some("We are away; we will answer soon.")
+    );
+    let second = rig
+        .push(push_xml(
+            "text",
+            "<Content><![CDATA[anyone?]]></Content>",
+            Some(9202),
+        ))
+        .await;
+    assert_eq!(
+        content(&second).as_deref(),
+        Some("Connecting you to an agent...")
+    );
+    let sends = rig.sends();
+    assert_eq!(sends.len(), 2, "both messages wait for the first agent");
+    assert!(sends.iter().all(|s| s["To_Account"] == "agent1"));
+    assert_eq!(
+        rig.im.state.lock().unwrap().status_queries,
+        1,
+        "the fresh answer is reused"
+    );
+}
+
+/// TUIKit's typing state (online-only, sent as TUIKit sends it) becomes WeChat's typing
+/// indicator and never text; a second Typing while it shows (45081) and one with no
+/// recent customer message (45080) are dropped quietly.
+#[tokio::test]
+async fn an_agents_typing_shows_as_typing_and_never_as_text() {
+    let rig = rig("typing").await;
+    rig.push(push_xml(
+        "text",
+        "<Content><![CDATA[hi]]></Content>",
+        Some(9301),
+    ))
+    .await;
+    rig.wx
+        .customer(TIM_APPID, CUSTOMER, wechat::Action::Message);
+    let typing = rig
+        .im
+        .typing("agent1", CUSTOMER, true, "9301_t1")
+        .expect("TUIKit sends typing: the customer's message asked for it");
+    assert_eq!(rig.callback(&now_query(), &typing).await.0, 200);
+    assert_eq!(
+        rig.wx.typings(),
+        vec![(CUSTOMER.to_owned(), "Typing".to_owned())]
+    );
+    let again = rig.im.typing("agent1", CUSTOMER, true, "9301_t2").unwrap();
+    assert_eq!(
+        rig.callback(&now_query(), &again).await.0,
+        200,
+        "45081 is dropped"
+    );
+    rig.wx
+        .age_customer(TIM_APPID, CUSTOMER, Duration::from_secs(31));
+    let stop = rig.im.typing("agent1", CUSTOMER, false, "9301_t3").unwrap();
+    assert_eq!(
+        rig.callback(&now_query(), &stop).await.0,
+        200,
+        "45080 is dropped"
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(rig.wx.typings().len(), 1);
+    assert!(rig.wx.sent().is_empty(), "no text: {:?}", rig.wx.sent());
+    assert!(notices(&rig).is_empty(), "nobody was told of a failure");
+}
+
+/// A branch menu reaches an Official Account customer as msgmenu; the click comes back
+/// to the agent as the option's text, as TUIKit sends a tap.
+#[tokio::test]
+async fn a_branch_menu_round_trip() {
+    let rig = rig("branch").await;
+    let q = rig.customer_wrote_then_agent1_answers(9401, 0).await;
+    let menu = tim::custom(
+        &tim::branch_menu("What do you need?", &["Order status", "Returns"]),
+        "",
+    );
+    let body = tim::after_send("agent1", CUSTOMER, "9401_m_1", menu);
+    assert_eq!(rig.callback(&q, &body).await.0, 200);
+    let sent = rig.wait_sent(1).await;
+    assert_eq!(sent[0]["msgtype"], "msgmenu", "{sent:?}");
+    assert_eq!(sent[0]["msgmenu"]["head_content"], "What do you need?");
+    let option = &sent[0]["msgmenu"]["list"][1];
+    assert_eq!(option["content"], "Returns");
+    let click = format!(
+        "<Content><![CDATA[Returns]]></Content><bizmsgmenuid>{}</bizmsgmenuid>",
+        option["id"].as_str().unwrap()
+    );
+    rig.push(push_xml("text", &click, Some(9402))).await;
+    let last = rig.sends().last().cloned().unwrap();
+    assert_eq!(
+        last["MsgBody"],
+        json!([{"MsgType": "TIMTextElem", "MsgContent": {"Text": "Returns"}}])
+    );
+}
+
+/// A rating request reaches a Mini Program customer as numbered lines (no msgmenu
+/// there); the digit goes back to the agent as the plugin's "rating chosen" message.
+#[tokio::test]
+async fn a_rating_round_trip_on_a_mini_program() {
+    let rig = mp_rig("rating-mp", "").await;
+    let q = rig.customer_wrote_then_agent1_answers(9501, 0).await;
+    let rating = tim::rating_request("How did we do?", &[("1", "Bad"), ("5", "Great")], "sess-9");
+    let body = tim::after_send("agent1", CUSTOMER, "9501_r_1", tim::custom(&rating, ""));
+    assert_eq!(rig.callback(&q, &body).await.0, 200);
+    let sent = rig.wait_sent(1).await;
+    assert_eq!(sent[0]["msgtype"], "text", "{sent:?}");
+    let text = sent[0]["text"]["content"].as_str().unwrap();
+    assert!(
+        text.contains("1. Bad") && text.contains("2. Great"),
+        "{text}"
+    );
+    rig.push(push_xml(
+        "text",
+        "<Content><![CDATA[2]]></Content>",
+        Some(9502),
+    ))
+    .await;
+    let last = rig.sends().last().cloned().unwrap();
+    let elem = &last["MsgBody"][0];
+    assert_eq!(elem["MsgType"], "TIMCustomElem", "{last}");
+    let data: Value = serde_json::from_str(elem["MsgContent"]["Data"].as_str().unwrap()).unwrap();
+    assert_eq!(data["src"], "10");
+    assert_eq!(data["menuSelected"]["id"], "5");
+    assert_eq!(data["menuSelected"]["sessionId"], "sess-9");
+    // Answered: the same digit again is just text.
+    rig.push(push_xml(
+        "text",
+        "<Content><![CDATA[2]]></Content>",
+        Some(9503),
+    ))
+    .await;
+    let last = rig.sends().last().cloned().unwrap();
+    assert_eq!(last["MsgBody"][0]["MsgContent"]["Text"], "2");
+}
+
+/// A product card reaches a Mini Program customer as a link card; the session's end shows
+/// the customer nothing and tells the agent of no failure.
+#[tokio::test]
+async fn a_product_card_as_a_link_and_a_session_end_as_nothing() {
+    let rig = mp_rig("card-mp", "").await;
+    let q = rig.customer_wrote_then_agent1_answers(9601, 0).await;
+    let card = tim::product_card(
+        "Blue mug",
+        "12 oz",
+        "https://cdn.example/m.png",
+        "https://shop.example/m",
+    );
+    let end = tim::plugin("19", json!({}));
+    let body = tim::after_send("agent1", CUSTOMER, "9601_c_1", tim::custom(&card, ""));
+    assert_eq!(rig.callback(&q, &body).await.0, 200);
+    let body = tim::after_send("agent1", CUSTOMER, "9601_e_1", tim::custom(&end, ""));
+    assert_eq!(rig.callback(&q, &body).await.0, 200);
+    let sent = rig.wait_sent(1).await;
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["msgtype"], "link");
+    assert_eq!(sent[0]["link"]["url"], "https://shop.example/m");
+    assert_eq!(sent[0]["link"]["thumb_url"], "https://cdn.example/m.png");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(notices(&rig).is_empty(), "{:?}", notices(&rig));
+}
+
+/// An agent mapped to a WeChat customer-service account speaks as that account.
+#[tokio::test]
+async fn agents_speak_as_their_kf_account() {
+    let rig = rig_full(
+        "kf",
+        "",
+        "[apps.desk.kf_accounts]\nagent1 = \"kf2001@gh_test\"",
+    )
+    .await;
+    rig.customer_wrote_then_agent1_answers(9701, 1).await;
+    let sent = rig.wait_sent(1).await;
+    assert_eq!(
+        sent[0]["customservice"]["kf_account"], "kf2001@gh_test",
+        "{sent:?}"
+    );
+}
+
+/// Two accounts on one IM app: Tencent calls one callback URL for both, so an agent's
+/// answer to the second account's customer, arriving at the first account's URL, still
+/// reaches that customer (from the record written at their import).
+#[tokio::test]
+async fn one_im_app_serves_the_customers_of_every_account_on_it() {
+    const OTHER: &str = "wxtim00000000002";
+    let rig = rig_text("shared-im", |store, wx, im, base| {
+        let first = config_text(store, wx, im, base, "", "");
+        let second = first
+            .split("[[apps]]")
+            .nth(1)
+            .unwrap()
+            .replace(TIM_APPID, OTHER)
+            .replace("name = \"Blue Shop\"", "name = \"Red Shop\"")
+            .replace("agents = [\"agent1\", \"agent2\"]", "agents = [\"agent3\"]");
+        format!("{first}\n[[apps]]{second}")
+    })
+    .await;
+    let customer = "oRedShopCustomer000000000001";
+    let xml = push_xml("text", "<Content><![CDATA[hi red]]></Content>", Some(9801))
+        .replace(CUSTOMER, customer);
+    let r = rig
+        .http
+        .post(format!(
+            "{}/wechat/{OTHER}?{}",
+            rig.base,
+            plain_query(now_secs(), "t1")
+        ))
+        .body(xml)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let data: Value =
+        serde_json::from_str(rig.sends()[0]["CloudCustomData"].as_str().unwrap()).unwrap();
+    assert_eq!(data["wxdesk"]["account"]["appid"], OTHER);
+    rig.wx.customer(OTHER, customer, wechat::Action::Message);
+    let body = tim::after_send(
+        "agent3",
+        customer,
+        "9801_1_1",
+        json!([{"MsgType": "TIMTextElem", "MsgContent": {"Text": "hello from red"}}]),
+    );
+    // The first account's URL: the one Tencent's console holds for the IM app.
+    assert_eq!(rig.callback(&now_query(), &body).await.0, 200);
+    let sent = rig.wait_sent(1).await;
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["touser"], customer);
 }
