@@ -198,6 +198,22 @@ def main():
         {"MsgType": "TIMCustomElem", "MsgContent": {"Data": "order:1234", "Desc": "Order 1234 is on its way", "Ext": ""}}]),
         "application/json", path=f"/tim/{TIM}/{GATEWAY_KEY}", route_key="POST /tim/{appid}/{key}",
         path_parameters={"appid": TIM, "key": GATEWAY_KEY})
+    # TUIKit's customer-service plugin: a branch menu (src 15, as TUICustomerServiceMessageParser
+    # reads it), and TUIKit's C2C typing state, which it sends online-only.
+    branch = {"customerServicePlugin": 0, "src": "15", "content": {"header": "What can we help with?",
+              "items": [{"content": "Order status", "desc": ""}, {"content": "Returns", "desc": ""}], "tail": ""}}
+    out["tim-callback-tuikit-branch"] = event("POST", TIM, tim_query, after_send("89541_2574206_1572870303", [
+        {"MsgType": "TIMCustomElem", "MsgContent": {"Data": json.dumps(branch, ensure_ascii=False), "Desc": "", "Ext": ""}}]),
+        "application/json", path=f"/tim/{TIM}/{GATEWAY_KEY}", route_key="POST /tim/{appid}/{key}",
+        path_parameters={"appid": TIM, "key": GATEWAY_KEY})
+    typing = {"businessID": "user_typing_status", "typingStatus": 1, "version": 1, "userAction": 14,
+              "actionParam": "EIMAMSG_InputStatus_Ing"}
+    typing_body = json.loads(after_send("89541_2574206_1572870304", [
+        {"MsgType": "TIMCustomElem", "MsgContent": {"Data": json.dumps(typing), "Desc": "", "Ext": ""}}]))
+    typing_body["OnlineOnlyFlag"] = 1
+    out["tim-callback-tuikit-typing"] = event("POST", TIM, tim_query, json.dumps(typing_body, ensure_ascii=False),
+        "application/json", path=f"/tim/{TIM}/{GATEWAY_KEY}", route_key="POST /tim/{appid}/{key}",
+        path_parameters={"appid": TIM, "key": GATEWAY_KEY})
     # The Dialogue Platform: its hand-off callback (a customer asking for a person) and a
     # desk driving a waiter event.
     handoff = (f"<xml><userid><![CDATA[{OPENID}]]></userid><appid><![CDATA[{BOT_PLATFORM}]]></appid>"

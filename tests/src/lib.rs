@@ -658,6 +658,9 @@ pub async fn udesk_im(key: &'static str) -> StandIn {
                 serde_json::json!({"status": "offline", "turn": 0, "agent_name": "", "msg": ""}),
             ),
             "refuse" => json(serde_json::json!({"success": false, "msg": "customer is blocked"})),
+            "lost" => json(
+                serde_json::json!({"status": "unknown", "turn": 0, "agent_name": "", "msg": ""}),
+            ),
             "quiet" => json(
                 serde_json::json!({"status": "chatting", "turn": 0, "agent_name": "A", "msg": ""}),
             ),

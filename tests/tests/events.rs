@@ -37,6 +37,8 @@ enum Expect {
     UdeskImSuccess,
     /// A Tencent IM after-send callback: `ActionStatus: OK`, the reply sent to WeChat.
     TimOk,
+    /// Online-only typing: the typing indicator at once, nothing queued.
+    TimTyping,
     /// The Dialogue Platform's hand-off: acknowledged, the desk told, its answer sent back.
     ChatbotHandoff,
     /// A waiter event driven by a desk, sent to the platform.
@@ -75,7 +77,8 @@ fn expectation(name: &str) -> Option<Expect> {
         "deliver-worker-sqs" => SqsBatch,
         "schedule-outbox-sweep" => Sweep,
         "udesk-im-push-text" | "udesk-im-push-json-news" => UdeskImSuccess,
-        "tim-callback-text" | "tim-callback-custom" => TimOk,
+        "tim-callback-text" | "tim-callback-custom" | "tim-callback-tuikit-branch" => TimOk,
+        "tim-callback-tuikit-typing" => TimTyping,
         "chatbot-handoff-needperson" => ChatbotHandoff,
         "chatbot-event-quit" => ChatbotEvent,
         _ => return None,
@@ -89,6 +92,12 @@ async fn every_sample_event_gets_its_answer() {
     let platform = wxdesk_tests::chatbot::start().await;
     wx.state.lock().unwrap().secret = "events-secret-not-real".into();
     wx.add_media("MEDIA_1", b"\xff\xd8\xff\xe0 sample jpeg", "image/jpeg");
+    // The typing sample's customer wrote just now (WeChat shows typing only then).
+    wx.customer(
+        "wxeventstim00004",
+        "oEventsUser0000000000000001",
+        wxdesk_tests::wechat::Action::Message,
+    );
     let dir = temp_dir("events");
     let text = EVENTS_CONFIG
         .replace(
@@ -244,6 +253,17 @@ async fn every_sample_event_gets_its_answer() {
                 let ran = wxdesk::app::worker::run_once(&svc, Duration::from_secs(2)).await;
                 assert_eq!(ran, 1, "{name}");
                 assert_eq!(wx.sent().len(), sent_before + 1, "{name}");
+            }
+            Expect::TimTyping => {
+                assert_eq!(
+                    body, r#"{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":""}"#,
+                    "{name}"
+                );
+                // Shown at once as WeChat's typing indicator; nothing queued, no text.
+                assert_eq!(wx.typings().len(), 1, "{name}");
+                let ran = wxdesk::app::worker::run_once(&svc, Duration::from_secs(2)).await;
+                assert_eq!(ran, 0, "{name}");
+                assert_eq!(wx.sent().len(), sent_before, "{name}");
             }
             Expect::ChatbotHandoff => {
                 assert_eq!(body, r#"{"errcode":0,"errmsg":"ok"}"#, "{name}");

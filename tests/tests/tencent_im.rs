@@ -19,6 +19,7 @@ struct Rig {
     wx: WechatStandIn,
     im: TimStandIn,
     http: reqwest::Client,
+    svc: Arc<wxdesk::Services>,
 }
 
 async fn rig(name: &str) -> Rig {
@@ -113,12 +114,13 @@ async fn rig_text(name: &str, text: impl Fn(&str, &str, &str, &str) -> String) -
     }
     let cfg = wxdesk::Config::parse(&text).unwrap();
     let svc = Arc::new(wxdesk::Services::build(cfg).await.unwrap());
-    serve_local(svc, listener);
+    serve_local(svc.clone(), listener);
     Rig {
         base,
         wx,
         im,
         http: wxdesk_tests::http(),
+        svc,
     }
 }
 
@@ -1033,4 +1035,94 @@ async fn one_im_app_serves_the_customers_of_every_account_on_it() {
     let sent = rig.wait_sent(1).await;
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert_eq!(sent[0]["touser"], customer);
+}
+
+/// Through the Dialogue Platform: a branch menu becomes the platform's own bizmsgmenu
+/// links, every sendmsg names the configured skill (`ans_node_name`), and the session's
+/// end sends `waiterQuit`.
+#[tokio::test]
+async fn through_the_dialogue_platform_menus_are_bizmsgmenu_links_with_the_skill() {
+    use wxdesk_tests::chatbot::{self as platform, PLATFORM_APPID, PLATFORM_KEY, PLATFORM_TOKEN};
+    let bot = platform::start().await;
+    let section = format!(
+        "[apps.chatbot]\nappid = \"{PLATFORM_APPID}\"\ntoken = \"{PLATFORM_TOKEN}\"\n\
+         encoding_aes_key = \"{PLATFORM_KEY}\"\napi_base = \"{}\"\nans_node_name = \"After-sales\"\n",
+        bot.server.url("")
+    );
+    let rig = rig_with("bot-menu", &section).await;
+    let q = now_query();
+    let menu = tim::custom(&tim::branch_menu("Pick one", &["Refund", "Exchange"]), "");
+    rig.callback(&q, &tim::after_send("agent1", CUSTOMER, "m1", menu))
+        .await;
+    let end = tim::custom(&tim::plugin("20", json!({})), "");
+    rig.callback(&q, &tim::after_send("agent1", CUSTOMER, "m2", end))
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    while bot.received().len() < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = bot.received();
+    assert_eq!(got.len(), 2, "{got:?}");
+    let msg = got[0]["msg"].as_str();
+    assert!(msg.starts_with("Pick one\n"), "{msg}");
+    assert!(
+        msg.contains("<a href=\"weixin://bizmsgmenu?msgmenucontent=Refund&amp;msgmenuid="),
+        "{msg}"
+    );
+    assert!(msg.contains(">Exchange</a>"), "{msg}");
+    assert!(
+        got.iter().all(|m| m["ans_node_name"] == "After-sales"),
+        "{got:?}"
+    );
+    assert_eq!(got[1]["event"].as_str(), "waiterQuit");
+    assert!(rig.wx.sent().is_empty());
+}
+
+/// A Mini Program customer opening the chat reaches the agent with the developer's
+/// context (`SessionFrom`: a product, an order).
+#[tokio::test]
+async fn entering_the_chat_tells_the_agent_where_the_customer_came_from() {
+    let rig = mp_rig("tempsession", "").await;
+    let event = "<Event><![CDATA[user_enter_tempsession]]></Event><SessionFrom><![CDATA[order 42]]></SessionFrom>";
+    assert_eq!(rig.push(push_xml("event", event, None)).await, "success");
+    let sends = rig.sends();
+    assert_eq!(sends.len(), 1, "{sends:?}");
+    assert_eq!(
+        sends[0]["MsgBody"][0]["MsgContent"]["Text"],
+        "[The customer opened the chat from: order 42]"
+    );
+}
+
+/// `doctor` proves the configured profile field exists in the IM console, and says what to
+/// do when it does not.
+#[tokio::test]
+async fn doctor_checks_the_profile_field() {
+    let rig = rig_full(
+        "doctor-profile",
+        "",
+        "profile_field = \"Tag_Profile_Custom_appid\"",
+    )
+    .await;
+    let desk = |checks: &[wxdesk::app::doctor::Check]| {
+        checks
+            .iter()
+            .find(|c| c.name == "desk")
+            .map(|c| c.to_string())
+            .unwrap_or_default()
+    };
+    let checks = wxdesk::app::doctor::run(&rig.svc, None).await;
+    let line = desk(&checks);
+    assert!(
+        line.contains("Tag_Profile_Custom_appid") && line.contains("IM console"),
+        "{line}"
+    );
+    rig.im
+        .state
+        .lock()
+        .unwrap()
+        .profile_tags
+        .insert("Tag_Profile_Custom_appid".into());
+    let checks = wxdesk::app::doctor::run(&rig.svc, None).await;
+    let line = desk(&checks);
+    assert!(line.contains("exists"), "{line}");
 }
