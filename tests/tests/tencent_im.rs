@@ -177,6 +177,12 @@ impl Rig {
         (r.status().as_u16(), r.json().await.unwrap())
     }
 
+    /// The customer writes `text` (message `msg_id`); WeChat's answer.
+    async fn say(&self, text: &str, msg_id: u64) -> String {
+        let content = format!("<Content><![CDATA[{text}]]></Content>");
+        self.push(push_xml("text", &content, Some(msg_id))).await
+    }
+
     fn sends(&self) -> Vec<Value> {
         self.im.state.lock().unwrap().sends.clone()
     }
@@ -246,12 +252,7 @@ async fn a_customer_who_unfollows_and_follows_again_still_reaches_an_agent() {
         content(&reply).as_deref(),
         Some("Thanks for following! Ask us anything.")
     );
-    rig.push(push_xml(
-        "text",
-        "<Content><![CDATA[back again]]></Content>",
-        Some(8601),
-    ))
-    .await;
+    rig.say("back again", 8601).await;
     let st = rig.im.state.lock().unwrap();
     assert!(st.deleted.is_empty(), "nothing deleted: {:?}", st.deleted);
     assert_eq!(
@@ -295,13 +296,7 @@ async fn text_goes_to_the_agent_with_lazy_import_and_rate_limit_retry() {
     // Never imported: the first sendmsg gets 20003, wxdesk imports and sends again; and a
     // rate limit on the way is retried.
     rig.im.state.lock().unwrap().inject_sendmsg.push_back(60007);
-    let reply = rig
-        .push(push_xml(
-            "text",
-            "<Content><![CDATA[Where is my parcel?]]></Content>",
-            Some(8101),
-        ))
-        .await;
+    let reply = rig.say("Where is my parcel?", 8101).await;
     assert_eq!(
         content(&reply).as_deref(),
         Some("Connecting you to an agent...")
@@ -409,12 +404,7 @@ async fn an_agent_reply_reaches_wechat_once() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(rig.wx.send_attempts(), 1);
     // The customer's next message goes to the agent who answered.
-    rig.push(push_xml(
-        "text",
-        "<Content><![CDATA[thanks]]></Content>",
-        Some(8301),
-    ))
-    .await;
+    rig.say("thanks", 8301).await;
     assert_eq!(rig.sends().last().unwrap()["To_Account"], "agent2");
 }
 
@@ -491,14 +481,7 @@ async fn a_delivery_that_outlasts_tencents_timeout_still_happens() {
 
 #[tokio::test]
 async fn through_the_dialogue_platform_agents_switch_and_quit_with_waiter_events() {
-    use wxdesk_tests::chatbot::{self as platform, PLATFORM_APPID, PLATFORM_KEY, PLATFORM_TOKEN};
-    let bot = platform::start().await;
-    let section = format!(
-        "[apps.chatbot]\nappid = \"{PLATFORM_APPID}\"\ntoken = \"{PLATFORM_TOKEN}\"\n\
-         encoding_aes_key = \"{PLATFORM_KEY}\"\napi_base = \"{}\"\n",
-        bot.server.url("")
-    );
-    let rig = rig_with("bot", &section).await;
+    let (bot, rig) = dialogue_rig("bot", "").await;
     let q = tim::callback_query(SDKAPPID, CALLBACK_TOKEN, now_secs());
     let text = |t: &str| json!({"MsgType":"TIMTextElem","MsgContent":{"Text":t}});
     // agent1 answers with two elements: one sendmsg with multimsg, opening the conversation.
@@ -712,6 +695,20 @@ fn now_query() -> String {
     tim::callback_query(SDKAPPID, CALLBACK_TOKEN, now_secs())
 }
 
+/// A rig whose account has the Dialogue Platform (a stand-in) in front, with `extra`
+/// in its `[apps.chatbot]`.
+async fn dialogue_rig(name: &str, extra: &str) -> (wxdesk_tests::chatbot::PlatformStandIn, Rig) {
+    use wxdesk_tests::chatbot::{self as platform, PLATFORM_APPID, PLATFORM_KEY, PLATFORM_TOKEN};
+    let bot = platform::start().await;
+    let section = format!(
+        "[apps.chatbot]\nappid = \"{PLATFORM_APPID}\"\ntoken = \"{PLATFORM_TOKEN}\"\n\
+         encoding_aes_key = \"{PLATFORM_KEY}\"\napi_base = \"{}\"\n{extra}",
+        bot.server.url("")
+    );
+    let rig = rig_with(name, &section).await;
+    (bot, rig)
+}
+
 /// A Mini Program rig: the same account as a Mini Program (the stand-in WeChat holds it
 /// to a Mini Program's rules: no msgmenu, the business typing API).
 async fn mp_rig(name: &str, desk_extra: &str) -> Rig {
@@ -734,12 +731,7 @@ async fn customers_are_imported_with_a_readable_nick_and_their_account() {
         .unwrap()
         .profile_tags
         .insert("Tag_Profile_Custom_appid".into());
-    rig.push(push_xml(
-        "text",
-        "<Content><![CDATA[hi]]></Content>",
-        Some(9001),
-    ))
-    .await;
+    rig.say("hi", 9001).await;
     {
         let st = rig.im.state.lock().unwrap();
         assert_eq!(st.nicks[CUSTOMER], "Blue Shop customer 0001");
@@ -776,13 +768,7 @@ async fn an_offline_last_agent_hands_the_customer_to_an_online_one() {
     rig.customer_wrote_then_agent1_answers(9101, 1).await;
     rig.wait_sent(1).await;
     let before = rig.im.state.lock().unwrap().status_queries;
-    let reply = rig
-        .push(push_xml(
-            "text",
-            "<Content><![CDATA[still there?]]></Content>",
-            Some(9102),
-        ))
-        .await;
+    let reply = rig.say("still there?", 9102).await;
     assert_eq!(
         content(&reply).as_deref(),
         Some("Connecting you to an agent...")
@@ -800,24 +786,12 @@ async fn with_nobody_online_the_customer_is_told_once() {
         "offline_text = \"We are away; we will answer soon.\"",
     )
     .await;
-    let first = rig
-        .push(push_xml(
-            "text",
-            "<Content><![CDATA[hello?]]></Content>",
-            Some(9201),
-        ))
-        .await;
+    let first = rig.say("hello?", 9201).await;
     assert_eq!(
         content(&first).as_deref(),
         Some("We are away; we will answer soon.")
     );
-    let second = rig
-        .push(push_xml(
-            "text",
-            "<Content><![CDATA[anyone?]]></Content>",
-            Some(9202),
-        ))
-        .await;
+    let second = rig.say("anyone?", 9202).await;
     assert_eq!(
         content(&second).as_deref(),
         Some("Connecting you to an agent...")
@@ -838,12 +812,7 @@ async fn with_nobody_online_the_customer_is_told_once() {
 #[tokio::test]
 async fn an_agents_typing_shows_as_typing_and_never_as_text() {
     let rig = rig("typing").await;
-    rig.push(push_xml(
-        "text",
-        "<Content><![CDATA[hi]]></Content>",
-        Some(9301),
-    ))
-    .await;
+    rig.say("hi", 9301).await;
     rig.wx
         .customer(TIM_APPID, CUSTOMER, wechat::Action::Message);
     let typing = rig
@@ -920,12 +889,7 @@ async fn a_rating_round_trip_on_a_mini_program() {
         text.contains("1. Bad") && text.contains("2. Great"),
         "{text}"
     );
-    rig.push(push_xml(
-        "text",
-        "<Content><![CDATA[2]]></Content>",
-        Some(9502),
-    ))
-    .await;
+    rig.say("2", 9502).await;
     let last = rig.sends().last().cloned().unwrap();
     let elem = &last["MsgBody"][0];
     assert_eq!(elem["MsgType"], "TIMCustomElem", "{last}");
@@ -934,12 +898,7 @@ async fn a_rating_round_trip_on_a_mini_program() {
     assert_eq!(data["menuSelected"]["id"], "5");
     assert_eq!(data["menuSelected"]["sessionId"], "sess-9");
     // Answered: the same digit again is just text.
-    rig.push(push_xml(
-        "text",
-        "<Content><![CDATA[2]]></Content>",
-        Some(9503),
-    ))
-    .await;
+    rig.say("2", 9503).await;
     let last = rig.sends().last().cloned().unwrap();
     assert_eq!(last["MsgBody"][0]["MsgContent"]["Text"], "2");
 }
@@ -1042,14 +1001,7 @@ async fn one_im_app_serves_the_customers_of_every_account_on_it() {
 /// end sends `waiterQuit`.
 #[tokio::test]
 async fn through_the_dialogue_platform_menus_are_bizmsgmenu_links_with_the_skill() {
-    use wxdesk_tests::chatbot::{self as platform, PLATFORM_APPID, PLATFORM_KEY, PLATFORM_TOKEN};
-    let bot = platform::start().await;
-    let section = format!(
-        "[apps.chatbot]\nappid = \"{PLATFORM_APPID}\"\ntoken = \"{PLATFORM_TOKEN}\"\n\
-         encoding_aes_key = \"{PLATFORM_KEY}\"\napi_base = \"{}\"\nans_node_name = \"After-sales\"\n",
-        bot.server.url("")
-    );
-    let rig = rig_with("bot-menu", &section).await;
+    let (bot, rig) = dialogue_rig("bot-menu", "ans_node_name = \"After-sales\"\n").await;
     let q = now_query();
     let menu = tim::custom(&tim::branch_menu("Pick one", &["Refund", "Exchange"]), "");
     rig.callback(&q, &tim::after_send("agent1", CUSTOMER, "m1", menu))

@@ -5,6 +5,19 @@
 
 use super::{InboxStore, StoreError};
 
+/// A state record's value, when it holds one.
+async fn value(
+    inbox: &dyn InboxStore,
+    key: &str,
+    now_ms: i64,
+) -> Result<Option<String>, StoreError> {
+    Ok(inbox
+        .get(key, now_ms)
+        .await?
+        .and_then(|e| e.answer)
+        .filter(|v| !v.is_empty()))
+}
+
 fn last_agent_key(appid: &str, openid: &str) -> String {
     format!("{appid}#tim-agent#{openid}")
 }
@@ -28,10 +41,8 @@ pub async fn served(
     openid: &str,
     now_ms: i64,
 ) -> Result<Served, StoreError> {
-    let value = inbox
-        .get(&last_agent_key(appid, openid), now_ms)
+    let value = value(inbox, &last_agent_key(appid, openid), now_ms)
         .await?
-        .and_then(|e| e.answer)
         .unwrap_or_default();
     let (agent, told_offline) = match value.strip_suffix(TOLD_OFFLINE) {
         Some(agent) => (agent, true),
@@ -165,11 +176,7 @@ pub async fn open_choice(
     openid: &str,
     now_ms: i64,
 ) -> Result<Option<String>, StoreError> {
-    Ok(inbox
-        .get(&choice_key(appid, openid), now_ms)
-        .await?
-        .and_then(|e| e.answer)
-        .filter(|c| !c.is_empty()))
+    value(inbox, &choice_key(appid, openid), now_ms).await
 }
 
 /// Opens a menu for `openid` (replacing any other) until `expires_at` (Unix seconds).
@@ -217,11 +224,7 @@ pub async fn im_owner(
     user_id: &str,
     now_ms: i64,
 ) -> Result<Option<String>, StoreError> {
-    Ok(inbox
-        .get(&im_owner_key(sdkappid, user_id), now_ms)
-        .await?
-        .and_then(|e| e.answer)
-        .filter(|a| !a.is_empty()))
+    value(inbox, &im_owner_key(sdkappid, user_id), now_ms).await
 }
 
 pub async fn set_im_owner(
