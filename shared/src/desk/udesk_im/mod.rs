@@ -309,3 +309,34 @@ impl Desk for UdeskIm {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::event_msg_id;
+    use crate::wechat::message::Message;
+
+    /// Two customers' events in the same second: Udesk's MsgId is a 64-bit integer per
+    /// message, so each gets its own (from the inbox key), not the shared CreateTime.
+    #[test]
+    fn two_customers_events_in_one_second_have_distinct_msg_ids() {
+        let event = |who: &str| {
+            Message::parse(&format!(
+                "<xml><ToUserName>gh</ToUserName><FromUserName>{who}</FromUserName><CreateTime>1700000000</CreateTime>\
+                 <MsgType>event</MsgType><Event>subscribe</Event><EventKey></EventKey></xml>"
+            ))
+            .unwrap()
+        };
+        let ids = [
+            event_msg_id(&event("oA").dedup_key("wxA")),
+            event_msg_id(&event("oB").dedup_key("wxA")),
+        ];
+        assert_ne!(ids[0], ids[1]);
+        assert!(ids.iter().all(|i| *i > 0 && *i < 1 << 63), "{ids:?}");
+        assert!(ids.iter().all(|i| *i != 1_700_000_000));
+        assert_eq!(
+            ids[0],
+            event_msg_id(&event("oA").dedup_key("wxA")),
+            "a retry keeps its id"
+        );
+    }
+}
