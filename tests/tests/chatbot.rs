@@ -29,11 +29,16 @@ async fn rig(name: &str) -> Rig {
 
 /// A rig whose `[apps.chatbot]` also holds `keys` (its gateway keys, or nothing).
 async fn rig_with(name: &str, keys: &str) -> Rig {
+    rig_on(name, keys, udesk_wechat().await, |t| t).await
+}
+
+/// A rig on `desk`, its config text passed through `edit`.
+async fn rig_on(name: &str, keys: &str, desk: StandIn, edit: impl Fn(String) -> String) -> Rig {
     let wx = wechat::start().await;
     let platform = chatbot::start().await;
-    let desk = udesk_wechat().await;
     let extra = format!("[wechat]\napi_base = \"{}\"\n", wx.base());
-    let text = config_text(&embedded_store(name), &desk.url("/weixin/chan"), &extra).replacen(
+    let text = config_text(&embedded_store(name), &desk.url("/weixin/chan"), &extra);
+    let text = edit(text).replacen(
         "[apps.desk]",
         &format!(
             "[apps.chatbot]\nappid = \"{PLATFORM_APPID}\"\ntoken = \"{PLATFORM_TOKEN}\"\n\
@@ -601,4 +606,32 @@ async fn agent_text_reaches_the_platform_without_active_markup() {
         msg.contains("<a href=\"https://shop.example/o\">order</a>"),
         "{msg}"
     );
+}
+
+/// Udesk's message interface names the agent serving (`agent_name`): on a Dialogue
+/// Platform account that name is the `kefuname` the customer sees, not the config's.
+#[tokio::test]
+async fn a_udesk_agents_name_is_the_platforms_kefuname() {
+    const KEY: &str = "udesk-im-key-for-chatbot";
+    let desk = udesk_im(KEY).await;
+    let rig = rig_on(
+        "udesk-name",
+        &format!("gateway_key = \"{HANDOFF_KEY}\"\n"),
+        desk,
+        |t| {
+            t.replacen(
+                "kind = \"udesk_wechat\"\nurl = ",
+                &format!("kind = \"udesk_im\"\nkey = \"{KEY}\"\nurl = "),
+                1,
+            )
+        },
+    )
+    .await;
+    let enc = chatbot::platform_encrypt(&handoff_xml("", 0, 1, "hello", 0, now_secs()));
+    let (s, _) = rig.handoff(json!({ "encrypted": enc }).to_string()).await;
+    assert_eq!(s, 200);
+    let got = rig.platform.received();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["msg"], "Test Customer Service 1 is serving you!");
+    assert_eq!(got[0]["kefuname"], "Test Customer Service 1");
 }

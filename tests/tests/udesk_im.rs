@@ -344,6 +344,34 @@ async fn events_go_as_text_when_listed_and_not_otherwise() {
     assert_eq!(rig.desk.hits(), hits, "CLICK is not in event_texts");
 }
 
+/// Two customers' events in the same second: Udesk's MsgId is a 64-bit integer per
+/// message, so each gets its own (derived from the inbox key), not the shared CreateTime.
+#[tokio::test]
+async fn two_customers_events_in_one_second_have_distinct_msg_ids() {
+    let rig = rig("event-ids", false).await;
+    let ts = now_secs();
+    let mut ids = Vec::new();
+    for who in ["oImUser", "oImOther"] {
+        let sub = xml_push(
+            "event",
+            "<Event><![CDATA[subscribe]]></Event><EventKey><![CDATA[]]></EventKey>",
+            0,
+            ts,
+        )
+        .replace("<MsgId>0</MsgId>", "")
+        .replace("oImUser", who);
+        rig.push(IM_APPID, sub).await;
+        let (_, body) = rig.last_desk_call();
+        ids.push(body.get("MsgId").unwrap().parse::<u64>().unwrap());
+    }
+    assert_ne!(ids[0], ids[1]);
+    assert!(ids.iter().all(|i| *i > 0 && *i < 1 << 63), "{ids:?}");
+    assert!(
+        ids.iter().all(|i| *i != ts as u64),
+        "not CreateTime: {ids:?}"
+    );
+}
+
 #[tokio::test]
 async fn mini_program_gets_the_answer_by_custom_send() {
     let rig = rig("mp", false).await;
