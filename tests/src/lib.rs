@@ -804,10 +804,11 @@ impl wxdesk::store::InboxStore for FaultyInbox {
         appid: &str,
         shelf: wxdesk::store::Shelf,
         limit: usize,
+        now_ms: i64,
     ) -> Result<Vec<wxdesk::store::InboxEntry>, wxdesk::store::StoreError> {
         // The sweep's reads of the index, on its own clock: not a message's requests.
         self.fault().await?;
-        self.inner.outbox(appid, shelf, limit).await
+        self.inner.outbox(appid, shelf, limit, now_ms).await
     }
     async fn mark_queued(&self, key: &str) -> Result<(), wxdesk::store::StoreError> {
         self.gate().await?;

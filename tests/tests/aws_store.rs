@@ -97,7 +97,7 @@ async fn claim_rules(store: &dyn InboxStore) {
     // Listed on its shelf (the sparse index on DynamoDB) until the sweep queues it.
     let on = |shelf| async move {
         store
-            .outbox("wxA", shelf, 1000)
+            .outbox("wxA", shelf, 1000, now)
             .await
             .unwrap()
             .into_iter()
@@ -130,7 +130,8 @@ async fn claim_rules(store: &dyn InboxStore) {
                 "w1",
                 Outcome::Dead {
                     why: "x",
-                    expires_at: 0
+                    expires_at: 0,
+                    at_ms: now + 90_000,
                 }
             )
             .await
@@ -143,7 +144,8 @@ async fn claim_rules(store: &dyn InboxStore) {
                 "w2",
                 Outcome::Dead {
                     why: "WeChat errcode 45015",
-                    expires_at: now / 1000 + 86_400
+                    expires_at: now / 1000 + 86_400,
+                    at_ms: now + 90_000,
                 }
             )
             .await
@@ -184,7 +186,7 @@ async fn claim_rules(store: &dyn InboxStore) {
     store.claim(&claim(&key5, "k1", now)).await.unwrap();
     assert!(
         store
-            .outbox("wxA", Shelf::InFlight, 1000)
+            .outbox("wxA", Shelf::InFlight, 1000, now)
             .await
             .unwrap()
             .iter()
@@ -273,6 +275,93 @@ async fn race(store: Arc<dyn InboxStore>, racers: usize) {
 async fn dynamodb_claim_rules() {
     let store = aws_inbox().await;
     claim_rules(&store).await;
+}
+
+/// Past its limit an outbox listing gives the most overdue entries, earliest due first,
+/// on both stores: the embedded index was in key order, so with more entries on a shelf
+/// than one pass reads, the local sweep could re-read the same ones and never reach an
+/// overdue entry whose key sorts late. A dead entry is placed by the time the caller
+/// says it died, not by the store's clock.
+async fn listing_rules(store: &dyn InboxStore) {
+    let now = wxdesk::support::clock::unix_ms();
+    let appid = format!("wxL{now}");
+    // Keys in one order, due times in the other.
+    for (i, due) in [(0, 50_000), (1, 40_000), (2, 30_000), (3, 20_000)] {
+        let key = format!("{appid}#msg#k{i}");
+        let c = NewClaim {
+            appid: &appid,
+            ..claim(&key, "c", now)
+        };
+        store.claim(&c).await.unwrap();
+        let pending = Outcome::Pending {
+            error: "desk 500",
+            due_ms: now + due,
+            group: "g",
+            answer: None,
+            expires_at: now / 1000 + 600,
+            queued: false,
+        };
+        assert!(store.finish(&key, "c", pending).await.unwrap());
+    }
+    let listed = store.outbox(&appid, Shelf::Unqueued, 2, now).await.unwrap();
+    let keys: Vec<_> = listed
+        .iter()
+        .map(|e| e.key.rsplit('#').next().unwrap())
+        .collect();
+    assert_eq!(keys, ["k3", "k2"], "the two most overdue, earliest first");
+    // Dead ones by when they died (the caller's time).
+    for (i, at) in [(0, 9_000), (3, 1_000)] {
+        let key = format!("{appid}#msg#k{i}");
+        let Taken::Entry(_) = store
+            .take(&key, "w", now + 60_000, now + 90_000)
+            .await
+            .unwrap()
+        else {
+            panic!("k{i} is due")
+        };
+        let dead = Outcome::Dead {
+            why: "gone",
+            expires_at: now / 1000 + 600,
+            at_ms: now + at,
+        };
+        assert!(store.finish(&key, "w", dead).await.unwrap());
+    }
+    let dead = store.outbox(&appid, Shelf::Dead, 10, now).await.unwrap();
+    let keys: Vec<_> = dead
+        .iter()
+        .map(|e| e.key.rsplit('#').next().unwrap())
+        .collect();
+    assert_eq!(keys, ["k3", "k0"]);
+    assert_eq!(dead[0].lease_until_ms, now + 1_000);
+    // Keep-until: the finisher's time replaces the claim's, on both stores.
+    let key = format!("{appid}#msg#keep");
+    let c = NewClaim {
+        appid: &appid,
+        ..claim(&key, "c", now)
+    };
+    store.claim(&c).await.unwrap();
+    let pending = Outcome::Pending {
+        error: "desk 500",
+        due_ms: now,
+        group: "g",
+        answer: None,
+        expires_at: now / 1000 + 300,
+        queued: true,
+    };
+    assert!(store.finish(&key, "c", pending).await.unwrap());
+    let e = store.get(&key, now).await.unwrap().unwrap();
+    assert_eq!(e.expires_at, now / 1000 + 300);
+}
+
+#[tokio::test]
+async fn dynamodb_listing_rules() {
+    listing_rules(&aws_inbox().await).await;
+}
+
+#[tokio::test]
+async fn embedded_listing_rules() {
+    let dir = temp_dir("listing");
+    listing_rules(&wxdesk::store::embedded::EmbeddedStore::open(&dir).unwrap()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

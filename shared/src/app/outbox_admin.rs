@@ -34,9 +34,10 @@ pub async fn list(
     shelves: &[Shelf],
 ) -> Result<Vec<InboxEntry>, StoreError> {
     let mut out = Vec::new();
+    let now = svc.clock.unix_ms();
     for appid in apps(svc, app) {
         for shelf in shelves {
-            out.extend(svc.inbox.outbox(appid, *shelf, LIMIT).await?);
+            out.extend(svc.inbox.outbox(appid, *shelf, LIMIT, now).await?);
         }
     }
     Ok(out)

@@ -138,8 +138,12 @@ pub(crate) async fn defer(ctx: &Context, claimed: &Claimed, d: Deferral<'_>) -> 
 /// Records a claimed message as dead at once (a refusal no retry can help), for
 /// `outbox list --state dead` and a replay.
 pub(crate) async fn bury(ctx: &Context, claimed: &Claimed, why: &str, within: Duration) {
-    let expires_at = expires_at(ctx, ctx.clock.unix_ms());
-    let dead = Outcome::Dead { why, expires_at };
+    let now = ctx.clock.unix_ms();
+    let dead = Outcome::Dead {
+        why,
+        expires_at: expires_at(ctx, now),
+        at_ms: now,
+    };
     if claimed.finish(ctx.inbox.as_ref(), dead, within).await {
         metric("Dead", 1.0, "Count");
         warn!(entry = %entry_ref(&claimed.key), reason = why, "not deliverable; entry is dead");
@@ -282,6 +286,7 @@ pub async fn run(ctx: &Context, desk: Option<&dyn Desk>, job: &Job) -> Settle {
             Outcome::Dead {
                 why,
                 expires_at: keep,
+                at_ms: ctx.clock.unix_ms(),
             },
             Settle::Done,
         ),

@@ -37,7 +37,7 @@ pub async fn sweep(ctx: &Context) -> Swept {
     let now = ctx.clock.unix_ms();
     for app in &ctx.config.apps {
         for shelf in [Shelf::Unqueued, Shelf::InFlight, Shelf::Queued] {
-            let entries = match ctx.inbox.outbox(&app.appid, shelf, PER_PASS).await {
+            let entries = match ctx.inbox.outbox(&app.appid, shelf, PER_PASS, now).await {
                 Ok(e) => e,
                 Err(e) => {
                     warn!(appid = %app.appid, error = %e, "sweep: cannot read the outbox");

@@ -247,6 +247,7 @@ pub async fn handoff(
                     Outcome::Dead {
                         why: &f.why,
                         expires_at,
+                        at_ms: svc.clock.unix_ms(),
                     },
                     CLAIM_WITHIN,
                 )

@@ -381,16 +381,22 @@ impl InboxStore for AwsStore {
                 ]);
                 set
             }
-            Outcome::Dead { why, expires_at } => {
+            Outcome::Dead {
+                why,
+                expires_at,
+                at_ms,
+            } => {
                 values.extend([
                     (":state", s(EntryState::Dead.as_str())),
                     (":text", s(why)),
                     (":outbox", s(&Shelf::Dead.partition(key))),
-                    (":now", n(crate::support::clock::unix_ms())),
+                    (":at", n(at_ms)),
                     (":exp", n(expires_at)),
                 ]);
+                // Rule `settle_dead`: the lease and the index's `due` both become the
+                // death's time, as on the embedded store.
                 "SET #state = :state, #last_error = :text, #claim = :empty, \
-                 #outbox = :outbox, #due = :now, #exp = :exp"
+                 #outbox = :outbox, #due = :at, #lease = :at, #exp = :exp"
                     .to_owned()
             }
         };
@@ -543,10 +549,10 @@ impl InboxStore for AwsStore {
         appid: &str,
         shelf: Shelf,
         limit: usize,
+        now_ms: i64,
     ) -> Result<Vec<InboxEntry>, StoreError> {
         let mut out = Vec::new();
         let mut start = None;
-        let now_ms = crate::support::clock::unix_ms();
         loop {
             let page = self
                 .ddb

@@ -23,9 +23,13 @@ use super::{
 };
 
 const INBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("inbox");
-/// The embedded twin of DynamoDB's sparse `outbox` index: `{appid}\0{state}\0{key}` for
-/// every pending or dead entry, kept in the same transaction as the entry.
-const OUTBOX: TableDefinition<&str, ()> = TableDefinition::new("outbox");
+/// The embedded twin of DynamoDB's sparse `outbox` index, sorted like it by due time:
+/// `{appid}\0{shelf}\0{due:020}\0{key}` for every entry on a shelf, kept in the same
+/// transaction as the entry.
+const OUTBOX: TableDefinition<&str, ()> = TableDefinition::new("outbox_by_due");
+/// The index before it was sorted by due time (`{appid}\0{shelf}\0{key}`): rebuilt into
+/// `OUTBOX` and dropped when a store from before opens.
+const OUTBOX_BY_KEY: TableDefinition<&str, ()> = TableDefinition::new("outbox");
 const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
 const MAX_BATCH: usize = 1024;
 const SWEEP_EVERY: Duration = Duration::from_secs(600);
@@ -41,7 +45,7 @@ enum Settle {
         expires_at: i64,
         queued: bool,
     },
-    Dead(String, i64),
+    Dead(String, i64, i64),
 }
 
 enum Op {
@@ -82,6 +86,9 @@ impl EmbeddedStore {
         w.open_table(INBOX).map_err(unavailable)?;
         w.open_table(OUTBOX).map_err(unavailable)?;
         w.open_table(TOKENS).map_err(unavailable)?;
+        if w.delete_table(OUTBOX_BY_KEY).map_err(unavailable)? {
+            rebuild_outbox(&w)?;
+        }
         w.commit().map_err(unavailable)?;
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel();
@@ -181,8 +188,19 @@ struct Tables<'t> {
     outbox: redb::Table<'t, &'static str, ()>,
 }
 
+/// An entry's place in the outbox index: its account and shelf, then its due time
+/// (zero-padded, so that key order is due order, as DynamoDB's index sorts by `due`), then
+/// its key.
 fn outbox_key(e: &InboxEntry) -> Option<String> {
-    Shelf::of(e).map(|shelf| format!("{}\0{}\0{}", e.appid, shelf.as_str(), e.key))
+    Shelf::of(e).map(|shelf| {
+        format!(
+            "{}\0{}\0{:020}\0{}",
+            e.appid,
+            shelf.as_str(),
+            e.lease_until_ms.max(0),
+            e.key
+        )
+    })
 }
 
 impl<'t> Tables<'t> {
@@ -219,6 +237,22 @@ impl<'t> Tables<'t> {
         }
         Ok(())
     }
+}
+
+/// Indexes every entry on a shelf again (a store from before the index was sorted).
+fn rebuild_outbox(w: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let inbox = w.open_table(INBOX).map_err(unavailable)?;
+    let mut outbox = w.open_table(OUTBOX).map_err(unavailable)?;
+    for row in inbox.iter().map_err(unavailable)? {
+        let (_, v) = row.map_err(unavailable)?;
+        let Ok(e) = serde_json::from_slice::<InboxEntry>(v.value()) else {
+            continue;
+        };
+        if let Some(k) = outbox_key(&e) {
+            outbox.insert(k.as_str(), ()).map_err(unavailable)?;
+        }
+    }
+    Ok(())
 }
 
 fn writer_loop(db: &Database, rx: &mpsc::Receiver<Op>) {
@@ -261,7 +295,9 @@ fn settle(e: &mut InboxEntry, outcome: Settle) {
             expires_at,
             queued,
         } => {
-            e.expires_at = e.expires_at.max(expires_at);
+            // Rule `keep_until`: the caller's time replaces the claim's, as DynamoDB's
+            // `SET expires_at` does (callers never pass an earlier one: outbox::expires_at).
+            e.expires_at = expires_at;
             e.queued = queued;
             e.state = EntryState::Pending;
             e.last_error = Some(error);
@@ -271,10 +307,12 @@ fn settle(e: &mut InboxEntry, outcome: Settle) {
                 e.answer = answer;
             }
         }
-        Settle::Dead(why, expires_at) => {
-            e.expires_at = e.expires_at.max(expires_at);
+        Settle::Dead(why, expires_at, at_ms) => {
+            e.expires_at = expires_at;
             e.state = EntryState::Dead;
             e.last_error = Some(why);
+            // The dead shelf is ordered by when they died, as DynamoDB's `due`.
+            e.lease_until_ms = at_ms;
         }
     }
 }
@@ -443,7 +481,11 @@ impl InboxStore for EmbeddedStore {
                 expires_at,
                 queued,
             },
-            Outcome::Dead { why, expires_at } => Settle::Dead(why.to_owned(), expires_at),
+            Outcome::Dead {
+                why,
+                expires_at,
+                at_ms,
+            } => Settle::Dead(why.to_owned(), expires_at, at_ms),
         };
         let (tx, rx) = oneshot::channel();
         self.send(
@@ -553,17 +595,20 @@ impl InboxStore for EmbeddedStore {
         appid: &str,
         shelf: Shelf,
         limit: usize,
+        now_ms: i64,
     ) -> Result<Vec<InboxEntry>, StoreError> {
         let txn = self.db.begin_read().map_err(unavailable)?;
         let index = txn.open_table(OUTBOX).map_err(unavailable)?;
         let inbox = txn.open_table(INBOX).map_err(unavailable)?;
         let prefix = format!("{appid}\0{}\0", shelf.as_str());
-        let now_ms = crate::support::clock::unix_ms();
         let mut out = Vec::new();
         for row in index.range(prefix.as_str()..).map_err(unavailable)? {
             let (k, _) = row.map_err(unavailable)?;
-            let Some(key) = k.value().strip_prefix(prefix.as_str()) else {
+            let Some(due_and_key) = k.value().strip_prefix(prefix.as_str()) else {
                 break;
+            };
+            let Some((_, key)) = due_and_key.split_once('\0') else {
+                continue;
             };
             if let Some(e) = read_entry(&inbox, key)?
                 .filter(|e| e.expires_at * 1000 > now_ms && Shelf::of(e) == Some(shelf))
@@ -574,7 +619,6 @@ impl InboxStore for EmbeddedStore {
                 break;
             }
         }
-        out.sort_by_key(|e| e.lease_until_ms);
         Ok(out)
     }
 
@@ -726,5 +770,58 @@ impl TokenStore for EmbeddedStore {
             _ => (None, false),
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store written before the outbox index was sorted by due time (`outbox`, keyed
+    /// `{appid}\0{shelf}\0{key}`) opens with every entry indexed again: nothing pending is
+    /// lost to the sweep.
+    #[tokio::test]
+    async fn a_store_from_before_the_sorted_index_is_reindexed() {
+        let dir = std::env::temp_dir().join(format!("wxdesk-reindex-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let now = crate::support::clock::unix_ms();
+        let entry = |key: &str, due: i64| InboxEntry {
+            key: key.into(),
+            appid: "wxOld".into(),
+            payload: "<xml/>".into(),
+            state: EntryState::Pending,
+            claim_id: String::new(),
+            attempts: 1,
+            answer: None,
+            last_error: Some("desk 500".into()),
+            lease_until_ms: due,
+            expires_at: now / 1000 + 600,
+            group: "g".into(),
+            since_ms: now,
+            queued: false,
+        };
+        {
+            let db = Database::create(dir.join("wxdesk.redb")).unwrap();
+            let w = db.begin_write().unwrap();
+            {
+                let mut inbox = w.open_table(INBOX).unwrap();
+                let mut old = w.open_table(OUTBOX_BY_KEY).unwrap();
+                for (key, due) in [("wxOld#msg#a", now + 9_000), ("wxOld#msg#b", now + 1_000)] {
+                    let bytes = serde_json::to_vec(&entry(key, due)).unwrap();
+                    inbox.insert(key, bytes.as_slice()).unwrap();
+                    old.insert(format!("wxOld\0unqueued\0{key}").as_str(), ())
+                        .unwrap();
+                }
+            }
+            w.commit().unwrap();
+        }
+        let store = EmbeddedStore::open(&dir).unwrap();
+        let listed = store
+            .outbox("wxOld", Shelf::Unqueued, 10, now)
+            .await
+            .unwrap();
+        let keys: Vec<_> = listed.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["wxOld#msg#b", "wxOld#msg#a"]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -186,13 +186,19 @@ pub enum Outcome<'a> {
         due_ms: i64,
         group: &'a str,
         answer: Option<&'a str>,
-        /// The entry lives at least until then (Unix seconds): past `max_age_secs`.
+        /// The entry lives until then (Unix seconds), replacing the claim's time on both
+        /// stores: callers pass one past `max_age_secs` and never earlier than the claim's.
         expires_at: i64,
         /// Whether the queue holds its job (queued before this is recorded).
         queued: bool,
     },
-    /// Never to be delivered: `why` is kept for the operator until `expires_at`.
-    Dead { why: &'a str, expires_at: i64 },
+    /// Never to be delivered: `why` is kept for the operator until `expires_at`. `at_ms`
+    /// (the caller's clock, never the store's) orders the dead shelf.
+    Dead {
+        why: &'a str,
+        expires_at: i64,
+        at_ms: i64,
+    },
 }
 
 /// What a worker's `take` found.
@@ -355,13 +361,16 @@ pub trait InboxStore: Send + Sync {
         now_ms: i64,
         lease_until_ms: i64,
     ) -> Result<Taken, StoreError>;
-    /// One account's entries on `shelf`, at most `limit` (DynamoDB: the sparse `outbox`
-    /// index, never a scan).
+    /// One account's entries on `shelf` not expired at `now_ms`, at most `limit`, the
+    /// earliest due first (lease time; for the dead, when they died): past the limit the
+    /// most overdue are the ones listed, on both stores (DynamoDB: the sparse `outbox`
+    /// index sorted by `due`, never a scan; embedded: an index keyed by due time).
     async fn outbox(
         &self,
         appid: &str,
         shelf: Shelf,
         limit: usize,
+        now_ms: i64,
     ) -> Result<Vec<InboxEntry>, StoreError>;
     /// Records that a pending entry's job is queued (after the sweep or a replay queued it).
     async fn mark_queued(&self, key: &str) -> Result<(), StoreError>;

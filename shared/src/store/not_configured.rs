@@ -123,7 +123,13 @@ impl InboxStore for NotConfigured {
     async fn take(&self, _: &str, _: &str, _: i64, _: i64) -> Result<Taken, StoreError> {
         Err(self.err())
     }
-    async fn outbox(&self, _: &str, _: Shelf, _: usize) -> Result<Vec<InboxEntry>, StoreError> {
+    async fn outbox(
+        &self,
+        _: &str,
+        _: Shelf,
+        _: usize,
+        _: i64,
+    ) -> Result<Vec<InboxEntry>, StoreError> {
         Err(self.err())
     }
     async fn mark_queued(&self, _: &str) -> Result<(), StoreError> {
