@@ -282,33 +282,54 @@ async fn dynamodb_claim_rules() {
 /// than one pass reads, the local sweep could re-read the same ones and never reach an
 /// overdue entry whose key sorts late. A dead entry is placed by the time the caller
 /// says it died, not by the store's clock.
+/// Claims `key` for `appid` now and hands it to the outbox: due at `due_ms`, kept until
+/// `expires_at`.
+async fn park(
+    store: &dyn InboxStore,
+    appid: &str,
+    key: &str,
+    now: i64,
+    due_ms: i64,
+    expires_at: i64,
+) {
+    let c = NewClaim {
+        appid,
+        ..claim(key, "c", now)
+    };
+    store.claim(&c).await.unwrap();
+    let pending = Outcome::Pending {
+        error: "desk 500",
+        due_ms,
+        group: "g",
+        answer: None,
+        expires_at,
+        queued: false,
+    };
+    assert!(store.finish(key, "c", pending).await.unwrap());
+}
+
+/// The last `#` segment of each entry's key.
+fn tails(entries: &[wxdesk::store::InboxEntry]) -> Vec<&str> {
+    entries
+        .iter()
+        .map(|e| e.key.rsplit('#').next().unwrap())
+        .collect()
+}
+
 async fn listing_rules(store: &dyn InboxStore) {
     let now = wxdesk::support::clock::unix_ms();
     let appid = format!("wxL{now}");
     // Keys in one order, due times in the other.
     for (i, due) in [(0, 50_000), (1, 40_000), (2, 30_000), (3, 20_000)] {
         let key = format!("{appid}#msg#k{i}");
-        let c = NewClaim {
-            appid: &appid,
-            ..claim(&key, "c", now)
-        };
-        store.claim(&c).await.unwrap();
-        let pending = Outcome::Pending {
-            error: "desk 500",
-            due_ms: now + due,
-            group: "g",
-            answer: None,
-            expires_at: now / 1000 + 600,
-            queued: false,
-        };
-        assert!(store.finish(&key, "c", pending).await.unwrap());
+        park(store, &appid, &key, now, now + due, now / 1000 + 600).await;
     }
     let listed = store.outbox(&appid, Shelf::Unqueued, 2, now).await.unwrap();
-    let keys: Vec<_> = listed
-        .iter()
-        .map(|e| e.key.rsplit('#').next().unwrap())
-        .collect();
-    assert_eq!(keys, ["k3", "k2"], "the two most overdue, earliest first");
+    assert_eq!(
+        tails(&listed),
+        ["k3", "k2"],
+        "the two most overdue, earliest first"
+    );
     // Dead ones by when they died (the caller's time).
     for (i, at) in [(0, 9_000), (3, 1_000)] {
         let key = format!("{appid}#msg#k{i}");
@@ -327,28 +348,11 @@ async fn listing_rules(store: &dyn InboxStore) {
         assert!(store.finish(&key, "w", dead).await.unwrap());
     }
     let dead = store.outbox(&appid, Shelf::Dead, 10, now).await.unwrap();
-    let keys: Vec<_> = dead
-        .iter()
-        .map(|e| e.key.rsplit('#').next().unwrap())
-        .collect();
-    assert_eq!(keys, ["k3", "k0"]);
+    assert_eq!(tails(&dead), ["k3", "k0"]);
     assert_eq!(dead[0].lease_until_ms, now + 1_000);
-    // Keep-until: the finisher's time replaces the claim's, on both stores.
+    // Keep-until: the finisher's time replaces the claim's (now + 600 s), on both stores.
     let key = format!("{appid}#msg#keep");
-    let c = NewClaim {
-        appid: &appid,
-        ..claim(&key, "c", now)
-    };
-    store.claim(&c).await.unwrap();
-    let pending = Outcome::Pending {
-        error: "desk 500",
-        due_ms: now,
-        group: "g",
-        answer: None,
-        expires_at: now / 1000 + 300,
-        queued: true,
-    };
-    assert!(store.finish(&key, "c", pending).await.unwrap());
+    park(store, &appid, &key, now, now, now / 1000 + 300).await;
     let e = store.get(&key, now).await.unwrap().unwrap();
     assert_eq!(e.expires_at, now / 1000 + 300);
 }
