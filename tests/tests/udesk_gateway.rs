@@ -864,3 +864,46 @@ async fn a_failing_store_is_not_described_to_the_desk() {
         "{answer}"
     );
 }
+
+/// The example config starts quietly: its account's AppSecret is a placeholder and its
+/// desk is echo, so the schedule fetches no token for it and reports no failure (it
+/// logged three errors a minute); a real account beside it is still refreshed.
+#[tokio::test]
+async fn the_example_config_schedules_no_token_it_cannot_get() {
+    let wx = wechat::start().await;
+    let example = |name: &str| {
+        include_str!("../../wxdesk.example.toml")
+            .replace(
+                "path = \".wxdesk-data\"",
+                &format!("path = {:?}", temp_dir(name)),
+            )
+            .replace("https://api.weixin.qq.com", &wx.base())
+    };
+    let build = |text: String| async move {
+        wxdesk::Services::build(wxdesk::Config::parse(&text).unwrap())
+            .await
+            .unwrap()
+    };
+    let svc = build(example("example")).await;
+    let (report, ok) = wxdesk::app::refresher::refresh_all(&svc).await;
+    assert!(ok, "{report}");
+    assert_eq!(
+        report["wx0000000000000000"]["state"], "not scheduled",
+        "{report}"
+    );
+    assert_eq!(wx.token_calls(), 0);
+    // The same account with a real secret and a desk is refreshed as before.
+    let real = example("example-real")
+        .replace("replace-with-your-appsecret", wechat::APP_SECRET)
+        .replace(
+            "kind = \"echo\"",
+            "kind = \"udesk_wechat\"\nurl = \"https://udesk.example/weixin/x\"",
+        );
+    let svc = build(real).await;
+    let (report, ok) = wxdesk::app::refresher::refresh_all(&svc).await;
+    assert!(ok, "{report}");
+    assert_eq!(
+        report["wx0000000000000000"]["state"], "refreshed",
+        "{report}"
+    );
+}
