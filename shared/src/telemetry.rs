@@ -124,7 +124,12 @@ pub fn dead_metric(reason: &'static str) {
             "{}",
             dead_line(function, reason, crate::support::clock::unix_ms())
         ),
-        None => tracing::debug!(metric = "Dead", reason, "metric"),
+        None => {
+            tracing::debug!(metric = "Dead", reason, "metric");
+            // As the EMF line's dimension sets: the plain count, and one by reason.
+            local::record("Dead", 1.0, "Count", None);
+            local::record("DeadByReason", 1.0, "Count", Some(reason));
+        }
     }
 }
 
@@ -149,7 +154,106 @@ pub fn metric(name: &str, value: f64, unit: &str) {
                 crate::support::clock::unix_ms()
             )
         ),
-        None => tracing::debug!(metric = name, value, unit, "metric"),
+        None => {
+            tracing::debug!(metric = name, value, unit, "metric");
+            local::record(name, value, unit, None);
+        }
+    }
+}
+
+/// The local server's metrics: the same values the Lambda functions write as EMF, kept
+/// in the process and served in Prometheus' text format (`/admin/metrics`).
+pub mod local {
+    use std::collections::BTreeMap;
+    use std::fmt::Write;
+    use std::sync::Mutex;
+
+    /// (sum, count) per metric and reason (a dead entry's; None for the rest).
+    type Series = BTreeMap<(String, Option<&'static str>), (f64, u64, &'static str)>;
+    static SERIES: Mutex<Series> = Mutex::new(BTreeMap::new());
+
+    pub(super) fn record(name: &str, value: f64, unit: &str, reason: Option<&'static str>) {
+        let unit: &'static str = if unit == "Milliseconds" {
+            "milliseconds"
+        } else {
+            "total"
+        };
+        let mut series = SERIES.lock().unwrap_or_else(|e| e.into_inner());
+        let s = series
+            .entry((name.to_owned(), reason))
+            .or_insert((0.0, 0, unit));
+        s.0 += value;
+        s.1 += 1;
+    }
+
+    /// `DeskLatency` → `desk_latency`.
+    fn snake(name: &str) -> String {
+        let mut out = String::with_capacity(name.len() + 4);
+        for (i, c) in name.chars().enumerate() {
+            if c.is_ascii_uppercase() && i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        }
+        out
+    }
+
+    /// Every series in Prometheus' text exposition format (version 0.0.4): counts as
+    /// `wxdesk_<name>_total` counters (dead ones also by reason), latencies as summaries
+    /// without quantiles (`_milliseconds_sum`, `_milliseconds_count`).
+    pub fn prometheus() -> String {
+        let series = SERIES.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut out = String::new();
+        let mut typed = std::collections::HashSet::new();
+        for ((name, reason), (sum, count, unit)) in series {
+            let base = format!("wxdesk_{}", snake(&name));
+            let labels = reason
+                .map(|r| format!("{{reason=\"{r}\"}}"))
+                .unwrap_or_default();
+            if unit == "milliseconds" {
+                let m = format!("{base}_milliseconds");
+                if typed.insert(m.clone()) {
+                    let _ = writeln!(out, "# TYPE {m} summary");
+                }
+                let _ = writeln!(out, "{m}_sum{labels} {sum}");
+                let _ = writeln!(out, "{m}_count{labels} {count}");
+            } else {
+                let m = format!("{base}_total");
+                if typed.insert(m.clone()) {
+                    let _ = writeln!(out, "# TYPE {m} counter");
+                }
+                let _ = writeln!(out, "{m}{labels} {sum}");
+            }
+        }
+        out
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn series_in_prometheus_text() {
+            super::record("TestLatency", 12.5, "Milliseconds", None);
+            super::record("TestLatency", 7.5, "Milliseconds", None);
+            super::record("TestByReason", 1.0, "Count", Some("window_closed"));
+            let text = super::prometheus();
+            assert!(
+                text.contains("# TYPE wxdesk_test_latency_milliseconds summary\n"),
+                "{text}"
+            );
+            assert!(
+                text.contains("wxdesk_test_latency_milliseconds_count 2\n"),
+                "{text}"
+            );
+            assert!(
+                text.contains("wxdesk_test_latency_milliseconds_sum 20\n"),
+                "{text}"
+            );
+            assert!(
+                text.contains("wxdesk_test_by_reason_total{reason=\"window_closed\"} 1\n"),
+                "{text}"
+            );
+            assert_eq!(text.matches("# TYPE wxdesk_test_latency").count(), 1);
+        }
     }
 }
 

@@ -970,6 +970,38 @@ async fn admin_routes_answer_only_the_admin_key() {
     .await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"lines\""), "{body}");
+    // The metrics the Lambda functions write as EMF, for a local scraper: behind the key.
+    let push = format!(
+        "<xml><ToUserName>gh</ToUserName><FromUserName>oMetrics</FromUserName><CreateTime>{}</CreateTime>\
+         <MsgType>text</MsgType><Content>hi</Content><MsgId>424242</MsgId></xml>",
+        now_secs()
+    );
+    let r = http
+        .post(format!(
+            "{open}/wechat/{PLAIN_APPID}?{}",
+            plain_query(now_secs(), "m1")
+        ))
+        .body(push)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (status, body) = get(format!("{open}/admin/metrics"), None).await;
+    assert_eq!((status, body.as_str()), (unknown.0, unknown.1.as_str()));
+    let (status, body) = get(
+        format!("{open}/admin/metrics"),
+        Some("admin-key-0123456789abcdef"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("# TYPE wxdesk_desk_latency_milliseconds summary"),
+        "{body}"
+    );
+    assert!(
+        body.contains("wxdesk_desk_latency_milliseconds_count "),
+        "{body}"
+    );
     // A short key is a config error, not a weak lock.
     let short = wxdesk::Config::parse(&config_text(
         &embedded_store("admin-short"),

@@ -6,6 +6,8 @@
 //! - `GET  /admin/doctor[?app=A]` → `{"ok": bool, "lines": [...]}`
 //! - `GET  /admin/outbox[?state=pending|dead|in_flight|all][&app=A]` → `{"lines": [...]}`
 //! - `POST /admin/outbox/replay?key=K` or `?dead=1[&app=A]` → `{"queued": n}`
+//! - `GET  /admin/metrics` → the counters and latencies the Lambda functions write as
+//!   EMF, in Prometheus' text format, for a scraper on the same host
 
 use crate::support::throttle::log_refusal;
 use std::net::IpAddr;
@@ -46,6 +48,11 @@ pub async fn serve(svc: &Services, peer: IpAddr, req: &Request) -> Response {
     }
     let app = req.query("app");
     let answer = match (req.method.as_str(), req.path.as_str()) {
+        ("GET", "/admin/metrics") => {
+            let mut r = Response::text(200, crate::telemetry::local::prometheus());
+            r.content_type = "text/plain; version=0.0.4".into();
+            return r;
+        }
         ("GET", "/admin/doctor") => doctor(svc, app, req.query("checks")).await,
         ("GET", "/admin/outbox") => {
             let Some(shelves) = outbox_admin::shelves(req.query("state").unwrap_or("pending"))
