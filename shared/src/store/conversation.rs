@@ -79,16 +79,6 @@ pub async fn set_served(
         .await
 }
 
-/// The agent who last served `openid`, if the store remembers one.
-pub async fn last_agent(
-    inbox: &dyn InboxStore,
-    appid: &str,
-    openid: &str,
-    now_ms: i64,
-) -> Result<Option<String>, StoreError> {
-    Ok(served(inbox, appid, openid, now_ms).await?.agent)
-}
-
 /// Records `agent` as the one serving `openid`; returns the agent remembered before.
 pub async fn set_last_agent(
     inbox: &dyn InboxStore,

@@ -96,6 +96,15 @@ pub enum Kind {
     },
 }
 
+/// The most of a Mini Program's `SessionFrom` (the developer's context: a product, an
+/// order) that a desk is shown.
+const MAX_SESSION_FROM: usize = 256;
+
+/// `SessionFrom` as a desk is shown it: trimmed and bounded.
+pub(crate) fn shown_session_from(session_from: &str) -> String {
+    session_from.trim().chars().take(MAX_SESSION_FROM).collect()
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// `scene` is the `qrscene_` suffix when the user followed through a parametric QR code.

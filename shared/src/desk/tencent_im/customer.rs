@@ -12,15 +12,11 @@ use super::choice::Offered;
 use crate::store::conversation;
 use crate::wechat::AppKind;
 use crate::wechat::media::{Fetched, media_key};
-use crate::wechat::message::{Event, Kind, Message};
-
-/// The most of a `SessionFrom` an agent is shown (the developer's context: a product, an
-/// order).
-pub(crate) const MAX_SESSION_FROM: usize = 256;
+use crate::wechat::message::{Event, Kind, Message, shown_session_from};
 
 /// What an agent reads when a Mini Program customer opens the chat.
 pub(crate) fn entered_from(session_from: &str) -> String {
-    let from: String = session_from.trim().chars().take(MAX_SESSION_FROM).collect();
+    let from = shown_session_from(session_from);
     if from.is_empty() {
         "[The customer opened the chat]".into()
     } else {

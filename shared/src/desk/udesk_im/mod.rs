@@ -20,7 +20,7 @@ use crate::support::clock::Clock;
 use crate::support::outbound;
 use crate::wechat::api::WechatApi;
 use crate::wechat::media::{Fetched, MediaLinks};
-use crate::wechat::message::{Event, Kind, Message};
+use crate::wechat::message::{Event, Kind, Message, shown_session_from};
 use crate::wechat::xml::{Doc, Value as XmlValue};
 
 pub(crate) struct UdeskIm {
@@ -176,8 +176,7 @@ impl UdeskIm {
                     Event::UserEnterTempSession { session_from }
                         if !session_from.trim().is_empty() =>
                     {
-                        let from: String = session_from.trim().chars().take(256).collect();
-                        format!("{wording} ({from})")
+                        format!("{wording} ({})", shown_session_from(session_from))
                     }
                     _ => wording.clone(),
                 };
