@@ -755,6 +755,10 @@ impl wxdesk::store::InboxStore for FaultyInbox {
         self.gate().await?;
         self.inner.remove(key).await
     }
+}
+
+#[async_trait::async_trait]
+impl wxdesk::store::StateStore for FaultyInbox {
     async fn put_state(
         &self,
         key: &str,
@@ -789,6 +793,10 @@ impl wxdesk::store::InboxStore for FaultyInbox {
         self.gate().await?;
         self.inner.remove_if(key, value).await
     }
+}
+
+#[async_trait::async_trait]
+impl wxdesk::store::OutboxStore for FaultyInbox {
     async fn take(
         &self,
         key: &str,

@@ -5,8 +5,8 @@
 use async_trait::async_trait;
 
 use super::{
-    Claim, InboxEntry, InboxStore, MediaStore, NewClaim, Outcome, Shelf, StagedMedia, StoreError,
-    Taken, TokenRecord, TokenStore, queue,
+    Claim, InboxEntry, InboxStore, MediaStore, NewClaim, OutboxStore, Outcome, Shelf, StagedMedia,
+    StateStore, StoreError, Taken, TokenRecord, TokenStore, queue,
 };
 
 /// Stands in for a store the deployment did not configure: every call says which key to
@@ -101,6 +101,10 @@ impl InboxStore for NotConfigured {
     async fn remove(&self, _: &str) -> Result<(), StoreError> {
         Err(self.err())
     }
+}
+
+#[async_trait]
+impl StateStore for NotConfigured {
     async fn put_state(&self, _: &str, _: &str, _: &str, _: i64) -> Result<(), StoreError> {
         Err(self.err())
     }
@@ -120,6 +124,10 @@ impl InboxStore for NotConfigured {
     async fn remove_if(&self, _: &str, _: &str) -> Result<(), StoreError> {
         Err(self.err())
     }
+}
+
+#[async_trait]
+impl OutboxStore for NotConfigured {
     async fn take(&self, _: &str, _: &str, _: i64, _: i64) -> Result<Taken, StoreError> {
         Err(self.err())
     }

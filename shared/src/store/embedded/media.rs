@@ -8,11 +8,11 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
-use super::queue::unavailable;
-use super::{
+use crate::http::{FileBody, MediaBody};
+use crate::store::queue::unavailable;
+use crate::store::{
     MEDIA_TTL, MediaStore, MediaSweep, OpenedMedia, StagedMedia, StoreError, safe_segment,
 };
-use crate::http::{FileBody, MediaBody};
 use crate::support::private_fs::{create_private_dir, private_dir, write_private};
 
 /// Staged media in a local directory: one file per object and a small JSON sidecar with

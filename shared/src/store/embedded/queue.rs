@@ -9,9 +9,9 @@ use async_trait::async_trait;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use super::StoreError;
-use super::embedded::EmbeddedStore;
-use super::queue::{Job, JobQueue, Leased, unavailable};
+use super::EmbeddedStore;
+use crate::store::StoreError;
+use crate::store::queue::{Job, JobQueue, Leased, unavailable};
 
 /// Jobs by sequence number (queue order).
 const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("queue");
