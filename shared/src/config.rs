@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-pub(crate) use crate::support::ids::{MAX_APPID_LEN, is_identifier};
+pub use crate::support::ids::Appid;
+use crate::support::ids::is_identifier;
 pub use crate::support::secret::Secret;
 pub use crate::wechat::AppKind;
 use crate::wechat::crypto::MsgCrypt;
@@ -323,7 +324,7 @@ impl Default for CallbackConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppConfig {
-    pub appid: String,
+    pub appid: Appid,
     /// The account's display name (a shop's name): what agents see beside a customer whose
     /// WeChat name is unknown (Tencent IM's `Nick`), and which account a message came to.
     #[serde(default)]
@@ -607,7 +608,7 @@ pub struct Config {
     /// The document's version: the SHA-256 of its text (what a reload compares, and what
     /// `doctor` compares with a running server's).
     pub version: String,
-    by_appid: HashMap<String, usize>,
+    by_appid: HashMap<Appid, usize>,
 }
 
 impl Config {
@@ -624,12 +625,6 @@ impl Config {
         let mut by_appid = HashMap::new();
         for (i, app) in raw.apps.iter_mut().enumerate() {
             let key = |k: &str| format!("apps[{i}].{k}");
-            if !is_identifier(&app.appid, MAX_APPID_LEN) {
-                return Err(invalid(
-                    key("appid"),
-                    format!("must be 1-{MAX_APPID_LEN} letters, digits, '_' or '-'"),
-                ));
-            }
             if app.name.as_deref().is_some_and(|n| {
                 n.trim().is_empty() || n.chars().count() > 32 || n.chars().any(char::is_control)
             }) {
@@ -1327,7 +1322,7 @@ url = "https://demo.udesk.cn/weixin/abc"
             ),
             (
                 GOOD.replace("appid = \"wx1234\"", "appid = \"wx/12\""),
-                "apps[0].appid",
+                "line 7: appid: an appid must be 1-64",
             ),
             (
                 GOOD.replace("kind = \"official_account\"", "kind = \"shop\""),

@@ -231,8 +231,7 @@ pub fn route(path: &str) -> Option<Route> {
         )
     })?;
     let r = |kind, appid: &str, key: Option<&str>| {
-        let appid_ok = appid.is_empty()
-            || crate::support::ids::is_identifier(appid, crate::support::ids::MAX_APPID_LEN);
+        let appid_ok = appid.is_empty() || crate::support::ids::Appid::parse(appid).is_ok();
         appid_ok.then(|| Route {
             kind,
             appid: appid.to_owned(),

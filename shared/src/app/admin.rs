@@ -94,7 +94,7 @@ async fn doctor(svc: &Services, app: Option<&str>, checks: Option<&str>) -> Valu
     for a in doctor::accounts(svc, app) {
         let token = doctor::access_token(svc, a).await;
         accounts.insert(
-            a.appid.clone(),
+            a.appid.to_string(),
             json!({ "secret": doctor::secret_fingerprint(a), "access_token": token.to_string() }),
         );
         if checks == Some("access_token") {

@@ -145,7 +145,7 @@ pub fn accounts<'a>(
 /// The config check of one account (needs no store).
 pub fn config(svc: &Services, app: &AppConfig) -> Check {
     Check {
-        appid: app.appid.clone(),
+        appid: app.appid.to_string(),
         name: "config",
         result: config_check(app, &svc.config.apps),
     }
@@ -154,7 +154,7 @@ pub fn config(svc: &Services, app: &AppConfig) -> Check {
 /// Whether WeChat issues the account a token, through the token authority (its store).
 pub async fn access_token(svc: &Services, app: &AppConfig) -> Check {
     Check {
-        appid: app.appid.clone(),
+        appid: app.appid.to_string(),
         name: "access_token",
         result: token_check(svc, app).await,
     }
@@ -168,7 +168,7 @@ pub async fn secret(svc: &Services, app: &AppConfig) -> Check {
         Err(e) => Err(with_hint(&e)),
     };
     Check {
-        appid: app.appid.clone(),
+        appid: app.appid.to_string(),
         name: "access_token",
         result,
     }
@@ -177,7 +177,7 @@ pub async fn secret(svc: &Services, app: &AppConfig) -> Check {
 /// Whether the desk answers (needs no store).
 pub async fn desk(svc: &Services, app: &AppConfig) -> Check {
     Check {
-        appid: app.appid.clone(),
+        appid: app.appid.to_string(),
         name: "desk",
         result: desk_check(svc, app).await,
     }

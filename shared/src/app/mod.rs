@@ -49,7 +49,7 @@ pub enum InitError {
 /// request. Reads as its context (`svc.config`, `svc.inbox`, ...).
 pub struct Services {
     pub ctx: Context,
-    desks: HashMap<String, Arc<dyn Desk>>,
+    desks: HashMap<crate::config::Appid, Arc<dyn Desk>>,
     /// Kept to build the next services on the same connections (a config reload).
     stores: Stores,
 }

@@ -37,7 +37,7 @@ pub async fn refresh_all(svc: &Services) -> (Value, bool) {
     for app in &svc.config.apps {
         if let Some(why) = not_scheduled(app) {
             report.insert(
-                app.appid.clone(),
+                app.appid.to_string(),
                 json!({ "state": "not scheduled", "why": why }),
             );
             continue;
@@ -57,7 +57,7 @@ pub async fn refresh_all(svc: &Services) -> (Value, bool) {
                 json!({ "state": "failed", "errcode": e.errcode(), "error": e.to_string() })
             }
         };
-        report.insert(app.appid.clone(), entry);
+        report.insert(app.appid.to_string(), entry);
     }
     (Value::Object(report), ok)
 }

@@ -26,7 +26,8 @@ use crate::desk::tencent_im::agent;
 use crate::desk::{Desk, DeskError, DeskReply, forward_within};
 use crate::store::idempotency::Claimed;
 use crate::store::queue::Job;
-use crate::store::{Outcome, Taken, conversation, entry_ref, new_claim_id};
+use crate::store::{InboxEntry, Outcome, Taken, conversation, entry_ref, new_claim_id};
+use crate::support::keys;
 use crate::telemetry::metric;
 use crate::transport::{self, Agent, DeliverError};
 use crate::wechat::kf::{PassivePlan, plan_mini_program_reply};
@@ -41,24 +42,24 @@ const KEEP_DEAD: i64 = 7 * 24 * 3600;
 
 /// The queue group of a customer's messages to the desk.
 pub(crate) fn inbound_group(appid: &str, openid: &str) -> String {
-    format!("{appid}#in#{openid}")
+    keys::group(appid, keys::Direction::In, openid)
 }
 
 /// The queue group of the agents' messages to a customer.
 pub(crate) fn outbound_group(appid: &str, openid: &str) -> String {
-    format!("{appid}#out#{openid}")
+    keys::group(appid, keys::Direction::Out, openid)
 }
 
-fn is_agent_message(key: &str) -> bool {
-    key.split('#').nth(1) == Some("tim")
+/// An agent's message goes to a customer: its queue group is outbound.
+fn is_agent_message(e: &InboxEntry) -> bool {
+    matches!(keys::group_parts(&e.group), Some((keys::Direction::Out, _)))
 }
 
-/// The customer of an inbound group (`{appid}#in#{openid}`).
+/// The customer of an inbound group.
 fn inbound_customer(group: &str) -> Option<&str> {
-    let mut parts = group.splitn(3, '#');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some(_), Some("in"), Some(openid)) => Some(openid),
-        _ => None,
+    match keys::group_parts(group)? {
+        (keys::Direction::In, openid) => Some(openid),
+        (keys::Direction::Out, _) => None,
     }
 }
 
@@ -103,7 +104,7 @@ pub(crate) async fn defer(ctx: &Context, claimed: &Claimed, d: Deferral<'_>) -> 
         error!(entry = %found, reason = d.error, "not delivered and the inbox is unavailable: only the sender's retry can deliver it");
         return false;
     }
-    let appid = claimed.key.split('#').next().unwrap_or("");
+    let appid = keys::appid_of(&claimed.key);
     let now = ctx.clock.unix_ms();
     let until = expires_at(ctx, now);
     // Queued first: a job that arrives before the entry is pending waits for the
@@ -263,7 +264,7 @@ pub async fn run(ctx: &Context, desk: Option<&dyn Desk>, job: &Job) -> Settle {
     let started = Instant::now();
     let verdict = match ctx.config.app(&entry.appid) {
         None => Verdict::Dead("the account is no longer configured".into()),
-        Some(app) if is_agent_message(&entry.key) => agent_message(ctx, app, &entry.payload).await,
+        Some(app) if is_agent_message(&entry) => agent_message(ctx, app, &entry.payload).await,
         Some(app) => customer_message(ctx, desk, app, &entry).await,
     };
     metric(
@@ -321,7 +322,7 @@ pub async fn run(ctx: &Context, desk: Option<&dyn Desk>, job: &Job) -> Settle {
             crate::telemetry::dead_metric(dead_reason(why));
             error!(appid, entry = %found, attempt = entry.attempts, reason = %why, "outbox: entry is dead (`wxdesk-local outbox replay` sends it again)");
             // Once per death: only the worker whose finish recorded it gets here.
-            if is_agent_message(&entry.key) {
+            if is_agent_message(&entry) {
                 tell_agent(desk, appid, &entry.payload, why).await;
             }
         }
@@ -575,7 +576,10 @@ mod tests {
     fn groups_name_the_customer_and_direction() {
         assert_eq!(inbound_customer(&inbound_group("wx1", "oA")), Some("oA"));
         assert_eq!(inbound_customer(&outbound_group("wx1", "oA")), None);
-        assert!(is_agent_message("wx1#tim#k"));
-        assert!(!is_agent_message("wx1#msg#1#oA#2"));
+        let mut e = crate::store::rules::state_entry("wx1#tim#k", "wx1", "", 0);
+        e.group = outbound_group("wx1", "oA");
+        assert!(is_agent_message(&e));
+        e.group = inbound_group("wx1", "oA");
+        assert!(!is_agent_message(&e));
     }
 }

@@ -184,11 +184,10 @@ pub async fn handoff(
     hash.update(h.content.as_bytes());
     hash.update(h.event.as_bytes());
     let digest = crate::support::hex::hex_lower(&hash.finalize());
-    let key = format!(
-        "{appid}#chatbot#{}#{}#{}",
-        h.userid,
-        h.createtime,
-        &digest[..16]
+    let key = crate::support::keys::key(
+        appid,
+        crate::support::keys::Kind::Chatbot,
+        &[&h.userid, &h.createtime, &&digest[..16]],
     );
     let deadline = Duration::from_millis(svc.config.callback.reply_deadline_ms);
     // The entry keeps the message as the desk gets it, so the outbox can forward it again.

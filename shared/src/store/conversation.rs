@@ -4,6 +4,7 @@
 //! a customer was last offered, and which account each Tencent IM customer belongs to.
 
 use super::{InboxStore, StoreError};
+use crate::support::keys;
 
 /// A state record's value, when it holds one.
 async fn value(
@@ -19,7 +20,7 @@ async fn value(
 }
 
 fn last_agent_key(appid: &str, openid: &str) -> String {
-    format!("{appid}#tim-agent#{openid}")
+    keys::key(appid, keys::Kind::TimAgent, &[&openid])
 }
 
 /// Marks a served record whose customer was told no agent is online (agent UserIDs
@@ -107,7 +108,7 @@ pub async fn set_last_agent(
 /// Where a customer's newest queued message is named, while one is queued: a new message
 /// from them then queues behind it instead of overtaking it.
 fn backlog_key(appid: &str, openid: &str) -> String {
-    format!("{appid}#backlog#{openid}")
+    keys::key(appid, keys::Kind::Backlog, &[&openid])
 }
 
 /// Whether an earlier message from `openid` is still queued (pending in the outbox). One
@@ -156,7 +157,7 @@ pub async fn clear_backlog(
 }
 
 fn choice_key(appid: &str, openid: &str) -> String {
-    format!("{appid}#tim-choice#{openid}")
+    keys::key(appid, keys::Kind::TimChoice, &[&openid])
 }
 
 /// The menu `openid` was last offered (the desk's own encoding), while it is open.
@@ -202,7 +203,7 @@ pub async fn end(inbox: &dyn InboxStore, appid: &str, openid: &str) -> Result<()
 /// Which account a Tencent IM customer (UserID = openid) belongs to: several WeChat
 /// accounts can share one IM app, whose one callback URL serves them all.
 fn im_owner_key(sdkappid: u64, user_id: &str) -> String {
-    format!("tim#{sdkappid}#owner#{user_id}")
+    keys::im_owner(sdkappid, user_id)
 }
 
 /// How long an owner record lasts: IM accounts are kept (`delete_on_unsubscribe` off).

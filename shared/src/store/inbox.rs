@@ -110,7 +110,7 @@ impl Shelf {
 
     /// The index partition of `shelf` for the account of `key` (`{appid}#...`).
     pub(crate) fn partition(self, key: &str) -> String {
-        let appid = key.split('#').next().unwrap_or("");
+        let appid = crate::support::keys::appid_of(key);
         format!("{appid}#{}", self.as_str())
     }
 }

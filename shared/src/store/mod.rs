@@ -135,7 +135,7 @@ impl Stores {
 pub(crate) fn entry_ref(key: &str) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(key.as_bytes());
-    let appid = key.split('#').next().unwrap_or("");
+    let appid = crate::support::keys::appid_of(key);
     format!("{appid}#{}", &crate::support::hex::hex_lower(&digest[..6]))
 }
 

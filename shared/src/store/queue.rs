@@ -31,7 +31,7 @@ pub struct Job {
 
 impl Job {
     pub fn appid(&self) -> &str {
-        self.key.split('#').next().unwrap_or("")
+        crate::support::keys::appid_of(&self.key)
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod clock;
 pub mod hex;
 pub mod ids;
+pub(crate) mod keys;
 pub mod localtime;
 pub mod outbound;
 #[cfg(feature = "local")]

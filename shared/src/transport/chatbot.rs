@@ -53,7 +53,11 @@ impl ChatbotError {
 }
 
 fn conversation_key(appid: &str, openid: &str) -> String {
-    format!("{appid}#chatbot-conversation#{openid}")
+    crate::support::keys::key(
+        appid,
+        crate::support::keys::Kind::ChatbotConversation,
+        &[&openid],
+    )
 }
 
 /// Whether this agent message opens a conversation (and marks it open).

@@ -111,7 +111,7 @@ impl KfMessage {
     pub(crate) fn from_value(doc: &Value, kind: AppKind) -> Result<Self, KfError> {
         let touser = required_str(doc, "touser", "touser")?;
         // It becomes part of store keys (conversation state): an openid's shape only.
-        if !crate::support::ids::is_identifier(&touser, crate::support::ids::MAX_OPENID_LEN) {
+        if crate::support::ids::OpenId::parse(&touser).is_err() {
             return Err(KfError::Invalid(
                 "touser".into(),
                 "an openid (1-64 letters, digits, '_' or '-')",

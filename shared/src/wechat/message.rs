@@ -3,6 +3,7 @@
 //! new WeChat feature degrades to "forward as is" instead of an error.
 
 use super::xml::{Doc, XmlError};
+use crate::support::keys;
 
 /// Wire format of a push body, detected from the body itself (some Mini Program pushes
 /// carry JSON under an XML content type).
@@ -286,25 +287,22 @@ impl Message {
     pub fn dedup_key(&self, appid: &str) -> String {
         match (&self.kind, &self.msg_id) {
             (Kind::Event(e), _) => {
-                let mut key = format!(
-                    "{appid}#evt#{}#{}#{}",
-                    self.from_user,
-                    self.create_time,
-                    e.name()
-                );
-                if let Some(k) = self.doc.get("EventKey").filter(|k| !k.is_empty()) {
-                    key.push('#');
-                    key.push_str(k);
+                let (from, at, name) = (&self.from_user, &self.create_time, e.name());
+                match self.doc.get("EventKey").filter(|k| !k.is_empty()) {
+                    Some(k) => keys::key(appid, keys::Kind::Evt, &[from, at, &name, &k]),
+                    None => keys::key(appid, keys::Kind::Evt, &[from, at, &name]),
                 }
-                key
             }
-            (_, Some(id)) => format!("{appid}#msg#{id}#{}#{}", self.from_user, self.create_time),
+            (_, Some(id)) => keys::key(
+                appid,
+                keys::Kind::Msg,
+                &[id, &self.from_user, &self.create_time],
+            ),
             // A message type without MsgId: fall back to the event rule with the type.
-            (_, None) => format!(
-                "{appid}#typ#{}#{}#{}",
-                self.from_user,
-                self.create_time,
-                self.msg_type()
+            (_, None) => keys::key(
+                appid,
+                keys::Kind::Typ,
+                &[&self.from_user, &self.create_time, &self.msg_type()],
             ),
         }
     }

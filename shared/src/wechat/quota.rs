@@ -91,7 +91,7 @@ impl Allowance {
 }
 
 fn key(appid: &str, openid: &str) -> String {
-    format!("{appid}#quota#{openid}")
+    crate::support::keys::key(appid, crate::support::keys::Kind::Quota, &[&openid])
 }
 
 /// The record outlives its window by this, so that "window closed" is known a while.

@@ -57,7 +57,7 @@ pub(crate) async fn event(svc: &Services, route: &Route, req: &Request) -> Respo
     let Some(openid) = s("openid") else {
         return refuse(400, appid, "missing field openid");
     };
-    if !crate::support::ids::is_identifier(openid, crate::support::ids::MAX_OPENID_LEN) {
+    if crate::support::ids::OpenId::parse(openid).is_err() {
         return refuse(400, appid, "openid is not an openid");
     }
     let Some(ev) = s("event").filter(|e| EVENTS.contains(e)) else {

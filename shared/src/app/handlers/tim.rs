@@ -19,19 +19,18 @@ use tracing::{info, warn};
 
 use crate::app::Services;
 use crate::app::routes::desk_gate;
-use crate::config::{AppConfig, TencentImConfig, is_identifier};
+use crate::config::{AppConfig, TencentImConfig};
 use crate::desk::tencent_im::tuikit::{self, Custom};
 use crate::http::{Request, Response, Route};
 use crate::outbox::{self, Deferral};
 use crate::store::conversation;
 use crate::store::idempotency::{self, Next};
+use crate::support::ids::{ImMsgKey, ImUserId};
 
 /// Answer Tencent well inside its 2 s.
 const ANSWER_WITHIN: Duration = Duration::from_millis(1500);
 /// Tencent's RequestTime must be within a minute of ours.
 const SIGN_WINDOW_SECS: u64 = 60;
-/// Tencent IM UserIDs are at most 32 bytes.
-pub(crate) const MAX_USERID_LEN: usize = 32;
 
 fn ok() -> Response {
     Response::json(json!({"ActionStatus": "OK", "ErrorInfo": "", "ErrorCode": 0}).to_string())
@@ -176,7 +175,7 @@ pub(crate) async fn handle(svc: &Services, appid: &str, req: &Request) -> Respon
     let (from, to) = (s("From_Account"), s("To_Account"));
     // The customer's UserID is their openid: checked before it reaches a map, a store key
     // or a log line.
-    if !is_identifier(to, MAX_USERID_LEN) {
+    if ImUserId::parse(to).is_err() {
         return refuse(
             400,
             appid,
@@ -210,7 +209,7 @@ pub(crate) async fn handle(svc: &Services, appid: &str, req: &Request) -> Respon
         ),
         k => k.to_owned(),
     };
-    if !is_identifier(&msg_key, 128) {
+    if ImMsgKey::parse(&msg_key).is_err() {
         return refuse(400, appid, "MsgKey is not a Tencent IM message key");
     }
     // A different agent than the one who served this customer last: a transfer.
@@ -231,7 +230,7 @@ pub(crate) async fn handle(svc: &Services, appid: &str, req: &Request) -> Respon
         }
     };
     let switched = previous.is_some_and(|p| p != from);
-    let key = format!("{appid}#tim#{msg_key}");
+    let key = crate::support::keys::key(appid, crate::support::keys::Kind::Tim, &[&msg_key]);
     let group = outbox::outbound_group(appid, to);
     let payload = outbox::agent_payload(&body, switched);
     let next = idempotency::begin(

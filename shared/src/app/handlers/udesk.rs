@@ -61,10 +61,8 @@ fn resolve<'a>(
     } else {
         (route.kind, route.appid.as_str())
     };
-    crate::config::is_identifier(appid, crate::config::MAX_APPID_LEN)
-        .then(|| svc.config.app(appid))
-        .flatten()
-        .map(|app| (app, kind))
+    let appid = crate::config::Appid::parse(appid).ok()?;
+    svc.config.app(&appid).map(|app| (app, kind))
 }
 
 /// The account named, once the simulated domain is open for it (a `udesk_wechat` desk)

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
 use crate::config::AppCiphers;
-use crate::config::is_identifier;
 use crate::config::{AppConfig, AppKind};
 use crate::context::Context;
 use crate::desk::{Desk, DeskReply};
@@ -18,7 +17,7 @@ use crate::http::{Request, Response};
 use crate::outbox::{self, Deferral};
 use crate::store::idempotency::{self, LEASE_MARGIN, Next};
 use crate::store::{Outcome, entry_ref};
-use crate::support::ids::MAX_OPENID_LEN;
+use crate::support::ids::OpenId;
 use crate::telemetry::metric;
 use crate::wechat::crypto::{CryptoError, MsgCrypt};
 use crate::wechat::kf::{PassivePlan, plan_mini_program_reply};
@@ -182,7 +181,7 @@ async fn push(
         }
         Err(e) => return refuse(400, appid, &format!("unreadable message: {e}")),
     };
-    if !is_identifier(&msg.from_user, MAX_OPENID_LEN) {
+    if OpenId::parse(&msg.from_user).is_err() {
         return refuse(400, appid, "FromUserName is not an openid");
     }
     let env = Envelope {

@@ -44,7 +44,7 @@ pub(crate) async fn bind(ctx: &Context, app: &AppConfig, req: &Request) -> bool 
     let now_ms = ctx.clock.unix_ms();
     // The signature is usable while its timestamp is within the skew: bound that long.
     let until = ts.max(now_ms / 1000) + skew as i64 + 1;
-    let key = format!("{}#sig#{signature}", app.appid);
+    let key = crate::support::keys::key(&app.appid, crate::support::keys::Kind::Sig, &[&signature]);
     let bound = ctx.inbox.put_first(&key, &app.appid, &value, until, now_ms);
     match tokio::time::timeout(BIND_WITHIN, bound).await {
         Ok(Ok(held)) => held == value,
