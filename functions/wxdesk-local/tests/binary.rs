@@ -669,3 +669,34 @@ fn the_admin_key_goes_only_to_the_server_holding_the_store() {
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("loopback"));
 }
+
+/// The declared command line: each subcommand has its own help, `--version` prints the
+/// crate's version, and a usage error exits 2 naming what is wrong.
+#[test]
+fn every_command_has_its_help_and_the_binary_its_version() {
+    let run = |args: &[&str]| Command::new(BIN).args(args).output().unwrap();
+    let version = run(&["--version"]);
+    assert!(version.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        format!("wxdesk-local {}", env!("CARGO_PKG_VERSION"))
+    );
+    for (cmd, flag) in [
+        (&["doctor"][..], "--server <URL>"),
+        (&["urls"], "--base <URL>"),
+        (&["outbox", "list"], "--state <STATE>"),
+        (&["outbox", "replay"], "--dead"),
+        (&["simulate"], "--openid <OPENID>"),
+    ] {
+        let help = run(&[cmd, &["--help"]].concat());
+        let text = String::from_utf8_lossy(&help.stdout);
+        assert!(help.status.success(), "{cmd:?}");
+        assert!(
+            text.contains(flag) && text.contains("--config <FILE>"),
+            "{cmd:?}: {text}"
+        );
+    }
+    let bad = run(&["outbox", "list", "--config", "x.toml", "--state", "gone"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("gone"));
+}
