@@ -219,50 +219,6 @@ pub struct Route {
     pub key: Option<crate::support::secret::Secret>,
 }
 
-/// Matches a request path (leading API Gateway stage segments are tolerated). An appid
-/// segment that cannot be one (see `support::ids`) matches nothing, so that no
-/// oversized or odd value reaches a lookup or a log line.
-pub fn route(path: &str) -> Option<Route> {
-    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let i = segs.iter().position(|s| {
-        matches!(
-            *s,
-            "wechat" | "udesk" | "udesk-im" | "media" | "tim" | "chatbot"
-        )
-    })?;
-    let r = |kind, appid: &str, key: Option<&str>| {
-        let appid_ok = appid.is_empty() || crate::support::ids::Appid::parse(appid).is_ok();
-        appid_ok.then(|| Route {
-            kind,
-            appid: appid.to_owned(),
-            key: key.map(crate::support::secret::Secret::new),
-        })
-    };
-    match &segs[i..] {
-        ["wechat", appid] => r(RouteKind::WechatCallback, appid, None),
-        ["udesk-im", appid, key] => r(RouteKind::UdeskImPush, appid, Some(key)),
-        ["tim", appid, key] => r(RouteKind::TimCallback, appid, Some(key)),
-        ["chatbot", appid, key] => r(RouteKind::ChatbotHandoff, appid, Some(key)),
-        ["chatbot", appid, key, "event"] => r(RouteKind::ChatbotEvent, appid, Some(key)),
-        ["media", _, ..] => r(RouteKind::StagedMedia, "", None),
-        ["udesk", rest @ ..] => {
-            let (base, kind) = match rest {
-                [base @ .., "template", "get_all_private_template"] => {
-                    (base, RouteKind::UdeskTemplateList)
-                }
-                [base @ .., "message", "template", "send"] => (base, RouteKind::UdeskTemplateSend),
-                base => (base, RouteKind::UdeskGateway),
-            };
-            match base {
-                [appid, key] => r(kind, appid, Some(key)),
-                [key] => r(kind, "", Some(key)),
-                _ => None,
-            }
-        }
-        _ => None,
-    }
-}
-
 /// Whether a request is a Udesk media upload, from its head alone.
 pub(crate) fn is_upload(
     kind: RouteKind,

@@ -155,7 +155,7 @@ async fn every_sample_event_gets_its_answer() {
             continue;
         }
         let req = lambda_http::request::from_str(&raw).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let kind = match wxdesk::http::route(req.uri().path()) {
+        let kind = match wxdesk::app::routes::find(req.uri().path()) {
             Some(r) => r.kind,
             None => panic!("{name}: no route for {}", req.uri().path()),
         };

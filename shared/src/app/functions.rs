@@ -1,47 +1,43 @@
 //! The Lambda binary's dispatch: which role a function of template.yaml runs, by the name
 //! its `WXDESK_FUNCTION` gives it. One binary serves them all (built once by `sam build`).
 
-use crate::http::RouteKind;
+use crate::app::routes::ROUTES;
 
-/// The functions of template.yaml, by the name its `WXDESK_FUNCTION` gives each: one
-/// binary serves them all (built once by `sam build`), each function running one role.
-pub const FUNCTIONS: [&str; 10] = [
-    "wechat-callback",
-    "udesk-gateway",
-    "udesk-template-list",
-    "udesk-template-send",
-    "udesk-im-push",
-    "tim-callback",
-    "chatbot-handoff",
-    "chatbot-event",
-    "token-refresher",
-    "deliver-worker",
-];
+/// The functions of template.yaml that serve no route, by their `WXDESK_FUNCTION`.
+const JOBS: [&str; 2] = ["token-refresher", "deliver-worker"];
+
+/// The functions of template.yaml, by the name its `WXDESK_FUNCTION` gives each: one per
+/// route of the route table that has one, and the two scheduled jobs.
+pub fn functions() -> Vec<&'static str> {
+    ROUTES
+        .iter()
+        .filter_map(|d| d.lambda.as_ref().map(|l| l.function))
+        .chain(JOBS)
+        .collect()
+}
 
 /// The whole main of the Lambda binary: runs the role `function` names.
 pub async fn run_function(function: &str) -> Result<(), lambda_http::Error> {
-    let kind = match function {
-        "wechat-callback" => RouteKind::WechatCallback,
-        "udesk-gateway" => RouteKind::UdeskGateway,
-        "udesk-template-list" => RouteKind::UdeskTemplateList,
-        "udesk-template-send" => RouteKind::UdeskTemplateSend,
-        "udesk-im-push" => RouteKind::UdeskImPush,
-        "tim-callback" => RouteKind::TimCallback,
-        "chatbot-handoff" => RouteKind::ChatbotHandoff,
-        "chatbot-event" => RouteKind::ChatbotEvent,
+    match function {
         "token-refresher" => return crate::app::refresher::run_lambda().await,
         "deliver-worker" => return crate::app::worker::run_lambda().await,
-        other => {
+        _ => {}
+    }
+    let route = ROUTES
+        .iter()
+        .find(|d| d.lambda.as_ref().is_some_and(|l| l.function == function));
+    match route {
+        Some(d) => crate::app::lambda::run(d.kind).await,
+        None => {
             crate::telemetry::init();
             let why = format!(
-                "WXDESK_FUNCTION={other:?} names no function (one of {})",
-                FUNCTIONS.join(", ")
+                "WXDESK_FUNCTION={function:?} names no function (one of {})",
+                functions().join(", ")
             );
             tracing::error!("{why}");
-            return Err(why.into());
+            Err(why.into())
         }
-    };
-    crate::app::lambda::run(kind).await
+    }
 }
 
 #[cfg(test)]

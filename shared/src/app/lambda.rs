@@ -6,8 +6,8 @@ use lambda_http::{Body, RequestExt, service_fn};
 
 use crate::app::Services;
 use crate::app::live::Live;
-use crate::app::routes::dispatch;
-use crate::http::{Request, Response, RouteKind, route};
+use crate::app::routes::find as route;
+use crate::http::{Request, Response, RouteKind};
 
 pub(crate) fn to_request(req: &lambda_http::Request) -> Request {
     let query = req
@@ -79,7 +79,7 @@ pub fn to_lambda_response(mut resp: Response) -> lambda_http::Response<Body> {
 /// Serves one function's route: the appid comes from API Gateway's path parameters,
 /// else from the path itself.
 pub async fn handle(svc: &Arc<Services>, kind: RouteKind, req: lambda_http::Request) -> Response {
-    let request = to_request(&req);
+    let mut request = to_request(&req);
     let found = match route(&request.path) {
         Some(r) if r.kind == kind => Some(r),
         // The simulated-domain function serves every Udesk path it is given.
@@ -104,7 +104,10 @@ pub async fn handle(svc: &Arc<Services>, kind: RouteKind, req: lambda_http::Requ
         }),
     };
     match found {
-        Some(r) => dispatch(svc, &r, &request).await,
+        Some(r) => {
+            let mut body = crate::app::routes::InMemory(std::mem::take(&mut request.body));
+            crate::app::routes::serve(svc, &r, request, &mut body).await
+        }
         None => {
             // Only the first segment: Udesk paths carry the gateway key further on.
             let prefix = request
@@ -113,8 +116,14 @@ pub async fn handle(svc: &Arc<Services>, kind: RouteKind, req: lambda_http::Requ
                 .find(|s| !s.is_empty())
                 .unwrap_or("");
             if let Some(suppressed) = crate::support::throttle::log_refusal("route", "none") {
+                // What this function serves, from the route table (template.yaml's event).
+                let serves = crate::app::routes::decl(kind)
+                    .lambda
+                    .as_ref()
+                    .map(|l| format!("{} {}", l.method, l.path));
                 tracing::warn!(
                     prefix_len = prefix.len(),
+                    serves = serves.as_deref().unwrap_or(""),
                     suppressed,
                     "no route for this path"
                 );

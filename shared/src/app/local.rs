@@ -28,8 +28,9 @@ use crate::app::admin;
 use crate::app::conn;
 use crate::app::live::Live;
 use crate::app::outgoing::Outgoing;
-use crate::app::routes::{authenticate, serve_authenticated};
-use crate::http::{Request, Response, is_media, is_upload, route};
+use crate::app::routes::find as route;
+use crate::app::routes::too_large;
+use crate::http::{Request, Response, is_media};
 
 /// `GET /healthz`: the process answers. `GET /readyz`: the store and the delivery queue
 /// answer too (the reason goes to the log, not to the caller).
@@ -99,68 +100,73 @@ async fn serve_one(
         headers: parts.headers,
         body: Bytes::new(),
     };
-    // Nothing of the body is read for a caller who cannot authenticate.
-    if let Err(refused) = authenticate(svc, &r, &request).await {
-        return (refused, None);
-    }
-    // A media download or upload holds one of its peer's media slots until its body is
-    // out (or in): a peer cannot make the server hold more than a few files at once.
-    let slot = if is_media(r.kind, &request.method, &request.query) {
-        match media_slots.take(peer, false) {
-            Some(slot) => Some(slot),
-            None => {
-                if let Some(suppressed) = log_refusal("media", "max_media_per_peer") {
-                    tracing::warn!(peer = %peer, suppressed, "media request refused: the peer has max_media_per_peer in flight");
-                }
-                let busy = Response::text(429, "too many media requests at once; try again")
-                    .with_header(http::header::RETRY_AFTER, "1".into());
-                return (busy, None);
-            }
-        }
-    } else {
-        None
+    // Nothing of the body is read for a caller who cannot authenticate: the route's head
+    // check runs first, then `Connection::read`.
+    let mut source = Connection {
+        svc: svc.clone(),
+        body: Some(body),
+        peer,
+        media_slots: media_slots.clone(),
+        slot: None,
     };
-    (read_and_serve(svc, &r, request, body).await, slot)
+    let answer = crate::app::routes::serve(svc, &r, request, &mut source).await;
+    (answer, source.slot)
 }
 
-/// Reads an authenticated request's body within its limits, then serves it.
-async fn read_and_serve(
-    svc: &Arc<Services>,
-    r: &crate::http::Route,
-    mut request: Request,
-    body: hyper::body::Incoming,
-) -> Response {
-    let limit = crate::app::routes::max_body_bytes(
-        r.kind,
-        &svc.config,
-        is_upload(r.kind, &request.method, &request.query),
-    );
-    let declared = request
-        .header(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        if let Some(suppressed) = log_refusal("body", "Content-Length over the limit") {
-            tracing::warn!(appid = %r.appid, limit, suppressed, "request body over the limit (Content-Length)");
-        }
-        return Response::text(413, "body too large");
+/// An authenticated request's body on the connection: read within its route's limit (by
+/// Content-Length, and while it streams in) and `[server] body_timeout_ms`. A media
+/// download or upload first takes one of its peer's media slots, held until its body is
+/// out (or in): a peer cannot make the server hold more than a few files at once.
+struct Connection {
+    svc: Arc<Services>,
+    body: Option<hyper::body::Incoming>,
+    peer: std::net::IpAddr,
+    media_slots: Arc<conn::PeerSlots>,
+    slot: Option<conn::PeerSlot>,
+}
+
+impl crate::app::routes::BodySource for Connection {
+    fn read<'a>(
+        &'a mut self,
+        r: &'a crate::http::Route,
+        request: &'a Request,
+        limit: usize,
+    ) -> crate::app::routes::BoxFuture<'a, Result<Bytes, Response>> {
+        Box::pin(async move {
+            if is_media(r.kind, &request.method, &request.query) {
+                let Some(slot) = self.media_slots.take(self.peer, false) else {
+                    if let Some(suppressed) = log_refusal("media", "max_media_per_peer") {
+                        tracing::warn!(peer = %self.peer, suppressed, "media request refused: the peer has max_media_per_peer in flight");
+                    }
+                    return Err(
+                        Response::text(429, "too many media requests at once; try again")
+                            .with_header(http::header::RETRY_AFTER, "1".into()),
+                    );
+                };
+                self.slot = Some(slot);
+            }
+            let declared = request
+                .header(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.parse::<u64>().ok());
+            if declared.is_some_and(|n| n > limit as u64) {
+                return Err(too_large(r, limit, "over the limit (Content-Length)"));
+            }
+            let Some(body) = self.body.take() else {
+                return Ok(Bytes::new());
+            };
+            let within = Duration::from_millis(self.svc.config.server.body_timeout_ms);
+            match tokio::time::timeout(within, Limited::new(body, limit).collect()).await {
+                Ok(Ok(b)) => Ok(b.to_bytes()),
+                Ok(Err(_)) => Err(too_large(r, limit, "over the limit or unreadable")),
+                Err(_) => {
+                    if let Some(suppressed) = log_refusal("body", "timeout") {
+                        tracing::warn!(appid = %r.appid, suppressed, "request body did not arrive in time");
+                    }
+                    Err(Response::text(408, "request body timeout"))
+                }
+            }
+        })
     }
-    let within = Duration::from_millis(svc.config.server.body_timeout_ms);
-    request.body = match tokio::time::timeout(within, Limited::new(body, limit).collect()).await {
-        Ok(Ok(b)) => b.to_bytes(),
-        Ok(Err(_)) => {
-            if let Some(suppressed) = log_refusal("body", "over the limit or unreadable") {
-                tracing::warn!(appid = %r.appid, limit, suppressed, "request body over the limit or unreadable");
-            }
-            return Response::text(413, "body too large");
-        }
-        Err(_) => {
-            if let Some(suppressed) = log_refusal("body", "timeout") {
-                tracing::warn!(appid = %r.appid, suppressed, "request body did not arrive in time");
-            }
-            return Response::text(408, "request body timeout");
-        }
-    };
-    serve_authenticated(svc, r, &request).await
 }
 
 fn to_hyper((resp, slot): Answer) -> hyper::Response<Outgoing> {

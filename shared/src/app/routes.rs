@@ -1,158 +1,401 @@
-//! The route table: for each route, what it checks from the request's head before its
-//! body is read, and the handler that serves it.
+//! The route table: every route declared once (its path patterns as template.yaml writes
+//! them, its methods, the Lambda function serving it, its body limit, its head check and
+//! handler). The local server and the Lambda dispatch both serve from it, and a test holds
+//! template.yaml to it.
+//!
+//! A route runs as: its head check (path key, signature, time window, account, method),
+//! whose refusal is the whole answer; then its body, read within the route's limit; then
+//! its handler, given the check's proof.
 
-use crate::support::throttle::log_refusal;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+
+use bytes::Bytes;
 
 use crate::app::Services;
 use crate::app::handlers;
-use crate::config::{AppConfig, DeskConfig, Secret};
 use crate::http::{MAX_DESK_BODY, MAX_UPLOAD_BODY, Request, Response, Route, RouteKind, is_upload};
-use crate::source;
+use crate::support::throttle::log_refusal;
 
-/// The largest request body a route takes; `upload` says whether the request is a Udesk
-/// media upload (`POST ...?type=`), the one kind of request with a large body.
-pub(crate) fn max_body_bytes(kind: RouteKind, config: &crate::Config, upload: bool) -> usize {
-    match kind {
-        RouteKind::WechatCallback => config.callback.max_body_bytes,
-        RouteKind::UdeskGateway if upload => MAX_UPLOAD_BODY,
-        RouteKind::UdeskGateway
-        | RouteKind::UdeskTemplateList
-        | RouteKind::UdeskTemplateSend
-        | RouteKind::UdeskImPush
-        | RouteKind::TimCallback
-        | RouteKind::ChatbotHandoff
-        | RouteKind::ChatbotEvent => MAX_DESK_BODY,
-        RouteKind::StagedMedia => 0,
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where a route's body comes from: the Lambda event holds it already; the local server
+/// reads it from the connection, only after the head check passed.
+pub(crate) trait BodySource: Send {
+    /// The body of `head` within `limit` bytes, or the answer refusing it.
+    fn read<'a>(
+        &'a mut self,
+        route: &'a Route,
+        head: &'a Request,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Bytes, Response>>;
+}
+
+/// A body already in memory (API Gateway's event): refused past the limit.
+pub(crate) struct InMemory(pub Bytes);
+
+impl BodySource for InMemory {
+    fn read<'a>(
+        &'a mut self,
+        route: &'a Route,
+        _: &'a Request,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Bytes, Response>> {
+        let body = std::mem::take(&mut self.0);
+        Box::pin(async move {
+            if body.len() > limit {
+                return Err(too_large(route, limit, "over the limit"));
+            }
+            Ok(body)
+        })
     }
 }
 
-/// Whether an account uses a desk-facing route at all: each desk kind calls its own
-/// route, and only an account with `[apps.chatbot]` has the Dialogue Platform's. For any
-/// other account the route does not exist (the same 404 as an unknown path), so a key
-/// captured from one integration opens no other.
-pub(crate) fn opens(kind: RouteKind, app: &AppConfig) -> bool {
-    match kind {
-        RouteKind::UdeskGateway | RouteKind::UdeskTemplateList | RouteKind::UdeskTemplateSend => {
-            matches!(app.desk, DeskConfig::UdeskWechat(_))
+/// The answer to a body over its route's limit (logged, sparingly).
+pub(crate) fn too_large(route: &Route, limit: usize, why: &'static str) -> Response {
+    if let Some(suppressed) = log_refusal("body", why) {
+        tracing::warn!(appid = %route.appid, limit, suppressed, "request body {why}");
+    }
+    Response::text(413, "body too large")
+}
+
+/// The largest body a route takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyLimit {
+    /// WeChat's pushes: `[callback] max_body_bytes`.
+    Push,
+    /// A desk's JSON or form request.
+    Desk,
+    /// A desk's request, or a Udesk media upload (`POST ...?type=`).
+    DeskOrUpload,
+    /// No body at all.
+    None,
+}
+
+impl BodyLimit {
+    fn bytes(self, svc: &Services, route: &Route, req: &Request) -> usize {
+        match self {
+            BodyLimit::Push => svc.config.callback.max_body_bytes,
+            BodyLimit::DeskOrUpload if is_upload(route.kind, &req.method, &req.query) => {
+                MAX_UPLOAD_BODY
+            }
+            BodyLimit::Desk | BodyLimit::DeskOrUpload => MAX_DESK_BODY,
+            BodyLimit::None => 0,
         }
-        RouteKind::UdeskImPush => matches!(app.desk, DeskConfig::UdeskIm(_)),
-        RouteKind::TimCallback => matches!(app.desk, DeskConfig::TencentIm(_)),
-        RouteKind::ChatbotHandoff | RouteKind::ChatbotEvent => app.chatbot.is_some(),
-        RouteKind::WechatCallback | RouteKind::StagedMedia => true,
     }
 }
 
-/// Whether the path's key is the one for this route: the Dialogue Platform's hand-off
-/// has a key of its own; every route the desk calls takes the account's.
-fn key_matches(kind: RouteKind, app: &AppConfig, presented: Option<&Secret>) -> bool {
-    match kind {
-        RouteKind::ChatbotHandoff => app.handoff_key_matches(presented),
-        _ => app.desk_key_matches(presented),
-    }
+/// A route's whole run: head check, body, handler.
+pub(crate) type Runner = for<'a> fn(
+    &'a Arc<Services>,
+    &'a Route,
+    Request,
+    &'a mut dyn BodySource,
+) -> BoxFuture<'a, Response>;
+
+/// One route, declared once.
+pub(crate) struct RouteDecl {
+    pub kind: RouteKind,
+    /// The paths it serves: literal segments, `{appid}` (an account's, checked by
+    /// `support::ids`), `{key}` (a secret path segment) and a last `{rest}` (one segment
+    /// or more). API Gateway stage segments before the first literal are tolerated.
+    pub paths: &'static [&'static str],
+    /// The Lambda function that serves it, None: the local server only.
+    pub lambda: Option<Lambda>,
+    pub body: BodyLimit,
+    pub run: Runner,
 }
 
-/// The account of a desk-facing route, once the route is open for it (else the answer to
-/// an unknown path) and the path carries its key (else `refuse(401, …)`, in the route's
-/// own protocol).
-pub(crate) fn open_account<'a>(
-    app: Option<&'a AppConfig>,
-    route: &Route,
-    refuse: impl FnOnce(u16, &'static str) -> Response,
-) -> Result<&'a AppConfig, Response> {
-    let Some(app) = app.filter(|a| opens(route.kind, a)) else {
-        if let Some(suppressed) = log_refusal("desk", "closed") {
-            tracing::warn!(route = ?route.kind, suppressed, "desk-facing route closed for this appid");
+/// A route's function in template.yaml: its `WXDESK_FUNCTION`, and its HttpApi event.
+pub(crate) struct Lambda {
+    pub function: &'static str,
+    pub path: &'static str,
+    /// `ANY`, `GET` or `POST`, as template.yaml writes it.
+    pub method: &'static str,
+}
+
+/// A runner from a head check and the handler taking its proof.
+macro_rules! gated {
+    ($check:path => $serve:path) => {
+        |svc, route, mut req, body| {
+            Box::pin(async move {
+                let proof = match $check(svc, route, &req) {
+                    Ok(proof) => proof,
+                    Err(refused) => return refused,
+                };
+                let limit = decl(route.kind).body.bytes(svc, route, &req);
+                req.body = match body.read(route, &req, limit).await {
+                    Ok(b) => b,
+                    Err(refused) => return refused,
+                };
+                $serve(svc, proof, &req).await
+            })
         }
-        return Err(Response::no_such_route());
     };
-    if !key_matches(route.kind, app, route.key.as_ref()) {
-        return Err(refuse(401, "missing or wrong gateway key in the URL"));
-    }
-    Ok(app)
 }
 
-/// What every desk-facing route but Udesk's simulated domain checks first: `open_account`
-/// for the path's appid, then that the request is a POST. Returns the account's part of
-/// the config that the route needs (`pick`), which an open route always has.
-pub fn desk_gate<'a, T: 'a>(
-    svc: &'a Services,
-    route: &Route,
-    req: &Request,
-    pick: impl FnOnce(&'a AppConfig) -> Option<&'a T>,
-    refuse: impl Fn(u16, &'static str) -> Response,
-) -> Result<(&'a AppConfig, &'a T), Response> {
-    let app = open_account(svc.config.app(&route.appid), route, &refuse)?;
-    if req.method != http::Method::POST {
-        return Err(refuse(405, "use POST"));
-    }
-    let part = pick(app).ok_or_else(Response::no_such_route)?;
-    Ok((app, part))
+/// Every route.
+pub(crate) static ROUTES: [RouteDecl; 9] = [
+    RouteDecl {
+        kind: RouteKind::WechatCallback,
+        paths: &["/wechat/{appid}"],
+        lambda: Some(Lambda {
+            function: "wechat-callback",
+            path: "/wechat/{appid}",
+            method: "ANY",
+        }),
+        body: BodyLimit::Push,
+        run: gated!(handlers::wechat::check => handlers::wechat::serve),
+    },
+    RouteDecl {
+        kind: RouteKind::UdeskGateway,
+        paths: &["/udesk/{appid}/{key}", "/udesk/{key}"],
+        lambda: Some(Lambda {
+            function: "udesk-gateway",
+            path: "/udesk/{proxy+}",
+            method: "ANY",
+        }),
+        body: BodyLimit::DeskOrUpload,
+        run: gated!(handlers::udesk::check => handlers::udesk::serve),
+    },
+    RouteDecl {
+        kind: RouteKind::UdeskTemplateList,
+        paths: &[
+            "/udesk/{appid}/{key}/template/get_all_private_template",
+            "/udesk/{key}/template/get_all_private_template",
+        ],
+        lambda: Some(Lambda {
+            function: "udesk-template-list",
+            path: "/udesk/{appid}/{key}/template/get_all_private_template",
+            method: "GET",
+        }),
+        body: BodyLimit::Desk,
+        run: gated!(handlers::udesk::check => handlers::udesk::serve),
+    },
+    RouteDecl {
+        kind: RouteKind::UdeskTemplateSend,
+        paths: &[
+            "/udesk/{appid}/{key}/message/template/send",
+            "/udesk/{key}/message/template/send",
+        ],
+        lambda: Some(Lambda {
+            function: "udesk-template-send",
+            path: "/udesk/{appid}/{key}/message/template/send",
+            method: "POST",
+        }),
+        body: BodyLimit::Desk,
+        run: gated!(handlers::udesk::check => handlers::udesk::serve),
+    },
+    RouteDecl {
+        kind: RouteKind::UdeskImPush,
+        paths: &["/udesk-im/{appid}/{key}"],
+        lambda: Some(Lambda {
+            function: "udesk-im-push",
+            path: "/udesk-im/{appid}/{key}",
+            method: "POST",
+        }),
+        body: BodyLimit::Desk,
+        run: gated!(handlers::udesk_im::check => handlers::udesk_im::serve),
+    },
+    RouteDecl {
+        kind: RouteKind::TimCallback,
+        paths: &["/tim/{appid}/{key}"],
+        lambda: Some(Lambda {
+            function: "tim-callback",
+            path: "/tim/{appid}/{key}",
+            method: "POST",
+        }),
+        body: BodyLimit::Desk,
+        run: gated!(handlers::tim::check => handlers::tim::serve),
+    },
+    RouteDecl {
+        kind: RouteKind::ChatbotHandoff,
+        paths: &["/chatbot/{appid}/{key}"],
+        lambda: Some(Lambda {
+            function: "chatbot-handoff",
+            path: "/chatbot/{appid}/{key}",
+            method: "POST",
+        }),
+        body: BodyLimit::Desk,
+        run: gated!(handlers::chatbot::check => handlers::chatbot::handoff),
+    },
+    RouteDecl {
+        kind: RouteKind::ChatbotEvent,
+        paths: &["/chatbot/{appid}/{key}/event"],
+        lambda: Some(Lambda {
+            function: "chatbot-event",
+            path: "/chatbot/{appid}/{key}/event",
+            method: "POST",
+        }),
+        body: BodyLimit::Desk,
+        run: gated!(handlers::chatbot::check => handlers::chatbot::event),
+    },
+    RouteDecl {
+        kind: RouteKind::StagedMedia,
+        paths: &["/media/{rest}"],
+        // S3 presigned URLs serve media on AWS.
+        lambda: None,
+        body: BodyLimit::None,
+        run: gated!(handlers::media::check => handlers::media::serve),
+    },
+];
+
+/// The declaration of `kind`.
+pub(crate) fn decl(kind: RouteKind) -> &'static RouteDecl {
+    // Every kind is declared (a test checks it), so the fallback is never taken.
+    ROUTES.iter().find(|d| d.kind == kind).unwrap_or(&ROUTES[0])
 }
 
-/// Everything a route checks from the request's head alone (path key, signature, time
-/// window, account and method), before its body is read: a refusal here is the whole
-/// answer, and nothing else happens.
-pub(crate) async fn authenticate(
-    svc: &Services,
-    route: &Route,
-    req: &Request,
-) -> Result<(), Response> {
-    match route.kind {
-        RouteKind::WechatCallback => {
-            source::wechat_push::authenticate(svc, &route.appid, req).map(|_| ())
-        }
-        RouteKind::UdeskGateway | RouteKind::UdeskTemplateList | RouteKind::UdeskTemplateSend => {
-            handlers::udesk::authenticate(svc, route, req).map(|_| ())
-        }
-        RouteKind::UdeskImPush => handlers::udesk_im::authenticate(svc, route, req).map(|_| ()),
-        RouteKind::TimCallback => handlers::tim::authenticate(svc, route, req).map(|_| ()),
-        RouteKind::ChatbotHandoff | RouteKind::ChatbotEvent => {
-            handlers::chatbot::authenticate(svc, route, req).map(|_| ())
-        }
-        RouteKind::StagedMedia => {
-            handlers::media::authenticate(&svc.links, req, svc.clock.unix_secs())
-        }
-    }
+/// The route a request path names. An `{appid}` segment that cannot be one matches
+/// nothing, so that no oversized or odd value reaches a lookup or a log line.
+pub fn find(path: &str) -> Option<Route> {
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let start = segs.iter().position(|s| {
+        ROUTES
+            .iter()
+            .any(|d| d.paths.iter().any(|p| first(p) == *s))
+    })?;
+    ROUTES.iter().find_map(|d| {
+        d.paths
+            .iter()
+            .find_map(|p| matched(d.kind, p, &segs[start..]))
+    })
 }
 
-/// Authenticates, checks the body against the route's limit, and serves.
-pub(crate) async fn dispatch(svc: &Arc<Services>, route: &Route, req: &Request) -> Response {
-    if let Err(refused) = authenticate(svc, route, req).await {
-        return refused;
-    }
-    let limit = max_body_bytes(
-        route.kind,
-        &svc.config,
-        is_upload(route.kind, &req.method, &req.query),
-    );
-    if req.body.len() > limit {
-        if let Some(suppressed) = log_refusal("body", "over the limit") {
-            tracing::warn!(appid = %route.appid, limit, suppressed, "request body over the route's limit");
-        }
-        return Response::text(413, "body too large");
-    }
-    serve_authenticated(svc, route, req).await
+/// A pattern's first segment: where a route's path starts.
+fn first(pattern: &'static str) -> &'static str {
+    pattern.split('/').find(|s| !s.is_empty()).unwrap_or("")
 }
 
-/// Serves a request that `authenticate` has passed and whose body is within its limit.
-pub(crate) async fn serve_authenticated(
+/// `segs` against one pattern of `kind`.
+fn matched(kind: RouteKind, pattern: &str, segs: &[&str]) -> Option<Route> {
+    let parts: Vec<&str> = pattern.split('/').filter(|s| !s.is_empty()).collect();
+    let rest = parts.last() == Some(&"{rest}");
+    let fits = if rest {
+        segs.len() >= parts.len()
+    } else {
+        segs.len() == parts.len()
+    };
+    if !fits {
+        return None;
+    }
+    let (mut appid, mut key) = ("", None);
+    for (part, seg) in parts.iter().zip(segs) {
+        match *part {
+            "{appid}" => appid = *seg,
+            "{key}" => key = Some(crate::support::secret::Secret::new(*seg)),
+            "{rest}" => {}
+            literal if literal == *seg => {}
+            _ => return None,
+        }
+    }
+    if !appid.is_empty() && crate::support::ids::Appid::parse(appid).is_err() {
+        return None;
+    }
+    Some(Route {
+        kind,
+        appid: appid.to_owned(),
+        key,
+    })
+}
+
+/// Serves a request on its route: head check, body from `body`, handler.
+pub(crate) async fn serve(
     svc: &Arc<Services>,
     route: &Route,
-    req: &Request,
+    head: Request,
+    body: &mut dyn BodySource,
 ) -> Response {
-    match route.kind {
-        RouteKind::WechatCallback => match svc.desk(&route.appid) {
-            Some(desk) => source::wechat_push::handle(svc, desk.as_ref(), &route.appid, req).await,
-            None => Response::text(404, "unknown appid"),
-        },
-        RouteKind::UdeskGateway | RouteKind::UdeskTemplateList | RouteKind::UdeskTemplateSend => {
-            handlers::udesk::handle(svc, route, req).await
+    (decl(route.kind).run)(svc, route, head, body).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_kind_is_declared_once() {
+        for d in &ROUTES {
+            let same = ROUTES.iter().filter(|o| o.kind == d.kind).count();
+            assert_eq!(same, 1, "{:?}", d.kind);
+            assert!(std::ptr::eq(decl(d.kind), d));
         }
-        RouteKind::UdeskImPush => handlers::udesk_im::handle(svc, &route.appid, req).await,
-        RouteKind::ChatbotHandoff => handlers::chatbot::handoff(svc, route, req).await,
-        RouteKind::ChatbotEvent => handlers::chatbot::event(svc, route, req).await,
-        RouteKind::TimCallback => handlers::tim::handle(svc, &route.appid, req).await,
-        RouteKind::StagedMedia => handlers::media::serve(&svc.links, req).await,
+    }
+
+    #[test]
+    fn paths_name_their_route_account_and_key() {
+        let r = find("/prod/udesk/wx1/K1/template/get_all_private_template").unwrap();
+        assert_eq!(
+            (r.kind, r.appid.as_str()),
+            (RouteKind::UdeskTemplateList, "wx1")
+        );
+        assert_eq!(r.key.unwrap().expose(), "K1");
+        let r = find("/udesk/K2").unwrap();
+        assert_eq!((r.kind, r.appid.as_str()), (RouteKind::UdeskGateway, ""));
+        assert_eq!(find("/wechat/wx1").unwrap().kind, RouteKind::WechatCallback);
+        assert!(find("/wechat/wx1/more").is_none());
+        assert!(find(&format!("/wechat/{}", "w".repeat(65))).is_none());
+        assert!(find("/wechat/wx%2F1").is_none());
+        assert!(find("/media").is_none());
+        assert_eq!(find("/media/a/b").unwrap().kind, RouteKind::StagedMedia);
+        assert!(find("/nowhere/wx1").is_none());
+    }
+
+    /// template.yaml declares exactly the table's functions, each with its route's path
+    /// and method (and the two scheduled jobs).
+    #[test]
+    fn template_yaml_declares_the_table() {
+        let template = include_str!("../../../template.yaml");
+        let mut declared = Vec::new();
+        let mut function = None;
+        let mut path = None;
+        for line in template.lines().map(str::trim) {
+            if let Some(f) = line.strip_prefix("WXDESK_FUNCTION: ") {
+                function = Some(f.to_owned());
+                path = None;
+            } else if let Some(p) = line.strip_prefix("Path: ") {
+                path = Some(p.to_owned());
+            } else if let (Some(m), Some(f), Some(p)) =
+                (line.strip_prefix("Method: "), &function, &path)
+            {
+                declared.push((f.clone(), p.clone(), m.to_owned()));
+                path = None;
+            }
+        }
+        let mut table: Vec<_> = ROUTES
+            .iter()
+            .filter_map(|d| d.lambda.as_ref())
+            .map(|l| {
+                (
+                    l.function.to_owned(),
+                    l.path.to_owned(),
+                    l.method.to_owned(),
+                )
+            })
+            .collect();
+        declared.sort();
+        table.sort();
+        assert_eq!(declared, table);
+        for f in crate::app::functions::functions() {
+            assert!(
+                template.contains(&format!("WXDESK_FUNCTION: {f}\n")),
+                "{f} is not a function of template.yaml"
+            );
+        }
+    }
+
+    #[test]
+    fn each_path_pattern_matches_its_route() {
+        for d in &ROUTES {
+            for p in d.paths {
+                let sample = p
+                    .replace("{appid}", "wx1234")
+                    .replace("{key}", "k")
+                    .replace("{rest}", "a/b");
+                let found = find(&sample).map(|r| r.kind);
+                assert_eq!(found, Some(d.kind), "{p}");
+            }
+        }
     }
 }

@@ -4,9 +4,10 @@
 
 use serde_json::{Value, json};
 
+use super::gate::desk_gate;
 use crate::app::Services;
-use crate::app::routes::desk_gate;
 use crate::config::{AppConfig, ChatbotConfig};
+use crate::desk::Desk;
 use crate::http::{Request, Response, Route};
 use crate::source::chatbot::refuse;
 use crate::transport::Agent;
@@ -14,42 +15,46 @@ use crate::transport::chatbot as transport;
 use crate::wechat::dialogue::EVENTS;
 use crate::wechat::kf::KfMessage;
 
-/// Both Dialogue Platform routes: the path's gateway key (the platform signs nothing but
-/// its ciphertext), and an account that has `[apps.chatbot]`.
-pub(crate) fn authenticate<'a>(
+/// What the head check proved: the path's account, which has `[apps.chatbot]`, and its
+/// gateway key (the platform signs nothing but its ciphertext). Only `check` makes one.
+pub(crate) struct Chatbot<'a> {
+    app: &'a AppConfig,
+    cb: &'a ChatbotConfig,
+    desk: &'a dyn Desk,
+}
+
+/// Both Dialogue Platform routes' head check.
+pub(crate) fn check<'a>(
     svc: &'a Services,
     route: &Route,
     req: &Request,
-) -> Result<(&'a AppConfig, &'a ChatbotConfig), Response> {
+) -> Result<Chatbot<'a>, Response> {
     let appid = route.appid.as_str();
-    desk_gate(
+    let (app, cb) = desk_gate(
         svc,
         route,
         req,
         |a| a.chatbot.as_ref(),
         |status, why| refuse(status, appid, why),
-    )
+    )?;
+    let desk = svc.desk(&app.appid).ok_or_else(Response::no_such_route)?;
+    Ok(Chatbot {
+        app,
+        cb,
+        desk: desk.as_ref(),
+    })
 }
 
 /// The hand-off, for the account's desk.
-pub(crate) async fn handoff(svc: &Services, route: &Route, req: &Request) -> Response {
-    let (app, cb) = match authenticate(svc, route, req) {
-        Ok(found) => found,
-        Err(refused) => return refused,
-    };
-    match svc.desk(&app.appid) {
-        Some(desk) => crate::source::chatbot::handoff(svc, desk.as_ref(), app, cb, req).await,
-        None => refuse(404, &app.appid, "no desk configured"),
-    }
+pub(crate) async fn handoff(svc: &Services, proof: Chatbot<'_>, req: &Request) -> Response {
+    let Chatbot { app, cb, desk } = proof;
+    crate::source::chatbot::handoff(svc, desk, app, cb, req).await
 }
 
 /// `POST /chatbot/{appid}/{key}/event`: `{openid, event, kefuname?, kefuavatar?, msg?}`.
-pub(crate) async fn event(svc: &Services, route: &Route, req: &Request) -> Response {
-    let appid = route.appid.as_str();
-    let (app, cb) = match authenticate(svc, route, req) {
-        Ok(found) => found,
-        Err(refused) => return refused,
-    };
+pub(crate) async fn event(svc: &Services, proof: Chatbot<'_>, req: &Request) -> Response {
+    let Chatbot { app, cb, .. } = proof;
+    let appid = app.appid.as_str();
     let Ok(v) = serde_json::from_slice::<Value>(&req.body) else {
         return refuse(400, appid, "the body must be a JSON object");
     };

@@ -3,23 +3,24 @@
 
 use tracing::warn;
 
-use crate::http::{Request, Response};
-use crate::wechat::media::MediaLinks;
+use crate::app::Services;
+use crate::http::{Request, Response, Route};
 
 fn link_key(req: &Request) -> &str {
     req.path.split_once("/media/").map(|(_, k)| k).unwrap_or("")
 }
 
+/// What the head check proved: a link signed by this server, not expired. Only `check`
+/// makes one.
+pub(crate) struct Signed(());
+
 /// The link's signature and expiry, before anything else.
-pub(crate) fn authenticate(
-    links: &MediaLinks,
-    req: &Request,
-    now_secs: i64,
-) -> Result<(), Response> {
+pub(crate) fn check(svc: &Services, _: &Route, req: &Request) -> Result<Signed, Response> {
     let expires = req.query("expires").and_then(|e| e.parse::<i64>().ok());
     let sig = req.query("sig").unwrap_or("");
+    let now_secs = svc.clock.unix_secs();
     match expires {
-        Some(exp) if links.verify(link_key(req), exp, sig, now_secs) => Ok(()),
+        Some(exp) if svc.links.verify(link_key(req), exp, sig, now_secs) => Ok(Signed(())),
         _ => {
             warn!("staged media: bad or expired link");
             Err(Response::text(
@@ -30,9 +31,9 @@ pub(crate) fn authenticate(
     }
 }
 
-/// Serves a link `authenticate` has passed, from the object's file as the client reads.
-pub async fn serve(links: &MediaLinks, req: &Request) -> Response {
-    match links.open(link_key(req)).await {
+/// Serves a link `check` has passed, from the object's file as the client reads.
+pub(crate) async fn serve(svc: &Services, _: Signed, req: &Request) -> Response {
+    match svc.links.open(link_key(req)).await {
         Ok(Some(m)) => Response::media(m.content_type, m.body),
         Ok(None) => Response::text(404, "this media is no longer staged"),
         Err(e) => {

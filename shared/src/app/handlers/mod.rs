@@ -1,8 +1,12 @@
-//! One handler module per desk-facing route prefix; the WeChat push and the Dialogue
-//! Platform hand-off are sources (`crate::source`), called from `routes`.
+//! One handler module per route prefix. Each has a `check` of the request's head (before
+//! its body is read) that returns a proof only it can make (the account and the part of
+//! its config the route needs), and a `serve` that takes that proof: nothing is looked up
+//! twice and no handler runs unauthenticated. The table in `app::routes` pairs them.
 
 pub mod chatbot;
+mod gate;
 pub mod media;
 pub mod tim;
 pub mod udesk;
 pub mod udesk_im;
+pub mod wechat;

@@ -17,8 +17,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
+use super::gate::desk_gate;
 use crate::app::Services;
-use crate::app::routes::desk_gate;
 use crate::config::{AppConfig, TencentImConfig};
 use crate::desk::tencent_im::tuikit::{self, Custom};
 use crate::http::{Request, Response, Route};
@@ -57,13 +57,20 @@ pub(crate) fn callback_sign(token: &str, request_time: &str) -> String {
     crate::support::hex::hex_lower(&Sha256::digest(format!("{token}{request_time}")))
 }
 
+/// What the head check proved: the path's account, whose desk is Tencent IM app
+/// `sdkappid`, and a callback signed by Tencent within its window. Only `check` makes one.
+pub(crate) struct Tim<'a> {
+    app: &'a AppConfig,
+    sdkappid: u64,
+}
+
 /// The path's gateway key, the account's SdkAppid and Tencent's `Sign` over the callback
 /// token and a fresh `RequestTime`: all before the body is read.
-pub(crate) fn authenticate<'a>(
+pub(crate) fn check<'a>(
     svc: &'a Services,
     route: &Route,
     req: &Request,
-) -> Result<&'a AppConfig, Response> {
+) -> Result<Tim<'a>, Response> {
     let appid = route.appid.as_str();
     let (app, cfg) = desk_gate(
         svc,
@@ -92,7 +99,10 @@ pub(crate) fn authenticate<'a>(
     if !crate::config::Secret::new(callback_sign(callback_token.expose(), time)).matches(sign) {
         return Err(refuse(401, appid, "Sign mismatch"));
     }
-    Ok(app)
+    Ok(Tim {
+        app,
+        sdkappid: *sdkappid,
+    })
 }
 
 /// The account `user` (a customer's UserID) belongs to: the one recorded at their import
@@ -148,14 +158,13 @@ async fn online_only(svc: &Services, app: &AppConfig, to: &str, body: &Value) ->
     ok()
 }
 
-/// Serves a callback that `authenticate` has passed.
-pub(crate) async fn handle(svc: &Services, appid: &str, req: &Request) -> Response {
-    let Some(path_app) = svc.config.app(appid) else {
-        return refuse(404, appid, "unknown appid");
-    };
-    let Some(TencentImConfig { sdkappid, .. }) = path_app.desk.tencent_im() else {
-        return refuse(404, appid, "this account's desk is not tencent_im");
-    };
+/// Serves a callback that `check` has passed.
+pub(crate) async fn serve(svc: &Services, proof: Tim<'_>, req: &Request) -> Response {
+    let Tim {
+        app: path_app,
+        sdkappid,
+    } = proof;
+    let appid = path_app.appid.as_str();
     let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {
         return refuse(400, appid, "body is not JSON");
     };
@@ -182,7 +191,7 @@ pub(crate) async fn handle(svc: &Services, appid: &str, req: &Request) -> Respon
             "To_Account is not an IM UserID (1-32 letters, digits, '_', '-')",
         );
     }
-    let app = owner(svc, path_app, *sdkappid, to).await;
+    let app = owner(svc, path_app, sdkappid, to).await;
     let appid = app.appid.as_str();
     let agents = app
         .desk

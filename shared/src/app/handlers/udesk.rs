@@ -8,8 +8,8 @@
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
+use super::gate::open_account;
 use crate::app::Services;
-use crate::app::routes::open_account;
 use crate::config::AppConfig;
 use crate::http::{Request, Response, Route, RouteKind, multipart_part};
 use crate::store::StagedMedia;
@@ -65,13 +65,21 @@ fn resolve<'a>(
     svc.config.app(&appid).map(|app| (app, kind))
 }
 
-/// The account named, once the simulated domain is open for it (a `udesk_wechat` desk)
-/// and the path carries its gateway key.
-pub(crate) fn authenticate<'a>(
+/// What the head check proved: the account, whose simulated domain is open (a
+/// `udesk_wechat` desk) and whose gateway key the path carries, and which of its paths the
+/// request calls. Only `check` makes one.
+pub(crate) struct Udesk<'a> {
+    app: &'a AppConfig,
+    kind: RouteKind,
+}
+
+/// The account named, once the simulated domain is open for it and the path carries its
+/// gateway key.
+pub(crate) fn check<'a>(
     svc: &'a Services,
     route: &Route,
     req: &Request,
-) -> Result<(&'a AppConfig, RouteKind), Response> {
+) -> Result<Udesk<'a>, Response> {
     let found = resolve(svc, route, req);
     let app = open_account(found.map(|(app, _)| app), route, |status, why| {
         if let Some(suppressed) = crate::support::throttle::log_refusal("udesk", why) {
@@ -87,14 +95,13 @@ pub(crate) fn authenticate<'a>(
             "missing or wrong gateway key in the simulated domain URL",
         )
     })?;
-    Ok((app, found.map_or(route.kind, |(_, kind)| kind)))
+    let kind = found.map_or(route.kind, |(_, kind)| kind);
+    Ok(Udesk { app, kind })
 }
 
-/// Serves a request that `authenticate` has passed (the key is not compared again).
-pub(crate) async fn handle(svc: &Services, route: &Route, req: &Request) -> Response {
-    let Some((app, kind)) = resolve(svc, route, req) else {
-        return err_json(404, 40013, "unknown appid");
-    };
+/// Serves a request that `check` has passed.
+pub(crate) async fn serve(svc: &Services, proof: Udesk<'_>, req: &Request) -> Response {
+    let Udesk { app, kind } = proof;
     let method = &req.method;
     match kind {
         RouteKind::UdeskGateway if method == http::Method::POST => match req.query("type") {

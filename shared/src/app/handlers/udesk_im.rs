@@ -9,8 +9,8 @@ use crate::support::throttle::log_refusal;
 use serde_json::json;
 use tracing::{info, warn};
 
+use super::gate::desk_gate;
 use crate::app::Services;
-use crate::app::routes::desk_gate;
 use crate::config::{AppConfig, UdeskImConfig};
 use crate::desk::udesk_im::sign;
 use crate::http::{Request, Response, Route};
@@ -29,13 +29,19 @@ fn failure(status: u16, appid: &str, msg: &str) -> Response {
     Response::json_status(status, &json!({ "success": false, "msg": msg }))
 }
 
+/// What the head check proved: the account, whose desk is `udesk_im`, and a push signed by
+/// Udesk within its window. Only `check` makes one.
+pub(crate) struct UdeskIm<'a> {
+    app: &'a AppConfig,
+}
+
 /// The path's gateway key, then Udesk's own sign and time window on the query: all before
 /// the body is read.
-pub(crate) fn authenticate<'a>(
+pub(crate) fn check<'a>(
     svc: &'a Services,
     route: &Route,
     req: &Request,
-) -> Result<&'a AppConfig, Response> {
+) -> Result<UdeskIm<'a>, Response> {
     let appid = route.appid.as_str();
     let (app, cfg) = desk_gate(
         svc,
@@ -72,14 +78,13 @@ pub(crate) fn authenticate<'a>(
         Some(_) => return Err(failure(401, appid, "timestamp outside the allowed window")),
         None => return Err(failure(400, appid, "timestamp is not YYYYMMDDHHmmss")),
     }
-    Ok(app)
+    Ok(UdeskIm { app })
 }
 
-/// Serves a push that `authenticate` has passed.
-pub(crate) async fn handle(svc: &Services, appid: &str, req: &Request) -> Response {
-    let Some(app) = svc.config.app(appid) else {
-        return failure(404, appid, "unknown appid");
-    };
+/// Serves a push that `check` has passed.
+pub(crate) async fn serve(svc: &Services, proof: UdeskIm<'_>, req: &Request) -> Response {
+    let app = proof.app;
+    let appid = app.appid.as_str();
     let msg = match KfMessage::parse(&req.body, app.kind) {
         Ok(m) => m,
         Err(e) => return failure(400, appid, &e.to_string()),

@@ -90,11 +90,9 @@ pub(crate) fn authenticate<'a>(
 }
 
 /// Serves a push that `authenticate` has passed, with the account's desk.
-pub async fn handle(svc: &Context, desk: &dyn Desk, appid: &str, req: &Request) -> Response {
+pub async fn handle(svc: &Context, desk: &dyn Desk, app: &AppConfig, req: &Request) -> Response {
     let started = Instant::now();
-    let Some(app) = svc.config.app(appid) else {
-        return refuse(404, appid, "unknown appid");
-    };
+    let appid = app.appid.as_str();
     let (timestamp, nonce) = (
         req.query("timestamp").unwrap_or(""),
         req.query("nonce").unwrap_or(""),

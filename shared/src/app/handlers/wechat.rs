@@ -1,0 +1,32 @@
+//! `GET|POST /wechat/{appid}`: the URL an Official Account or Mini Program configures as
+//! its message-push URL. The pipeline behind it is `source::wechat_push`.
+
+use crate::app::Services;
+use crate::config::AppConfig;
+use crate::desk::Desk;
+use crate::http::{Request, Response, Route};
+
+/// What the head check proved: a known account, a fresh timestamp and WeChat's signature
+/// over the query. Only `check` makes one.
+pub(crate) struct Push<'a> {
+    app: &'a AppConfig,
+    desk: &'a dyn Desk,
+}
+
+pub(crate) fn check<'a>(
+    svc: &'a Services,
+    route: &Route,
+    req: &Request,
+) -> Result<Push<'a>, Response> {
+    let app = crate::source::wechat_push::authenticate(svc, &route.appid, req)?;
+    let desk = svc.desk(&app.appid).ok_or_else(Response::no_such_route)?;
+    Ok(Push {
+        app,
+        desk: desk.as_ref(),
+    })
+}
+
+/// Serves a push that `check` has passed, with the account's desk.
+pub(crate) async fn serve(svc: &Services, proof: Push<'_>, req: &Request) -> Response {
+    crate::source::wechat_push::handle(svc, proof.desk, proof.app, req).await
+}
