@@ -103,7 +103,7 @@ async fn serve_one(
     // Nothing of the body is read for a caller who cannot authenticate: the route's head
     // check runs first, then `Connection::read`.
     let mut source = Connection {
-        svc: svc.clone(),
+        body_timeout: Duration::from_millis(svc.config.server.body_timeout_ms),
         body: Some(body),
         peer,
         media_slots: media_slots.clone(),
@@ -118,7 +118,7 @@ async fn serve_one(
 /// download or upload first takes one of its peer's media slots, held until its body is
 /// out (or in): a peer cannot make the server hold more than a few files at once.
 struct Connection {
-    svc: Arc<Services>,
+    body_timeout: Duration,
     body: Option<hyper::body::Incoming>,
     peer: std::net::IpAddr,
     media_slots: Arc<conn::PeerSlots>,
@@ -154,8 +154,8 @@ impl crate::app::routes::BodySource for Connection {
             let Some(body) = self.body.take() else {
                 return Ok(Bytes::new());
             };
-            let within = Duration::from_millis(self.svc.config.server.body_timeout_ms);
-            match tokio::time::timeout(within, Limited::new(body, limit).collect()).await {
+            match tokio::time::timeout(self.body_timeout, Limited::new(body, limit).collect()).await
+            {
                 Ok(Ok(b)) => Ok(b.to_bytes()),
                 Ok(Err(_)) => Err(too_large(r, limit, "over the limit or unreadable")),
                 Err(_) => {
