@@ -151,16 +151,41 @@ fn accept_errors_back_off_and_are_logged_sparingly() {
         .spawn()
         .unwrap();
     let pid = child.id();
+    // Serving first (a request answered), not only bound: connections made while the
+    // server is still starting sit in the backlog and may never exhaust it in time.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut out = String::new();
+            if s.write_all(verification("up").as_bytes()).is_ok()
+                && s.read_to_string(&mut out).is_ok()
+                && out.ends_with("up")
+            {
+                break;
+            }
+        }
         assert!(Instant::now() < deadline, "wxdesk-local did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    // Hold more connections than the server has descriptors for.
-    let held: Vec<_> = (0..80)
-        .filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok())
-        .collect();
-    std::thread::sleep(Duration::from_millis(500));
+    // Hold more connections than the server has descriptors for, until it says so (the
+    // server closes silent ones after first_line_timeout_ms, so keep opening more).
+    let logged = || std::fs::read_to_string(&log).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut held = Vec::new();
+    while !logged().contains("accept failed") {
+        assert!(
+            Instant::now() < deadline,
+            "the exhaustion was never logged: {}",
+            logged()
+        );
+        if held.len() < 400 {
+            held.extend(
+                (0..40).filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok()),
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let cpu = || {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
         let fields: Vec<u64> = stat
@@ -185,10 +210,10 @@ fn accept_errors_back_off_and_are_logged_sparingly() {
     let _ = s.read_to_string(&mut answer);
     child.kill().unwrap();
     let _ = child.wait();
-    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    let logged = logged();
     let lines = logged.matches("accept failed").count();
-    assert!(lines >= 1, "the exhaustion was never logged: {logged}");
-    assert!(lines <= 3, "{lines} accept-failure lines in 2.5 s");
+    // One line per 10 s at most: the first, then 2 s of exhaustion.
+    assert!(lines <= 2, "{lines} accept-failure lines: {logged}");
     // 100 ticks per second: a spinning loop would use about 200 in 2 s.
     assert!(
         ticks < 40,
