@@ -130,7 +130,7 @@ def main():
     }
     for name, f in events.items():
         out[f"event-{name}"] = event("POST", PLAIN, plain_query(), xml_push("event", f))
-    # Mini Program pushes in JSON (seed 003) under an XML content type, as some arrive.
+    # Mini Program pushes in JSON ("Customer service messages: receiving messages", https://developers.weixin.qq.com/miniprogram/dev/framework/open-ability/customer-message/receive.html) under an XML content type, as some arrive.
     out["mp-json-text"] = event("POST", MP, plain_query(), json_push("text", {"Content": "this is a test"}, 1234567890123456), "text/xml")
     out["mp-json-miniprogrampage"] = event("POST", MP, plain_query(), json_push("miniprogrampage", {
         "Title": "Spring sale", "AppId": MP, "PagePath": "pages/sale/index", "ThumbUrl": "http://mmbiz.qpic.cn/t.jpg", "ThumbMediaId": "thumb_3"}, 24000000000000008))
@@ -146,7 +146,7 @@ def main():
           "openid": "o9AgO5Kd5ggOC-bXrbNODIiE3bGY", "encrypt_type": "aes", "msg_signature": "046e02f8204d34f8ba5fa3b1db94908f3df2e9b3"}
     assert sha1_sorted("AAAAA", "1714112445", "415670741", official) == oq["msg_signature"]
     out["official-encrypted-json"] = event("POST", "wxba5fad812f8e6fb9", oq, json.dumps({"ToUserName": "gh_97417a04a28d", "Encrypt": official}), "application/json")
-    # Udesk calling the simulated WeChat domain (seed 001 §2-7), its own examples.
+    # Udesk calling the simulated WeChat domain (Udesk, "WeChat simulated middleware", sections 2-7), its own examples.
     out["udesk-send-text"] = udesk("POST", {}, "touser=o2IGD0a1OvYAEBfPRa8t34Wc2nUo&msgtype=text&text[content]=123")
     out["udesk-send-news"] = udesk("POST", {}, urllib.parse.urlencode([
         ("touser", OPENID), ("msgtype", "news"), ("news[articles][0][title]", "New arrivals"),
@@ -168,7 +168,7 @@ def main():
         "data": {"first": {"value": "Congratulations on your successful purchase!", "color": "#173177"},
                  "keyword1": {"value": "Chocolate", "color": "#173177"}, "remark": {"value": "Welcome to buy again!", "color": "#173177"}}}),
         "application/json", suffix="/message/template/send")
-    # Udesk's message interface pushing an agent's message (seed 000's sign on the query).
+    # Udesk's message interface pushing an agent's message (the sign on the query, as Udesk's message-interface page gives it).
     im_ts = "20240426142045"
     im_sign = hashlib.md5(f"number=&email=&timestamp={im_ts}&events-im-key-not-real".encode()).hexdigest().upper()
     im_query = {"number": "", "email": "", "timestamp": im_ts, "sign": im_sign}

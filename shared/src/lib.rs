@@ -1,6 +1,6 @@
 //! wxdesk: the middleware between WeChat (Official Accounts, Mini Programs) and
 //! customer-service desks. Every Lambda function and the local server are thin shells
-//! around this crate. The layers, lowest first (see README, Layout): support, wechat codecs,
+//! around this crate. The layers, lowest first (see docs/architecture.md): support, wechat codecs,
 //! config, store, wechat clients, context, desk and transport, source, app.
 
 pub mod app;

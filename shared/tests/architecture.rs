@@ -1,4 +1,4 @@
-//! The layer rules of `shared/src` (README, Layout), checked on the source: every
+//! The layer rules of `shared/src` (docs/architecture.md), checked on the source: every
 //! `crate::` and `super::` path a module names must point to its own layer or one below,
 //! with the connectors' extra rules, and the modules must form no circle.
 //!

@@ -171,10 +171,10 @@ impl StandIn {
     }
 }
 
-/// A stand-in Udesk simulated-WeChat channel (seed 001 §1). It takes WeChat XML and, by
+/// A stand-in Udesk simulated-WeChat channel (Udesk, "WeChat simulated middleware", section 1). It takes WeChat XML and, by
 /// the text content, answers: `transfer` → a transfer_customer_service reply, `quiet` → "", `slow` → a reply after 6 s, `fail` → HTTP
 /// 500, `garbage` → an HTML page with 200; anything else → a passive text reply
-/// "echo: <content>" with To/From swapped, as the seed's example shows.
+/// "echo: <content>" with To/From swapped, as the documentation's example shows.
 pub async fn udesk_wechat() -> StandIn {
     StandIn::start(Arc::new(|_m, _uri, body| {
         let Ok(doc) = Doc::parse_xml(body) else {
@@ -612,11 +612,11 @@ pub async fn sqs_fifo_queue() -> (aws_sdk_sqs::Client, String) {
     (sqs, out.queue_url().unwrap_or_default().to_owned())
 }
 
-/// A stand-in Udesk message interface (`im_callback`, seed 000). It checks the sign of
-/// every call exactly as the seed defines it, with `key`; answers `/test` with success;
+/// A stand-in Udesk message interface (`im_callback`, Udesk, "Method of Accessing WeChat via Messaging Interface"). It checks the sign of
+/// every call exactly as the documentation defines it, with `key`; answers `/test` with success;
 /// and answers a customer message by its text: `queue` → queueing at turn 3, `offline`,
 /// `refuse` → `{"success":false}`, `garbage` → an HTML page, `quiet` → chatting without a
-/// msg, anything else → chatting with the seed's example msg.
+/// msg, anything else → chatting with the documentation's example msg.
 pub async fn udesk_im(key: &'static str) -> StandIn {
     use md5::{Digest, Md5};
     StandIn::start(Arc::new(move |_m, uri, body| {

@@ -4,7 +4,7 @@
 //! ready (its first `GET /next`) → the first response.
 //!
 //! It runs on the test build's binary in the suite (a loose bound, and the answer must be
-//! right). For the README's figures run it on a release build:
+//! right). For the figures in docs/deployment.md (Cold start) run it on a release build:
 //! `cargo build --release -p wxdesk-lambda && WXDESK_BOOTSTRAP=target/release/wxdesk-lambda
 //! cargo test -p wxdesk-tests --test coldstart -- --nocapture`.
 
@@ -252,7 +252,7 @@ async fn wechat_callback_cold_start() {
                 "{response}"
             );
         }
-        // A loose bound for the test build; the release figures are in the README.
+        // A loose bound for the test build; the release figures are in docs/deployment.md.
         assert!(
             ready < Duration::from_secs(2),
             "exec → ready took {ready:?}"

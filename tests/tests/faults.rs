@@ -586,7 +586,7 @@ async fn requests_per_message_on_the_happy_and_the_retried_path() {
     );
 }
 
-/// A measurement for the README and the issue notes, with the default `[delivery]`
+/// A measurement for docs/operating.md and the issue notes, with the default `[delivery]`
 /// back-off (5 s doubling to 60 s): the desk is down for 15 s while 20 customers write two
 /// messages each, then comes back. Prints how long after the recovery the queued
 /// messages arrived. About a minute: run it with

@@ -1,5 +1,5 @@
 //! The Udesk simulated WeChat domain end to end: the local server between a stand-in Udesk
-//! client (reqwest, sending what the seed shows) and the stand-in WeChat API, on the
+//! client (reqwest, sending what the documentation shows) and the stand-in WeChat API, on the
 //! embedded store and on moto (DynamoDB tokens, S3 media).
 
 use std::sync::Arc;
@@ -99,7 +99,7 @@ impl Rig {
 }
 
 #[tokio::test]
-async fn seed_form_examples_reach_wechat_as_custom_send_json() {
+async fn documented_form_examples_reach_wechat_as_custom_send_json() {
     let rig = rig("forms").await;
     let cases = [
         (
@@ -635,7 +635,7 @@ async fn user_info_and_templates_pass_through() {
         v["template_list"][0]["template_id"],
         "iPk5sOIt5X_flOVKn5GrTFpncEYTojx6ddbt8WYoV5s"
     );
-    // The seed's template message.
+    // The documentation's template message.
     let msg = json!({
         "touser": "OPENID",
         "template_id": "ngqIpbwh8bUfcSsECmogfXcV14J0tQlEpBO27izEYtY",

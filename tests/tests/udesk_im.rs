@@ -1,5 +1,5 @@
 //! Udesk's message interface end to end: pushes forwarded to a stand-in im_callback that
-//! checks the sign as the seed defines it, each status rendered for the customer, media
+//! checks the sign as the documentation defines it, each status rendered for the customer, media
 //! handed over as staged URLs (moto's S3, and the local server's signed links), the agent
 //! push route, and the doctor.
 
@@ -141,7 +141,7 @@ impl Rig {
 }
 
 #[test]
-fn sign_of_the_seed_example() {
+fn sign_of_the_documented_example() {
     assert_eq!(
         sign::sign(
             "13574221234",

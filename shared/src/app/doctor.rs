@@ -70,7 +70,7 @@ const SHORT_KEY: usize = 20;
 /// the desk's, no other account uses either, and none is short.
 fn gateway_keys_check(app: &AppConfig, all: &[AppConfig]) -> Result<(), String> {
     if app.handoff_shares_the_desk_key() {
-        return Err("[apps.chatbot] has no gateway_key: the Dialogue Platform's hand-off URL carries the account's gateway_key, which also opens the routes the desk calls (README: \"Splitting the hand-off key\")".into());
+        return Err("[apps.chatbot] has no gateway_key: the Dialogue Platform's hand-off URL carries the account's gateway_key, which also opens the routes the desk calls (docs/chatbot.md: \"Splitting the hand-off key\")".into());
     }
     let keys = app.gateway_keys();
     if let Some((name, _)) = keys.iter().find(|(_, k)| k.expose().len() < SHORT_KEY) {

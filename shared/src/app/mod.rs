@@ -84,7 +84,7 @@ impl Services {
         {
             tracing::warn!(
                 appid = %app.appid,
-                "[apps.chatbot] has no gateway_key: the hand-off route takes the account's gateway_key, which also opens the desk's routes; set one (README: Splitting the hand-off key)"
+                "[apps.chatbot] has no gateway_key: the hand-off route takes the account's gateway_key, which also opens the desk's routes; set one (docs/chatbot.md: Splitting the hand-off key)"
             );
         }
         let ctx = Context::new(config, stores.clone(), clock);

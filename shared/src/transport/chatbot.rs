@@ -1,4 +1,4 @@
-//! The WeChat Dialogue Open Platform's third-party customer-service API (seed 002):
+//! The WeChat Dialogue Open Platform's third-party customer-service API ("Third Party Service System Access - Send Customer Service Message", https://developers.weixin.qq.com/doc/aispeech/confapi/thirdkefu/sendmsg.html):
 //! `POST {api_base}/openapi/sendmsg/{TOKEN}` with `{"encrypt": WXBizMsgCrypt(xml)}`, the
 //! XML carrying appid, openid, msg, channel and optionally event, kefuname, kefuavatar.
 //! Waiter events follow the conversation: the first agent message carries `waiterEnter`.

@@ -1,5 +1,5 @@
-//! The WeChat Dialogue Open Platform's vocabulary (seed 002): waiter events, what its error
-//! codes mean, and an agent message as the platform's `msg` (a string, or the seed's
+//! The WeChat Dialogue Open Platform's vocabulary ("Third Party Service System Access - Send Customer Service Message", https://developers.weixin.qq.com/doc/aispeech/confapi/thirdkefu/sendmsg.html): waiter events, what its error
+//! codes mean, and an agent message as the platform's `msg` (a string, or the documentation's
 //! object). The calls themselves are `transport::chatbot`; the hand-off callback is
 //! `source::chatbot`.
 
@@ -36,7 +36,7 @@ pub(crate) fn meaning(code: i64) -> &'static str {
     }
 }
 
-/// A custom message as the platform's `msg`: a string for text, else the seed's object.
+/// A custom message as the platform's `msg`: a string for text, else the documentation's object.
 pub(crate) fn msg_of(kf: &KfMessage) -> Value {
     let c = &kf.content;
     let s = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or("").to_owned();

@@ -505,8 +505,8 @@ mod tests {
     }
 
     #[test]
-    fn seed_text_example() {
-        // The seed's own curl example (001 §2).
+    fn documented_text_example() {
+        // The documentation's own curl example (Udesk's simulated-WeChat page, section 2).
         assert_eq!(
             oa("touser=o2IGD0a1OvYAEBfPRa8t34Wc2nUo&msgtype=text&text[content]=123").unwrap(),
             json!({"touser":"o2IGD0a1OvYAEBfPRa8t34Wc2nUo","msgtype":"text","text":{"content":"123"}})

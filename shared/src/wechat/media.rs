@@ -47,8 +47,9 @@ fn rejected(errcode: i64, msg: impl Into<String>) -> MediaError {
     }
 }
 
-/// WeChat's upload limits per type (protocol doc §6; images kept at 2 MB, the lower of
-/// the two figures WeChat's own page gives).
+/// WeChat's upload limits per type ("Adding temporary media",
+/// https://developers.weixin.qq.com/doc/offiaccount/Asset_Management/New_temporary_materials.html;
+/// images kept at 2 MB, the lower of the two figures that page gives).
 pub(crate) struct Limit {
     pub max_bytes: usize,
     pub formats: &'static [&'static str],

@@ -608,7 +608,7 @@ mod tests {
     }
 
     #[test]
-    fn mini_program_json_pushes_from_the_seed() {
+    fn mini_program_json_pushes_from_the_documentation() {
         let text = Message::parse(r#"{"ToUserName":"toUser","FromUserName":"fromUser","CreateTime":1482048670,"MsgType":"text","Content":"this is a test","MsgId":1234567890123456}"#).unwrap();
         assert_eq!(text.format, Format::Json);
         assert_eq!(
@@ -619,7 +619,7 @@ mod tests {
             }
         );
         assert_eq!(text.msg_id.as_deref(), Some("1234567890123456"));
-        // The XML sent to the desk is the seed's XML form: strings in CDATA, numbers bare.
+        // The XML sent to the desk is the documentation's XML form: strings in CDATA, numbers bare.
         let x = text.to_xml();
         assert!(
             x.contains("<MsgType><![CDATA[text]]></MsgType>")

@@ -1,4 +1,4 @@
-//! Udesk's "simulated WeChat domain" (seed 001 §2–7): Udesk calls it as if it were
+//! Udesk's "simulated WeChat domain" (Udesk, "WeChat simulated middleware", https://www.udeskglobal.com/doc/thirdparty/simulate_weixin, sections 2–7): Udesk calls it as if it were
 //! `api.weixin.qq.com`, without an appid and with a virtual access_token. Our domain for
 //! an account is `/udesk/{appid}/{gateway_key}` (or `/udesk/{gateway_key}?appid=`);
 //! requests are told apart by method and query, turned into WeChat API calls with the

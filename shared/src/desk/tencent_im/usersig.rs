@@ -138,7 +138,7 @@ mod tests {
 
     #[test]
     fn independent_vector() {
-        // docs/tencent-im-and-udesk.md A1: computed with the official Python algorithm.
+        // computed with the official Python implementation, tencentyun/tls-sig-api-v2-python (TLSSigAPIv2.py).
         assert_eq!(
             hmac_sig(KEY, "xiaojun", 1_400_000_000, 1_700_000_000, 15_552_000),
             "LvA7d/Iw7gSsnskvVzBDPOCCDbuNCw4GHwTC0bip+B4="

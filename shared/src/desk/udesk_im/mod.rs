@@ -1,4 +1,4 @@
-//! Udesk's message interface (seed 000): each customer message is POSTed as Udesk's XML to
+//! Udesk's message interface (Udesk, "Method of Accessing WeChat via Messaging Interface", https://www.udeskglobal.com/doc/thirdparty/weixin): each customer message is POSTed as Udesk's XML to
 //! `im_callback?number=&email=&timestamp=&sign=`; Udesk answers a status JSON
 //! (`{status, turn, agent_name, msg}`) that becomes the customer's passive reply. Media are
 //! staged first and handed to Udesk as URLs, so Udesk never needs a WeChat token. Agents
@@ -54,7 +54,7 @@ impl UdeskIm {
         )
     }
 
-    /// The seed's channel test: `GET {url}/test?...` → `{"success": true}`.
+    /// The documentation's channel test: `GET {url}/test?...` → `{"success": true}`.
     pub(crate) async fn check_channel(&self) -> Result<(), String> {
         let url = self.signed_url("/test", self.clock.unix_secs());
         let answer = outbound::send(

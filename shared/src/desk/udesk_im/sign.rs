@@ -1,4 +1,4 @@
-//! Udesk's message-interface signature (seed 000 §II) and its local-time timestamps.
+//! Udesk's message-interface signature (Udesk, "Method of Accessing WeChat via Messaging Interface", https://www.udeskglobal.com/doc/thirdparty/weixin, part II) and its local-time timestamps.
 //!
 //! `sign = UPPER(hex(MD5("number=<n>&email=<e>&timestamp=<t>&<key>")))`, values signed raw
 //! (they are URL-encoded only in the query), `timestamp` the local time as
@@ -35,9 +35,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn seed_example_sign() {
-        // The seed's parameters with the key `mysecret`; the figure was computed
-        // independently (docs/tencent-im-and-udesk.md B1) and again with Python's hashlib.
+    fn documented_example_sign() {
+        // The page's example parameters with the key `mysecret`; the figure was computed
+        // independently (from the rule on the Udesk page above) and again with Python's hashlib.
         let key = Secret::new("mysecret");
         assert_eq!(
             sign("13574221234", "894733082@qq.com", "20151124141451", &key),

@@ -1,4 +1,4 @@
-//! Udesk's "simulated WeChat middleware" channel (seed 001 §1): POST the customer's message
+//! Udesk's "simulated WeChat middleware" channel (Udesk, "WeChat simulated middleware", https://www.udeskglobal.com/doc/thirdparty/simulate_weixin, section 1): POST the customer's message
 //! as WeChat XML to the channel URL; Udesk answers "" or a passive-reply XML, which goes
 //! back to WeChat unchanged. The other direction, Udesk calling our "simulated WeChat
 //! domain", is `gateway`.
@@ -89,10 +89,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn judges_the_seed_answers() {
+    fn judges_the_documented_answers() {
         assert_eq!(judge_answer("").unwrap(), DeskReply::Empty);
         assert_eq!(judge_answer("  success\n").unwrap(), DeskReply::Empty);
-        // The seed's example return.
+        // The documentation's example return.
         let seed = "<xml>\n  <ToUserName><![CDATA[toUser]]></ToUserName>\n  <FromUserName><![CDATA[fromUser]]></FromUserName>\n  \
                     <CreateTime>12345678</CreateTime>\n  <MsgType><![CDATA[text]]></MsgType>\n  <Content><![CDATA[Hello]]></Content>\n</xml>";
         assert!(
