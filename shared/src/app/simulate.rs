@@ -72,7 +72,7 @@ pub async fn simulate(
         ("nonce", nonce.clone()),
         ("openid", openid.to_owned()),
     ];
-    let crypt = app.ciphers.as_ref().map(|c| &c.current);
+    let crypt = app.encoding_aes_key.as_ref();
     let body = match crypt {
         Some(crypt) => {
             let encrypt = crypt.encrypt(&plain, &app.appid);

@@ -157,10 +157,9 @@ pub async fn handoff(
     let Some(enc) = std::str::from_utf8(&req.body).ok().and_then(ciphertext) else {
         return unreadable(appid, "no encrypted field in the body");
     };
-    let plain = match cb.cipher.as_ref().map(|c| c.decrypt(&enc, &cb.appid)) {
-        Some(Ok(p)) => p,
-        Some(Err(e)) => return unreadable(appid, &format!("cannot decrypt: {e}")),
-        None => return unreadable(appid, "no chatbot key"),
+    let plain = match cb.encoding_aes_key.decrypt(&enc, &cb.appid) {
+        Ok(p) => p,
+        Err(e) => return unreadable(appid, &format!("cannot decrypt: {e}")),
     };
     let h = match read(&plain) {
         Ok(h) if plausible_userid(&h.userid) => h,

@@ -80,6 +80,38 @@ pub(crate) fn parse_offset(s: &str) -> Option<i32> {
     ((0..=14).contains(&h) && (0..60).contains(&m)).then_some(sign * (h * 3600 + m * 60))
 }
 
+/// A zone for Udesk's timestamps (`Asia/Shanghai`, `+08:00`, ...), as seconds east of UTC,
+/// worked out once where it is read.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
+pub struct Timezone {
+    name: String,
+    offset_secs: i32,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("use a fixed offset like \"+08:00\" or Asia/Shanghai")]
+pub struct UnknownTimezone;
+
+impl TryFrom<String> for Timezone {
+    type Error = UnknownTimezone;
+
+    fn try_from(name: String) -> Result<Self, UnknownTimezone> {
+        let offset_secs = parse_offset(&name).ok_or(UnknownTimezone)?;
+        Ok(Self { name, offset_secs })
+    }
+}
+
+impl Timezone {
+    pub fn offset_secs(&self) -> i32 {
+        self.offset_secs
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -165,10 +165,7 @@ pub(crate) async fn send_raw(
     if let Some(n) = agent.node.as_ref().or(cb.ans_node_name.as_ref()) {
         d.push("ans_node_name", XmlValue::text(n));
     }
-    let crypt = cb
-        .cipher
-        .as_ref()
-        .ok_or_else(|| ChatbotError::Unusable("chatbot.encoding_aes_key is not usable".into()))?;
+    let crypt = &cb.encoding_aes_key;
     let body = json!({ "encrypt": crypt.encrypt(&d.to_xml(), &cb.appid) }).to_string();
     let url = format!(
         "{}/openapi/sendmsg/{}",

@@ -38,8 +38,10 @@ pub enum CryptoError {
     ReceiveIdMismatch,
 }
 
-/// One EncodingAESKey, decoded once.
-#[derive(Clone)]
+/// One EncodingAESKey, decoded once: a config key of this type is checked and decoded as
+/// the document is read.
+#[derive(Clone, serde::Deserialize)]
+#[serde(try_from = "crate::support::secret::Secret")]
 pub struct MsgCrypt {
     key: [u8; 32],
 }
@@ -48,6 +50,14 @@ impl std::fmt::Debug for MsgCrypt {
     // The key is a secret: never print it.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("MsgCrypt(<redacted>)")
+    }
+}
+
+impl TryFrom<crate::support::secret::Secret> for MsgCrypt {
+    type Error = CryptoError;
+
+    fn try_from(key: crate::support::secret::Secret) -> Result<Self, CryptoError> {
+        Self::new(key.expose())
     }
 }
 

@@ -52,7 +52,7 @@ pub(crate) fn check<'a>(
     )?;
     let UdeskImConfig {
         key,
-        offset_secs,
+        timezone,
         sign_window_secs,
         ..
     } = cfg;
@@ -70,7 +70,7 @@ pub(crate) fn check<'a>(
     if !sign::verify(number, email, timestamp, presented, key) {
         return Err(failure(401, appid, "sign verification failed"));
     }
-    match crate::support::localtime::parse_local_timestamp(timestamp, *offset_secs) {
+    match crate::support::localtime::parse_local_timestamp(timestamp, timezone.offset_secs()) {
         // 0 turns the window off (only for replaying recorded events).
         Some(t)
             if *sign_window_secs == 0 || svc.clock.unix_secs().abs_diff(t) <= *sign_window_secs => {

@@ -45,7 +45,8 @@ impl UdeskIm {
     }
 
     fn signed_url(&self, path_suffix: &str, now_secs: i64) -> String {
-        let ts = crate::support::localtime::local_timestamp(now_secs, self.cfg.offset_secs);
+        let ts =
+            crate::support::localtime::local_timestamp(now_secs, self.cfg.timezone.offset_secs());
         // What we know of a WeChat customer carries no phone number or email.
         format!(
             "{}{path_suffix}?{}",

@@ -142,15 +142,7 @@ async fn push(
         return refuse(400, appid, "body is neither XML nor JSON");
     };
     let (plaintext, crypt) = if req.query("encrypt_type") == Some("aes") {
-        match decrypt(
-            app,
-            app.ciphers.as_ref(),
-            req,
-            body,
-            format,
-            timestamp,
-            nonce,
-        ) {
+        match decrypt(app, app.ciphers(), req, body, format, timestamp, nonce) {
             Ok(v) => v,
             Err((status, why)) => {
                 // One answer for every failure to decrypt; the reason goes to the log only.
@@ -411,7 +403,7 @@ type Refusal = (u16, String);
 
 fn decrypt<'a>(
     app: &AppConfig,
-    crypto: Option<&'a AppCiphers>,
+    crypto: Option<AppCiphers<'a>>,
     req: &Request,
     body: &str,
     format: Format,
@@ -434,8 +426,8 @@ fn decrypt<'a>(
         return Err((401, "msg_signature mismatch".to_owned()));
     }
     let first = crypto.current.decrypt(&encrypt, &app.appid);
-    match (first, &crypto.previous) {
-        (Ok(plain), _) => Ok((plain, Some(&crypto.current))),
+    match (first, crypto.previous) {
+        (Ok(plain), _) => Ok((plain, Some(crypto.current))),
         // During a key rotation, pushes already in flight were encrypted with the old key.
         (Err(e), Some(prev)) if e != CryptoError::ReceiveIdMismatch => {
             match prev.decrypt(&encrypt, &app.appid) {
