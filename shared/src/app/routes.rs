@@ -122,14 +122,15 @@ macro_rules! gated {
             Box::pin(async move {
                 let proof = match $check(svc, route, &req) {
                     Ok(proof) => proof,
-                    Err(refused) => return refused,
+                    // A typed refusal becomes its protocol's answer (and its log line).
+                    Err(refused) => return refused.into(),
                 };
                 let limit = decl(route.kind).body.bytes(svc, route, &req);
                 req.body = match body.read(route, &req, limit).await {
                     Ok(b) => b,
                     Err(refused) => return refused,
                 };
-                $serve(svc, proof, &req).await
+                crate::http::Answer::answer($serve(svc, proof, &req).await)
             })
         }
     };

@@ -7,7 +7,6 @@
 //! for desks that cannot signal waiter events themselves. The platform signs nothing but
 //! its ciphertext, so the gateway key in the path is what keeps outsiders off both routes.
 
-use crate::support::throttle::log_refusal;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -17,7 +16,7 @@ use tracing::{info, warn};
 use crate::config::{AppConfig, ChatbotConfig};
 use crate::context::Context;
 use crate::desk::{Desk, DeskReply};
-use crate::http::{Request, Response};
+use crate::http::{Protocol, Refused, Request, Response};
 use crate::outbox::{self, Deferral};
 use crate::store::Outcome;
 use crate::store::idempotency::{self, LEASE_MARGIN, Next};
@@ -34,18 +33,18 @@ fn answer(errcode: i64, errmsg: &str) -> Response {
     Response::json(json!({ "errcode": errcode, "errmsg": errmsg }).to_string())
 }
 
-pub(crate) fn refuse(status: u16, appid: &str, why: &str) -> Response {
-    if let Some(suppressed) = log_refusal("chatbot", why) {
-        warn!(
-            appid,
-            status,
-            reason = why,
-            suppressed,
-            "Dialogue Platform callback refused"
-        );
+/// The Dialogue Platform's answer to a request refused: its own `errcode`/`errmsg` shape.
+pub(crate) struct DialoguePlatform;
+
+impl Protocol for DialoguePlatform {
+    const ROUTE: &'static str = "chatbot";
+    const EVENT: &'static str = "Dialogue Platform callback refused";
+    fn answer(status: u16, why: &str) -> Response {
+        Response::json_status(status, &json!({ "errcode": -1, "errmsg": why }))
     }
-    Response::json_status(status, &json!({ "errcode": -1, "errmsg": why }))
 }
+
+pub(crate) type Refusal = Refused<DialoguePlatform>;
 
 /// The ciphertext, from any of the three wrappers seen in the wild.
 fn ciphertext(body: &str) -> Option<String> {
@@ -129,21 +128,6 @@ fn plausible_userid(u: &str) -> bool {
             .all(|b| b.is_ascii_graphic() && !matches!(b, b'#' | b'<' | b'>' | b'&'))
 }
 
-/// The one answer to a hand-off that cannot be opened, whatever the reason (no
-/// ciphertext, bad padding, wrong receive-id, unreadable plaintext): distinct answers
-/// would make the route a decryption oracle. The reason goes to the log only.
-fn unreadable(appid: &str, why: &str) -> Response {
-    if let Some(suppressed) = log_refusal("chatbot-handoff", why) {
-        warn!(
-            appid,
-            reason = why,
-            suppressed,
-            "Dialogue Platform hand-off refused"
-        );
-    }
-    Response::json_status(400, &json!({ "errcode": -1, "errmsg": "invalid request" }))
-}
-
 /// Serves a hand-off to `app`, whose route was authenticated, with its desk.
 pub async fn handoff(
     svc: &Context,
@@ -151,33 +135,13 @@ pub async fn handoff(
     app: &AppConfig,
     cb: &ChatbotConfig,
     req: &Request,
-) -> Response {
+) -> Result<Response, Refusal> {
     let started = Instant::now();
     let appid = app.appid.as_str();
-    let Some(enc) = std::str::from_utf8(&req.body).ok().and_then(ciphertext) else {
-        return unreadable(appid, "no encrypted field in the body");
-    };
-    let plain = match cb.encoding_aes_key.decrypt(&enc, &cb.appid) {
-        Ok(p) => p,
-        Err(e) => return unreadable(appid, &format!("cannot decrypt: {e}")),
-    };
-    let h = match read(&plain) {
-        Ok(h) if plausible_userid(&h.userid) => h,
-        Ok(_) => return unreadable(appid, "the userid is not one the platform sends"),
-        Err(e) => return unreadable(appid, &e),
-    };
-    // The platform signs nothing but its ciphertext: a captured hand-off replays once its
-    // dedup entry is gone, unless its own time says it is old.
-    let skew = svc.config.callback.max_timestamp_skew_secs;
-    if skew > 0 && svc.clock.unix_secs().abs_diff(h.createtime) > skew {
-        return unreadable(
-            appid,
-            "createtime too far from now (replayed or clock skew)",
-        );
-    }
+    let h = open(svc, appid, cb, req)?;
     let Some(text) = desk_text(&h) else {
         info!(appid, event = %h.event, from = h.from, "hand-off callback: nothing for the desk");
-        return answer(0, "ok");
+        return Ok(answer(0, "ok"));
     };
     let mut hash = Sha1::new();
     hash.update(h.content.as_bytes());
@@ -190,10 +154,7 @@ pub async fn handoff(
     );
     let deadline = Duration::from_millis(svc.config.callback.reply_deadline_ms);
     // The entry keeps the message as the desk gets it, so the outbox can forward it again.
-    let (msg, xml) = match desk_message(cb, &h, &text) {
-        Ok(m) => m,
-        Err(e) => return unreadable(appid, &e),
-    };
+    let (msg, xml) = desk_message(cb, &h, &text).map_err(|e| Refusal::unreadable(appid, e))?;
     let group = outbox::inbound_group(appid, &h.userid);
     let claim = idempotency::Entry {
         key: &key,
@@ -213,7 +174,7 @@ pub async fn handoff(
         outbox::has_backlog(svc, appid, &h.userid, CLAIM_WITHIN),
     );
     let Next::Deliver(claimed) = next else {
-        return answer(0, "ok");
+        return Ok(answer(0, "ok"));
     };
     // Only a hand-off seen for the first time ends the conversation: a replayed `userQuit`
     // must not close a conversation that started since.
@@ -272,11 +233,40 @@ pub async fn handoff(
             .await;
             if !deferred {
                 // Neither delivered nor recorded: not accepted, so the platform is told.
-                return refuse(503, appid, "not delivered; try again");
+                return Err(Refusal::new(503, appid, "not delivered; try again"));
             }
         }
     }
-    answer(0, "ok")
+    Ok(answer(0, "ok"))
+}
+
+/// The hand-off's plaintext, read and fresh; anything else is unreadable (one answer).
+fn open(svc: &Context, appid: &str, cb: &ChatbotConfig, req: &Request) -> Result<Handoff, Refusal> {
+    let enc = std::str::from_utf8(&req.body)
+        .ok()
+        .and_then(ciphertext)
+        .ok_or_else(|| Refusal::unreadable(appid, "no encrypted field in the body"))?;
+    let plain = cb
+        .encoding_aes_key
+        .decrypt(&enc, &cb.appid)
+        .map_err(|e| Refusal::unreadable(appid, format!("cannot decrypt: {e}")))?;
+    let h = read(&plain).map_err(|e| Refusal::unreadable(appid, e))?;
+    if !plausible_userid(&h.userid) {
+        return Err(Refusal::unreadable(
+            appid,
+            "the userid is not one the platform sends",
+        ));
+    }
+    // The platform signs nothing but its ciphertext: a captured hand-off replays once its
+    // dedup entry is gone, unless its own time says it is old.
+    let skew = svc.config.callback.max_timestamp_skew_secs;
+    if skew > 0 && svc.clock.unix_secs().abs_diff(h.createtime) > skew {
+        return Err(Refusal::unreadable(
+            appid,
+            "createtime too far from now (replayed or clock skew)",
+        ));
+    }
+    Ok(h)
 }
 
 /// The customer's words as the WeChat text message the desk gets.

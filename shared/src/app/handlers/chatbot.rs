@@ -9,7 +9,7 @@ use crate::app::Services;
 use crate::config::{AppConfig, ChatbotConfig};
 use crate::desk::Desk;
 use crate::http::{Request, Response, Route};
-use crate::source::chatbot::refuse;
+use crate::source::chatbot::Refusal;
 use crate::transport::Agent;
 use crate::transport::chatbot as transport;
 use crate::wechat::dialogue::EVENTS;
@@ -28,16 +28,11 @@ pub(crate) fn check<'a>(
     svc: &'a Services,
     route: &Route,
     req: &Request,
-) -> Result<Chatbot<'a>, Response> {
-    let appid = route.appid.as_str();
-    let (app, cb) = desk_gate(
-        svc,
-        route,
-        req,
-        |a| a.chatbot.as_ref(),
-        |status, why| refuse(status, appid, why),
-    )?;
-    let desk = svc.desk(&app.appid).ok_or_else(Response::no_such_route)?;
+) -> Result<Chatbot<'a>, Refusal> {
+    let (app, cb) = desk_gate(svc, route, req, |a| a.chatbot.as_ref())?;
+    let desk = svc
+        .desk(&app.appid)
+        .ok_or_else(|| Refusal::no_such_route(&route.appid))?;
     Ok(Chatbot {
         app,
         cb,
@@ -46,32 +41,33 @@ pub(crate) fn check<'a>(
 }
 
 /// The hand-off, for the account's desk.
-pub(crate) async fn handoff(svc: &Services, proof: Chatbot<'_>, req: &Request) -> Response {
+pub(crate) async fn handoff(
+    svc: &Services,
+    proof: Chatbot<'_>,
+    req: &Request,
+) -> Result<Response, Refusal> {
     let Chatbot { app, cb, desk } = proof;
     crate::source::chatbot::handoff(svc, desk, app, cb, req).await
 }
 
 /// `POST /chatbot/{appid}/{key}/event`: `{openid, event, kefuname?, kefuavatar?, msg?}`.
-pub(crate) async fn event(svc: &Services, proof: Chatbot<'_>, req: &Request) -> Response {
+pub(crate) async fn event(
+    svc: &Services,
+    proof: Chatbot<'_>,
+    req: &Request,
+) -> Result<Response, Refusal> {
     let Chatbot { app, cb, .. } = proof;
     let appid = app.appid.as_str();
-    let Ok(v) = serde_json::from_slice::<Value>(&req.body) else {
-        return refuse(400, appid, "the body must be a JSON object");
-    };
+    let refuse = |why: String| Refusal::new(400, appid, why);
+    let v = serde_json::from_slice::<Value>(&req.body)
+        .map_err(|_| refuse("the body must be a JSON object".into()))?;
     let s = |k: &str| v.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
-    let Some(openid) = s("openid") else {
-        return refuse(400, appid, "missing field openid");
-    };
-    if crate::support::ids::OpenId::parse(openid).is_err() {
-        return refuse(400, appid, "openid is not an openid");
-    }
-    let Some(ev) = s("event").filter(|e| EVENTS.contains(e)) else {
-        return refuse(
-            400,
-            appid,
-            &format!("event must be one of {}", EVENTS.join(", ")),
-        );
-    };
+    let openid = s("openid").ok_or_else(|| refuse("missing field openid".into()))?;
+    crate::support::ids::OpenId::parse(openid)
+        .map_err(|_| refuse("openid is not an openid".into()))?;
+    let ev = s("event")
+        .filter(|e| EVENTS.contains(e))
+        .ok_or_else(|| refuse(format!("event must be one of {}", EVENTS.join(", "))))?;
     let agent = Agent {
         name: s("kefuname").map(str::to_owned),
         avatar: s("kefuavatar").map(str::to_owned),
@@ -80,11 +76,13 @@ pub(crate) async fn event(svc: &Services, proof: Chatbot<'_>, req: &Request) -> 
     };
     let msg = s("msg").unwrap_or(crate::wechat::dialogue::default_event_text(ev));
     let parts = [KfMessage::text(openid, msg)];
-    match transport::send(svc, app, cb, &parts, &agent, Some(ev)).await {
-        Ok(v) => Response::json(v.to_string()),
-        Err(e) => Response::json_status(
-            if e.answered() { 200 } else { 502 },
-            &json!({ "errcode": e.errcode(), "errmsg": format!("wxdesk: {e}") }),
-        ),
-    }
+    Ok(
+        match transport::send(svc, app, cb, &parts, &agent, Some(ev)).await {
+            Ok(v) => Response::json(v.to_string()),
+            Err(e) => Response::json_status(
+                if e.answered() { 200 } else { 502 },
+                &json!({ "errcode": e.errcode(), "errmsg": format!("wxdesk: {e}") }),
+            ),
+        },
+    )
 }

@@ -3,8 +3,7 @@
 
 use crate::app::Services;
 use crate::config::{AppConfig, DeskConfig, Secret};
-use crate::http::{Request, Response, Route, RouteKind};
-use crate::support::throttle::log_refusal;
+use crate::http::{Protocol, Refused, Request, Route, RouteKind};
 
 /// Whether an account uses a desk-facing route at all: each desk kind calls its own
 /// route, and only an account with `[apps.chatbot]` has the Dialogue Platform's. For any
@@ -32,21 +31,20 @@ fn key_matches(kind: RouteKind, app: &AppConfig, presented: Option<&Secret>) -> 
 }
 
 /// The account of a desk-facing route, once the route is open for it (else the answer to
-/// an unknown path) and the path carries its key (else `refuse(401, …)`, in the route's
-/// own protocol).
-pub(crate) fn open_account<'a>(
+/// an unknown path) and the path carries its key (else 401, in the route's own protocol).
+pub(crate) fn open_account<'a, P: Protocol>(
     app: Option<&'a AppConfig>,
     route: &Route,
-    refuse: impl FnOnce(u16, &'static str) -> Response,
-) -> Result<&'a AppConfig, Response> {
+) -> Result<&'a AppConfig, Refused<P>> {
     let Some(app) = app.filter(|a| opens(route.kind, a)) else {
-        if let Some(suppressed) = log_refusal("desk", "closed") {
-            tracing::warn!(route = ?route.kind, suppressed, "desk-facing route closed for this appid");
-        }
-        return Err(Response::no_such_route());
+        return Err(Refused::no_such_route(&route.appid));
     };
     if !key_matches(route.kind, app, route.key.as_ref()) {
-        return Err(refuse(401, "missing or wrong gateway key in the URL"));
+        return Err(Refused::new(
+            401,
+            &route.appid,
+            "missing or wrong gateway key in the URL",
+        ));
     }
     Ok(app)
 }
@@ -54,17 +52,16 @@ pub(crate) fn open_account<'a>(
 /// What every desk-facing route but Udesk's simulated domain checks first: `open_account`
 /// for the path's appid, then that the request is a POST. Returns the account's part of
 /// the config that the route needs (`pick`), which an open route always has.
-pub fn desk_gate<'a, T: 'a>(
+pub(crate) fn desk_gate<'a, T: 'a, P: Protocol>(
     svc: &'a Services,
     route: &Route,
     req: &Request,
     pick: impl FnOnce(&'a AppConfig) -> Option<&'a T>,
-    refuse: impl Fn(u16, &'static str) -> Response,
-) -> Result<(&'a AppConfig, &'a T), Response> {
-    let app = open_account(svc.config.app(&route.appid), route, &refuse)?;
+) -> Result<(&'a AppConfig, &'a T), Refused<P>> {
+    let app = open_account(svc.config.app(&route.appid), route)?;
     if req.method != http::Method::POST {
-        return Err(refuse(405, "use POST"));
+        return Err(Refused::new(405, &route.appid, "use POST"));
     }
-    let part = pick(app).ok_or_else(Response::no_such_route)?;
+    let part = pick(app).ok_or_else(|| Refused::no_such_route(&route.appid))?;
     Ok((app, part))
 }

@@ -10,7 +10,6 @@
 //! written when they were imported. Online-only messages (TUIKit's typing states) are not
 //! queued: a typing state becomes WeChat's typing indicator at once, or nothing.
 
-use crate::support::throttle::log_refusal;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -21,7 +20,7 @@ use super::gate::desk_gate;
 use crate::app::Services;
 use crate::config::{AppConfig, TencentImConfig};
 use crate::desk::tencent_im::tuikit::{self, Custom};
-use crate::http::{Request, Response, Route};
+use crate::http::{Protocol, Refused, Request, Response, Route};
 use crate::outbox::{self, Deferral};
 use crate::store::conversation;
 use crate::store::idempotency::{self, Next};
@@ -36,21 +35,21 @@ fn ok() -> Response {
     Response::json(json!({"ActionStatus": "OK", "ErrorInfo": "", "ErrorCode": 0}).to_string())
 }
 
-fn refuse(status: u16, appid: &str, why: &str) -> Response {
-    if let Some(suppressed) = log_refusal("tim", why) {
-        warn!(
-            appid,
+/// Tencent IM's callback answer for a request refused: its console lists failed callbacks.
+pub(crate) struct TimCallback;
+
+impl Protocol for TimCallback {
+    const ROUTE: &'static str = "tim";
+    const EVENT: &'static str = "Tencent IM callback refused";
+    fn answer(status: u16, why: &str) -> Response {
+        Response::json_status(
             status,
-            reason = why,
-            suppressed,
-            "Tencent IM callback refused"
-        );
+            &json!({"ActionStatus": "FAIL", "ErrorInfo": why, "ErrorCode": 1}),
+        )
     }
-    Response::json_status(
-        status,
-        &json!({"ActionStatus": "FAIL", "ErrorInfo": why, "ErrorCode": 1}),
-    )
 }
+
+type Refusal = Refused<TimCallback>;
 
 /// `Sign` = lowercase hex SHA-256 of token + RequestTime.
 pub(crate) fn callback_sign(token: &str, request_time: &str) -> String {
@@ -70,34 +69,28 @@ pub(crate) fn check<'a>(
     svc: &'a Services,
     route: &Route,
     req: &Request,
-) -> Result<Tim<'a>, Response> {
+) -> Result<Tim<'a>, Refusal> {
     let appid = route.appid.as_str();
-    let (app, cfg) = desk_gate(
-        svc,
-        route,
-        req,
-        |a| a.desk.tencent_im(),
-        |status, why| refuse(status, appid, why),
-    )?;
+    let (app, cfg) = desk_gate(svc, route, req, |a| a.desk.tencent_im())?;
     let TencentImConfig {
         sdkappid,
         callback_token,
         ..
     } = cfg;
     if req.query("SdkAppid").and_then(|s| s.parse::<u64>().ok()) != Some(*sdkappid) {
-        return Err(refuse(403, appid, "SdkAppid is not this account's"));
+        return Err(Refusal::new(403, appid, "SdkAppid is not this account's"));
     }
     let (Some(sign), Some(time)) = (req.query("Sign"), req.query("RequestTime")) else {
-        return Err(refuse(401, appid, "missing Sign or RequestTime"));
+        return Err(Refusal::new(401, appid, "missing Sign or RequestTime"));
     };
     let Ok(t) = time.parse::<i64>() else {
-        return Err(refuse(401, appid, "RequestTime is not a number"));
+        return Err(Refusal::new(401, appid, "RequestTime is not a number"));
     };
     if svc.clock.unix_secs().abs_diff(t) > SIGN_WINDOW_SECS {
-        return Err(refuse(401, appid, "RequestTime too far from now"));
+        return Err(Refusal::new(401, appid, "RequestTime too far from now"));
     }
     if !crate::config::Secret::new(callback_sign(callback_token.expose(), time)).matches(sign) {
-        return Err(refuse(401, appid, "Sign mismatch"));
+        return Err(Refusal::new(401, appid, "Sign mismatch"));
     }
     Ok(Tim {
         app,
@@ -159,15 +152,18 @@ async fn online_only(svc: &Services, app: &AppConfig, to: &str, body: &Value) ->
 }
 
 /// Serves a callback that `check` has passed.
-pub(crate) async fn serve(svc: &Services, proof: Tim<'_>, req: &Request) -> Response {
+pub(crate) async fn serve(
+    svc: &Services,
+    proof: Tim<'_>,
+    req: &Request,
+) -> Result<Response, Refusal> {
     let Tim {
         app: path_app,
         sdkappid,
     } = proof;
     let appid = path_app.appid.as_str();
-    let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {
-        return refuse(400, appid, "body is not JSON");
-    };
+    let body = serde_json::from_slice::<Value>(&req.body)
+        .map_err(|_| Refusal::new(400, appid, "body is not JSON"))?;
     let command = body
         .get("CallbackCommand")
         .and_then(Value::as_str)
@@ -178,18 +174,18 @@ pub(crate) async fn serve(svc: &Services, proof: Tim<'_>, req: &Request) -> Resp
             appid,
             command, "Tencent IM callback ignored (not an after-send)"
         );
-        return ok();
+        return Ok(ok());
     }
     let s = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or("");
     let (from, to) = (s("From_Account"), s("To_Account"));
     // The customer's UserID is their openid: checked before it reaches a map, a store key
     // or a log line.
     if ImUserId::parse(to).is_err() {
-        return refuse(
+        return Err(Refusal::new(
             400,
             appid,
             "To_Account is not an IM UserID (1-32 letters, digits, '_', '-')",
-        );
+        ));
     }
     let app = owner(svc, path_app, sdkappid, to).await;
     let appid = app.appid.as_str();
@@ -205,10 +201,10 @@ pub(crate) async fn serve(svc: &Services, proof: Tim<'_>, req: &Request) -> Resp
         != 0;
     if !agents.iter().any(|a| a == from) || agents.iter().any(|a| a == to) || failed {
         // Customers' own messages (sent by us) and agent-to-agent chat are not for WeChat.
-        return ok();
+        return Ok(ok());
     }
     if body.get("OnlineOnlyFlag").and_then(Value::as_i64) == Some(1) {
-        return online_only(svc, app, to, &body).await;
+        return Ok(online_only(svc, app, to, &body).await);
     }
     let msg_key = match s("MsgKey") {
         "" => format!(
@@ -219,7 +215,11 @@ pub(crate) async fn serve(svc: &Services, proof: Tim<'_>, req: &Request) -> Resp
         k => k.to_owned(),
     };
     if ImMsgKey::parse(&msg_key).is_err() {
-        return refuse(400, appid, "MsgKey is not a Tencent IM message key");
+        return Err(Refusal::new(
+            400,
+            appid,
+            "MsgKey is not a Tencent IM message key",
+        ));
     }
     // A different agent than the one who served this customer last: a transfer.
     let previous = match conversation::set_last_agent(
@@ -257,7 +257,7 @@ pub(crate) async fn serve(svc: &Services, proof: Tim<'_>, req: &Request) -> Resp
     )
     .await;
     let Next::Deliver(claimed) = next else {
-        return ok();
+        return Ok(ok());
     };
     // Nothing runs after the answer (a Lambda is frozen then): the worker delivers it.
     let deferred = outbox::defer(
@@ -272,12 +272,15 @@ pub(crate) async fn serve(svc: &Services, proof: Tim<'_>, req: &Request) -> Resp
         },
     )
     .await;
-    if deferred {
-        ok()
-    } else {
+    if !deferred {
         // Neither recorded nor queued: tell Tencent, whose console shows failed callbacks.
-        refuse(503, appid, "cannot queue the agent's message; try again")
+        return Err(Refusal::new(
+            503,
+            appid,
+            "cannot queue the agent's message; try again",
+        ));
     }
+    Ok(ok())
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use tracing::{info, warn};
 use super::gate::open_account;
 use crate::app::Services;
 use crate::config::AppConfig;
-use crate::http::{Request, Response, Route, RouteKind, multipart_part};
+use crate::http::{Protocol, Refused, Request, Response, Route, RouteKind, multipart_part};
 use crate::store::StagedMedia;
 use crate::transport::{self, Agent};
 use crate::wechat::api::Body;
@@ -25,6 +25,19 @@ fn err_json(status: u16, errcode: i64, msg: &str) -> Response {
         status,
         &json!({ "errcode": errcode, "errmsg": format!("wxdesk: {msg}") }),
     )
+}
+
+/// The simulated domain answers a refusal as WeChat's API would: a bad key is WeChat's
+/// 41001 (no valid access_token), in its error shape.
+pub(crate) struct SimulatedDomain;
+
+impl Protocol for SimulatedDomain {
+    const ROUTE: &'static str = "udesk";
+    const EVENT: &'static str = "simulated domain request refused";
+    fn answer(status: u16, why: &str) -> Response {
+        let errcode = if status == 401 { 41001 } else { -1 };
+        err_json(status, errcode, why)
+    }
 }
 
 /// WeChat answered: its JSON goes back as is, errors included (HTTP 200, as WeChat does);
@@ -79,22 +92,9 @@ pub(crate) fn check<'a>(
     svc: &'a Services,
     route: &Route,
     req: &Request,
-) -> Result<Udesk<'a>, Response> {
+) -> Result<Udesk<'a>, Refused<SimulatedDomain>> {
     let found = resolve(svc, route, req);
-    let app = open_account(found.map(|(app, _)| app), route, |status, why| {
-        if let Some(suppressed) = crate::support::throttle::log_refusal("udesk", why) {
-            warn!(
-                appid = %found.map_or("", |(a, _)| a.appid.as_str()),
-                suppressed,
-                "simulated domain: {why}"
-            );
-        }
-        err_json(
-            status,
-            41001,
-            "missing or wrong gateway key in the simulated domain URL",
-        )
-    })?;
+    let app = open_account(found.map(|(app, _)| app), route)?;
     let kind = found.map_or(route.kind, |(_, kind)| kind);
     Ok(Udesk { app, kind })
 }

@@ -4,7 +4,7 @@
 
 mod replay;
 
-use crate::support::throttle::log_refusal;
+use crate::http::{Protocol, Refused};
 use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
@@ -33,37 +33,46 @@ const RECORD_RESERVE: Duration = Duration::from_millis(500);
 /// The dedup write's share of WeChat's 5 s: a store that hangs must not cost the answer.
 const CLAIM_WITHIN: Duration = Duration::from_millis(1000);
 
-fn refuse(status: u16, appid: &str, why: &str) -> Response {
-    if let Some(suppressed) = log_refusal("wechat", why) {
-        warn!(appid, status, reason = why, suppressed, "push refused");
+/// WeChat reads a refused push's status (its console counts failures) and a plain-text
+/// reason; an encrypted push that cannot be opened gets one answer, whatever the reason.
+pub(crate) struct WechatPush;
+
+impl Protocol for WechatPush {
+    const ROUTE: &'static str = "wechat";
+    const EVENT: &'static str = "push refused";
+    const UNREADABLE: &'static str = "cannot decrypt";
+    fn answer(status: u16, why: &str) -> Response {
+        Response::text(status, why)
     }
-    Response::text(status, why)
 }
+
+pub(crate) type Refusal = Refused<WechatPush>;
 
 /// The checks on the query alone: a known account, a fresh timestamp, WeChat's signature.
 pub(crate) fn authenticate<'a>(
     svc: &'a Context,
     appid: &str,
     req: &Request,
-) -> Result<&'a AppConfig, Response> {
-    let Some(app) = svc.config.app(appid) else {
-        return Err(refuse(404, appid, "unknown appid"));
-    };
+) -> Result<&'a AppConfig, Refusal> {
+    let refuse = |status, why| Refusal::new(status, appid, why);
+    let app = svc
+        .config
+        .app(appid)
+        .ok_or_else(|| refuse(404, "unknown appid"))?;
     let (Some(signature), Some(timestamp), Some(nonce)) = (
         req.query("signature"),
         req.query("timestamp"),
         req.query("nonce"),
     ) else {
-        return Err(refuse(401, appid, "missing signature, timestamp or nonce"));
+        return Err(refuse(401, "missing signature, timestamp or nonce"));
     };
     let Ok(ts) = timestamp.parse::<i64>() else {
-        return Err(refuse(400, appid, "timestamp is not a number"));
+        return Err(refuse(400, "timestamp is not a number"));
     };
     let skew = svc.config.callback.max_timestamp_skew_secs;
     if skew > 0 && svc.clock.unix_secs().abs_diff(ts) > skew {
         return Err(refuse(
             403,
-            appid,
             "timestamp too far from now (replayed or clock skew)",
         ));
     }
@@ -71,7 +80,7 @@ pub(crate) fn authenticate<'a>(
         &push_signature(app.token.expose(), timestamp, nonce),
         signature,
     ) {
-        return Err(refuse(401, appid, "signature mismatch"));
+        return Err(refuse(401, "signature mismatch"));
     }
     // WeChat sends an account in compatible or safe mode only encrypted pushes; the plain
     // `signature` does not cover the body, so a captured query would carry any body.
@@ -82,7 +91,6 @@ pub(crate) fn authenticate<'a>(
     {
         return Err(refuse(
             403,
-            appid,
             "plaintext push to an account in safe mode (set allow_plaintext while switching modes)",
         ));
     }
@@ -90,7 +98,12 @@ pub(crate) fn authenticate<'a>(
 }
 
 /// Serves a push that `authenticate` has passed, with the account's desk.
-pub async fn handle(svc: &Context, desk: &dyn Desk, app: &AppConfig, req: &Request) -> Response {
+pub async fn handle(
+    svc: &Context,
+    desk: &dyn Desk,
+    app: &AppConfig,
+    req: &Request,
+) -> Result<Response, Refusal> {
     let started = Instant::now();
     let appid = app.appid.as_str();
     let (timestamp, nonce) = (
@@ -100,22 +113,25 @@ pub async fn handle(svc: &Context, desk: &dyn Desk, app: &AppConfig, req: &Reque
     // Plain mode: the signature does not cover the body, so it carries only its first.
     let plain = req.query("encrypt_type") != Some("aes");
     if plain && !replay::bind(svc, app, req).await {
-        return refuse(
+        return Err(Refusal::new(
             403,
             appid,
             "this signature was used with another body (a replayed query)",
-        );
+        ));
     }
     match req.method {
-        http::Method::GET => match req.query("echostr") {
-            Some(echo) => {
-                info!(appid, "URL verification passed");
-                Response::text(200, echo)
-            }
-            None => refuse(400, appid, "missing echostr"),
-        },
-        http::Method::POST => push(svc, desk, app, req, timestamp, nonce, started).await,
-        _ => refuse(405, appid, "method not allowed"),
+        http::Method::GET => {
+            let echo = req
+                .query("echostr")
+                .ok_or_else(|| Refusal::new(400, appid, "missing echostr"))?;
+            info!(appid, "URL verification passed");
+            Ok(Response::text(200, echo))
+        }
+        http::Method::POST => {
+            let (msg, env) = open(app, req, timestamp, nonce)?;
+            Ok(push(svc, desk, app, msg, env, nonce, started).await)
+        }
+        _ => Err(Refusal::new(405, appid, "method not allowed")),
     }
 }
 
@@ -125,59 +141,48 @@ struct Envelope<'a> {
     crypt: Option<&'a MsgCrypt>,
 }
 
-async fn push(
-    svc: &Context,
-    desk: &dyn Desk,
-    app: &AppConfig,
+/// The push's message, decrypted when it came encrypted, and how it came.
+fn open<'a>(
+    app: &'a AppConfig,
     req: &Request,
     timestamp: &str,
     nonce: &str,
-    started: Instant,
-) -> Response {
+) -> Result<(Message, Envelope<'a>), Refusal> {
     let appid = app.appid.as_str();
-    let Ok(body) = std::str::from_utf8(&req.body) else {
-        return refuse(400, appid, "body is not UTF-8");
-    };
-    let Some(format) = Format::detect(body) else {
-        return refuse(400, appid, "body is neither XML nor JSON");
-    };
+    let body = std::str::from_utf8(&req.body)
+        .map_err(|_| Refusal::new(400, appid, "body is not UTF-8"))?;
+    let format = Format::detect(body)
+        .ok_or_else(|| Refusal::new(400, appid, "body is neither XML nor JSON"))?;
     let (plaintext, crypt) = if req.query("encrypt_type") == Some("aes") {
-        match decrypt(app, app.ciphers(), req, body, format, timestamp, nonce) {
-            Ok(v) => v,
-            Err((status, why)) => {
-                // One answer for every failure to decrypt; the reason goes to the log only.
-                if let Some(suppressed) = log_refusal("wechat", "encrypted") {
-                    warn!(appid, reason = %why, suppressed, "encrypted push refused");
-                }
-                return Response::text(
-                    status,
-                    if status == 400 {
-                        "cannot decrypt"
-                    } else {
-                        "refused"
-                    },
-                );
-            }
-        }
+        decrypt(app, app.ciphers(), req, body, format, timestamp, nonce)?
     } else {
         (body.to_owned(), None)
     };
-    let msg = match Message::parse(&plaintext) {
-        Ok(m) => m,
+    let msg = Message::parse(&plaintext).map_err(|e| match crypt {
         // What an encrypted push decrypted to is never described to the caller.
-        Err(e) if crypt.is_some() => {
-            warn!(appid, reason = %e, "encrypted push refused: unreadable plaintext");
-            return Response::text(400, "cannot decrypt");
-        }
-        Err(e) => return refuse(400, appid, &format!("unreadable message: {e}")),
-    };
+        Some(_) => Refusal::unreadable(appid, format!("unreadable plaintext: {e}")),
+        None => Refusal::new(400, appid, format!("unreadable message: {e}")),
+    })?;
     if OpenId::parse(&msg.from_user).is_err() {
-        return refuse(400, appid, "FromUserName is not an openid");
+        return Err(Refusal::new(400, appid, "FromUserName is not an openid"));
     }
     let env = Envelope {
         format: msg.format,
         crypt,
     };
+    Ok((msg, env))
+}
+
+async fn push(
+    svc: &Context,
+    desk: &dyn Desk,
+    app: &AppConfig,
+    msg: Message,
+    env: Envelope<'_>,
+    nonce: &str,
+    started: Instant,
+) -> Response {
+    let appid = app.appid.as_str();
     if let Some(ev) = msg.event()
         && app.skips_event(ev.name(), &svc.config.callback)
     {
@@ -399,8 +404,6 @@ async fn earn_sends(svc: &Context, app: &AppConfig, msg: &Message, now_ms: i64) 
     }
 }
 
-type Refusal = (u16, String);
-
 fn decrypt<'a>(
     app: &AppConfig,
     crypto: Option<AppCiphers<'a>>,
@@ -410,20 +413,24 @@ fn decrypt<'a>(
     timestamp: &str,
     nonce: &str,
 ) -> Result<(String, Option<&'a MsgCrypt>), Refusal> {
-    let crypto = crypto.ok_or((
-        400,
-        "push is encrypted but this app has no encoding_aes_key".to_owned(),
-    ))?;
+    // One answer for every failure to open it; the reason goes to the log only.
+    let appid = app.appid.as_str();
+    let crypto = crypto.ok_or_else(|| {
+        Refusal::unreadable(
+            appid,
+            "push is encrypted but this app has no encoding_aes_key",
+        )
+    })?;
     let sig = req
         .query("msg_signature")
-        .ok_or((401, "encrypted push without msg_signature".to_owned()))?;
+        .ok_or_else(|| Refusal::new(401, appid, "encrypted push without msg_signature"))?;
     let encrypt = encrypt_field(body, format)
-        .ok_or((400, "encrypted push without an Encrypt field".to_owned()))?;
+        .ok_or_else(|| Refusal::unreadable(appid, "encrypted push without an Encrypt field"))?;
     if !matches(
         &msg_signature(app.token.expose(), timestamp, nonce, &encrypt),
         sig,
     ) {
-        return Err((401, "msg_signature mismatch".to_owned()));
+        return Err(Refusal::new(401, appid, "msg_signature mismatch"));
     }
     let first = crypto.current.decrypt(&encrypt, &app.appid);
     match (first, crypto.previous) {
@@ -432,10 +439,10 @@ fn decrypt<'a>(
         (Err(e), Some(prev)) if e != CryptoError::ReceiveIdMismatch => {
             match prev.decrypt(&encrypt, &app.appid) {
                 Ok(plain) => Ok((plain, Some(prev))),
-                Err(_) => Err((400, format!("cannot decrypt: {e}"))),
+                Err(_) => Err(Refusal::unreadable(appid, format!("cannot decrypt: {e}"))),
             }
         }
-        (Err(e), _) => Err((400, format!("cannot decrypt: {e}"))),
+        (Err(e), _) => Err(Refusal::unreadable(appid, format!("cannot decrypt: {e}"))),
     }
 }
 

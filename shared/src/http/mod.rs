@@ -2,6 +2,10 @@
 //! route (which route a path is, with its appid and key). Knows no handler: the route
 //! table that calls them is `app::routes`.
 
+pub(crate) mod refusal;
+
+pub(crate) use refusal::{Answer, Protocol, Refused};
+
 use bytes::Bytes;
 use std::borrow::Cow;
 
