@@ -3,7 +3,7 @@
 //! decide anything). The embedded store and the reference model (`store::model`) apply
 //! these functions inside one write transaction; each DynamoDB method names the rule its
 //! condition and update expressions encode, and the store contract test
-//! (`tests/tests/store_contract.rs`) runs random operation sequences against the model,
+//! (`tests/tests/it/store_contract.rs`) runs random operation sequences against the model,
 //! redb and DynamoDB Local to show that they agree.
 //!
 //! A rule returns a `Step`: the record to write (None: nothing is written) and the answer.

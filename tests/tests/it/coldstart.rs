@@ -6,7 +6,7 @@
 //! It runs on the test build's binary in the suite (a loose bound, and the answer must be
 //! right). For the figures in docs/deployment.md (Cold start) run it on a release build:
 //! `cargo build --release -p wxdesk-lambda && WXDESK_BOOTSTRAP=target/release/wxdesk-lambda
-//! cargo test -p wxdesk-tests --test coldstart -- --nocapture`.
+//! cargo test -p wxdesk-tests --test it coldstart:: -- --nocapture`.
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};

@@ -872,7 +872,7 @@ async fn a_failing_store_is_not_described_to_the_desk() {
 async fn the_example_config_schedules_no_token_it_cannot_get() {
     let wx = wechat::start().await;
     let example = |name: &str| {
-        include_str!("../../wxdesk.example.toml")
+        include_str!("../../../wxdesk.example.toml")
             .replace(
                 "path = \".wxdesk-data\"",
                 &format!("path = {:?}", temp_dir(name)),

@@ -590,7 +590,7 @@ async fn requests_per_message_on_the_happy_and_the_retried_path() {
 /// back-off (5 s doubling to 60 s): the desk is down for 15 s while 20 customers write two
 /// messages each, then comes back. Prints how long after the recovery the queued
 /// messages arrived. About a minute: run it with
-/// `cargo test -p wxdesk-tests --test faults -- --ignored --nocapture`.
+/// `cargo test -p wxdesk-tests --test it faults:: -- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "a one-minute measurement, run by hand"]
 async fn recovery_latency_with_the_default_back_off() {

@@ -9,7 +9,7 @@ use wxdesk::wechat::signature::msg_signature;
 use wxdesk::wechat::xml::Doc;
 use wxdesk_tests::*;
 
-const EVENTS_CONFIG: &str = include_str!("../../events/wxdesk.toml");
+const EVENTS_CONFIG: &str = include_str!("../../../events/wxdesk.toml");
 const EVENTS_AES_KEY: &str = "eventsAESkey0000000000000000000000000000001";
 /// When `events/generate.py` signed the samples.
 const SIGNED_AT: i64 = 1_714_112_445;
