@@ -3,9 +3,11 @@
 //! around this crate. The layers, lowest first (see docs/architecture.md): support, wechat codecs,
 //! config, store, wechat clients, context, desk and transport, source, app.
 
+#![warn(unreachable_pub)]
+
 pub mod app;
 pub mod config;
-pub mod context;
+pub(crate) mod context;
 pub mod desk;
 pub mod http;
 pub mod outbox;

@@ -8,7 +8,7 @@ pub mod beside;
 mod conn;
 pub mod doctor;
 pub mod functions;
-pub mod handlers;
+pub(crate) mod handlers;
 pub mod lambda;
 pub mod live;
 #[cfg(feature = "local")]

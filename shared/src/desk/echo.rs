@@ -13,13 +13,13 @@ use crate::support::clock::Clock;
 use crate::wechat::message::Message;
 use crate::wechat::reply::passive_text;
 
-pub struct Echo {
+pub(crate) struct Echo {
     prefix: String,
     clock: Arc<dyn Clock>,
 }
 
 impl Echo {
-    pub fn new(prefix: String, clock: Arc<dyn Clock>) -> Self {
+    pub(crate) fn new(prefix: String, clock: Arc<dyn Clock>) -> Self {
         Self { prefix, clock }
     }
 }

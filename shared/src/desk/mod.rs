@@ -1,10 +1,10 @@
 //! Desk connectors: one module per customer-service desk. A connector takes a customer
 //! message and returns what the desk wants WeChat to answer.
 
-pub mod echo;
-pub mod tencent_im;
+pub(crate) mod echo;
+pub(crate) mod tencent_im;
 pub mod udesk_im;
-pub mod udesk_wechat;
+pub(crate) mod udesk_wechat;
 
 use std::time::Duration;
 

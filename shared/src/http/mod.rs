@@ -236,6 +236,7 @@ pub(crate) fn is_upload(
 
 /// Whether a request moves a media file (a staged-media link, a Udesk media download or
 /// upload): the local server caps how many of these a peer has in flight.
+#[cfg(feature = "local")]
 pub(crate) fn is_media(kind: RouteKind, method: &http::Method, query: &[(String, String)]) -> bool {
     match kind {
         RouteKind::StagedMedia => true,

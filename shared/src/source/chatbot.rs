@@ -129,7 +129,7 @@ fn plausible_userid(u: &str) -> bool {
 }
 
 /// Serves a hand-off to `app`, whose route was authenticated, with its desk.
-pub async fn handoff(
+pub(crate) async fn handoff(
     svc: &Context,
     desk: &dyn Desk,
     app: &AppConfig,

@@ -1,4 +1,4 @@
 //! Inbound sources: requests that carry a customer's message towards a desk.
 
-pub mod chatbot;
-pub mod wechat_push;
+pub(crate) mod chatbot;
+pub(crate) mod wechat_push;

@@ -29,14 +29,14 @@ const TOLD_OFFLINE: &str = "\toffline";
 
 /// Who serves a customer, as remembered.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Served {
+pub(crate) struct Served {
     pub agent: Option<String>,
     /// The customer has been told that no agent is online, since an agent last was.
     pub told_offline: bool,
 }
 
 /// Who last served `openid`, if the store remembers.
-pub async fn served(
+pub(crate) async fn served(
     inbox: &dyn InboxStore,
     appid: &str,
     openid: &str,
@@ -56,7 +56,7 @@ pub async fn served(
 }
 
 /// Records who serves `openid` and whether they have been told no agent is online.
-pub async fn set_served(
+pub(crate) async fn set_served(
     inbox: &dyn InboxStore,
     appid: &str,
     openid: &str,
@@ -81,7 +81,7 @@ pub async fn set_served(
 }
 
 /// Records `agent` as the one serving `openid`; returns the agent remembered before.
-pub async fn set_last_agent(
+pub(crate) async fn set_last_agent(
     inbox: &dyn InboxStore,
     appid: &str,
     openid: &str,
@@ -113,7 +113,7 @@ fn backlog_key(appid: &str, openid: &str) -> String {
 
 /// Whether an earlier message from `openid` is still queued (pending in the outbox). One
 /// read when there is none, the common case.
-pub async fn has_backlog(
+pub(crate) async fn has_backlog(
     inbox: &dyn InboxStore,
     appid: &str,
     openid: &str,
@@ -134,7 +134,7 @@ pub async fn has_backlog(
 }
 
 /// Names `key` as `openid`'s newest queued message.
-pub async fn set_backlog(
+pub(crate) async fn set_backlog(
     inbox: &dyn InboxStore,
     appid: &str,
     openid: &str,
@@ -147,7 +147,7 @@ pub async fn set_backlog(
 }
 
 /// Forgets the mark if `key` is still the newest queued message (it has been delivered).
-pub async fn clear_backlog(
+pub(crate) async fn clear_backlog(
     inbox: &dyn InboxStore,
     appid: &str,
     openid: &str,
@@ -161,7 +161,7 @@ fn choice_key(appid: &str, openid: &str) -> String {
 }
 
 /// The menu `openid` was last offered (the desk's own encoding), while it is open.
-pub async fn open_choice(
+pub(crate) async fn open_choice(
     inbox: &dyn InboxStore,
     appid: &str,
     openid: &str,
@@ -171,7 +171,7 @@ pub async fn open_choice(
 }
 
 /// Opens a menu for `openid` (replacing any other) until `expires_at` (Unix seconds).
-pub async fn offer_choice(
+pub(crate) async fn offer_choice(
     inbox: &dyn InboxStore,
     appid: &str,
     openid: &str,
@@ -184,7 +184,7 @@ pub async fn offer_choice(
 }
 
 /// Closes `menu` once it has been answered (a newer one stays open).
-pub async fn close_choice(
+pub(crate) async fn close_choice(
     inbox: &dyn InboxStore,
     appid: &str,
     openid: &str,
@@ -195,7 +195,11 @@ pub async fn close_choice(
 
 /// Ends a conversation: the next message goes to whichever agent is online, and no menu
 /// stays open.
-pub async fn end(inbox: &dyn InboxStore, appid: &str, openid: &str) -> Result<(), StoreError> {
+pub(crate) async fn end(
+    inbox: &dyn InboxStore,
+    appid: &str,
+    openid: &str,
+) -> Result<(), StoreError> {
     inbox.remove(&last_agent_key(appid, openid)).await?;
     inbox.remove(&choice_key(appid, openid)).await
 }
@@ -209,7 +213,7 @@ fn im_owner_key(sdkappid: u64, user_id: &str) -> String {
 /// How long an owner record lasts: IM accounts are kept (`delete_on_unsubscribe` off).
 const IM_OWNER_SECS: i64 = 400 * 24 * 3600;
 
-pub async fn im_owner(
+pub(crate) async fn im_owner(
     inbox: &dyn InboxStore,
     sdkappid: u64,
     user_id: &str,
@@ -218,7 +222,7 @@ pub async fn im_owner(
     value(inbox, &im_owner_key(sdkappid, user_id), now_ms).await
 }
 
-pub async fn set_im_owner(
+pub(crate) async fn set_im_owner(
     inbox: &dyn InboxStore,
     sdkappid: u64,
     user_id: &str,

@@ -47,7 +47,7 @@ pub(crate) struct Claimed {
 
 impl Claimed {
     /// A worker's hold on an entry it took from the outbox.
-    pub fn taken(key: &str, claim_id: &str) -> Claimed {
+    pub(crate) fn taken(key: &str, claim_id: &str) -> Claimed {
         Claimed {
             key: key.to_owned(),
             claim_id: Some(claim_id.to_owned()),
@@ -116,13 +116,13 @@ pub(crate) async fn begin(
 impl Claimed {
     /// Whether the store holds this claim (false when the inbox was unavailable: then
     /// nothing can be recorded or queued for it).
-    pub fn recorded(&self) -> bool {
+    pub(crate) fn recorded(&self) -> bool {
         self.claim_id.is_some()
     }
 
     /// Records the outcome, if the claim still owns the entry, giving the store at most
     /// `within`. Every way this can go wrong is logged here.
-    pub async fn finish(
+    pub(crate) async fn finish(
         &self,
         inbox: &dyn InboxStore,
         outcome: Outcome<'_>,

@@ -3,10 +3,10 @@
 //! machines the stores keep are written once, in `rules`.
 
 pub mod aws;
-pub mod conversation;
+pub(crate) mod conversation;
 #[cfg(feature = "local")]
 pub mod embedded;
-pub mod idempotency;
+pub(crate) mod idempotency;
 mod inbox;
 mod media;
 pub mod model;

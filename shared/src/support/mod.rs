@@ -2,15 +2,15 @@
 //! with back-off, local time stamps and URLs.
 
 pub mod clock;
-pub mod hex;
-pub mod ids;
+pub(crate) mod hex;
+pub(crate) mod ids;
 pub(crate) mod keys;
 pub mod localtime;
 pub mod outbound;
 #[cfg(feature = "local")]
 pub(crate) mod private_fs;
-pub mod retry;
+pub(crate) mod retry;
 pub mod secret;
-pub mod throttle;
+pub(crate) mod throttle;
 pub mod tls;
-pub mod url;
+pub(crate) mod url;

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::time::Duration;
 
 /// Exponential backoff with full jitter: a random wait in [base·2^(n-1)/2, base·2^(n-1)].
-pub fn backoff(attempt: u32, base: Duration) -> Duration {
+pub(crate) fn backoff(attempt: u32, base: Duration) -> Duration {
     let top = base.saturating_mul(1 << attempt.saturating_sub(1).min(6));
     let half = top / 2;
     half + Duration::from_micros(rand::random_range(0..=half.as_micros().max(1) as u64))
@@ -14,7 +14,7 @@ pub fn backoff(attempt: u32, base: Duration) -> Duration {
 /// Runs `op` (given the attempt number, from 1) until it succeeds, fails with an error
 /// `retryable` refuses, or `attempts` are used up, waiting `backoff(n, base)` between
 /// attempts; `on_retry` hears of each failure that is tried again.
-pub async fn retry<T, E, Fut>(
+pub(crate) async fn retry<T, E, Fut>(
     attempts: u32,
     base: Duration,
     mut op: impl FnMut(u32) -> Fut,

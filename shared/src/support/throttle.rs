@@ -23,7 +23,7 @@ static SEEN: Mutex<Option<HashMap<(&'static str, String), Seen>>> = Mutex::new(N
 
 /// Whether a refusal of `route` for `reason` should be logged now: Some(how many were
 /// left out since the last line), or None to stay quiet.
-pub fn log_refusal(route: &'static str, reason: &str) -> Option<u64> {
+pub(crate) fn log_refusal(route: &'static str, reason: &str) -> Option<u64> {
     let mut guard = SEEN.lock().unwrap_or_else(|e| e.into_inner());
     let seen = guard.get_or_insert_with(HashMap::new);
     let mut key = (

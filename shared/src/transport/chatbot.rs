@@ -19,7 +19,7 @@ use crate::wechat::kf::KfMessage;
 use crate::wechat::xml::{Doc, Value as XmlValue};
 
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum ChatbotError {
+pub(crate) enum ChatbotError {
     #[error("Dialogue Platform errcode {code}: {meaning}")]
     Refused { code: i64, meaning: String },
     #[error("cannot reach the Dialogue Platform: {0}")]
@@ -33,14 +33,14 @@ pub enum ChatbotError {
 }
 
 impl ChatbotError {
-    pub fn errcode(&self) -> i64 {
+    pub(crate) fn errcode(&self) -> i64 {
         match self {
             ChatbotError::Refused { code, .. } => *code,
             ChatbotError::Unusable(_) => 40035,
             _ => -1,
         }
     }
-    pub fn answered(&self) -> bool {
+    pub(crate) fn answered(&self) -> bool {
         matches!(
             self,
             ChatbotError::Refused { .. } | ChatbotError::Unusable(_)
@@ -99,7 +99,7 @@ pub(crate) async fn close_conversation(svc: &Context, app: &AppConfig, openid: &
 
 /// Sends agent messages (one, or several as `multimsg`) to a customer, with `event` when
 /// given and `waiterEnter` when the conversation is new.
-pub async fn send(
+pub(crate) async fn send(
     svc: &Context,
     app: &AppConfig,
     cb: &ChatbotConfig,

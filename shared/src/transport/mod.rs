@@ -2,7 +2,7 @@
 //! API by default; the Dialogue Platform's sendmsg when the account has `[apps.chatbot]`.
 //! Every desk connector delivers through `deliver`, so the choice is made in one place.
 
-pub mod chatbot;
+pub(crate) mod chatbot;
 
 use serde_json::{Value, json};
 
@@ -15,7 +15,7 @@ use tracing::warn;
 
 /// Who is speaking, when the desk says (shown by the Dialogue Platform).
 #[derive(Debug, Clone, Default)]
-pub struct Agent {
+pub(crate) struct Agent {
     pub name: Option<String>,
     pub avatar: Option<String>,
     /// The desk's queue or skill (the Dialogue Platform's `ans_node_name`).
@@ -23,7 +23,7 @@ pub struct Agent {
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum DeliverError {
+pub(crate) enum DeliverError {
     #[error(transparent)]
     Wechat(#[from] ApiError),
     #[error(transparent)]
@@ -52,7 +52,7 @@ impl DeliverError {
     }
 
     /// Whether the far side answered (as opposed to being unreachable).
-    pub fn answered(&self) -> bool {
+    pub(crate) fn answered(&self) -> bool {
         match self {
             DeliverError::Wechat(ApiError::Wechat { .. }) => true,
             DeliverError::Chatbot(e) => e.answered(),
@@ -61,7 +61,7 @@ impl DeliverError {
     }
 
     /// Whether trying again can never succeed (the outbox then marks the entry dead).
-    pub fn is_permanent(&self) -> bool {
+    pub(crate) fn is_permanent(&self) -> bool {
         match self {
             DeliverError::Wechat(ApiError::Wechat { errcode, .. }) => {
                 WECHAT_PERMANENT.contains(errcode)
@@ -90,7 +90,7 @@ pub(crate) async fn deliver(
 
 /// A waiter event with no message of its own (a bare signal from the desk): the Dialogue
 /// Platform gets the event with its default text; custom send has no use for it.
-pub async fn signal(
+pub(crate) async fn signal(
     svc: &Context,
     app: &AppConfig,
     openid: &str,

@@ -1,17 +1,17 @@
 //! WeChat-side protocol: signatures, WXBizMsgCrypt, the message model and passive replies.
 
-pub mod api;
+pub(crate) mod api;
 pub mod crypto;
-pub mod dialogue;
-pub mod error;
+pub(crate) mod dialogue;
+pub(crate) mod error;
 pub mod kf;
-pub mod media;
+pub(crate) mod media;
 pub mod message;
 pub mod quota;
 pub(crate) mod refusals;
 pub mod reply;
 pub mod signature;
-pub mod token;
+pub(crate) mod token;
 pub mod xml;
 
 /// What kind of WeChat account an appid is; it decides which messages it can send and take.

@@ -3,10 +3,10 @@
 //! its config the route needs), and a `serve` that takes that proof: nothing is looked up
 //! twice and no handler runs unauthenticated. The table in `app::routes` pairs them.
 
-pub mod chatbot;
+pub(crate) mod chatbot;
 mod gate;
-pub mod media;
-pub mod tim;
-pub mod udesk;
-pub mod udesk_im;
-pub mod wechat;
+pub(crate) mod media;
+pub(crate) mod tim;
+pub(crate) mod udesk;
+pub(crate) mod udesk_im;
+pub(crate) mod wechat;

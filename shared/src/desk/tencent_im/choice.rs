@@ -19,7 +19,7 @@ pub(crate) struct Offered {
 }
 
 impl Offered {
-    pub fn new(menu: Menu, rating: bool) -> Offered {
+    pub(crate) fn new(menu: Menu, rating: bool) -> Offered {
         Offered {
             tag: format!("{:06x}", rand::random::<u32>() & 0xff_ffff),
             rating,
@@ -27,11 +27,11 @@ impl Offered {
         }
     }
 
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    pub fn decode(s: &str) -> Option<Offered> {
+    pub(crate) fn decode(s: &str) -> Option<Offered> {
         serde_json::from_str(s).ok()
     }
 
@@ -40,7 +40,7 @@ impl Offered {
     }
 
     /// The menu for the customer: `msgmenu`, or numbered text where it cannot be shown.
-    pub fn to_kf(&self, openid: &str, numbered: bool) -> KfMessage {
+    pub(crate) fn to_kf(&self, openid: &str, numbered: bool) -> KfMessage {
         if numbered {
             let mut lines = vec![self.menu.head.clone()];
             lines.extend(
@@ -77,7 +77,7 @@ impl Offered {
 
     /// The option a customer's message picks: a click on this menu (`bizmsgmenuid`), or
     /// a bare number where the menu went as numbered text.
-    pub fn picked(
+    pub(crate) fn picked(
         &self,
         text: &str,
         bizmsgmenuid: Option<&str>,
@@ -96,7 +96,7 @@ impl Offered {
 
     /// The pick as the customer's IM message: a branch option as its text (what TUIKit
     /// sends on a tap), a rating as the plugin's "rating chosen" message.
-    pub fn answer_body(&self, option: &MenuOption) -> Value {
+    pub(crate) fn answer_body(&self, option: &MenuOption) -> Value {
         if self.rating {
             let session = self.menu.session.as_deref().unwrap_or("");
             json!([{ "MsgType": "TIMCustomElem", "MsgContent": {

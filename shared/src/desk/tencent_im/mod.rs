@@ -3,13 +3,13 @@
 //! agent, kept across unfollows) that messages an online agent through the REST API;
 //! agents' replies come back through the after-send callback (`app::handlers::tim`).
 
-pub mod agent;
+pub(crate) mod agent;
 pub(crate) mod choice;
 mod customer;
 pub(crate) mod presence;
 mod rest;
 pub(crate) mod tuikit;
-pub mod usersig;
+pub(crate) mod usersig;
 
 pub(crate) use rest::{ImError, Rest};
 
@@ -54,7 +54,7 @@ struct Route {
 }
 
 impl TencentIm {
-    pub fn new(ctx: &Context, app: &AppConfig, cfg: &TencentImConfig) -> Self {
+    pub(crate) fn new(ctx: &Context, app: &AppConfig, cfg: &TencentImConfig) -> Self {
         Self {
             rest: Rest {
                 http: ctx.http.clone(),

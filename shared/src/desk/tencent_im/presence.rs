@@ -76,7 +76,7 @@ impl Presence {
     /// Every agent's state: the cached answer while fresh, else one query. A failed query
     /// counts everyone as online (the message goes where it would have gone without this
     /// check, and nobody is told the agents are away when we do not know).
-    pub async fn states(
+    pub(crate) async fn states(
         &self,
         rest: &Rest,
         agents: &[String],

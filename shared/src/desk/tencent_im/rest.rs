@@ -36,7 +36,7 @@ pub(crate) enum ImError {
 }
 
 impl ImError {
-    pub fn code(&self) -> i64 {
+    pub(crate) fn code(&self) -> i64 {
         match self {
             ImError::Fail { code, .. } => *code,
             _ => -1,
@@ -76,7 +76,7 @@ impl Rest {
     }
 
     /// One REST call, retrying frequency limits while `deadline` allows.
-    pub async fn call(
+    pub(crate) async fn call(
         &self,
         command: &str,
         body: &Value,

@@ -8,13 +8,13 @@ use serde_json::{Value, json};
 
 /// The plugin's `src` values ("TUIConstants.TUICustomerServicePlugin").
 mod src {
-    pub const RATING: &str = "9";
-    pub const RATING_CHOSEN: &str = "10";
-    pub const TYPING: &str = "12";
-    pub const BRANCH: &str = "15";
-    pub const END: &str = "19";
-    pub const TIMEOUT: &str = "20";
-    pub const CARD: &str = "22";
+    pub(super) const RATING: &str = "9";
+    pub(super) const RATING_CHOSEN: &str = "10";
+    pub(super) const TYPING: &str = "12";
+    pub(super) const BRANCH: &str = "15";
+    pub(super) const END: &str = "19";
+    pub(super) const TIMEOUT: &str = "20";
+    pub(super) const CARD: &str = "22";
 }
 
 /// Options of one menu that reach the customer; the rest are dropped with a log line.

@@ -4,24 +4,10 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{KeyInit, Mac};
-use serde_json::{Value, json};
-use std::io::{Read, Write};
+use serde_json::json;
+use std::io::Write;
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SigError {
-    #[error("not a UserSig: {0}")]
-    Malformed(&'static str),
-    #[error("UserSig is for another SDKAppID")]
-    SdkAppIdMismatch,
-    #[error("UserSig is for another identifier")]
-    IdentifierMismatch,
-    #[error("UserSig has expired")]
-    Expired,
-    #[error("UserSig signature does not match")]
-    SigMismatch,
-}
 
 /// `TLS.sig`: standard base64 of the HMAC over the content string.
 pub(crate) fn hmac_sig(
@@ -53,19 +39,14 @@ fn to_url(b64: &str) -> String {
         .collect()
 }
 
-fn from_url(s: &str) -> String {
-    s.chars()
-        .map(|c| match c {
-            '*' => '+',
-            '-' => '/',
-            '_' => '=',
-            c => c,
-        })
-        .collect()
-}
-
 /// A UserSig for `identifier`, valid `expire` seconds from `time`.
-pub fn generate(key: &str, sdkappid: u64, identifier: &str, time: i64, expire: i64) -> String {
+pub(crate) fn generate(
+    key: &str,
+    sdkappid: u64,
+    identifier: &str,
+    time: i64,
+    expire: i64,
+) -> String {
     let doc = json!({
         "TLS.ver": "2.0",
         "TLS.identifier": identifier,
@@ -81,58 +62,86 @@ pub fn generate(key: &str, sdkappid: u64, identifier: &str, time: i64, expire: i
     to_url(&STANDARD.encode(compressed))
 }
 
-/// Decodes a UserSig to its JSON document (no checks).
-pub fn decode(usersig: &str) -> Result<Value, SigError> {
-    let compressed = STANDARD
-        .decode(from_url(usersig))
-        .map_err(|_| SigError::Malformed("bad base64"))?;
-    let mut json = Vec::new();
-    flate2::read::ZlibDecoder::new(compressed.as_slice())
-        .take(64 * 1024)
-        .read_to_end(&mut json)
-        .map_err(|_| SigError::Malformed("bad zlib"))?;
-    serde_json::from_slice(&json).map_err(|_| SigError::Malformed("bad JSON"))
-}
-
-/// Verifies like the Go SDK's VerifyUserSig: appid, identifier, expiry, then the HMAC.
-pub fn verify(
-    key: &str,
-    sdkappid: u64,
-    identifier: &str,
-    usersig: &str,
-    now: i64,
-) -> Result<(), SigError> {
-    let doc = decode(usersig)?;
-    let num = |k: &str| {
-        doc.get(k)
-            .and_then(|v| {
-                v.as_i64()
-                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-            })
-            .ok_or(SigError::Malformed("missing field"))
-    };
-    if num("TLS.sdkappid")? != sdkappid as i64 {
-        return Err(SigError::SdkAppIdMismatch);
-    }
-    if doc.get("TLS.identifier").and_then(Value::as_str) != Some(identifier) {
-        return Err(SigError::IdentifierMismatch);
-    }
-    let (time, expire) = (num("TLS.time")?, num("TLS.expire")?);
-    if now > time + expire {
-        return Err(SigError::Expired);
-    }
-    let want = hmac_sig(key, identifier, sdkappid, time, expire);
-    let got = doc.get("TLS.sig").and_then(Value::as_str).unwrap_or("");
-    if crate::config::Secret::new(want).matches(got) {
-        Ok(())
-    } else {
-        Err(SigError::SigMismatch)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
+    use std::io::Read;
+
+    /// Why a UserSig does not verify (the tests' round trip; wxdesk only generates them).
+    #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+    enum SigError {
+        #[error("not a UserSig: {0}")]
+        Malformed(&'static str),
+        #[error("UserSig is for another SDKAppID")]
+        SdkAppIdMismatch,
+        #[error("UserSig is for another identifier")]
+        IdentifierMismatch,
+        #[error("UserSig has expired")]
+        Expired,
+        #[error("UserSig signature does not match")]
+        SigMismatch,
+    }
+
+    fn from_url(s: &str) -> String {
+        s.chars()
+            .map(|c| match c {
+                '*' => '+',
+                '-' => '/',
+                '_' => '=',
+                c => c,
+            })
+            .collect()
+    }
+
+    /// Decodes a UserSig to its JSON document (no checks).
+    fn decode(usersig: &str) -> Result<Value, SigError> {
+        let compressed = STANDARD
+            .decode(from_url(usersig))
+            .map_err(|_| SigError::Malformed("bad base64"))?;
+        let mut json = Vec::new();
+        flate2::read::ZlibDecoder::new(compressed.as_slice())
+            .take(64 * 1024)
+            .read_to_end(&mut json)
+            .map_err(|_| SigError::Malformed("bad zlib"))?;
+        serde_json::from_slice(&json).map_err(|_| SigError::Malformed("bad JSON"))
+    }
+
+    /// Verifies like the Go SDK's VerifyUserSig: appid, identifier, expiry, then the HMAC.
+    fn verify(
+        key: &str,
+        sdkappid: u64,
+        identifier: &str,
+        usersig: &str,
+        now: i64,
+    ) -> Result<(), SigError> {
+        let doc = decode(usersig)?;
+        let num = |k: &str| {
+            doc.get(k)
+                .and_then(|v| {
+                    v.as_i64()
+                        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                })
+                .ok_or(SigError::Malformed("missing field"))
+        };
+        if num("TLS.sdkappid")? != sdkappid as i64 {
+            return Err(SigError::SdkAppIdMismatch);
+        }
+        if doc.get("TLS.identifier").and_then(Value::as_str) != Some(identifier) {
+            return Err(SigError::IdentifierMismatch);
+        }
+        let (time, expire) = (num("TLS.time")?, num("TLS.expire")?);
+        if now > time + expire {
+            return Err(SigError::Expired);
+        }
+        let want = hmac_sig(key, identifier, sdkappid, time, expire);
+        let got = doc.get("TLS.sig").and_then(Value::as_str).unwrap_or("");
+        if crate::config::Secret::new(want).matches(got) {
+            Ok(())
+        } else {
+            Err(SigError::SigMismatch)
+        }
+    }
 
     const KEY: &str = "5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e";
 

@@ -33,7 +33,7 @@ pub(crate) struct UdeskIm {
 }
 
 impl UdeskIm {
-    pub fn new(ctx: &Context, app: &AppConfig, cfg: &UdeskImConfig) -> Self {
+    pub(crate) fn new(ctx: &Context, app: &AppConfig, cfg: &UdeskImConfig) -> Self {
         Self {
             http: ctx.http.clone(),
             clock: ctx.clock.clone(),

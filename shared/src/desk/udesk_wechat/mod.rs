@@ -17,7 +17,7 @@ pub(crate) struct UdeskWechat {
 }
 
 impl UdeskWechat {
-    pub fn new(client: reqwest::Client, url: impl Into<String>) -> Self {
+    pub(crate) fn new(client: reqwest::Client, url: impl Into<String>) -> Self {
         Self {
             client,
             url: url.into(),

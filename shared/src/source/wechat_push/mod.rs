@@ -98,7 +98,7 @@ pub(crate) fn authenticate<'a>(
 }
 
 /// Serves a push that `authenticate` has passed, with the account's desk.
-pub async fn handle(
+pub(crate) async fn handle(
     svc: &Context,
     desk: &dyn Desk,
     app: &AppConfig,

@@ -211,9 +211,9 @@ mod tests {
     }
 
     mod tempdir {
-        pub struct Dir(std::path::PathBuf);
+        pub(super) struct Dir(std::path::PathBuf);
         impl Dir {
-            pub fn new() -> Self {
+            pub(super) fn new() -> Self {
                 let p = std::env::temp_dir().join(format!(
                     "wxdesk-queue-{}-{}",
                     std::process::id(),
@@ -221,7 +221,7 @@ mod tests {
                 ));
                 Dir(p)
             }
-            pub fn path(&self) -> &std::path::Path {
+            pub(super) fn path(&self) -> &std::path::Path {
                 &self.0
             }
         }
