@@ -72,7 +72,7 @@ pub fn init() {
 /// harmless: the formatter writes each event whole, so every control character but the
 /// line's own end (a newline that would forge a second line, a terminal escape) is written
 /// as an escape.
-pub struct EscapedLines<W>(pub W);
+pub(crate) struct EscapedLines<W>(pub W);
 
 impl<W: std::io::Write> std::io::Write for EscapedLines<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -118,7 +118,7 @@ fn lambda_function() -> Option<&'static str> {
 /// call); elsewhere a debug log line.
 /// A count of dead entries by why they died (a closed window, the quota, a refusal,
 /// retries run out): the `Dead` metric with a `Reason` dimension beside the plain one.
-pub fn dead_metric(reason: &'static str) {
+pub(crate) fn dead_metric(reason: &'static str) {
     match lambda_function() {
         Some(function) => println!(
             "{}",
@@ -142,7 +142,7 @@ fn dead_line(function: &str, reason: &str, timestamp_ms: i64) -> String {
     doc.to_string()
 }
 
-pub fn metric(name: &str, value: f64, unit: &str) {
+pub(crate) fn metric(name: &str, value: f64, unit: &str) {
     match lambda_function() {
         Some(function) => println!(
             "{}",
@@ -201,7 +201,7 @@ pub mod local {
     /// Every series in Prometheus' text exposition format (version 0.0.4): counts as
     /// `wxdesk_<name>_total` counters (dead ones also by reason), latencies as summaries
     /// without quantiles (`_milliseconds_sum`, `_milliseconds_count`).
-    pub fn prometheus() -> String {
+    pub(crate) fn prometheus() -> String {
         let series = SERIES.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let mut out = String::new();
         let mut typed = std::collections::HashSet::new();

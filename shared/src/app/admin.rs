@@ -22,7 +22,8 @@ use crate::http::{Request, Response};
 use crate::support::outbound::{MAX_ANSWER_BYTES, http_client, send};
 
 /// Whether `path` is an admin route (served by `serve`, never by the route table).
-pub fn is_admin(path: &str) -> bool {
+#[cfg(feature = "local")]
+pub(crate) fn is_admin(path: &str) -> bool {
     path == "/admin" || path.starts_with("/admin/")
 }
 
@@ -113,7 +114,7 @@ async fn doctor(svc: &Services, app: Option<&str>, checks: Option<&str>) -> Valu
 
 /// Whether `base` (`http://host:port`) names this machine: the admin key goes nowhere
 /// else (a local user listening on another port must not receive it).
-pub fn is_loopback_base(base: &str) -> bool {
+pub(crate) fn is_loopback_base(base: &str) -> bool {
     let Some(rest) = base.strip_prefix("http://") else {
         return false;
     };

@@ -185,7 +185,7 @@ pub async fn desk(svc: &Services, app: &AppConfig) -> Check {
 
 /// Tells two configs' AppSecrets apart without showing either: the start of a SHA-256
 /// over the account and its secret, for the admin route's key holders only.
-pub fn secret_fingerprint(app: &AppConfig) -> String {
+pub(crate) fn secret_fingerprint(app: &AppConfig) -> String {
     let text = format!(
         "wxdesk secret fingerprint\0{}\0{}",
         app.appid,

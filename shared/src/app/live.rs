@@ -20,7 +20,7 @@ use crate::app::{InitError, Services};
 use crate::config::{Config, ConfigError, StoreConfig};
 
 /// How often a secret is read again by default.
-pub const DEFAULT_REFRESH: Duration = Duration::from_secs(300);
+pub(crate) const DEFAULT_REFRESH: Duration = Duration::from_secs(300);
 /// A config document larger than this is refused (after gunzip): a bound on what a
 /// secret can make the process allocate.
 const MAX_CONFIG_BYTES: usize = 16 * 1024 * 1024;
@@ -175,7 +175,7 @@ impl Live {
     }
 
     /// Lambda init, from the environment (see the module's documentation).
-    pub async fn from_env() -> Result<Live, InitError> {
+    pub(crate) async fn from_env() -> Result<Live, InitError> {
         let store = Config::store_from_env();
         if let Ok(id) = std::env::var("WXDESK_CONFIG_SECRET")
             && !id.is_empty()

@@ -68,7 +68,7 @@ impl Services {
     }
 
     /// As `build`, on an AWS SDK config already loaded.
-    pub async fn build_with(
+    pub(crate) async fn build_with(
         config: Config,
         sdk: Option<&aws_config::SdkConfig>,
     ) -> Result<Services, InitError> {
@@ -98,7 +98,7 @@ impl Services {
     }
 
     /// Services for a new config on this one's stores and clock.
-    pub fn rebuild(&self, config: Config) -> Services {
+    pub(crate) fn rebuild(&self, config: Config) -> Services {
         Self::with_parts(config, self.stores.clone(), self.ctx.clock.clone())
     }
 

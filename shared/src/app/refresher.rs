@@ -74,7 +74,7 @@ pub async fn every(live: Arc<crate::app::live::Live>, period: Duration) {
 
 /// The `token-refresher` function's main: any event (the schedule's) runs one pass. A
 /// pass with a failed account fails the invocation, so CloudWatch counts it as an error.
-pub async fn run_lambda() -> Result<(), lambda_http::Error> {
+pub(crate) async fn run_lambda() -> Result<(), lambda_http::Error> {
     crate::app::lambda::run_events(|svc, _event| async move {
         let (report, ok) = refresh_all(&svc).await;
         if ok {

@@ -17,7 +17,7 @@ use crate::outbox::{self, Settle, sweep};
 use crate::store::queue::{Leased, job_from_body};
 
 /// How often the local server sweeps (the schedule's period on AWS).
-pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
+pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// Runs one group's jobs in order; once one must wait, the rest go back behind it.
 async fn run_group(svc: &Services, jobs: Vec<Leased>) -> Vec<(Leased, Settle)> {
@@ -59,7 +59,7 @@ async fn settle(svc: &Services, leased: &Leased, settle: Settle) {
 }
 
 /// How often the local worker sweeps staged media (S3 has a lifecycle rule instead).
-pub const MEDIA_SWEEP_EVERY: Duration = Duration::from_secs(600);
+pub(crate) const MEDIA_SWEEP_EVERY: Duration = Duration::from_secs(600);
 
 async fn sweep_media(svc: &Services) {
     match svc
@@ -239,7 +239,7 @@ fn batch_failures<'a>(ids: impl Iterator<Item = &'a str>) -> Value {
 
 /// The `deliver-worker` function's main: an SQS batch is delivered; any other event (the
 /// EventBridge schedule) runs the sweep.
-pub async fn run_lambda() -> Result<(), lambda_http::Error> {
+pub(crate) async fn run_lambda() -> Result<(), lambda_http::Error> {
     crate::app::lambda::run_events(|svc, event| async move {
         Ok(match event.get("Records").and_then(Value::as_array) {
             Some(records) => handle_sqs_batch(&svc, records).await,

@@ -136,7 +136,7 @@ impl ChatbotConfig {
 
 impl AppConfig {
     /// The account's ciphers; none in plain mode.
-    pub fn ciphers(&self) -> Option<AppCiphers<'_>> {
+    pub(crate) fn ciphers(&self) -> Option<AppCiphers<'_>> {
         self.encoding_aes_key.as_ref().map(|current| AppCiphers {
             current,
             previous: self.previous_encoding_aes_key.as_ref(),
@@ -218,7 +218,7 @@ impl AppConfig {
     }
 
     /// A chatbot account whose hand-off route still takes the account's key.
-    pub fn handoff_shares_the_desk_key(&self) -> bool {
+    pub(crate) fn handoff_shares_the_desk_key(&self) -> bool {
         self.chatbot
             .as_ref()
             .is_some_and(|c| c.gateway_key.is_none())

@@ -61,7 +61,7 @@ impl DeskError {
     /// Whether trying again can never succeed: the desk refused the request itself (a 4xx
     /// other than a timeout or a rate limit). Timeouts, resets, 5xx and a connector's own
     /// errors are worth another attempt.
-    pub fn is_permanent(&self) -> bool {
+    pub(crate) fn is_permanent(&self) -> bool {
         match self {
             DeskError::Status(s) => (400..500).contains(s) && *s != 408 && *s != 429,
             DeskError::Refused(_) => true,
@@ -105,7 +105,7 @@ pub trait Desk: Send + Sync {
 
 /// Forwards within `budget`: the desk is told its budget, and one that overruns it anyway
 /// is cut off as a `Timeout`.
-pub async fn forward_within(
+pub(crate) async fn forward_within(
     desk: &dyn Desk,
     msg: &Message,
     xml: &str,

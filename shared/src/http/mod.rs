@@ -132,7 +132,7 @@ impl Response {
     }
     /// The answer to a path no route serves, and to a route that is closed for the account
     /// it names: the two must look the same.
-    pub fn no_such_route() -> Self {
+    pub(crate) fn no_such_route() -> Self {
         Self::text(404, "no such route")
     }
     pub fn redirect(location: String) -> Self {

@@ -73,7 +73,7 @@ fn expires_at(ctx: &Context, since_ms: i64) -> i64 {
 /// The wait before attempt `attempt + 1`: `first_retry_secs` doubling to
 /// `max_retry_secs`, the last quarter of it random so that a desk coming back is not hit
 /// by every waiting job in the same second.
-pub fn retry_delay(cfg: &DeliveryConfig, attempt: u32) -> Duration {
+pub(crate) fn retry_delay(cfg: &DeliveryConfig, attempt: u32) -> Duration {
     let top = cfg
         .first_retry_secs
         .saturating_mul(1 << attempt.saturating_sub(1).min(20))

@@ -64,7 +64,7 @@ impl Stores {
     }
 
     /// As `open`, on an AWS SDK config already loaded (Lambda init loads it once).
-    pub async fn open_with(
+    pub(crate) async fn open_with(
         config: &crate::config::StoreConfig,
         sdk: Option<&aws_config::SdkConfig>,
     ) -> Result<Stores, StoreError> {

@@ -97,7 +97,7 @@ impl SqsQueue {
 }
 
 /// An SQS message body as a job (the Lambda worker gets the same bodies in its event).
-pub fn job_from_body(body: &str) -> Result<Job, StoreError> {
+pub(crate) fn job_from_body(body: &str) -> Result<Job, StoreError> {
     serde_json::from_str(body).map_err(|e| StoreError::Corrupt(format!("queue message: {e}")))
 }
 

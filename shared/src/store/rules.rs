@@ -13,7 +13,7 @@ use super::{
 };
 
 /// The record to write, if any, and what the caller hears.
-pub type Step<T> = (Option<InboxEntry>, T);
+pub(crate) type Step<T> = (Option<InboxEntry>, T);
 
 /// Rule `live`: an entry is there until its `expires_at` (Unix seconds); an expired entry
 /// reads as absent everywhere, whether or not the store has deleted it yet.
@@ -52,7 +52,7 @@ pub fn fresh(c: &NewClaim<'_>) -> InboxEntry {
 
 /// Rule `claim_refused`: what a claim on a live entry hears, or None when it may win (the
 /// entry is undelivered, or in flight with its lease run out: its handler died).
-pub fn claim_refused(existing: Option<&InboxEntry>, now_ms: i64) -> Option<Claim> {
+pub(crate) fn claim_refused(existing: Option<&InboxEntry>, now_ms: i64) -> Option<Claim> {
     let e = existing.filter(|e| live(e, now_ms))?;
     match e.state {
         EntryState::Answered => Some(Claim::Answered(e.answer.clone().unwrap_or_default())),
@@ -139,7 +139,7 @@ pub fn finish(existing: Option<&InboxEntry>, claim_id: &str, outcome: &Outcome<'
 
 /// Rule `take_refused`: what a worker's take of an entry hears, or None when it may take
 /// it (live, pending or an abandoned message in flight, its lease run out).
-pub fn take_refused(existing: Option<&InboxEntry>, now_ms: i64) -> Option<Taken> {
+pub(crate) fn take_refused(existing: Option<&InboxEntry>, now_ms: i64) -> Option<Taken> {
     let takeable = |e: &&InboxEntry| {
         live(e, now_ms)
             && (e.state == EntryState::Pending
@@ -209,7 +209,7 @@ pub fn mark_queued(existing: Option<&InboxEntry>) -> Step<()> {
 }
 
 /// Rule `state_entry`: a piece of conversation state is an answered entry holding `value`.
-pub fn state_entry(key: &str, appid: &str, value: &str, expires_at: i64) -> InboxEntry {
+pub(crate) fn state_entry(key: &str, appid: &str, value: &str, expires_at: i64) -> InboxEntry {
     InboxEntry {
         key: key.to_owned(),
         appid: appid.to_owned(),
@@ -275,7 +275,7 @@ pub fn due(e: &InboxEntry) -> i64 {
 /// Rule `token_lease`: the refresh lease is taken where nobody holds a live one (a lease
 /// until `t` is held at `t`) and the record is still at `seen_version`; no record is a
 /// record at version 0.
-pub fn token_lease(
+pub(crate) fn token_lease(
     current: Option<&TokenRecord>,
     owner: &str,
     seen_version: u64,
@@ -299,7 +299,7 @@ pub fn token_lease(
 
 /// Rule `token_replace`: compare-and-set on the version, by the lease holder only; the
 /// lease is released.
-pub fn token_replace(
+pub(crate) fn token_replace(
     current: Option<&TokenRecord>,
     owner: &str,
     version: u64,
@@ -317,7 +317,7 @@ pub fn token_replace(
 }
 
 /// Rule `token_release`: the holder gives the lease back.
-pub fn token_release(current: Option<&TokenRecord>, owner: &str) -> Option<TokenRecord> {
+pub(crate) fn token_release(current: Option<&TokenRecord>, owner: &str) -> Option<TokenRecord> {
     let mut rec = current.filter(|r| r.lease_owner == owner)?.clone();
     rec.lease_owner.clear();
     rec.lease_until_ms = 0;
@@ -326,7 +326,7 @@ pub fn token_release(current: Option<&TokenRecord>, owner: &str) -> Option<Token
 
 /// Rule `token_invalidate`: `token` is marked expired only while it is the stored one and
 /// not already expired.
-pub fn token_invalidate(current: Option<&TokenRecord>, token: &str) -> Option<TokenRecord> {
+pub(crate) fn token_invalidate(current: Option<&TokenRecord>, token: &str) -> Option<TokenRecord> {
     let mut rec = current
         .filter(|r| r.token == token && r.expires_at_ms > 0)?
         .clone();

@@ -103,7 +103,7 @@ impl TryFrom<String> for Timezone {
 }
 
 impl Timezone {
-    pub fn offset_secs(&self) -> i32 {
+    pub(crate) fn offset_secs(&self) -> i32 {
         self.offset_secs
     }
 

@@ -17,7 +17,7 @@ pub fn install() {
 /// (so `SSL_CERT_FILE` / `SSL_CERT_DIR` add a private CA), read once per process. Left to
 /// itself reqwest reads and parses them again for each client it builds, and a Lambda
 /// builds two at init: that was most of a cold start's time.
-pub fn client_config() -> rustls::ClientConfig {
+pub(crate) fn client_config() -> rustls::ClientConfig {
     static CONFIG: LazyLock<rustls::ClientConfig> = LazyLock::new(|| {
         install();
         let found = rustls_native_certs::load_native_certs();

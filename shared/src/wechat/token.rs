@@ -236,7 +236,7 @@ impl TokenAuthority {
     /// normal mode (`force_refresh` false), which hands back the token in force: the check
     /// invalidates no token a running server uses, as a `cgi-bin/token` call would. Nothing
     /// is stored.
-    pub async fn check_secret(&self, app: &AppConfig) -> Result<(), ApiError> {
+    pub(crate) async fn check_secret(&self, app: &AppConfig) -> Result<(), ApiError> {
         let mut probe = app.clone();
         probe.stable_token = true;
         self.fetch_once(&probe, false).await.map(|_| ())

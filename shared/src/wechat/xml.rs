@@ -30,7 +30,7 @@ pub enum XmlError {
 const MAX_DEPTH: usize = 8;
 /// WeChat's documents hold a few dozen elements (a news reply with 8 articles, about 50):
 /// a desk's answer of 40,000 repeated elements cost seconds of a worker before this cap.
-pub const MAX_ELEMENTS: usize = 1024;
+pub(crate) const MAX_ELEMENTS: usize = 1024;
 
 /// An element being read: name, children so far, text so far, whether any text was CDATA.
 struct Open {

@@ -30,7 +30,7 @@ pub(crate) const TTL_ATTRIBUTE: &str = "expires_at";
 /// The sparse global secondary index of the outbox: partition `outbox` =
 /// `{appid}#{shelf}` (see `Shelf`), sort `due` (ms). Only entries on a shelf carry the two
 /// attributes, so the index holds the outbox and nothing else.
-pub const OUTBOX_INDEX: &str = "outbox";
+pub(crate) const OUTBOX_INDEX: &str = "outbox";
 
 /// The AWS SDK's config loader with our HTTPS client: rustls on ring, as everywhere else
 /// (Cargo.toml says why). The SDK crates are built without their own default client, so a
