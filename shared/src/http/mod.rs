@@ -313,6 +313,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(feature = "local")]
     fn media_requests_are_told_apart() {
         let q = |k: &str| vec![(k.to_owned(), "x".to_owned())];
         let (get, post) = (http::Method::GET, http::Method::POST);

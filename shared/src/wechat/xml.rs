@@ -2,6 +2,8 @@
 //! (strings in CDATA, numbers bare) or shallow nested groups (`<Articles><item>…`).
 //! Also the JSON form Mini Programs use for the same documents.
 
+mod flat;
+
 use quick_xml::Reader;
 use quick_xml::events::Event;
 
@@ -108,6 +110,15 @@ impl Doc {
     }
 
     pub fn parse_xml(input: &str) -> Result<Doc, XmlError> {
+        // Nearly every document is flat: read in one pass, the same fields.
+        if let Some(fields) = flat::read(input) {
+            return Ok(Doc { fields });
+        }
+        Self::parse_xml_full(input)
+    }
+
+    /// quick-xml's reading of any document, within the depth and element caps.
+    pub(crate) fn parse_xml_full(input: &str) -> Result<Doc, XmlError> {
         let mut reader = Reader::from_str(input);
         let mut stack: Vec<Open> = Vec::new();
         let mut root: Option<Vec<(String, Value)>> = None;
@@ -163,20 +174,21 @@ impl Doc {
                         return Err(XmlError::Malformed("text outside the root element".into()));
                     }
                 }
+                // quick-xml reports each reference (`&lt;`, `&#60;`) as an event of its
+                // own, so text and CDATA arrive literal: only a reference is resolved (by
+                // quick-xml's own unescape, so unknown entities are refused as before), and
+                // an element's text is never escaped and unescaped again as a whole.
                 Event::GeneralRef(r) => {
                     if let Some(top) = stack.last_mut() {
-                        top.text.push('&');
-                        top.text.push_str(&r.into_inner());
-                        top.text.push(';');
+                        let reference = format!("&{};", &*r.into_inner());
+                        let resolved = quick_xml::escape::unescape(&reference)
+                            .map_err(|e| XmlError::Malformed(e.to_string()))?;
+                        top.text.push_str(&resolved);
                     }
                 }
                 Event::CData(c) => {
                     if let Some(top) = stack.last_mut() {
-                        // Keep CDATA text apart from escaped text: mark it and append raw,
-                        // escaping `&` so the single unescape pass below restores it verbatim.
-                        top.text.push_str(&quick_xml::escape::minimal_escape(
-                            c.xml10_content().as_ref(),
-                        ));
+                        top.text.push_str(&c.xml10_content());
                         top.cdata = true;
                     }
                 }
@@ -190,9 +202,6 @@ impl Doc {
                         .pop()
                         .ok_or_else(|| XmlError::Malformed("unbalanced end tag".into()))?;
                     let value = if children.is_empty() {
-                        let text = quick_xml::escape::unescape(&text)
-                            .map_err(|e| XmlError::Malformed(e.to_string()))?
-                            .into_owned();
                         Value::Text { text, cdata }
                     } else {
                         Value::Children(children)
