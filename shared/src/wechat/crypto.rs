@@ -5,11 +5,11 @@
 //! **32-byte** block (not AES's 16), encrypted with key = base64(EncodingAESKey + "="),
 //! IV = key[..16], then base64-encoded.
 
-use aes::Aes256;
+use aes::{Aes256Dec, Aes256Enc};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use cbc::cipher::block_padding::NoPadding;
-use cbc::cipher::{BlockModeDecrypt, BlockModeEncrypt, KeyIvInit};
+use cbc::cipher::{BlockModeDecrypt, BlockModeEncrypt, InnerIvInit, KeyInit};
 use subtle::ConstantTimeEq;
 
 const WX_BLOCK: usize = 32;
@@ -44,6 +44,9 @@ pub enum CryptoError {
 #[serde(try_from = "crate::support::secret::Secret")]
 pub struct MsgCrypt {
     key: [u8; 32],
+    /// The AES key schedules, expanded once here rather than on every message.
+    enc: Aes256Enc,
+    dec: Aes256Dec,
 }
 
 impl std::fmt::Debug for MsgCrypt {
@@ -79,7 +82,9 @@ impl MsgCrypt {
         );
         let bytes = engine.decode(padded).map_err(|_| CryptoError::BadKey)?;
         let key: [u8; 32] = bytes.try_into().map_err(|_| CryptoError::BadKey)?;
-        Ok(Self { key })
+        let enc = Aes256Enc::new_from_slice(&key).map_err(|_| CryptoError::BadKey)?;
+        let dec = Aes256Dec::new_from_slice(&key).map_err(|_| CryptoError::BadKey)?;
+        Ok(Self { key, enc, dec })
     }
 
     fn iv(&self) -> &[u8] {
@@ -104,7 +109,7 @@ impl MsgCrypt {
         if buf.is_empty() || buf.len() % 16 != 0 {
             return Err(CryptoError::BadCiphertextLength(buf.len()));
         }
-        let dec = cbc::Decryptor::<Aes256>::new_from_slices(&self.key, self.iv())
+        let dec = cbc::Decryptor::<Aes256Dec>::inner_iv_slice_init(self.dec.clone(), self.iv())
             .map_err(|_| CryptoError::BadKey)?;
         let plain = dec
             .decrypt_padded::<NoPadding>(&mut buf)
@@ -161,8 +166,8 @@ impl MsgCrypt {
         buf.extend_from_slice(msg.as_bytes());
         buf.extend_from_slice(receive_id.as_bytes());
         buf.resize(len + pad, pad as u8);
-        let enc = cbc::Encryptor::<Aes256>::new_from_slices(&self.key, self.iv())
-            .expect("key is 32 bytes, iv 16");
+        let enc = cbc::Encryptor::<Aes256Enc>::inner_iv_slice_init(self.enc.clone(), self.iv())
+            .expect("the iv is 16 bytes");
         let total = buf.len();
         let ct = enc
             .encrypt_padded::<NoPadding>(&mut buf, total)

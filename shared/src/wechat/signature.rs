@@ -8,10 +8,19 @@ use crate::support::hex::hex_lower;
 
 /// Lower-case hex SHA-1 of the parts after sorting them byte-wise.
 pub fn sign(parts: &[&str]) -> String {
-    let mut sorted: Vec<&str> = parts.to_vec();
+    // WeChat signs three or four parts: sorted on the stack, not in a fresh Vec.
+    let mut stack = [""; 4];
+    let mut heap;
+    let sorted: &mut [&str] = if parts.len() <= stack.len() {
+        stack[..parts.len()].copy_from_slice(parts);
+        &mut stack[..parts.len()]
+    } else {
+        heap = parts.to_vec();
+        &mut heap
+    };
     sorted.sort_unstable();
     let mut hasher = Sha1::new();
-    for part in sorted {
+    for part in sorted.iter() {
         hasher.update(part.as_bytes());
     }
     hex_lower(&hasher.finalize())
@@ -33,10 +42,13 @@ pub fn matches(expected_lower_hex: &str, received: &str) -> bool {
     if expected_lower_hex.len() != received.len() {
         return false;
     }
-    let received = received.to_ascii_lowercase();
+    // Lower-cased byte by byte (no branch on the value), compared in constant time.
     expected_lower_hex
-        .as_bytes()
-        .ct_eq(received.as_bytes())
+        .bytes()
+        .zip(received.bytes())
+        .fold(subtle::Choice::from(1), |same, (e, r)| {
+            same & e.ct_eq(&r.to_ascii_lowercase())
+        })
         .into()
 }
 
