@@ -4,7 +4,7 @@
 use super::crypto::MsgCrypt;
 use super::message::Format;
 use super::signature::msg_signature;
-use super::xml::{Doc, Value};
+use super::xml::Doc;
 
 /// The body WeChat expects when there is nothing to say: no retry, nothing shown.
 pub const SUCCESS: &str = "success";
@@ -43,28 +43,46 @@ pub(crate) fn wrap_encrypted(
     nonce: &str,
 ) -> String {
     let signature = msg_signature(token, timestamp, nonce, encrypt);
+    // Written straight out (no Doc or JSON value to build and drop): the envelope is the
+    // same four fields on every reply.
+    let mut out = String::with_capacity(encrypt.len() + nonce.len() + timestamp.len() + 160);
     match format {
         Format::Xml => {
-            let mut doc = Doc::default();
-            doc.push("Encrypt", Value::text(encrypt));
-            doc.push("MsgSignature", Value::text(signature));
-            doc.push("TimeStamp", Value::number(timestamp));
-            doc.push("Nonce", Value::text(nonce));
-            doc.to_xml()
+            out.push_str("<xml>");
+            super::xml::write_element(&mut out, "Encrypt", encrypt, true);
+            super::xml::write_element(&mut out, "MsgSignature", &signature, true);
+            super::xml::write_element(&mut out, "TimeStamp", timestamp, false);
+            super::xml::write_element(&mut out, "Nonce", nonce, true);
+            out.push_str("</xml>");
         }
         Format::Json => {
-            let ts: serde_json::Value = timestamp
-                .parse::<i64>()
-                .map(Into::into)
-                .unwrap_or_else(|_| timestamp.into());
-            serde_json::json!({
-                "Encrypt": encrypt,
-                "MsgSignature": signature,
-                "TimeStamp": ts,
-                "Nonce": nonce,
-            })
-            .to_string()
+            // A numeric timestamp as a number, as WeChat sends it; anything else a string.
+            let ts = match timestamp.parse::<i64>() {
+                Ok(n) => n.to_string(),
+                Err(_) => json_string(timestamp),
+            };
+            out.push_str("{\"Encrypt\":");
+            out.push_str(&json_string(encrypt));
+            out.push_str(",\"MsgSignature\":\"");
+            out.push_str(&signature);
+            out.push_str("\",\"Nonce\":");
+            out.push_str(&json_string(nonce));
+            out.push_str(",\"TimeStamp\":");
+            out.push_str(&ts);
+            out.push('}');
         }
+    }
+    out
+}
+
+/// `s` as a JSON string: base64 and digits, nearly always, need no escaping.
+fn json_string(s: &str) -> String {
+    if s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_'))
+    {
+        format!("\"{s}\"")
+    } else {
+        serde_json::Value::from(s).to_string()
     }
 }
 
@@ -82,6 +100,36 @@ pub(crate) fn passive_text(msg: &super::message::Message, content: &str, now_sec
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wechat::xml::Value;
+
+    /// The envelope written straight out is what the Doc and JSON value made of it, byte
+    /// for byte, with a nonce and timestamp that need escaping too.
+    #[test]
+    fn envelope_matches_the_document_form() {
+        for (ts, nonce) in [("1713424427", "415670741"), ("17x", "a]]>b<&\"c\\")] {
+            let sig = msg_signature("tok", ts, nonce, "ENC+/=");
+            let mut doc = Doc::default();
+            doc.push("Encrypt", Value::text("ENC+/="));
+            doc.push("MsgSignature", Value::text(sig.clone()));
+            doc.push("TimeStamp", Value::number(ts));
+            doc.push("Nonce", Value::text(nonce));
+            assert_eq!(
+                wrap_encrypted("ENC+/=", Format::Xml, "tok", ts, nonce),
+                doc.to_xml()
+            );
+            let ts_value: serde_json::Value = ts
+                .parse::<i64>()
+                .map(Into::into)
+                .unwrap_or_else(|_| ts.into());
+            let json = serde_json::json!({
+                "Encrypt": "ENC+/=", "MsgSignature": sig, "TimeStamp": ts_value, "Nonce": nonce,
+            });
+            assert_eq!(
+                wrap_encrypted("ENC+/=", Format::Json, "tok", ts, nonce),
+                json.to_string()
+            );
+        }
+    }
 
     #[test]
     fn official_json_reply_envelope() {

@@ -360,20 +360,38 @@ fn push_xml_text(out: &mut String, text: &str) {
 
 fn write_children(out: &mut String, fields: &[(String, Value)]) {
     for (name, value) in fields {
-        out.push('<');
-        out.push_str(name);
-        out.push('>');
         match value {
-            Value::Text { text, cdata: true } => write_cdata(out, text),
-            Value::Text { text, cdata: false } => {
-                push_xml_text(out, &quick_xml::escape::escape(text.as_str()))
+            Value::Text { text, cdata } => write_element(out, name, text, *cdata),
+            Value::Children(c) => {
+                open_tag(out, name);
+                write_children(out, c);
+                close_tag(out, name);
             }
-            Value::Children(c) => write_children(out, c),
         }
-        out.push_str("</");
-        out.push_str(name);
-        out.push('>');
     }
+}
+
+/// One text element, as `Doc::to_xml` writes it: in CDATA, or escaped (a number).
+pub(crate) fn write_element(out: &mut String, name: &str, text: &str, cdata: bool) {
+    open_tag(out, name);
+    if cdata {
+        write_cdata(out, text);
+    } else {
+        push_xml_text(out, &quick_xml::escape::escape(text));
+    }
+    close_tag(out, name);
+}
+
+fn open_tag(out: &mut String, name: &str) {
+    out.push('<');
+    out.push_str(name);
+    out.push('>');
+}
+
+fn close_tag(out: &mut String, name: &str) {
+    out.push_str("</");
+    out.push_str(name);
+    out.push('>');
 }
 
 fn write_cdata(out: &mut String, text: &str) {
