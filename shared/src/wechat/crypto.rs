@@ -14,6 +14,13 @@ use subtle::ConstantTimeEq;
 
 const WX_BLOCK: usize = 32;
 
+/// A decrypted envelope: its buffer, and where the message and the receive-id are in it.
+struct Opened {
+    buf: Vec<u8>,
+    msg: std::ops::Range<usize>,
+    rid: std::ops::Range<usize>,
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CryptoError {
     #[error("encoding_aes_key must be 43 characters of [A-Za-z0-9] (got {0} characters)")]
@@ -94,15 +101,30 @@ impl MsgCrypt {
     /// Decrypts a base64 `Encrypt` field and checks that its receive-id equals `receive_id`
     /// (the appid for Official Accounts and Mini Programs).
     pub fn decrypt(&self, encrypt_b64: &str, receive_id: &str) -> Result<String, CryptoError> {
-        let (msg, rid) = self.decrypt_raw(encrypt_b64)?;
-        if !bool::from(rid.as_bytes().ct_eq(receive_id.as_bytes())) {
+        let Opened { mut buf, msg, rid } = self.open(encrypt_b64)?;
+        if !bool::from(buf[rid].ct_eq(receive_id.as_bytes())) {
             return Err(CryptoError::ReceiveIdMismatch);
         }
-        Ok(msg)
+        // The message moved to the front of its own buffer and checked UTF-8: no copy.
+        buf.truncate(msg.end);
+        buf.drain(..msg.start);
+        String::from_utf8(buf).map_err(|_| CryptoError::NotUtf8)
     }
 
     /// Decrypts without judging the receive-id; returns (message, receive_id).
     pub fn decrypt_raw(&self, encrypt_b64: &str) -> Result<(String, String), CryptoError> {
+        let Opened { buf, msg, rid } = self.open(encrypt_b64)?;
+        let text = |r: std::ops::Range<usize>| {
+            std::str::from_utf8(&buf[r])
+                .map(str::to_owned)
+                .map_err(|_| CryptoError::NotUtf8)
+        };
+        Ok((text(msg)?, text(rid)?))
+    }
+
+    /// The decrypted buffer with the message's and the receive-id's places in it (the
+    /// receive-id checked UTF-8, the message not yet).
+    fn open(&self, encrypt_b64: &str) -> Result<Opened, CryptoError> {
         let mut buf = STANDARD
             .decode(encrypt_b64.trim())
             .map_err(|_| CryptoError::BadBase64)?;
@@ -111,9 +133,11 @@ impl MsgCrypt {
         }
         let dec = cbc::Decryptor::<Aes256Dec>::inner_iv_slice_init(self.dec.clone(), self.iv())
             .map_err(|_| CryptoError::BadKey)?;
-        let plain = dec
+        let plain_len = dec
             .decrypt_padded::<NoPadding>(&mut buf)
-            .map_err(|_| CryptoError::BadCiphertextLength(0))?;
+            .map_err(|_| CryptoError::BadCiphertextLength(0))?
+            .len();
+        let plain = &buf[..plain_len];
         let pad = *plain.last().ok_or(CryptoError::BadPadding)? as usize;
         if !(1..=WX_BLOCK).contains(&pad)
             || pad > plain.len()
@@ -139,9 +163,15 @@ impl MsgCrypt {
                 actual: content.len(),
             });
         }
-        let msg = std::str::from_utf8(&rest[..declared]).map_err(|_| CryptoError::NotUtf8)?;
-        let rid = std::str::from_utf8(&rest[declared..]).map_err(|_| CryptoError::NotUtf8)?;
-        Ok((msg.to_owned(), rid.to_owned()))
+        // The receive-id is compared as bytes; the message is checked UTF-8 where it is taken.
+        std::str::from_utf8(&rest[declared..]).map_err(|_| CryptoError::NotUtf8)?;
+        let start = 20;
+        let end = content.len();
+        Ok(Opened {
+            buf,
+            msg: start..start + declared,
+            rid: start + declared..end,
+        })
     }
 
     /// Encrypts `msg` for `receive_id` with a fresh random 16-byte prefix.

@@ -11,6 +11,12 @@ pub const SUCCESS: &str = "success";
 
 /// Pulls the `Encrypt` field out of an encrypted push body.
 pub fn encrypt_field(body: &str, format: Format) -> Option<String> {
+    // The envelope is nearly always flat: its ciphertext is then found without a Doc.
+    if format == Format::Xml
+        && let Some(found) = super::xml::flat_field(body, "Encrypt")
+    {
+        return found.filter(|s| !s.is_empty()).map(str::to_owned);
+    }
     let doc = match format {
         Format::Xml => Doc::parse_xml(body).ok()?,
         Format::Json => Doc::parse_json(body).ok()?,

@@ -260,6 +260,12 @@ impl Doc {
     }
 }
 
+/// The first `name` field of a flat document, without building a `Doc`; None when the
+/// document is not flat (then parse it).
+pub(crate) fn flat_field<'a>(input: &'a str, name: &str) -> Option<Option<&'a str>> {
+    flat::first(input, name)
+}
+
 fn check_root(name: &str) -> Result<(), XmlError> {
     if name == "xml" {
         Ok(())

@@ -7,24 +7,69 @@
 
 use super::{MAX_ELEMENTS, Value};
 
-/// The fields of a flat document, or None when the document is not one this reader takes.
-pub(crate) fn read(input: &str) -> Option<Vec<(String, Value)>> {
-    let mut rest = skip_ws(input).strip_prefix("<xml>")?;
-    let mut fields = Vec::with_capacity(8);
+/// One field of a flat document, borrowed from it.
+pub(crate) struct Field<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) text: &'a str,
+    pub(crate) cdata: bool,
+}
+
+/// Calls `each` on every field in order; false when the document is not one this reader
+/// takes (then nothing it was given may be used).
+pub(crate) fn scan<'a>(input: &'a str, mut each: impl FnMut(Field<'a>)) -> bool {
+    let Some(mut rest) = skip_ws(input).strip_prefix("<xml>") else {
+        return false;
+    };
+    let mut count = 0;
     loop {
         rest = skip_ws(rest);
         if let Some(after) = rest.strip_prefix("</xml>") {
-            return skip_ws(after).is_empty().then_some(fields);
+            return skip_ws(after).is_empty();
         }
         // The full parser counts `<xml>` itself among its MAX_ELEMENTS.
-        if fields.len() + 1 >= MAX_ELEMENTS {
-            return None;
+        count += 1;
+        if count + 1 > MAX_ELEMENTS {
+            return false;
         }
-        let (name, after_open) = open_tag(rest)?;
-        let (value, after_value) = content(after_open)?;
-        rest = close_tag(after_value, name)?;
-        fields.push((name.to_owned(), value));
+        let Some((field, after)) = field(rest) else {
+            return false;
+        };
+        each(field);
+        rest = after;
     }
+}
+
+/// The fields of a flat document, or None when the document is not one this reader takes.
+pub(crate) fn read(input: &str) -> Option<Vec<(String, Value)>> {
+    let mut fields = Vec::with_capacity(8);
+    let flat = scan(input, |f| {
+        let value = Value::Text {
+            text: f.text.to_owned(),
+            cdata: f.cdata,
+        };
+        fields.push((f.name.to_owned(), value));
+    });
+    flat.then_some(fields)
+}
+
+/// The first `name` field's text of a flat document, borrowed; the outer None when the
+/// document is not flat.
+pub(crate) fn first<'a>(input: &'a str, name: &str) -> Option<Option<&'a str>> {
+    let mut found = None;
+    let flat = scan(input, |f| {
+        if found.is_none() && f.name == name {
+            found = Some(f.text);
+        }
+    });
+    flat.then_some(found)
+}
+
+/// `<Name>content</Name>` and what follows it.
+fn field(s: &str) -> Option<(Field<'_>, &str)> {
+    let (name, after_open) = open_tag(s)?;
+    let (text, cdata, after_value) = content(after_open)?;
+    let rest = close_tag(after_value, name)?;
+    Some((Field { name, text, cdata }, rest))
 }
 
 fn skip_ws(s: &str) -> &str {
@@ -47,24 +92,16 @@ fn close_tag<'a>(s: &'a str, name: &str) -> Option<&'a str> {
 }
 
 /// One CDATA section, or plain text up to the next `<`; either free of what the full
-/// parser would read differently.
-fn content(s: &str) -> Option<(Value, &str)> {
+/// parser would read differently. Returns the text, whether it was CDATA, and the rest.
+fn content(s: &str) -> Option<(&str, bool, &str)> {
     if let Some(inner) = s.strip_prefix("<![CDATA[") {
         let end = cdata_end(inner.as_bytes())?;
         let text = &inner[..end];
-        return literal(text).then(|| (Value::text(text), &inner[end + 3..]));
+        return literal(text).then(|| (text, true, &inner[end + 3..]));
     }
     let end = memchr::memchr(b'<', s.as_bytes())?;
     let text = &s[..end];
-    (literal(text) && !text.contains('&')).then(|| {
-        (
-            Value::Text {
-                text: text.to_owned(),
-                cdata: false,
-            },
-            &s[end..],
-        )
-    })
+    (literal(text) && !text.contains('&')).then(|| (text, false, &s[end..]))
 }
 
 /// Where `]]>` starts (a `memmem::Finder` would be built again on every call).
@@ -128,6 +165,10 @@ mod tests {
         fn flat_reader_agrees_with_the_full_parser(doc in nearly_flat()) {
             if let Some(fields) = read(&doc) {
                 prop_assert_eq!(Ok(Doc { fields }), Doc::parse_xml_full(&doc), "{}", doc);
+            }
+            if let Some(found) = first(&doc, "Content") {
+                let full = Doc::parse_xml_full(&doc);
+                prop_assert_eq!(found, full.as_ref().ok().and_then(|d| d.get("Content")), "{}", doc);
             }
         }
     }
