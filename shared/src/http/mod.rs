@@ -308,12 +308,11 @@ fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
     memchr::memmem::find(hay.get(from..)?, needle).map(|i| i + from)
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "local"))]
 mod tests {
     use super::*;
 
     #[test]
-    #[cfg(feature = "local")]
     fn media_requests_are_told_apart() {
         let q = |k: &str| vec![(k.to_owned(), "x".to_owned())];
         let (get, post) = (http::Method::GET, http::Method::POST);
