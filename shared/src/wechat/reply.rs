@@ -62,33 +62,50 @@ pub(crate) fn wrap_encrypted(
             out.push_str("</xml>");
         }
         Format::Json => {
-            // A numeric timestamp as a number, as WeChat sends it; anything else a string.
-            let ts = match timestamp.parse::<i64>() {
-                Ok(n) => n.to_string(),
-                Err(_) => json_string(timestamp),
-            };
             out.push_str("{\"Encrypt\":");
-            out.push_str(&json_string(encrypt));
+            push_json_string(&mut out, encrypt);
             out.push_str(",\"MsgSignature\":\"");
             out.push_str(&signature);
             out.push_str("\",\"Nonce\":");
-            out.push_str(&json_string(nonce));
+            push_json_string(&mut out, nonce);
             out.push_str(",\"TimeStamp\":");
-            out.push_str(&ts);
+            // A numeric timestamp as a number, as WeChat sends it; anything else a string.
+            match timestamp.parse::<i64>() {
+                Ok(n) => {
+                    use std::fmt::Write;
+                    let _ = write!(out, "{n}");
+                }
+                Err(_) => push_json_string(&mut out, timestamp),
+            }
             out.push('}');
         }
     }
     out
 }
 
-/// `s` as a JSON string: base64 and digits, nearly always, need no escaping.
-fn json_string(s: &str) -> String {
-    if s.bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_'))
-    {
-        format!("\"{s}\"")
+/// Bytes a JSON string holds as they are: base64, digits and letters, which is all a
+/// ciphertext or nonce ever is. A table, not a per-byte `match`: the ciphertext is
+/// several hundred bytes.
+const PLAIN_JSON: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = (b as u8).is_ascii_alphanumeric()
+            || matches!(b as u8, b'+' | b'/' | b'=' | b'-' | b'_');
+        b += 1;
+    }
+    t
+};
+
+/// `s` as a JSON string, appended to `out`; anything beyond the plain bytes goes through
+/// serde_json's escaping.
+fn push_json_string(out: &mut String, s: &str) {
+    if s.bytes().all(|b| PLAIN_JSON[b as usize]) {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
     } else {
-        serde_json::Value::from(s).to_string()
+        out.push_str(&serde_json::Value::from(s).to_string());
     }
 }
 

@@ -3,6 +3,7 @@
 //! Also the JSON form Mini Programs use for the same documents.
 
 mod flat;
+mod json;
 
 use quick_xml::Reader;
 use quick_xml::events::Event;
@@ -233,6 +234,15 @@ impl Doc {
     /// become element names in the XML the desk gets, so a key that is not a plain XML name
     /// (`a><Injected>1</Injected><b`) is refused.
     pub fn parse_json(input: &str) -> Result<Doc, XmlError> {
+        // Nearly every document is one object of scalars: read without a JSON value.
+        if let Some(fields) = json::read(input) {
+            return Ok(Doc { fields });
+        }
+        Self::parse_json_full(input)
+    }
+
+    /// The conversion of any JSON document through serde_json's value.
+    pub(crate) fn parse_json_full(input: &str) -> Result<Doc, XmlError> {
         let v: serde_json::Value =
             serde_json::from_str(input).map_err(|e| XmlError::Json(e.to_string()))?;
         match v {
@@ -275,7 +285,8 @@ fn check_root(name: &str) -> Result<(), XmlError> {
 }
 
 /// A plain XML element name: a letter or `_`, then letters, digits, `_`, `-`, `.`; at most
-/// 64 bytes. Every name WeChat uses is one.
+/// 64 bytes; not beginning `xml` in any case (XML reserves those). Every name WeChat uses
+/// is one.
 pub(crate) fn is_xml_name(name: &str) -> bool {
     let b = name.as_bytes();
     !b.is_empty()
@@ -283,7 +294,7 @@ pub(crate) fn is_xml_name(name: &str) -> bool {
         && (b[0].is_ascii_alphabetic() || b[0] == b'_')
         && b.iter()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
-        && !name.to_ascii_lowercase().starts_with("xml")
+        && !(b.len() >= 3 && b[..3].eq_ignore_ascii_case(b"xml"))
 }
 
 fn json_to_values(
