@@ -1,6 +1,6 @@
 //! `wxdesk-local doctor`: per account, checks that the config is complete, that WeChat
 //! hands out an access_token, and that the desk answers (Udesk's signed channel test for
-//! `udesk_im`). One line per check; secrets are never printed.
+//! `udesk_im`); for a third-party platform, that it gets a component_access_token. One line per check; secrets are never printed.
 
 use crate::app::Services;
 use crate::config::{AppConfig, DeskConfig};
@@ -128,7 +128,27 @@ pub async fn run(svc: &Services, only: Option<&str>) -> Vec<Check> {
         out.push(access_token(svc, app).await);
         out.push(desk(svc, app).await);
     }
+    if only.is_none()
+        && let Some(c) = component(svc).await
+    {
+        out.push(c);
+    }
     out
+}
+
+/// Whether WeChat issues the third-party platform a component_access_token (with the
+/// newest ticket it pushed), when the install is one.
+pub async fn component(svc: &Services) -> Option<Check> {
+    let c = svc.config.component.as_ref()?;
+    let result = match svc.wechat.tokens.component(c).await {
+        Ok(_) => Ok("WeChat issued a component_access_token".into()),
+        Err(e) => Err(with_hint(&e)),
+    };
+    Some(Check {
+        appid: c.appid.to_string(),
+        name: "component_access_token",
+        result,
+    })
 }
 
 /// The accounts a run covers: all, or just `only`.

@@ -1,4 +1,5 @@
-//! The scheduled token refresher: renews every account's access_token before it gets
+//! The scheduled token refresher: renews every account's access_token (and a third-party
+//! platform's component_access_token) before it gets
 //! close to expiry, so request paths normally find a valid token and never wait for WeChat.
 //! In AWS an EventBridge schedule invokes the `token-refresher` function; the local server
 //! runs the same pass on a timer.
@@ -11,7 +12,7 @@ use tracing::{error, info};
 
 use crate::app::Services;
 use crate::config::{AppConfig, DeskConfig};
-use crate::wechat::token::Refresh;
+use crate::wechat::token::{Grant, Refresh};
 
 /// The example config's placeholders begin with this (`wxdesk.example.toml`).
 const PLACEHOLDER: &str = "replace-with-";
@@ -29,7 +30,8 @@ fn not_scheduled(app: &AppConfig) -> Option<&'static str> {
     }
 }
 
-/// One pass over every account: a JSON report, and whether every account is fine.
+/// One pass over every account (and the platform's component_access_token, when the
+/// install is a third-party platform): a JSON report, and whether every one is fine.
 pub async fn refresh_all(svc: &Services) -> (Value, bool) {
     let window = Duration::from_secs(svc.config.wechat.token_refresh_window_secs);
     let mut report = serde_json::Map::new();
@@ -42,24 +44,42 @@ pub async fn refresh_all(svc: &Services) -> (Value, bool) {
             );
             continue;
         }
-        let entry = match svc.wechat.tokens.refresh_if_due(app, window).await {
-            Ok(Refresh::Fresh { expires_in_secs }) => {
-                json!({ "state": "fresh", "expires_in": expires_in_secs })
-            }
-            Ok(Refresh::Refreshed { expires_in_secs }) => {
-                info!(appid = %app.appid, expires_in_secs, "token refreshed by the schedule");
-                json!({ "state": "refreshed", "expires_in": expires_in_secs })
-            }
-            Ok(Refresh::Busy) => json!({ "state": "another caller is refreshing" }),
-            Err(e) => {
-                ok = false;
-                error!(appid = %app.appid, error = %e, "scheduled token refresh failed");
-                json!({ "state": "failed", "errcode": e.errcode(), "error": e.to_string() })
-            }
-        };
+        let (entry, fine) = refresh_one(svc, Grant::Account(app), window).await;
+        ok &= fine;
         report.insert(app.appid.to_string(), entry);
     }
+    if let Some(c) = &svc.config.component {
+        let (entry, fine) = refresh_one(svc, Grant::Component(c), window).await;
+        ok &= fine;
+        report.insert(format!("component {}", c.appid), entry);
+    }
     (Value::Object(report), ok)
+}
+
+/// One token's refresh, as a report entry and whether it went well.
+async fn refresh_one(svc: &Services, grant: Grant<'_>, window: Duration) -> (Value, bool) {
+    let appid = grant.appid().to_owned();
+    match svc.wechat.tokens.refresh_if_due(grant, window).await {
+        Ok(Refresh::Fresh { expires_in_secs }) => (
+            json!({ "state": "fresh", "expires_in": expires_in_secs }),
+            true,
+        ),
+        Ok(Refresh::Refreshed { expires_in_secs }) => {
+            info!(appid, expires_in_secs, "token refreshed by the schedule");
+            (
+                json!({ "state": "refreshed", "expires_in": expires_in_secs }),
+                true,
+            )
+        }
+        Ok(Refresh::Busy) => (json!({ "state": "another caller is refreshing" }), true),
+        Err(e) => {
+            error!(appid, error = %e, "scheduled token refresh failed");
+            (
+                json!({ "state": "failed", "errcode": e.errcode(), "error": e.to_string() }),
+                false,
+            )
+        }
+    }
 }
 
 /// The local server's schedule: a pass now and then every `period`.

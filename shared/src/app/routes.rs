@@ -137,7 +137,7 @@ macro_rules! gated {
 }
 
 /// Every route.
-pub(crate) static ROUTES: [RouteDecl; 9] = [
+pub(crate) static ROUTES: [RouteDecl; 10] = [
     RouteDecl {
         kind: RouteKind::WechatCallback,
         paths: &["/wechat/{appid}"],
@@ -231,6 +231,17 @@ pub(crate) static ROUTES: [RouteDecl; 9] = [
         }),
         body: BodyLimit::Desk,
         run: gated!(handlers::chatbot::check => handlers::chatbot::event),
+    },
+    RouteDecl {
+        kind: RouteKind::ComponentEvents,
+        paths: &["/component/{appid}/events"],
+        lambda: Some(Lambda {
+            function: "component-events",
+            path: "/component/{appid}/events",
+            method: "POST",
+        }),
+        body: BodyLimit::Push,
+        run: gated!(handlers::component::check => handlers::component::serve),
     },
     RouteDecl {
         kind: RouteKind::StagedMedia,

@@ -7,6 +7,7 @@
 
 mod app;
 mod checks;
+mod component;
 mod desk;
 mod sections;
 #[cfg(test)]
@@ -17,6 +18,7 @@ use std::collections::HashMap;
 use serde::Deserialize;
 
 pub use self::app::{AppCiphers, AppConfig, ChatbotConfig};
+pub use self::component::ComponentConfig;
 pub use self::desk::{DeskConfig, EchoConfig, TencentImConfig, UdeskImConfig, UdeskWechatConfig};
 pub use self::sections::{
     CallbackConfig, DeliveryConfig, FetchConfig, MediaConfig, QuotaConfig, ServerConfig,
@@ -68,6 +70,8 @@ struct RawConfig {
     #[serde(default)]
     server: ServerConfig,
     #[serde(default)]
+    component: Option<ComponentConfig>,
+    #[serde(default)]
     apps: Vec<AppConfig>,
 }
 
@@ -80,6 +84,8 @@ pub struct Config {
     pub media: MediaConfig,
     pub fetch: FetchConfig,
     pub server: ServerConfig,
+    /// Present: the install is also a third-party platform (`config::component`).
+    pub component: Option<ComponentConfig>,
     pub apps: Vec<AppConfig>,
     /// The document's version: the SHA-256 of its text (what a reload compares, and what
     /// `doctor` compares with a running server's).
@@ -117,6 +123,9 @@ impl Config {
         raw.callback.check()?;
         raw.delivery.check()?;
         checks::check_windows(&raw.callback, &raw.apps)?;
+        if let Some(c) = &raw.component {
+            c.check(&raw.apps)?;
+        }
         let store = store
             .or(raw.store)
             .ok_or_else(|| invalid("store", "missing: add a [store] section"))?;
@@ -129,6 +138,7 @@ impl Config {
             media: raw.media,
             fetch: raw.fetch,
             server: raw.server,
+            component: raw.component,
             apps: raw.apps,
             version: crate::support::hex::sha256_hex(text.as_bytes()),
             by_appid,

@@ -197,6 +197,9 @@ pub enum RouteKind {
     ChatbotHandoff,
     /// `POST /chatbot/{appid}/{key}/event`: waiter events driven by a desk.
     ChatbotEvent,
+    /// `POST /component/{component_appid}/events`: the third-party platform's
+    /// authorization events.
+    ComponentEvents,
 }
 
 /// The largest body of a Udesk media upload: a 10 MB video plus the multipart framing.

@@ -22,7 +22,8 @@ pub use inbox::{
 pub(crate) use media::{MEDIA_TTL, safe_segment};
 pub use media::{MediaStore, MediaSweep, OpenedMedia, StagedMedia};
 pub(crate) use not_configured::NotConfigured;
-pub use tokens::{TokenRecord, TokenStore};
+pub use tokens::{Ticket, TokenRecord, TokenStore};
+pub(crate) use tokens::{component_token_key, ticket_key};
 
 use std::sync::Arc;
 

@@ -10,13 +10,14 @@ use async_trait::async_trait;
 
 use super::{
     Claim, InboxEntry, InboxStore, NewClaim, OutboxStore, Outcome, Shelf, StateStore, StateSwap,
-    StoreError, Taken, TokenRecord, TokenStore, rules,
+    StoreError, Taken, Ticket, TokenRecord, TokenStore, rules,
 };
 
 #[derive(Default)]
 pub struct ModelStore {
     inbox: Mutex<BTreeMap<String, InboxEntry>>,
     tokens: Mutex<BTreeMap<String, TokenRecord>>,
+    tickets: Mutex<BTreeMap<String, Ticket>>,
 }
 
 impl ModelStore {
@@ -160,5 +161,17 @@ impl TokenStore for ModelStore {
     }
     async fn invalidate(&self, appid: &str, token: &str) -> Result<bool, StoreError> {
         Ok(self.token(appid, |c| rules::token_invalidate(c, token)))
+    }
+    async fn put_ticket(&self, component: &str, ticket: &Ticket) -> Result<bool, StoreError> {
+        let mut map = self.tickets.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(t) = rules::ticket_put(map.get(component), ticket) else {
+            return Ok(false);
+        };
+        map.insert(component.to_owned(), t);
+        Ok(true)
+    }
+    async fn ticket(&self, component: &str) -> Result<Option<Ticket>, StoreError> {
+        let map = self.tickets.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(map.get(component).cloned())
     }
 }

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 
 use super::{
     Claim, InboxEntry, InboxStore, MediaStore, NewClaim, OutboxStore, Outcome, Shelf, StagedMedia,
-    StateStore, StoreError, Taken, TokenRecord, TokenStore, queue,
+    StateStore, StoreError, Taken, Ticket, TokenRecord, TokenStore, queue,
 };
 
 /// Stands in for a store the deployment did not configure: every call says which key to
@@ -41,6 +41,12 @@ impl TokenStore for NotConfigured {
         Err(self.err())
     }
     async fn invalidate(&self, _: &str, _: &str) -> Result<bool, StoreError> {
+        Err(self.err())
+    }
+    async fn put_ticket(&self, _: &str, _: &Ticket) -> Result<bool, StoreError> {
+        Err(self.err())
+    }
+    async fn ticket(&self, _: &str) -> Result<Option<Ticket>, StoreError> {
         Err(self.err())
     }
 }

@@ -9,7 +9,7 @@
 //! A rule returns a `Step`: the record to write (None: nothing is written) and the answer.
 
 use super::{
-    Claim, EntryState, InboxEntry, NewClaim, Outcome, Shelf, StateSwap, Taken, TokenRecord,
+    Claim, EntryState, InboxEntry, NewClaim, Outcome, Shelf, StateSwap, Taken, Ticket, TokenRecord,
 };
 
 /// The record to write, if any, and what the caller hears.
@@ -334,6 +334,15 @@ pub(crate) fn token_invalidate(current: Option<&TokenRecord>, token: &str) -> Op
     Some(rec)
 }
 
+/// Rule `ticket_put`: a ticket is stored unless the stored one was pushed at the same time
+/// or later (WeChat retries a push; a late retry must not bring back an older ticket).
+pub(crate) fn ticket_put(current: Option<&Ticket>, new: &Ticket) -> Option<Ticket> {
+    match current {
+        Some(c) if c.created_at >= new.created_at => None,
+        _ => Some(new.clone()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,6 +391,18 @@ mod tests {
         e.state = EntryState::Pending;
         let (w, owned) = finish(Some(&e), "", &Outcome::Answered(""));
         assert!(w.is_none() && !owned);
+    }
+
+    #[test]
+    fn the_newest_ticket_wins() {
+        let t = |created_at| Ticket {
+            ticket: format!("T{created_at}"),
+            created_at,
+        };
+        assert_eq!(ticket_put(None, &t(5)), Some(t(5)));
+        assert_eq!(ticket_put(Some(&t(5)), &t(6)), Some(t(6)));
+        assert_eq!(ticket_put(Some(&t(6)), &t(5)), None);
+        assert_eq!(ticket_put(Some(&t(6)), &t(6)), None);
     }
 
     #[test]

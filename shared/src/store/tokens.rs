@@ -1,4 +1,6 @@
-//! The access_token authority's records and storage (rules: `store::rules::token_*`).
+//! The access_token authority's records and storage (rules: `store::rules::token_*`),
+//! and the third-party platform's `component_verify_ticket`, the credential its
+//! component_access_token is fetched with (rule `ticket_put`).
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -37,6 +39,26 @@ impl std::fmt::Debug for TokenRecord {
     }
 }
 
+/// A third-party platform's newest `component_verify_ticket`: WeChat pushes one every 10
+/// minutes, and only a recent one fetches a component_access_token ("验证票据",
+/// developers.weixin.qq.com/doc/oplatform/Third-party_Platforms/2.0/api/Before_Develop/component_verify_ticket.html).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ticket {
+    pub ticket: String,
+    /// The push's `CreateTime` (seconds): the newest push wins.
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for Ticket {
+    // The ticket is half of the platform's credential: never print it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ticket")
+            .field("ticket", &"<redacted>")
+            .field("created_at", &self.created_at)
+            .finish()
+    }
+}
+
 /// The access_token authority's storage. Every change is one conditional write, so any
 /// number of processes (Lambda instances) agree on one token and one refresher.
 #[async_trait]
@@ -68,6 +90,21 @@ pub trait TokenStore: Send + Sync {
     async fn release(&self, appid: &str, owner: &str) -> Result<(), StoreError>;
     /// Marks `token` expired, only if it is still the stored one (a newer token stays).
     async fn invalidate(&self, appid: &str, token: &str) -> Result<bool, StoreError>;
+    /// Stores `ticket` for the platform `component_appid` unless a newer one is stored
+    /// (pushes are retried and may arrive out of order); true when it was stored.
+    async fn put_ticket(&self, component_appid: &str, ticket: &Ticket) -> Result<bool, StoreError>;
+    async fn ticket(&self, component_appid: &str) -> Result<Option<Ticket>, StoreError>;
+}
+
+/// The tokens store's key of a platform's ticket: appids hold no `#`, so it meets no
+/// account's token record.
+pub(crate) fn ticket_key(component_appid: &str) -> String {
+    format!("ticket#{component_appid}")
+}
+
+/// The tokens store's key of a platform's component_access_token.
+pub(crate) fn component_token_key(component_appid: &str) -> String {
+    format!("component#{component_appid}")
 }
 
 #[cfg(test)]

@@ -71,6 +71,9 @@ pub(crate) fn operator_hint(e: &ApiError) -> Option<String> {
         (48001, _) => {
             "the account is not authorised for this API (verification or permission missing)".into()
         }
+        (61006, _) => {
+            "WeChat no longer takes the stored component_verify_ticket: check that the platform's authorization event URL is /component/{appid}/events here, and wait for the next ticket (every 10 minutes)".into()
+        }
         _ => return None,
     })
 }

@@ -1,6 +1,7 @@
 //! WeChat-side protocol: signatures, WXBizMsgCrypt, the message model and passive replies.
 
 pub(crate) mod api;
+pub mod component;
 pub mod crypto;
 pub(crate) mod dialogue;
 pub(crate) mod error;

@@ -547,6 +547,30 @@ async fn token_rules(store: &dyn wxdesk::store::TokenStore) {
             .await
             .unwrap()
     );
+    ticket_rules(store, &format!("wxC{now}")).await;
+}
+
+/// A platform's component_verify_ticket: the newest push wins, a late retry of an older
+/// one changes nothing, and it lives beside (not in) the token of the same appid.
+async fn ticket_rules(store: &dyn wxdesk::store::TokenStore, component: &str) {
+    use wxdesk::store::Ticket;
+    let t = |ticket: &str, created_at| Ticket {
+        ticket: ticket.into(),
+        created_at,
+    };
+    assert_eq!(store.ticket(component).await.unwrap(), None);
+    assert!(store.put_ticket(component, &t("T1", 100)).await.unwrap());
+    assert!(store.put_ticket(component, &t("T2", 700)).await.unwrap());
+    assert!(
+        !store.put_ticket(component, &t("T1", 100)).await.unwrap(),
+        "older"
+    );
+    assert!(
+        !store.put_ticket(component, &t("T3", 700)).await.unwrap(),
+        "same time"
+    );
+    assert_eq!(store.ticket(component).await.unwrap(), Some(t("T2", 700)));
+    assert_eq!(store.get(component).await.unwrap(), None, "no token record");
 }
 
 #[tokio::test]

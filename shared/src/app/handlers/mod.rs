@@ -4,6 +4,7 @@
 //! twice and no handler runs unauthenticated. The table in `app::routes` pairs them.
 
 pub(crate) mod chatbot;
+pub(crate) mod component;
 mod gate;
 pub(crate) mod media;
 pub(crate) mod tim;

@@ -8,7 +8,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 
 use super::{is_condition_failed, n, s, sdk_err};
-use crate::store::{StoreError, TokenRecord, TokenStore};
+use crate::store::{StoreError, Ticket, TokenRecord, TokenStore, ticket_key};
 
 /// access_tokens in their own DynamoDB table, one item per appid.
 #[derive(Clone)]
@@ -48,6 +48,8 @@ impl AwsTokens {
             ("#version", "version"),
             ("#owner", "lease_owner"),
             ("#lease", "lease_until"),
+            ("#ticket", "ticket"),
+            ("#created", "created_at"),
         ] {
             if set.contains(name) || condition.contains(name) {
                 req = req.expression_attribute_names(name, attr);
@@ -196,5 +198,49 @@ impl TokenStore for AwsTokens {
             )
             .await?
             .is_some())
+    }
+
+    /// Rule `ticket_put`.
+    async fn put_ticket(&self, component_appid: &str, ticket: &Ticket) -> Result<bool, StoreError> {
+        Ok(self
+            .update(
+                "UpdateItem (ticket)",
+                &ticket_key(component_appid),
+                "SET #ticket = :ticket, #created = :created",
+                "attribute_not_exists(pk) OR #created < :created",
+                &[
+                    (":ticket", s(&ticket.ticket)),
+                    (":created", n(ticket.created_at)),
+                ],
+            )
+            .await?
+            .is_some())
+    }
+
+    async fn ticket(&self, component_appid: &str) -> Result<Option<Ticket>, StoreError> {
+        let key = ticket_key(component_appid);
+        let out = self
+            .ddb
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(&key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_err("GetItem (ticket)", e))?;
+        let Some(item) = out.item() else {
+            return Ok(None);
+        };
+        let ticket = item.get("ticket").and_then(|v| v.as_s().ok()).cloned();
+        let created = item
+            .get("created_at")
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse().ok());
+        match (ticket, created) {
+            (Some(ticket), Some(created_at)) => Ok(Some(Ticket { ticket, created_at })),
+            _ => Err(StoreError::Corrupt(format!(
+                "{key}: no ticket or created_at"
+            ))),
+        }
     }
 }

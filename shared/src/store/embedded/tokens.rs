@@ -7,16 +7,24 @@ use redb::{ReadableDatabase, ReadableTable};
 
 use super::{EmbeddedStore, TOKENS};
 use crate::store::queue::unavailable;
-use crate::store::{StoreError, TokenRecord, TokenStore, rules};
+use crate::store::{StoreError, Ticket, TokenRecord, TokenStore, rules, ticket_key};
 
 fn read(
     table: &impl ReadableTable<&'static str, &'static [u8]>,
     appid: &str,
 ) -> Result<Option<TokenRecord>, StoreError> {
-    match table.get(appid).map_err(unavailable)? {
+    read_json(table, appid)
+}
+
+/// The record under `key`, whichever kind this table holds there.
+fn read_json<T: serde::de::DeserializeOwned>(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<T>, StoreError> {
+    match table.get(key).map_err(unavailable)? {
         Some(v) => serde_json::from_slice(v.value())
             .map(Some)
-            .map_err(|e| StoreError::Corrupt(format!("token {appid}: {e}"))),
+            .map_err(|e| StoreError::Corrupt(format!("token {key}: {e}"))),
         None => Ok(None),
     }
 }
@@ -95,5 +103,29 @@ impl TokenStore for EmbeddedStore {
         let token = token.to_owned();
         self.token_txn(appid, move |cur| rules::token_invalidate(cur, &token))
             .await
+    }
+
+    async fn put_ticket(&self, component_appid: &str, ticket: &Ticket) -> Result<bool, StoreError> {
+        let key = ticket_key(component_appid);
+        let ticket = ticket.clone();
+        self.write_txn(move |txn| {
+            let mut table = txn.open_table(TOKENS).map_err(unavailable)?;
+            let current = read_json::<Ticket>(&table, &key)?;
+            let Some(rec) = rules::ticket_put(current.as_ref(), &ticket) else {
+                return Ok(false);
+            };
+            let bytes = serde_json::to_vec(&rec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            table
+                .insert(key.as_str(), bytes.as_slice())
+                .map_err(unavailable)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn ticket(&self, component_appid: &str) -> Result<Option<Ticket>, StoreError> {
+        let txn = self.db.begin_read().map_err(unavailable)?;
+        let table = txn.open_table(TOKENS).map_err(unavailable)?;
+        read_json(&table, &ticket_key(component_appid))
     }
 }

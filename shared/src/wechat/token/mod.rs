@@ -1,21 +1,47 @@
 //! The access_token authority: one token per appid in the tokens store, refreshed by
 //! exactly one caller at a time across every process (a conditional-write lease), replaced
-//! only by compare-and-set, and never fetched while a valid one is stored.
+//! only by compare-and-set, and never fetched while a valid one is stored. The same
+//! authority keeps a third-party platform's component_access_token (`Grant::Component`,
+//! fetched with its newest ticket); `fetch` holds the calls that get either.
+
+mod fetch;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
 use tracing::{error, info, warn};
 
-use crate::config::{AppConfig, WechatConfig};
-use crate::store::{StoreError, TokenStore};
+use crate::config::{AppConfig, ComponentConfig, WechatConfig};
+use crate::store::{StoreError, Ticket, TokenStore, component_token_key};
 use crate::support::clock::Clock;
 
-use super::error::{ApiError, errcode_of, operator_hint};
-use crate::support::outbound;
+use super::error::{ApiError, operator_hint};
 use crate::support::retry::{backoff, retry};
-use crate::support::url::with_query;
+
+/// Whose token: an account's (its AppSecret) or a platform's (its secret and ticket).
+#[derive(Clone, Copy)]
+pub(crate) enum Grant<'a> {
+    Account(&'a AppConfig),
+    Component(&'a ComponentConfig),
+}
+
+impl Grant<'_> {
+    /// The token record's key in the store.
+    fn key(&self) -> String {
+        match self {
+            Grant::Account(app) => app.appid.as_str().to_owned(),
+            Grant::Component(c) => component_token_key(c.appid.as_str()),
+        }
+    }
+
+    /// Its appid, for log lines.
+    pub(crate) fn appid(&self) -> &str {
+        match self {
+            Grant::Account(app) => app.appid.as_str(),
+            Grant::Component(c) => c.appid.as_str(),
+        }
+    }
+}
 
 /// How a refresh went, for the scheduled refresher's log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,12 +95,27 @@ impl TokenAuthority {
     /// A usable token: the stored one while it has more than the safety margin left, else
     /// a new one fetched by exactly one caller while the others wait for it.
     pub async fn get(&self, app: &AppConfig) -> Result<String, ApiError> {
-        self.get_or_fetch(app, false).await
+        self.get_or_fetch(Grant::Account(app), false).await
+    }
+
+    /// A usable component_access_token for the platform `c`, by the same rules.
+    pub(crate) async fn component(&self, c: &ComponentConfig) -> Result<String, ApiError> {
+        self.get_or_fetch(Grant::Component(c), false).await
+    }
+
+    /// Stores a platform's ticket unless a newer one is stored (rule `ticket_put`).
+    pub(crate) async fn put_ticket(
+        &self,
+        component: &str,
+        ticket: &Ticket,
+    ) -> Result<bool, StoreError> {
+        self.store.put_ticket(component, ticket).await
     }
 
     /// `force`: the fetch (if this caller makes it) asks stable_token for a new token.
-    async fn get_or_fetch(&self, app: &AppConfig, force: bool) -> Result<String, ApiError> {
-        let appid = app.appid.as_str();
+    async fn get_or_fetch(&self, grant: Grant<'_>, force: bool) -> Result<String, ApiError> {
+        let key = grant.key();
+        let appid = key.as_str();
         let started = tokio::time::Instant::now();
         let mut round = 0u32;
         loop {
@@ -88,7 +129,10 @@ impl TokenAuthority {
             }
             let seen = rec.as_ref().map_or(0, |r| r.version);
             if self.lease(appid, seen, now).await? {
-                return self.fetch_and_store(app, seen, force).await.map(|(t, _)| t);
+                return self
+                    .fetch_and_store(grant, seen, force)
+                    .await
+                    .map(|(t, _)| t);
             }
             // Somebody else is refreshing. A token that has not yet expired still works
             // (WeChat keeps the old one valid for 5 minutes after a refresh): use it.
@@ -126,17 +170,18 @@ impl TokenAuthority {
             "WeChat rejected the access_token; getting a fresh one"
         );
         // stable_token hands back the same token until told to force a new one.
-        self.get_or_fetch(app, true).await
+        self.get_or_fetch(Grant::Account(app), true).await
     }
 
     /// For the scheduled refresher: refresh when less than `window` is left.
     pub(crate) async fn refresh_if_due(
         &self,
-        app: &AppConfig,
+        grant: Grant<'_>,
         window: Duration,
     ) -> Result<Refresh, ApiError> {
         let now = self.clock.unix_ms();
-        let rec = self.store.get(&app.appid).await.map_err(store_err)?;
+        let key = grant.key();
+        let rec = self.store.get(&key).await.map_err(store_err)?;
         if let Some(r) = &rec
             && !r.token.is_empty()
             && r.expires_at_ms - now > window.as_millis() as i64
@@ -146,8 +191,8 @@ impl TokenAuthority {
             });
         }
         let seen = rec.as_ref().map_or(0, |r| r.version);
-        if self.lease(&app.appid, seen, now).await? {
-            let (_, expires_in) = self.fetch_and_store(app, seen, false).await?;
+        if self.lease(&key, seen, now).await? {
+            let (_, expires_in) = self.fetch_and_store(grant, seen, false).await?;
             Ok(Refresh::Refreshed {
                 expires_in_secs: expires_in,
             })
@@ -171,20 +216,21 @@ impl TokenAuthority {
     /// its lifetime in seconds.
     async fn fetch_and_store(
         &self,
-        app: &AppConfig,
+        grant: Grant<'_>,
         version: u64,
         force: bool,
     ) -> Result<(String, i64), ApiError> {
-        let fetched = self.fetch(app, force).await;
+        let (key, appid) = (grant.key(), grant.appid());
+        let fetched = self.fetch(grant, force).await;
         let (token, expires_in) = match fetched {
             Ok(t) => {
-                self.refusals.clear(&app.appid);
+                self.refusals.clear(&key);
                 t
             }
             Err(e) => {
-                self.refusals.record(&app.appid, &e, self.clock.unix_ms());
-                if let Err(se) = self.store.release(&app.appid, &self.owner).await {
-                    warn!(appid = %app.appid, error = %se, "could not release the token lease; it lapses by itself");
+                self.refusals.record(&key, &e, self.clock.unix_ms());
+                if let Err(se) = self.store.release(&key, &self.owner).await {
+                    warn!(appid, error = %se, "could not release the token lease; it lapses by itself");
                 }
                 return Err(e);
             }
@@ -192,16 +238,16 @@ impl TokenAuthority {
         let expires_at = self.clock.unix_ms() + expires_in * 1000;
         let stored = self
             .store
-            .replace(&app.appid, &self.owner, version, &token, expires_at)
+            .replace(&key, &self.owner, version, &token, expires_at)
             .await
             .map_err(store_err)?;
         if stored {
-            info!(appid = %app.appid, expires_in, "stored a new access_token");
+            info!(appid, expires_in, "stored a new access_token");
             Ok((token, expires_in))
         } else {
             // Our lease lapsed and somebody else stored a newer token: theirs wins.
-            warn!(appid = %app.appid, "a newer access_token was stored meanwhile; using it");
-            let rec = self.store.get(&app.appid).await.map_err(store_err)?;
+            warn!(appid, "a newer access_token was stored meanwhile; using it");
+            let rec = self.store.get(&key).await.map_err(store_err)?;
             match rec {
                 Some(r) if !r.token.is_empty() => {
                     Ok((r.token, (r.expires_at_ms - self.clock.unix_ms()) / 1000))
@@ -213,20 +259,25 @@ impl TokenAuthority {
 
     /// One call to `cgi-bin/token` (or `cgi-bin/stable_token`), with bounded retries for
     /// -1 and 5xx. Configuration errors are reported for the operator, never retried.
-    async fn fetch(&self, app: &AppConfig, force: bool) -> Result<(String, i64), ApiError> {
+    async fn fetch(&self, grant: Grant<'_>, force: bool) -> Result<(String, i64), ApiError> {
+        let appid = grant.appid();
         let result = retry(
             3,
             Duration::from_millis(200),
-            |_| self.fetch_once(app, force),
+            |_| self.fetch_once(grant, force),
             ApiError::is_transient,
-            |attempt, e| warn!(appid = %app.appid, attempt, error = %e, "token fetch failed; retrying"),
+            |attempt, e| warn!(appid, attempt, error = %e, "token fetch failed; retrying"),
         )
         .await;
         if let Err(e) = &result {
             if let Some(hint) = operator_hint(e) {
-                error!(appid = %app.appid, errcode = e.errcode(), "cannot get an access_token: {hint}");
+                error!(
+                    appid,
+                    errcode = e.errcode(),
+                    "cannot get an access_token: {hint}"
+                );
             } else {
-                error!(appid = %app.appid, error = %e, "cannot get an access_token");
+                error!(appid, error = %e, "cannot get an access_token");
             }
         }
         result
@@ -239,54 +290,9 @@ impl TokenAuthority {
     pub(crate) async fn check_secret(&self, app: &AppConfig) -> Result<(), ApiError> {
         let mut probe = app.clone();
         probe.stable_token = true;
-        self.fetch_once(&probe, false).await.map(|_| ())
-    }
-
-    async fn fetch_once(&self, app: &AppConfig, force: bool) -> Result<(String, i64), ApiError> {
-        let req = if app.stable_token {
-            let body = serde_json::json!({
-                "grant_type": "client_credential",
-                "appid": app.appid,
-                "secret": app.secret.expose(),
-                "force_refresh": force,
-            });
-            self.http
-                .post(format!("{}/cgi-bin/stable_token", self.api_base))
-                .header(http::header::CONTENT_TYPE, "application/json")
-                .body(body.to_string())
-        } else {
-            let url = with_query(
-                &format!("{}/cgi-bin/token", self.api_base),
-                &[
-                    ("grant_type", "client_credential"),
-                    ("appid", app.appid.as_str()),
-                    ("secret", app.secret.expose()),
-                ],
-            );
-            self.http.get(url)
-        };
-        // The URL carries the secret: `outbound::send` reports errors without it.
-        let answer = outbound::send(req, self.timeout, outbound::MAX_ANSWER_BYTES)
+        self.fetch_once(Grant::Account(&probe), false)
             .await
-            .map_err(|e| ApiError::Transport(e.to_string()))?;
-        let status = answer.status;
-        let v = answer.json().ok_or_else(|| {
-            if status >= 500 {
-                ApiError::Status(status)
-            } else {
-                ApiError::Garbled(format!("token endpoint answered HTTP {status}, not JSON"))
-            }
-        })?;
-        if let Some(code) = errcode_of(&v) {
-            return Err(ApiError::from_body(code, v));
-        }
-        let token = v
-            .get("access_token")
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| ApiError::Garbled("token answer without access_token".into()))?;
-        let expires_in = v.get("expires_in").and_then(Value::as_i64).unwrap_or(7200);
-        Ok((token.to_owned(), expires_in))
+            .map(|_| ())
     }
 }
 

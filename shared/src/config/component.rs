@@ -1,0 +1,47 @@
+//! `[component]`: the install as a WeChat Open Platform third-party platform (第三方平台,
+//! "component"). One appid, secret, token and EncodingAESKey serve every account a shop
+//! authorizes: WeChat signs and encrypts the platform's authorization events and every
+//! authorized account's pushes with this token and key ("授权变更通知推送",
+//! developers.weixin.qq.com/doc/oplatform/Third-party_Platforms/2.0/api/Before_Develop/authorize_event.html).
+
+use serde::Deserialize;
+
+use super::{Appid, ConfigError, Secret, invalid};
+use crate::wechat::crypto::MsgCrypt;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentConfig {
+    /// The platform's own appid (the receive-id of everything encrypted for it).
+    pub appid: Appid,
+    /// The platform's AppSecret, for `api_component_token`.
+    pub secret: Secret,
+    /// The message-check token of the platform's console.
+    pub token: Secret,
+    /// The platform's EncodingAESKey: every authorization event and every authorized
+    /// account's push is encrypted with it.
+    pub encoding_aes_key: MsgCrypt,
+    /// Answer WeChat's release test (全网发布) accounts as its checker expects; off in
+    /// service, since the test's texts are ordinary customer messages otherwise.
+    #[serde(default)]
+    pub release_test: bool,
+}
+
+impl ComponentConfig {
+    pub(super) fn check(&self, apps: &[super::AppConfig]) -> Result<(), ConfigError> {
+        if self.token.expose().is_empty() {
+            return Err(invalid("component.token", "must not be empty"));
+        }
+        if self.secret.expose().is_empty() {
+            return Err(invalid("component.secret", "must not be empty"));
+        }
+        // The platform's token record and an account's share one key space.
+        if apps.iter().any(|a| a.appid == self.appid) {
+            return Err(invalid(
+                "component.appid",
+                "is also an [[apps]] appid: the platform is not one of its accounts",
+            ));
+        }
+        Ok(())
+    }
+}
