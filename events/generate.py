@@ -22,6 +22,9 @@ BOT = "wxeventsbot00005"
 PLAIN = "wxeventsplain006"
 BOT_PLATFORM, BOT_KEY = "wxchatbotplatform1", "chatbotKEY0123456789abcdefghijklmnopqrstuvw"
 AES_KEY = "eventsAESkey0000000000000000000000000000001"
+# The third-party platform ([component] in events/wxdesk.toml).
+COMPONENT, COMPONENT_TOKEN = "wxeventscomp0007", "events-component-token"
+COMPONENT_KEY = "eventsCOMPONENTkey0000000000000000000000001"
 TS, NONCE, OPENID = 1714112445, "1320562132", "oEventsUser0000000000000001"
 
 
@@ -228,6 +231,17 @@ def main():
                                       "application/json", path=f"/chatbot/{BOT}/{GATEWAY_KEY}/event",
                                       route_key="POST /chatbot/{appid}/{key}/event",
                                       path_parameters={"appid": BOT, "key": GATEWAY_KEY})
+    # WeChat's component_verify_ticket push to the platform's authorization-event URL:
+    # signed with the platform's token, encrypted with its key for its appid.
+    ticket = (f"<xml><AppId><![CDATA[{COMPONENT}]]></AppId><CreateTime>{TS}</CreateTime>"
+              f"<InfoType><![CDATA[component_verify_ticket]]></InfoType>"
+              f"<ComponentVerifyTicket><![CDATA[ticket@@@events-sample]]></ComponentVerifyTicket></xml>")
+    enc = wx_encrypt(ticket, COMPONENT, COMPONENT_KEY)
+    out["component-ticket"] = event("POST", COMPONENT, {
+        "signature": sha1_sorted(COMPONENT_TOKEN, str(TS), NONCE), "timestamp": str(TS), "nonce": NONCE,
+        "encrypt_type": "aes", "msg_signature": sha1_sorted(COMPONENT_TOKEN, str(TS), NONCE, enc)},
+        f"<xml><AppId><![CDATA[{COMPONENT}]]></AppId><Encrypt><![CDATA[{enc}]]></Encrypt></xml>",
+        path=f"/component/{COMPONENT}/events", route_key="POST /component/{appid}/events")
     # The token-refresher's EventBridge schedule.
     out["schedule-token-refresher"] = {
         "version": "0", "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa", "detail-type": "Scheduled Event", "source": "aws.events",

@@ -20,6 +20,7 @@ use wxdesk::wechat::signature::{msg_signature, push_signature};
 use wxdesk::wechat::xml::{Doc, Value};
 
 pub mod chatbot;
+pub mod open_platform;
 pub mod proxy;
 pub mod tim;
 pub mod wechat;

@@ -23,7 +23,8 @@
 //!   without a message exchange in the last 30 s, 45081 while it shows (15 s; a sent
 //!   message ends it);
 //! - Mini Programs take only text, image, link and miniprogrampage custom messages
-//!   ("发送客服消息"; anything else is refused as invalid args).
+//!   ("发送客服消息"; anything else is refused as invalid args);
+//! - the Open Platform's component APIs, with their own rules (`open_platform`).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
@@ -75,6 +76,8 @@ pub struct State {
     exchanged: HashMap<(String, String), Instant>,
     /// Until when each (appid, openid) sees the typing indicator.
     typing_until: HashMap<(String, String), Instant>,
+    /// The Open Platform's third-party-platform APIs (`open_platform`).
+    pub platform: crate::open_platform::Platform,
     /// Every accepted typing command: (openid, command).
     pub typings: Vec<(String, String)>,
     /// The account's remark for each openid (user/info `remark`).
@@ -235,7 +238,7 @@ impl WechatStandIn {
 }
 
 /// WeChat's answer to a caller not on the allow-list, naming the address it saw.
-fn not_allowed(peer: IpAddr) -> Reply {
+pub(crate) fn not_allowed(peer: IpAddr) -> Reply {
     let v4 = match peer {
         IpAddr::V4(a) => a.to_string(),
         IpAddr::V6(a) => a
@@ -310,7 +313,7 @@ fn typing(s: &mut State, appid: &str, seen: &Seen) -> Reply {
     err(0, "ok")
 }
 
-fn err(code: i64, msg: &str) -> Reply {
+pub(crate) fn err(code: i64, msg: &str) -> Reply {
     Reply::json(json!({ "errcode": code, "errmsg": msg }))
 }
 
@@ -475,6 +478,10 @@ pub async fn start() -> WechatStandIn {
                 }
                 let appid = v["appid"].as_str().unwrap_or_default().to_owned();
                 issue(&mut s, appid)
+            }
+            "/cgi-bin/component/api_component_token" => {
+                let allowed = s.allow_list.clone();
+                s.platform.component_token(seen, &allowed)
             }
             _ if path.starts_with("/files/") => match s.files.get(&path["/files/".len()..]) {
                 Some((bytes, ct)) => Reply {

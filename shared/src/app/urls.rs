@@ -1,5 +1,6 @@
 //! `wxdesk-local urls`: every URL an operator pastes into a console (WeChat's push URL,
-//! the desk's route, the Dialogue Platform's hand-off and the desk's event URL), with the
+//! the desk's route, the Dialogue Platform's hand-off and the desk's event URL, a third-
+//! party platform's authorization event URL), with the
 //! keys filled in, one per line as `<purpose>: <url>`. A route closed for lack of a key
 //! is a note instead, so that nobody pastes a URL that answers 404.
 
@@ -25,12 +26,23 @@ impl std::fmt::Display for Url {
 /// address, without a trailing slash).
 pub fn urls(config: &Config, only: Option<&str>, base: &str) -> Vec<Url> {
     let base = base.trim_end_matches('/');
-    config
+    let mut out: Vec<Url> = config
         .apps
         .iter()
         .filter(|a| only.is_none_or(|o| o == a.appid))
         .flat_map(|app| account_urls(app, base))
-        .collect()
+        .collect();
+    if let Some(c) = config
+        .component
+        .as_ref()
+        .filter(|c| only.is_none_or(|o| o == c.appid))
+    {
+        out.push(Url::Paste {
+            purpose: format!("{} third-party platform authorization event URL", c.appid),
+            url: format!("{base}/component/{}/events", c.appid),
+        });
+    }
+    out
 }
 
 fn account_urls(app: &AppConfig, base: &str) -> Vec<Url> {
@@ -134,5 +146,23 @@ callback_token = "cbtoken"
             ]
         );
         assert_eq!(urls(&c, Some("wxtim"), "https://api").len(), 2);
+    }
+
+    #[test]
+    fn a_platform_has_its_authorization_event_url() {
+        let c = config(
+            "[component]\nappid = \"wxcomp\"\nsecret = \"s\"\ntoken = \"t\"\n\
+             encoding_aes_key = \"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG\"\n",
+        );
+        let shown: Vec<String> = urls(&c, None, "https://api")
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "wxcomp third-party platform authorization event URL: https://api/component/wxcomp/events"
+            ]
+        );
     }
 }

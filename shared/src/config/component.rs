@@ -21,10 +21,6 @@ pub struct ComponentConfig {
     /// The platform's EncodingAESKey: every authorization event and every authorized
     /// account's push is encrypted with it.
     pub encoding_aes_key: MsgCrypt,
-    /// Answer WeChat's release test (全网发布) accounts as its checker expects; off in
-    /// service, since the test's texts are ordinary customer messages otherwise.
-    #[serde(default)]
-    pub release_test: bool,
 }
 
 impl ComponentConfig {

@@ -60,6 +60,7 @@ impl Refusals {
                         errmsg: format!("{errmsg} ({wait})"),
                         body: body.clone(),
                     },
+                    ApiError::Token(why) => ApiError::Token(format!("{why} ({wait})")),
                     other => ApiError::Token(format!("{other} ({wait})")),
                 }
             })

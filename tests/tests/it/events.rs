@@ -43,6 +43,9 @@ enum Expect {
     ChatbotHandoff,
     /// A waiter event driven by a desk, sent to the platform.
     ChatbotEvent,
+    /// The third-party platform's ticket: `success`, and a component_access_token is then
+    /// fetched with it (by the token-refresher sample, which comes later).
+    ComponentTicket,
 }
 
 fn expectation(name: &str) -> Option<Expect> {
@@ -81,6 +84,7 @@ fn expectation(name: &str) -> Option<Expect> {
         "tim-callback-tuikit-typing" => TimTyping,
         "chatbot-handoff-needperson" => ChatbotHandoff,
         "chatbot-event-quit" => ChatbotEvent,
+        "component-ticket" => ComponentTicket,
         _ => return None,
     })
 }
@@ -91,6 +95,12 @@ async fn every_sample_event_gets_its_answer() {
     let wx = wxdesk_tests::wechat::start().await;
     let platform = wxdesk_tests::chatbot::start().await;
     wx.state.lock().unwrap().secret = "events-secret-not-real".into();
+    {
+        let platform = &mut wx.state.lock().unwrap().platform;
+        platform.appid = "wxeventscomp0007".into();
+        platform.secret = "events-component-secret-not-real".into();
+        platform.pushed("ticket@@@events-sample");
+    }
     wx.add_media("MEDIA_1", b"\xff\xd8\xff\xe0 sample jpeg", "image/jpeg");
     // The typing sample's customer wrote just now (WeChat shows typing only then).
     wx.customer(
@@ -279,6 +289,11 @@ async fn every_sample_event_gets_its_answer() {
                     "waiterQuit",
                     "{name}: {body}"
                 );
+            }
+            Expect::ComponentTicket => {
+                assert_eq!(body, "success", "{name}");
+                let check = wxdesk::app::doctor::component(&svc).await.unwrap();
+                assert!(check.result.is_ok(), "{name}: {check}");
             }
             Expect::Schedule | Expect::SqsBatch | Expect::Sweep => unreachable!(),
         }

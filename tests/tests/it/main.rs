@@ -7,6 +7,7 @@ mod aws_store;
 mod callback_e2e;
 mod chatbot;
 mod coldstart;
+mod component;
 mod config_secret;
 mod events;
 mod faults;

@@ -103,13 +103,18 @@ impl TokenAuthority {
         self.get_or_fetch(Grant::Component(c), false).await
     }
 
-    /// Stores a platform's ticket unless a newer one is stored (rule `ticket_put`).
+    /// Stores a platform's ticket unless a newer one is stored (rule `ticket_put`). A
+    /// fetch that failed for want of a ticket is not remembered past a new one.
     pub(crate) async fn put_ticket(
         &self,
         component: &str,
         ticket: &Ticket,
     ) -> Result<bool, StoreError> {
-        self.store.put_ticket(component, ticket).await
+        let stored = self.store.put_ticket(component, ticket).await?;
+        if stored {
+            self.refusals.clear(&component_token_key(component));
+        }
+        Ok(stored)
     }
 
     /// `force`: the fetch (if this caller makes it) asks stable_token for a new token.
