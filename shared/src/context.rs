@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::store::queue::JobQueue;
-use crate::store::{InboxStore, MediaStore, Stores};
+use crate::store::{InboxStore, MediaStore, RegistryStore, Stores};
 use crate::support::clock::Clock;
 use crate::support::outbound::{Fetcher, GuardedFetch, http_client};
 use crate::wechat::api::WechatApi;
 use crate::wechat::media::{Media, MediaLinks};
+use crate::wechat::platform::PlatformApi;
 use crate::wechat::token::TokenAuthority;
 
 pub struct Context {
@@ -27,6 +28,10 @@ pub struct Context {
     /// Agents' media URLs from Tencent IM messages, fetched under `[fetch] im_hosts`.
     pub im_media: GuardedFetch,
     pub wechat: Arc<WechatApi>,
+    /// The third-party platform's own calls (`[component]`), on the same token authority.
+    pub platform: Arc<PlatformApi>,
+    /// The account registry (a platform's authorized accounts).
+    pub registry: Arc<dyn RegistryStore>,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -50,6 +55,11 @@ impl Context {
             &config.wechat,
             clock.clone(),
         ));
+        let platform = Arc::new(PlatformApi::new(
+            wechat_client.clone(),
+            &config.wechat,
+            tokens.clone(),
+        ));
         let wechat = Arc::new(WechatApi::new(
             wechat_client,
             &config.wechat,
@@ -71,6 +81,8 @@ impl Context {
             queue: stores.queue,
             links,
             wechat,
+            platform,
+            registry: stores.registry,
             clock,
         }
     }

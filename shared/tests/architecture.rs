@@ -14,7 +14,7 @@ fn layer(module: &str) -> Option<u8> {
     Some(match top {
         "support" | "http" | "telemetry" => 0,
         "wechat" => match module.split("::").nth(1) {
-            Some("api" | "token" | "media" | "quota") => 4,
+            Some("api" | "token" | "media" | "quota" | "platform") => 4,
             _ => 1,
         },
         "config" => 2,

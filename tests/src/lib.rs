@@ -557,8 +557,17 @@ pub async fn aws_stores_with_queue() -> (wxdesk::store::Stores, aws_sdk_sqs::Cli
         .await
         .expect("create bucket in moto");
     let (sqs, queue_url) = sqs_fifo_queue().await;
+    let registry = format!("registry-{}-{n}", std::process::id());
+    wxdesk::store::aws::create_registry_table(&ddb, &registry)
+        .await
+        .expect("create registry table in DynamoDB Local");
     let stores = wxdesk::store::Stores {
         inbox: Arc::new(aws_inbox().await),
+        registry: Arc::new(wxdesk::store::aws::AwsRegistry::new(
+            ddb.clone(),
+            registry,
+            Some(moto_kms_key().await),
+        )),
         tokens: Arc::new(wxdesk::store::aws::AwsTokens::new(ddb, tokens)),
         media: Arc::new(wxdesk::store::aws::S3Media::new(s3, bucket)),
         queue: Arc::new(wxdesk::store::queue::SqsQueue::new(sqs.clone(), &queue_url)),
@@ -589,6 +598,23 @@ pub async fn aws_stores_with_queue() -> (wxdesk::store::Stores, aws_sdk_sqs::Cli
         )
         .await;
     (stores, sqs, queue_url)
+}
+
+/// A fresh KMS key in moto (the data key's wrapper): its client and id.
+pub async fn moto_kms_key() -> (aws_sdk_kms::Client, String) {
+    let kms = aws_sdk_kms::Client::new(&moto_sdk_config().await);
+    let key = kms
+        .create_key()
+        .description("wxdesk test data-key wrapper")
+        .send()
+        .await
+        .expect("create a KMS key in moto");
+    let id = key
+        .key_metadata()
+        .expect("key metadata")
+        .key_id()
+        .to_owned();
+    (kms, id)
 }
 
 /// A fresh SQS FIFO delivery queue in moto, as template.yaml declares it: its client

@@ -2,14 +2,19 @@
 //! (its APIs live on api.weixin.qq.com too), written from WeChat's documentation
 //! (developers.weixin.qq.com/doc/oplatform/Third-party_Platforms/2.0/): the platform's
 //! `component_verify_ticket` pushes (signed and encrypted with the platform's token and
-//! key, receive-id the platform's appid, "验证票据") and `api_component_token` ("令牌").
+//! key, receive-id the platform's appid, "验证票据"), `api_component_token` ("令牌"),
+//! `api_create_preauthcode` ("预授权码"), a shop's administrator authorizing on WeChat's
+//! page (`authorize`, what the page and its redirect amount to) and `api_query_auth`.
 //!
 //! It enforces what WeChat does: a component_access_token only for the platform's appid
 //! and secret, from an address on the platform's IP allow-list (40164), with a ticket
 //! WeChat pushed in the last 12 hours ("component_verify_ticket 的有效时间为 12 小时";
-//! any other answers 61006 "component ticket is invalid", binarywang/WxJava#2626).
+//! any other answers 61006 "component ticket is invalid", binarywang/WxJava#2626); the
+//! component APIs only with a component_access_token it issued (40001; 42001 once
+//! expired) and from the allow-list; a pre_auth_code lives 1800 s and an authorization
+//! code an hour (61009 unknown, 61010 expired).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -27,11 +32,17 @@ pub const COMPONENT_AES_KEY: &str = "componentAESkey0000000000000000000000000001
 /// How long WeChat takes a ticket after pushing it.
 const TICKET_LIFE: Duration = Duration::from_secs(12 * 3600);
 
-/// The `[component]` section for a config whose platform is this stand-in's.
+/// The platform's entry domain in the tests' configs (WeChat's page is never really
+/// opened: `Platform::authorize` plays the administrator).
+pub const ENTRY_BASE: &str = "https://wx.example.com";
+
+/// The `[component]` section for a config whose platform is this stand-in's, with the
+/// test entry domain.
 pub fn component_config() -> String {
     format!(
         "[component]\nappid = \"{COMPONENT_APPID}\"\nsecret = \"{COMPONENT_SECRET}\"\n\
-         token = \"{COMPONENT_TOKEN}\"\nencoding_aes_key = \"{COMPONENT_AES_KEY}\"\n"
+         token = \"{COMPONENT_TOKEN}\"\nencoding_aes_key = \"{COMPONENT_AES_KEY}\"\n\
+         public_base_url = \"{ENTRY_BASE}\"\n"
     )
 }
 
@@ -45,6 +56,18 @@ pub struct Platform {
     next_token: usize,
     /// component_access_tokens issued and still valid.
     pub component_tokens: HashSet<String>,
+    /// component_access_tokens that were valid once (42001).
+    pub expired_component_tokens: HashSet<String>,
+    /// pre_auth_codes issued, and when.
+    pre_auth_codes: HashMap<String, Instant>,
+    /// Authorization codes a shop's administrator produced: (authorizer, permissions, when).
+    auth_codes: HashMap<String, (String, Vec<u32>, Instant)>,
+    /// Each authorizer's current refresh token (a new authorization replaces it).
+    pub refresh_tokens: HashMap<String, String>,
+    /// authorizer_access_tokens issued: token → authorizer appid.
+    pub authorizer_tokens: HashMap<String, String>,
+    pub query_auth_calls: usize,
+    serial: usize,
 }
 
 impl Default for Platform {
@@ -56,6 +79,13 @@ impl Default for Platform {
             component_token_calls: 0,
             next_token: 0,
             component_tokens: HashSet::new(),
+            expired_component_tokens: HashSet::new(),
+            pre_auth_codes: HashMap::new(),
+            auth_codes: HashMap::new(),
+            refresh_tokens: HashMap::new(),
+            authorizer_tokens: HashMap::new(),
+            query_auth_calls: 0,
+            serial: 0,
         }
     }
 }
@@ -78,6 +108,118 @@ impl Platform {
         for (_, at) in &mut self.tickets {
             *at = Instant::now() - TICKET_LIFE - Duration::from_secs(1);
         }
+    }
+
+    /// A shop's administrator follows the authorization page's link (which must carry a
+    /// live pre_auth_code of this platform's) and grants `permissions` for `authorizer`:
+    /// the authorization code WeChat's redirect then carries. None: WeChat's page would
+    /// have shown an error instead.
+    pub fn authorize(
+        &mut self,
+        link: &str,
+        authorizer: &str,
+        permissions: &[u32],
+    ) -> Option<String> {
+        let q = crate::wechat::query(link);
+        let live = q
+            .get("pre_auth_code")
+            .and_then(|c| self.pre_auth_codes.get(c));
+        if q.get("component_appid") != Some(&self.appid)
+            || live.is_none_or(|at| at.elapsed() >= Duration::from_secs(1800))
+            || !q
+                .get("redirect_uri")
+                .is_some_and(|r| r.starts_with("https://"))
+        {
+            return None;
+        }
+        let code = format!("queryauthcode@@@{}", self.next_serial());
+        self.auth_codes.insert(
+            code.clone(),
+            (authorizer.to_owned(), permissions.to_vec(), Instant::now()),
+        );
+        Some(code)
+    }
+
+    /// Every component_access_token issued so far expires (42001 from now on).
+    pub fn expire_component_tokens(&mut self) {
+        let all: Vec<String> = self.component_tokens.drain().collect();
+        self.expired_component_tokens.extend(all);
+    }
+
+    fn next_serial(&mut self) -> usize {
+        self.serial += 1;
+        self.serial
+    }
+
+    /// The component APIs: a valid component_access_token from the allow-list first.
+    pub(crate) fn component_api(
+        &mut self,
+        path: &str,
+        seen: &Seen,
+        allowed: &HashSet<IpAddr>,
+    ) -> Reply {
+        let q = crate::wechat::query(&seen.uri);
+        let token = q.get("component_access_token").cloned().unwrap_or_default();
+        if self.expired_component_tokens.contains(&token) {
+            return crate::wechat::err(42001, "access_token expired");
+        }
+        if !self.component_tokens.contains(&token) {
+            return crate::wechat::err(
+                40001,
+                "invalid credential, access_token is invalid or not latest",
+            );
+        }
+        if !allowed.contains(&seen.peer) {
+            return crate::wechat::not_allowed(seen.peer);
+        }
+        let Ok(v) = serde_json::from_slice::<Value>(&seen.body) else {
+            return crate::wechat::err(47001, "data format error");
+        };
+        if v["component_appid"] != self.appid.as_str() {
+            return crate::wechat::err(61011, "invalid component");
+        }
+        match path {
+            "/cgi-bin/component/api_create_preauthcode" => {
+                let code = format!("preauthcode@@@{}", self.next_serial());
+                self.pre_auth_codes.insert(code.clone(), Instant::now());
+                Reply::json(json!({ "pre_auth_code": code, "expires_in": 1800 }))
+            }
+            "/cgi-bin/component/api_query_auth" => self.query_auth(&v),
+            _ => crate::wechat::err(40066, "invalid url"),
+        }
+    }
+
+    fn query_auth(&mut self, v: &Value) -> Reply {
+        self.query_auth_calls += 1;
+        let code = v["authorization_code"].as_str().unwrap_or("");
+        let Some((authorizer, permissions, at)) = self.auth_codes.get(code).cloned() else {
+            return crate::wechat::err(61009, "code is invalid");
+        };
+        if at.elapsed() > Duration::from_secs(3600) {
+            return crate::wechat::err(61010, "code is expired");
+        }
+        let n = self.next_serial();
+        let (access, refresh) = (
+            format!("AUTHORIZER_ACCESS_TOKEN_{n}"),
+            format!("refreshtoken@@@{n}"),
+        );
+        // A new authorization replaces the authorizer's tokens.
+        self.authorizer_tokens.retain(|_, a| *a != authorizer);
+        self.authorizer_tokens
+            .insert(access.clone(), authorizer.clone());
+        self.refresh_tokens
+            .insert(authorizer.clone(), refresh.clone());
+        let func_info: Vec<Value> = permissions
+            .iter()
+            .map(|id| json!({ "funcscope_category": { "id": id } }))
+            .collect();
+        Reply::json(json!({ "authorization_info": {
+            "authorizer_appid": authorizer,
+            "authorizer_access_token": access,
+            "expires_in": 7200,
+            "authorizer_refresh_token": refresh,
+            "func_info": func_info,
+        }}))
     }
 
     fn takes(&self, ticket: &str) -> bool {

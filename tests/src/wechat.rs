@@ -317,7 +317,7 @@ pub(crate) fn err(code: i64, msg: &str) -> Reply {
     Reply::json(json!({ "errcode": code, "errmsg": msg }))
 }
 
-fn query(uri: &str) -> HashMap<String, String> {
+pub(crate) fn query(uri: &str) -> HashMap<String, String> {
     uri.split_once('?')
         .map(|(_, q)| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default()
@@ -482,6 +482,10 @@ pub async fn start() -> WechatStandIn {
             "/cgi-bin/component/api_component_token" => {
                 let allowed = s.allow_list.clone();
                 s.platform.component_token(seen, &allowed)
+            }
+            _ if path.starts_with("/cgi-bin/component/") => {
+                let allowed = s.allow_list.clone();
+                s.platform.component_api(&path, seen, &allowed)
             }
             _ if path.starts_with("/files/") => match s.files.get(&path["/files/".len()..]) {
                 Some((bytes, ct)) => Reply {

@@ -137,7 +137,7 @@ macro_rules! gated {
 }
 
 /// Every route.
-pub(crate) static ROUTES: [RouteDecl; 10] = [
+pub(crate) static ROUTES: [RouteDecl; 12] = [
     RouteDecl {
         kind: RouteKind::WechatCallback,
         paths: &["/wechat/{appid}"],
@@ -242,6 +242,28 @@ pub(crate) static ROUTES: [RouteDecl; 10] = [
         }),
         body: BodyLimit::Push,
         run: gated!(handlers::component::check => handlers::component::serve),
+    },
+    RouteDecl {
+        kind: RouteKind::ComponentAuthorize,
+        paths: &["/component/{appid}/authorize"],
+        lambda: Some(Lambda {
+            function: "component-authorize",
+            path: "/component/{appid}/authorize",
+            method: "GET",
+        }),
+        body: BodyLimit::None,
+        run: gated!(handlers::component::check_page => handlers::component::page),
+    },
+    RouteDecl {
+        kind: RouteKind::ComponentAuthorized,
+        paths: &["/component/{appid}/authorized"],
+        lambda: Some(Lambda {
+            function: "component-authorized",
+            path: "/component/{appid}/authorized",
+            method: "GET",
+        }),
+        body: BodyLimit::None,
+        run: gated!(handlers::component::check_page => handlers::component::authorized),
     },
     RouteDecl {
         kind: RouteKind::StagedMedia,

@@ -21,6 +21,11 @@ pub struct ComponentConfig {
     /// The platform's EncodingAESKey: every authorization event and every authorized
     /// account's push is encrypted with it.
     pub encoding_aes_key: MsgCrypt,
+    /// `https://` and the platform's entry domain (授权发起页域名), as shops reach this
+    /// install: the authorization page and WeChat's redirect back are served under it.
+    /// Unset: those routes are closed (WeChat refuses any other domain).
+    #[serde(default)]
+    pub public_base_url: Option<String>,
 }
 
 impl ComponentConfig {
@@ -30,6 +35,18 @@ impl ComponentConfig {
         }
         if self.secret.expose().is_empty() {
             return Err(invalid("component.secret", "must not be empty"));
+        }
+        if let Some(url) = &self.public_base_url {
+            let host = url.strip_prefix("https://").unwrap_or("");
+            if host.is_empty()
+                || url.ends_with('/')
+                || url.chars().any(|c| c.is_whitespace() || c == '"')
+            {
+                return Err(invalid(
+                    "component.public_base_url",
+                    "must be https://<the entry domain>, without a trailing /",
+                ));
+            }
         }
         // The platform's token record and an account's share one key space.
         if apps.iter().any(|a| a.appid == self.appid) {

@@ -157,7 +157,8 @@ impl Config {
 
     /// The `[store]` template.yaml gives a function through its environment
     /// (`WXDESK_DEDUP_TABLE`, `WXDESK_TOKENS_TABLE`, `WXDESK_MEDIA_BUCKET`,
-    /// `WXDESK_QUEUE_URL`): it replaces the document's.
+    /// `WXDESK_QUEUE_URL`, `WXDESK_REGISTRY_TABLE`, `WXDESK_KMS_KEY`): it replaces the
+    /// document's.
     pub(crate) fn store_from_env() -> Option<StoreConfig> {
         let var = |k: &str| std::env::var(k).ok().filter(|t| !t.is_empty());
         var("WXDESK_DEDUP_TABLE").map(|dedup_table| StoreConfig::Aws {
@@ -165,6 +166,8 @@ impl Config {
             tokens_table: var("WXDESK_TOKENS_TABLE"),
             media_bucket: var("WXDESK_MEDIA_BUCKET"),
             queue_url: var("WXDESK_QUEUE_URL"),
+            registry_table: var("WXDESK_REGISTRY_TABLE"),
+            kms_key: var("WXDESK_KMS_KEY"),
         })
     }
 

@@ -23,6 +23,14 @@ pub enum StoreConfig {
         /// The SQS FIFO delivery queue (`WXDESK_QUEUE_URL` in Lambda).
         #[serde(default)]
         queue_url: Option<String>,
+        /// The account registry's table (`WXDESK_REGISTRY_TABLE`): a third-party
+        /// platform's authorized accounts.
+        #[serde(default)]
+        registry_table: Option<String>,
+        /// The KMS key that wraps the data key sealing secrets in the registry
+        /// (`WXDESK_KMS_KEY`: its ARN, id or alias).
+        #[serde(default)]
+        kms_key: Option<String>,
     },
 }
 

@@ -76,6 +76,8 @@ fn deployments_supply_the_store() {
         tokens_table: None,
         media_bucket: None,
         queue_url: None,
+        registry_table: None,
+        kms_key: None,
     };
     assert_eq!(
         Config::parse_with_store(&no_store, Some(aws.clone()))

@@ -200,6 +200,11 @@ pub enum RouteKind {
     /// `POST /component/{component_appid}/events`: the third-party platform's
     /// authorization events.
     ComponentEvents,
+    /// `GET /component/{component_appid}/authorize`: the page with the link to WeChat's
+    /// authorization page.
+    ComponentAuthorize,
+    /// `GET /component/{component_appid}/authorized?auth_code=`: WeChat's redirect back.
+    ComponentAuthorized,
 }
 
 /// The largest body of a Udesk media upload: a 10 MB video plus the multipart framing.

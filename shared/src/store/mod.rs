@@ -12,6 +12,7 @@ mod media;
 pub mod model;
 mod not_configured;
 pub mod queue;
+mod registry;
 pub mod rules;
 mod tokens;
 
@@ -22,6 +23,8 @@ pub use inbox::{
 pub(crate) use media::{MEDIA_TTL, safe_segment};
 pub use media::{MediaStore, MediaSweep, OpenedMedia, StagedMedia};
 pub(crate) use not_configured::NotConfigured;
+pub(crate) use registry::authorizer_context;
+pub use registry::{Authorizer, RegistryStore, Standing};
 pub use tokens::{Ticket, TokenRecord, TokenStore};
 pub(crate) use tokens::{component_token_key, ticket_key};
 
@@ -45,6 +48,7 @@ pub struct Stores {
     pub tokens: Arc<dyn TokenStore>,
     pub media: Arc<dyn MediaStore>,
     pub queue: Arc<dyn queue::JobQueue>,
+    pub registry: Arc<dyn RegistryStore>,
 }
 
 impl Stores {
@@ -56,6 +60,7 @@ impl Stores {
             inbox: none.clone(),
             tokens: none.clone(),
             media: none.clone(),
+            registry: none.clone(),
             queue: none,
         }
     }
@@ -82,6 +87,7 @@ impl Stores {
                 Stores {
                     inbox: db.clone(),
                     tokens: db.clone(),
+                    registry: db.clone(),
                     queue: Arc::new(embedded::EmbeddedQueue::new(db)),
                     media: Arc::new(embedded::EmbeddedMedia::open(&path.join("media"))?),
                 }
@@ -91,6 +97,8 @@ impl Stores {
                 tokens_table,
                 media_bucket,
                 queue_url,
+                registry_table,
+                kms_key,
             } => {
                 let sdk = match sdk {
                     Some(sdk) => sdk.clone(),
@@ -105,6 +113,18 @@ impl Stores {
                         None => Arc::new(NotConfigured("store.queue_url (WXDESK_QUEUE_URL)")),
                     },
                     inbox: Arc::new(aws::AwsStore::new(ddb.clone(), dedup_table)),
+                    registry: match registry_table {
+                        Some(t) => Arc::new(aws::AwsRegistry::new(
+                            ddb.clone(),
+                            t,
+                            kms_key
+                                .as_ref()
+                                .map(|k| (aws_sdk_kms::Client::new(&sdk), k.clone())),
+                        )),
+                        None => Arc::new(NotConfigured(
+                            "store.registry_table (WXDESK_REGISTRY_TABLE)",
+                        )),
+                    },
                     tokens: match tokens_table {
                         Some(t) => Arc::new(aws::AwsTokens::new(ddb, t)),
                         None => Arc::new(NotConfigured("store.tokens_table (WXDESK_TOKENS_TABLE)")),

@@ -12,12 +12,14 @@ use super::{
     Claim, InboxEntry, InboxStore, NewClaim, OutboxStore, Outcome, Shelf, StateStore, StateSwap,
     StoreError, Taken, Ticket, TokenRecord, TokenStore, rules,
 };
+use super::{Authorizer, RegistryStore, Standing};
 
 #[derive(Default)]
 pub struct ModelStore {
     inbox: Mutex<BTreeMap<String, InboxEntry>>,
     tokens: Mutex<BTreeMap<String, TokenRecord>>,
     tickets: Mutex<BTreeMap<String, Ticket>>,
+    authorizers: Mutex<BTreeMap<String, Authorizer>>,
 }
 
 impl ModelStore {
@@ -173,5 +175,38 @@ impl TokenStore for ModelStore {
     async fn ticket(&self, component: &str) -> Result<Option<Ticket>, StoreError> {
         let map = self.tickets.lock().unwrap_or_else(|p| p.into_inner());
         Ok(map.get(component).cloned())
+    }
+}
+
+#[async_trait]
+impl RegistryStore for ModelStore {
+    async fn put_authorizer(&self, a: &Authorizer) -> Result<bool, StoreError> {
+        let mut map = self.authorizers.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(rec) = rules::authorizer_put(map.get(&a.appid), a) else {
+            return Ok(false);
+        };
+        map.insert(a.appid.clone(), rec);
+        Ok(true)
+    }
+    async fn authorizer(&self, appid: &str) -> Result<Option<Authorizer>, StoreError> {
+        let map = self.authorizers.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(map.get(appid).cloned())
+    }
+    async fn set_standing(
+        &self,
+        appid: &str,
+        standing: Standing,
+        at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut map = self.authorizers.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(rec) = rules::authorizer_standing(map.get(appid), standing, at_ms) else {
+            return Ok(false);
+        };
+        map.insert(appid.to_owned(), rec);
+        Ok(true)
+    }
+    /// A key of zeros: the model keeps nothing secret (it is never a store to run on).
+    async fn sealer(&self) -> Result<crate::support::seal::Sealer, StoreError> {
+        Ok(crate::support::seal::Sealer::new(&[0u8; 32]))
     }
 }

@@ -5,8 +5,9 @@
 use async_trait::async_trait;
 
 use super::{
-    Claim, InboxEntry, InboxStore, MediaStore, NewClaim, OutboxStore, Outcome, Shelf, StagedMedia,
-    StateStore, StoreError, Taken, Ticket, TokenRecord, TokenStore, queue,
+    Authorizer, Claim, InboxEntry, InboxStore, MediaStore, NewClaim, OutboxStore, Outcome,
+    RegistryStore, Shelf, StagedMedia, Standing, StateStore, StoreError, Taken, Ticket,
+    TokenRecord, TokenStore, queue,
 };
 
 /// Stands in for a store the deployment did not configure: every call says which key to
@@ -16,6 +17,22 @@ pub(crate) struct NotConfigured(pub &'static str);
 impl NotConfigured {
     fn err(&self) -> StoreError {
         StoreError::Unavailable(format!("not configured: set {}", self.0))
+    }
+}
+
+#[async_trait]
+impl RegistryStore for NotConfigured {
+    async fn put_authorizer(&self, _: &Authorizer) -> Result<bool, StoreError> {
+        Err(self.err())
+    }
+    async fn authorizer(&self, _: &str) -> Result<Option<Authorizer>, StoreError> {
+        Err(self.err())
+    }
+    async fn set_standing(&self, _: &str, _: Standing, _: i64) -> Result<bool, StoreError> {
+        Err(self.err())
+    }
+    async fn sealer(&self) -> Result<crate::support::seal::Sealer, StoreError> {
+        Err(self.err())
     }
 }
 

@@ -10,6 +10,7 @@
 
 use super::{
     Claim, EntryState, InboxEntry, NewClaim, Outcome, Shelf, StateSwap, Taken, Ticket, TokenRecord,
+    registry::{Authorizer, Standing},
 };
 
 /// The record to write, if any, and what the caller hears.
@@ -334,6 +335,28 @@ pub(crate) fn token_invalidate(current: Option<&TokenRecord>, token: &str) -> Op
     Some(rec)
 }
 
+/// Rule `authorizer_put`: an authorization is stored unless the stored one changed later
+/// (an `authorized` event and the redirect race; a late retry must not undo a withdrawal).
+pub(crate) fn authorizer_put(current: Option<&Authorizer>, new: &Authorizer) -> Option<Authorizer> {
+    match current {
+        Some(c) if c.changed_at_ms > new.changed_at_ms => None,
+        _ => Some(new.clone()),
+    }
+}
+
+/// Rule `authorizer_standing`: a stored authorizer moves to `standing` unless it changed
+/// later than `at_ms`.
+pub(crate) fn authorizer_standing(
+    current: Option<&Authorizer>,
+    standing: Standing,
+    at_ms: i64,
+) -> Option<Authorizer> {
+    let mut rec = current.filter(|c| c.changed_at_ms <= at_ms)?.clone();
+    rec.standing = standing;
+    rec.changed_at_ms = at_ms;
+    Some(rec)
+}
+
 /// Rule `ticket_put`: a ticket is stored unless the stored one was pushed at the same time
 /// or later (WeChat retries a push; a late retry must not bring back an older ticket).
 pub(crate) fn ticket_put(current: Option<&Ticket>, new: &Ticket) -> Option<Ticket> {
@@ -391,6 +414,35 @@ mod tests {
         e.state = EntryState::Pending;
         let (w, owned) = finish(Some(&e), "", &Outcome::Answered(""));
         assert!(w.is_none() && !owned);
+    }
+
+    fn authorizer(standing: Standing, changed_at_ms: i64) -> Authorizer {
+        Authorizer {
+            appid: "wxshop".into(),
+            component: "wxcomp".into(),
+            sealed_refresh_token: "v1:x".into(),
+            permissions: vec![1],
+            standing,
+            changed_at_ms,
+        }
+    }
+
+    #[test]
+    fn a_late_authorization_change_is_ignored() {
+        let (a5, a9) = (
+            authorizer(Standing::Authorized, 5),
+            authorizer(Standing::Authorized, 9),
+        );
+        assert_eq!(authorizer_put(None, &a5), Some(a5.clone()));
+        assert_eq!(authorizer_put(Some(&a5), &a9), Some(a9.clone()));
+        assert_eq!(authorizer_put(Some(&a9), &a5), None);
+        let withdrawn = authorizer_standing(Some(&a5), Standing::Withdrawn, 7).unwrap();
+        assert_eq!(
+            (withdrawn.standing, withdrawn.changed_at_ms),
+            (Standing::Withdrawn, 7)
+        );
+        assert_eq!(authorizer_standing(Some(&a9), Standing::Withdrawn, 7), None);
+        assert_eq!(authorizer_standing(None, Standing::Withdrawn, 7), None);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod outbound;
 #[cfg(feature = "local")]
 pub(crate) mod private_fs;
 pub(crate) mod retry;
+pub mod seal;
 pub mod secret;
 pub(crate) mod throttle;
 pub mod tls;

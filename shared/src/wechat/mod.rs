@@ -8,6 +8,7 @@ pub(crate) mod error;
 pub mod kf;
 pub(crate) mod media;
 pub mod message;
+pub mod platform;
 pub mod quota;
 pub(crate) mod refusals;
 pub mod reply;

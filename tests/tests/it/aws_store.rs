@@ -573,6 +573,121 @@ async fn ticket_rules(store: &dyn wxdesk::store::TokenStore, component: &str) {
     assert_eq!(store.get(component).await.unwrap(), None, "no token record");
 }
 
+/// The registry's rules, the same on both stores: a late authorization change is ignored,
+/// a withdrawal holds until a later authorization; and the data key seals and opens, the
+/// same key for a second reader of the same store.
+async fn registry_rules(
+    store: &dyn wxdesk::store::RegistryStore,
+    again: &dyn wxdesk::store::RegistryStore,
+) {
+    use wxdesk::store::{Authorizer, Standing};
+    let now = wxdesk::support::clock::unix_ms();
+    let appid = format!("wxR{now}");
+    let a = |standing, changed_at_ms| Authorizer {
+        appid: appid.clone(),
+        component: "wxcomp".into(),
+        sealed_refresh_token: "v1:sealed".into(),
+        permissions: vec![1, 15],
+        standing,
+        changed_at_ms,
+    };
+    assert_eq!(store.authorizer(&appid).await.unwrap(), None);
+    assert!(
+        !store
+            .set_standing(&appid, Standing::Withdrawn, 5)
+            .await
+            .unwrap(),
+        "none yet"
+    );
+    assert!(
+        store
+            .put_authorizer(&a(Standing::Authorized, 10))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .put_authorizer(&a(Standing::Authorized, 9))
+            .await
+            .unwrap(),
+        "older"
+    );
+    assert!(
+        store
+            .set_standing(&appid, Standing::Withdrawn, 20)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .set_standing(&appid, Standing::Authorized, 15)
+            .await
+            .unwrap(),
+        "older"
+    );
+    assert!(
+        !store
+            .put_authorizer(&a(Standing::Authorized, 19))
+            .await
+            .unwrap(),
+        "a late retry"
+    );
+    assert_eq!(
+        store.authorizer(&appid).await.unwrap(),
+        Some(a(Standing::Withdrawn, 20))
+    );
+    assert!(
+        store
+            .put_authorizer(&a(Standing::Authorized, 30))
+            .await
+            .unwrap(),
+        "re-authorized"
+    );
+    assert_eq!(
+        again.authorizer(&appid).await.unwrap(),
+        Some(a(Standing::Authorized, 30))
+    );
+    let secret = wxdesk::support::secret::Secret::new("refresh@@@value");
+    let sealed = store
+        .sealer()
+        .await
+        .unwrap()
+        .seal(&secret, "authorizer#wxR");
+    let opened = again
+        .sealer()
+        .await
+        .unwrap()
+        .open(&sealed, "authorizer#wxR")
+        .unwrap();
+    assert!(opened.matches("refresh@@@value"));
+}
+
+#[tokio::test]
+async fn registry_rules_on_dynamodb() {
+    use wxdesk::store::aws::AwsRegistry;
+    let ddb = dynamodb().await;
+    let table = format!("registry-rules-{}", std::process::id());
+    wxdesk::store::aws::create_registry_table(&ddb, &table)
+        .await
+        .unwrap();
+    let (kms, key) = moto_kms_key().await;
+    let one = AwsRegistry::new(ddb.clone(), &table, Some((kms.clone(), key.clone())));
+    // A second process on the same table opens the same data key (one envelope).
+    let two = AwsRegistry::new(ddb, &table, Some((kms, key)));
+    registry_rules(&one, &two).await;
+}
+
+#[tokio::test]
+async fn registry_rules_on_the_embedded_store() {
+    let dir = temp_dir("registry");
+    let store = wxdesk::store::embedded::EmbeddedStore::open(&dir).unwrap();
+    registry_rules(&store, &store).await;
+    let key = std::fs::metadata(dir.join("seal.key")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(key.permissions().mode() & 0o777, 0o600);
+    assert_eq!(key.len(), 32);
+}
+
 #[tokio::test]
 async fn token_rules_on_dynamodb() {
     let stores = aws_stores().await;

@@ -135,3 +135,184 @@ async fn forged_stale_plain_or_foreign_events_are_refused() {
     );
     assert_eq!(wx.state.lock().unwrap().platform.component_token_calls, 0);
 }
+
+/// A ticket pushed and taken, so that the platform has its component token.
+async fn with_ticket(wx: &wechat::WechatStandIn, base: &str) {
+    let ticket = wx.state.lock().unwrap().platform.mint_ticket();
+    let (q, body) = platform_push(&ticket_event(&ticket, now_secs()), now_secs(), "nt");
+    assert_eq!(post(base, COMPONENT_APPID, &q, body).await.0, 200);
+}
+
+/// The authorization page's link, as a browser reads it from the page.
+async fn authorization_link(base: &str) -> String {
+    let r = get(format!("{base}/component/{COMPONENT_APPID}/authorize"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let html = r.text().await.unwrap();
+    let href = html
+        .split("href=\"")
+        .nth(1)
+        .and_then(|h| h.split('"').next())
+        .unwrap_or_else(|| panic!("no link in {html}"));
+    href.replace("&amp;", "&")
+}
+
+#[tokio::test]
+async fn a_shop_authorizes_on_the_page_and_withdraws_by_event() {
+    let (wx, svc, base) = platform_server("component-authorize").await;
+    with_ticket(&wx, &base).await;
+    let link = authorization_link(&base).await;
+    assert!(link.starts_with("https://mp.weixin.qq.com/cgi-bin/componentloginpage?"));
+    let back = format!("{ENTRY_BASE}/component/{COMPONENT_APPID}/authorized");
+    assert!(
+        link.contains(&format!("redirect_uri={}", urlencoding(&back))),
+        "{link}"
+    );
+    let shop = "wxshop0000000001";
+    let code = wx
+        .state
+        .lock()
+        .unwrap()
+        .platform
+        .authorize(&link, shop, &[1, 15])
+        .expect("WeChat's page takes the link");
+    let r = get(format!(
+        "{base}/component/{COMPONENT_APPID}/authorized?auth_code={code}&expires_in=3600"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains(shop));
+
+    let stored = svc
+        .registry
+        .authorizer(shop)
+        .await
+        .unwrap()
+        .expect("stored");
+    assert_eq!(stored.standing, wxdesk::store::Standing::Authorized);
+    assert_eq!(stored.permissions, [1, 15]);
+    let refresh = wx.state.lock().unwrap().platform.refresh_tokens[shop].clone();
+    assert!(
+        !stored.sealed_refresh_token.contains(&refresh),
+        "sealed at rest"
+    );
+    let opened = svc
+        .registry
+        .sealer()
+        .await
+        .unwrap()
+        .open(&stored.sealed_refresh_token, &format!("authorizer#{shop}"))
+        .unwrap();
+    assert!(opened.matches(&refresh));
+
+    // The shop withdraws: WeChat's event closes the account.
+    let withdrawn = format!(
+        "<xml><AppId>{COMPONENT_APPID}</AppId><CreateTime>{}</CreateTime><InfoType>unauthorized</InfoType>\
+         <AuthorizerAppid>{shop}</AuthorizerAppid></xml>",
+        now_secs() + 1
+    );
+    let (q, body) = platform_push(&withdrawn, now_secs() + 1, "nu");
+    assert_eq!(
+        post(&base, COMPONENT_APPID, &q, body).await,
+        (200, "success".into())
+    );
+    let after = svc.registry.authorizer(shop).await.unwrap().unwrap();
+    assert_eq!(after.standing, wxdesk::store::Standing::Withdrawn);
+}
+
+#[tokio::test]
+async fn the_authorized_event_alone_stores_the_shop() {
+    let (wx, svc, base) = platform_server("component-event-auth").await;
+    with_ticket(&wx, &base).await;
+    let link = authorization_link(&base).await;
+    let shop = "wxshop0000000002";
+    let code = wx
+        .state
+        .lock()
+        .unwrap()
+        .platform
+        .authorize(&link, shop, &[2])
+        .unwrap();
+    let event = format!(
+        "<xml><AppId>{COMPONENT_APPID}</AppId><CreateTime>{}</CreateTime><InfoType>authorized</InfoType>\
+         <AuthorizerAppid>{shop}</AuthorizerAppid><AuthorizationCode>{code}</AuthorizationCode>\
+         <AuthorizationCodeExpiredTime>{}</AuthorizationCodeExpiredTime><PreAuthCode>p</PreAuthCode></xml>",
+        now_secs(),
+        now_secs() + 3600
+    );
+    let (q, body) = platform_push(&event, now_secs(), "na");
+    assert_eq!(
+        post(&base, COMPONENT_APPID, &q, body).await,
+        (200, "success".into())
+    );
+    let stored = svc
+        .registry
+        .authorizer(shop)
+        .await
+        .unwrap()
+        .expect("stored");
+    assert_eq!(stored.permissions, [2]);
+}
+
+/// Anyone can open the pages: a made-up code stores nothing, a platform without an entry
+/// domain has no pages, and an expired component token is renewed once on the way.
+#[tokio::test]
+async fn made_up_codes_store_nothing_and_expired_tokens_are_renewed() {
+    let (wx, svc, base) = platform_server("component-authorize-refusals").await;
+    with_ticket(&wx, &base).await;
+    let r = get(format!(
+        "{base}/component/{COMPONENT_APPID}/authorized?auth_code=queryauthcode@@@made-up"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 502);
+    let r = get(format!("{base}/component/{COMPONENT_APPID}/authorized"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(wx.state.lock().unwrap().platform.query_auth_calls, 1);
+    let r = get(format!("{base}/component/wxsomeoneelse001/authorize"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    let calls = wx.state.lock().unwrap().platform.component_token_calls;
+    wx.state.lock().unwrap().platform.expire_component_tokens();
+    let link = authorization_link(&base).await;
+    assert!(link.contains("pre_auth_code=preauthcode"), "{link}");
+    assert_eq!(
+        wx.state.lock().unwrap().platform.component_token_calls,
+        calls + 1
+    );
+    let _ = svc;
+
+    // Without an entry domain WeChat would refuse the page: there is none.
+    let text = config_text(
+        &embedded_store("component-no-entry"),
+        "http://127.0.0.1:9/none",
+        &format!(
+            "[wechat]\napi_base = \"{}\"\n{}",
+            wx.base(),
+            component_config().replace(&format!("public_base_url = \"{ENTRY_BASE}\"\n"), "")
+        ),
+    );
+    let bare = Arc::new(
+        wxdesk::Services::build(wxdesk::Config::parse(&text).unwrap())
+            .await
+            .unwrap(),
+    );
+    let bare_base = start_local(bare).await;
+    for page in ["authorize", "authorized?auth_code=x"] {
+        let r = get(format!("{bare_base}/component/{COMPONENT_APPID}/{page}"))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{page}");
+    }
+}
+
+fn urlencoding(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}

@@ -17,7 +17,11 @@ pub(crate) fn opens(kind: RouteKind, app: &AppConfig) -> bool {
         RouteKind::UdeskImPush => matches!(app.desk, DeskConfig::UdeskIm(_)),
         RouteKind::TimCallback => matches!(app.desk, DeskConfig::TencentIm(_)),
         RouteKind::ChatbotHandoff | RouteKind::ChatbotEvent => app.chatbot.is_some(),
-        RouteKind::WechatCallback | RouteKind::StagedMedia | RouteKind::ComponentEvents => true,
+        RouteKind::WechatCallback
+        | RouteKind::StagedMedia
+        | RouteKind::ComponentEvents
+        | RouteKind::ComponentAuthorize
+        | RouteKind::ComponentAuthorized => true,
     }
 }
 

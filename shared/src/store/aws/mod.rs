@@ -6,11 +6,13 @@
 mod inbox;
 mod media;
 mod outbox;
+mod registry;
 mod state;
 mod tokens;
 
 pub use inbox::AwsStore;
 pub use media::S3Media;
+pub use registry::AwsRegistry;
 pub use tokens::AwsTokens;
 
 use std::collections::HashMap;
@@ -101,6 +103,11 @@ pub async fn create_dedup_table(ddb: &Client, table: &str) -> Result<(), StoreEr
 
 /// Creates the tokens table as template.yaml declares it (for local runs and tests).
 pub async fn create_tokens_table(ddb: &Client, table: &str) -> Result<(), StoreError> {
+    create_table(ddb, table).await
+}
+
+/// Creates the registry table as template.yaml declares it (for local runs and tests).
+pub async fn create_registry_table(ddb: &Client, table: &str) -> Result<(), StoreError> {
     create_table(ddb, table).await
 }
 

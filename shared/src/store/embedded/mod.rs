@@ -7,6 +7,7 @@
 mod inbox;
 mod media;
 mod queue;
+mod registry;
 mod tokens;
 
 pub use media::EmbeddedMedia;

@@ -164,18 +164,30 @@ impl TokenAuthority {
         app: &AppConfig,
         failed: &str,
     ) -> Result<String, ApiError> {
+        self.renew(Grant::Account(app), failed).await
+    }
+
+    /// As `renew_after_rejection`, for a platform's component_access_token.
+    pub(crate) async fn renew_component(
+        &self,
+        c: &ComponentConfig,
+        failed: &str,
+    ) -> Result<String, ApiError> {
+        self.renew(Grant::Component(c), failed).await
+    }
+
+    async fn renew(&self, grant: Grant<'_>, failed: &str) -> Result<String, ApiError> {
         let invalidated = self
             .store
-            .invalidate(&app.appid, failed)
+            .invalidate(&grant.key(), failed)
             .await
             .map_err(store_err)?;
         info!(
-            appid = %app.appid,
-            invalidated,
-            "WeChat rejected the access_token; getting a fresh one"
+            appid = grant.appid(),
+            invalidated, "WeChat rejected the access_token; getting a fresh one"
         );
         // stable_token hands back the same token until told to force a new one.
-        self.get_or_fetch(Grant::Account(app), true).await
+        self.get_or_fetch(grant, true).await
     }
 
     /// For the scheduled refresher: refresh when less than `window` is left.

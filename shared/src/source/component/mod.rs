@@ -3,14 +3,17 @@
 //! platform's token and key, the receive-id being the platform's appid; the answer is the
 //! string `success` ("授权变更通知推送",
 //! developers.weixin.qq.com/doc/oplatform/Third-party_Platforms/2.0/api/Before_Develop/authorize_event.html).
-//! The ticket is stored (the newest wins) for the component_access_token.
+//! The ticket is stored (the newest wins) for the component_access_token; an authorization
+//! is taken (`authorize::take`), a withdrawal recorded.
+
+pub(crate) mod authorize;
 
 use tracing::{info, warn};
 
 use crate::config::ComponentConfig;
 use crate::context::Context;
 use crate::http::{Protocol, Refused, Request, Response};
-use crate::store::Ticket;
+use crate::store::{Standing, Ticket};
 use crate::wechat::component::AuthEvent;
 use crate::wechat::message::Format;
 use crate::wechat::reply::{SUCCESS, encrypt_field};
@@ -106,18 +109,30 @@ pub(crate) async fn handle(
             );
         }
         AuthEvent::Authorized(g) | AuthEvent::UpdateAuthorized(g) => {
-            warn!(
-                component,
-                event = event.name(),
-                authorizer = %g.authorizer.as_str(),
-                "authorization event received; this version does not yet take authorizations from events (the authorize page's redirect does)"
-            );
+            // The redirect may have taken this code already: the exchange is repeated,
+            // and a failure here is logged, not retried by WeChat (the redirect decides).
+            if let Err(why) = authorize::take(ctx, c, &g.code).await {
+                warn!(
+                    component,
+                    event = event.name(),
+                    authorizer = %g.authorizer.as_str(),
+                    why,
+                    "could not take the authorization from its event"
+                );
+            }
         }
         AuthEvent::Unauthorized { authorizer } => {
+            let at_ms = event_ms(req, ctx);
+            let recorded = ctx
+                .registry
+                .set_standing(authorizer.as_str(), Standing::Withdrawn, at_ms)
+                .await
+                .map_err(|e| Refusal::new(503, component, format!("store: {e}")))?;
             warn!(
                 component,
                 authorizer = %authorizer.as_str(),
-                "a shop withdrew its authorization"
+                recorded,
+                "a shop withdrew its authorization: its account is closed"
             );
         }
         AuthEvent::Other(info_type) => {
@@ -125,6 +140,14 @@ pub(crate) async fn handle(
         }
     }
     Ok(Response::text(200, SUCCESS))
+}
+
+/// When an event happened, in ms: its query's signed timestamp (its `CreateTime` is the
+/// same second), else now.
+fn event_ms(req: &Request, ctx: &Context) -> i64 {
+    req.query("timestamp")
+        .and_then(|t| t.parse::<i64>().ok())
+        .map_or_else(|| ctx.clock.unix_ms(), |t| t * 1000)
 }
 
 /// The event in the body: its msg_signature checked, decrypted for the platform's appid,

@@ -1,0 +1,141 @@
+//! A shop's authorization of the platform. WeChat opens its authorization page only from
+//! a link on a page of the platform's configured entry domain (授权发起页域名), never
+//! pasted or reached by a redirect, and sends the administrator back only to a URI on
+//! that same domain ("授权流程技术说明",
+//! developers.weixin.qq.com/doc/oplatform/Third-party_Platforms/2.0/api/Before_Develop/Authorization_Process_Technical_Description.html;
+//! "授权入口页所在域名：空" in its troubleshooting page, .../2.0/troubleshooting/authorization_troubleshooting.html):
+//! `GET /component/{appid}/authorize` serves that page, its link carrying a fresh
+//! pre-authorization code; WeChat sends the administrator back to
+//! `GET /component/{appid}/authorized?auth_code=…`, whose code `api_query_auth` exchanges
+//! for the shop's account, refresh token and permission sets, stored sealed in the
+//! registry. The `authorized` event carries the same code and is taken the same way.
+
+use tracing::{info, warn};
+
+use super::Refusal;
+use crate::config::ComponentConfig;
+use crate::context::Context;
+use crate::http::Response;
+use crate::store::{Authorizer, Standing, authorizer_context};
+use crate::support::url::with_query;
+use crate::wechat::platform::Authorization;
+
+/// WeChat's authorization page.
+const LOGIN_PAGE: &str = "https://mp.weixin.qq.com/cgi-bin/componentloginpage";
+/// The longest authorization code taken from a query (WeChat's are under 100 bytes).
+const MAX_CODE: usize = 512;
+
+/// The page with the link to WeChat's authorization page, for `c`'s entry domain.
+pub(crate) async fn page(ctx: &Context, c: &ComponentConfig) -> Result<Response, Refusal> {
+    let component = c.appid.as_str();
+    let base = c
+        .public_base_url
+        .as_deref()
+        .ok_or_else(|| Refusal::no_such_route(component))?;
+    let pre = ctx
+        .platform
+        .pre_auth_code(c)
+        .await
+        .map_err(|e| Refusal::new(502, component, format!("no pre_auth_code: {e}")))?;
+    let back = format!("{base}/component/{component}/authorized");
+    // auth_type 3: Official Accounts and Mini Programs alike.
+    let link = with_query(
+        LOGIN_PAGE,
+        &[
+            ("component_appid", component),
+            ("pre_auth_code", &pre.code),
+            ("redirect_uri", &back),
+            ("auth_type", "3"),
+        ],
+    );
+    let html = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Authorize</title></head>\
+         <body><p><a href=\"{}\">Authorize this platform to serve your Official Account or Mini Program</a></p></body></html>",
+        html_attr(&link)
+    );
+    // A code per visit, so no cache may keep one; WeChat checks the Referer's domain.
+    Ok(
+        Response::bytes("text/html; charset=utf-8".into(), html.into())
+            .with_header(http::header::CACHE_CONTROL, "no-store".into()),
+    )
+}
+
+/// WeChat's redirect after the administrator granted the authorization.
+pub(crate) async fn redirected(
+    ctx: &Context,
+    c: &ComponentConfig,
+    auth_code: Option<&str>,
+) -> Result<Response, Refusal> {
+    let component = c.appid.as_str();
+    let code = auth_code
+        .filter(|code| !code.is_empty() && code.len() <= MAX_CODE)
+        .ok_or_else(|| Refusal::new(400, component, "missing or oversized auth_code"))?;
+    let authorizer = take(ctx, c, code)
+        .await
+        .map_err(|why| Refusal::new(502, component, why))?;
+    let html = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Authorized</title></head>\
+         <body><p>Authorized: {}. You can close this page.</p></body></html>",
+        authorizer.as_str()
+    );
+    Ok(
+        Response::bytes("text/html; charset=utf-8".into(), html.into())
+            .with_header(http::header::CACHE_CONTROL, "no-store".into()),
+    )
+}
+
+/// Exchanges `code` and stores the authorizer; the authorizer's appid, or why not (for
+/// the log and the caller: never the code or a token).
+pub(crate) async fn take(
+    ctx: &Context,
+    c: &ComponentConfig,
+    code: &str,
+) -> Result<crate::support::ids::Appid, String> {
+    let component = c.appid.as_str();
+    let granted = ctx
+        .platform
+        .query_auth(c, code)
+        .await
+        .map_err(|e| format!("api_query_auth: {e}"))?;
+    store(ctx, c, &granted).await?;
+    info!(
+        component,
+        authorizer = %granted.authorizer.as_str(),
+        permissions = ?granted.permissions,
+        "a shop authorized the platform"
+    );
+    Ok(granted.authorizer)
+}
+
+async fn store(ctx: &Context, c: &ComponentConfig, granted: &Authorization) -> Result<(), String> {
+    let appid = granted.authorizer.as_str();
+    let sealer = ctx.registry.sealer().await.map_err(|e| e.to_string())?;
+    let record = Authorizer {
+        appid: appid.to_owned(),
+        component: c.appid.as_str().to_owned(),
+        sealed_refresh_token: sealer.seal(&granted.refresh_token, &authorizer_context(appid)),
+        permissions: granted.permissions.clone(),
+        standing: Standing::Authorized,
+        changed_at_ms: ctx.clock.unix_ms(),
+    };
+    let stored = ctx
+        .registry
+        .put_authorizer(&record)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !stored {
+        warn!(
+            authorizer = appid,
+            "a later change of this authorization is stored; kept it"
+        );
+    }
+    Ok(())
+}
+
+/// `s` for a double-quoted HTML attribute.
+fn html_attr(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
