@@ -59,6 +59,9 @@ pub enum Command {
         #[arg(long, value_name = "URL")]
         base: Option<String>,
     },
+    /// Print the page a shop's administrator opens to authorize the third-party platform
+    /// (`[component]` with its `public_base_url`, the entry domain); exits 1 without one.
+    AuthorizeUrl(ConfigArg),
     /// Check each account end to end: credentials, desk, routes; exits 1 if any fails.
     Doctor {
         #[command(flatten)]

@@ -59,6 +59,21 @@ async fn main() -> ExitCode {
                 Err(code) => code,
             };
         }
+        Command::AuthorizeUrl(c) => {
+            return match load(&c.config) {
+                Ok((config, _)) => match wxdesk::app::urls::authorize_page(&config) {
+                    Ok(url) => {
+                        println!("{url}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(why) => {
+                        eprintln!("{why}");
+                        ExitCode::FAILURE
+                    }
+                },
+                Err(code) => code,
+            };
+        }
         Command::Urls { config, app, base } => {
             return match load(&config.config) {
                 Ok((config, _)) => print_urls(&config, app.as_deref(), base),

@@ -725,3 +725,61 @@ fn every_command_has_its_help_and_the_binary_its_version() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("gone"));
 }
+
+/// `authorize-url` prints the page shops open, on the platform's entry domain; without a
+/// platform (or its entry domain) it says what is missing and exits 1.
+#[test]
+fn authorize_url_prints_the_page_on_the_entry_domain() {
+    let (dir, cfg, _) = example_setup("authorize-url");
+    let run = || {
+        Command::new(BIN)
+            .args(["authorize-url", "--config", cfg.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("[component]"));
+    let example = std::fs::read_to_string(&cfg).unwrap();
+    let platform = example
+        .lines()
+        .map(|l| match l.strip_prefix("# ") {
+            Some(rest)
+                if [
+                    "[component]",
+                    "appid = \"wx-your",
+                    "secret = \"replace-with-the-platform",
+                    "token = \"replace-with-the-platform",
+                    "encoding_aes_key = \"43 characters from the Open",
+                ]
+                .iter()
+                .any(|p| rest.starts_with(p)) =>
+            {
+                rest.to_owned()
+            }
+            _ => l.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("wx-your-platform-appid", "wxplatform0000001")
+        .replace(
+            "43 characters from the Open Platform console",
+            "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
+        );
+    std::fs::write(
+        &cfg,
+        format!("{platform}\npublic_base_url = \"https://wx.example.com\"\n"),
+    )
+    .unwrap();
+    let out = run();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        "https://wx.example.com/component/wxplatform0000001/authorize"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

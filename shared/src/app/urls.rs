@@ -41,8 +41,32 @@ pub fn urls(config: &Config, only: Option<&str>, base: &str) -> Vec<Url> {
             purpose: format!("{} third-party platform authorization event URL", c.appid),
             url: format!("{base}/component/{}/events", c.appid),
         });
+        out.push(match authorize_page(config) {
+            Ok(url) => Url::Paste {
+                purpose: format!("{} page shops open to authorize the platform", c.appid),
+                url,
+            },
+            Err(_) => Url::Closed {
+                purpose: format!("{} page shops open to authorize the platform", c.appid),
+                why: "no [component] public_base_url: set the platform's entry domain",
+            },
+        });
     }
     out
+}
+
+/// The page a shop's administrator opens to authorize the platform: on the entry domain
+/// (`[component] public_base_url`), whatever address the API has, since WeChat takes the
+/// authorization only from a page of that domain.
+pub fn authorize_page(config: &Config) -> Result<String, &'static str> {
+    let c = config
+        .component
+        .as_ref()
+        .ok_or("no [component] in the config: this install is no third-party platform")?;
+    let base = c.public_base_url.as_deref().ok_or(
+        "no [component] public_base_url: set the platform's entry domain (授权发起页域名)",
+    )?;
+    Ok(format!("{base}/component/{}/authorize", c.appid))
 }
 
 fn account_urls(app: &AppConfig, base: &str) -> Vec<Url> {
@@ -161,8 +185,19 @@ callback_token = "cbtoken"
         assert_eq!(
             shown,
             [
-                "wxcomp third-party platform authorization event URL: https://api/component/wxcomp/events"
+                "wxcomp third-party platform authorization event URL: https://api/component/wxcomp/events",
+                "wxcomp page shops open to authorize the platform: closed (no [component] public_base_url: set the platform's entry domain)",
             ]
+        );
+        assert!(authorize_page(&c).is_err());
+        let with_entry = config(
+            "[component]\nappid = \"wxcomp\"\nsecret = \"s\"\ntoken = \"t\"\n\
+             encoding_aes_key = \"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG\"\n\
+             public_base_url = \"https://wx.example.com\"\n",
+        );
+        assert_eq!(
+            authorize_page(&with_entry).unwrap(),
+            "https://wx.example.com/component/wxcomp/authorize"
         );
     }
 }

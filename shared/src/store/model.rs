@@ -9,10 +9,10 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::{
-    Claim, InboxEntry, InboxStore, NewClaim, OutboxStore, Outcome, Shelf, StateStore, StateSwap,
-    StoreError, Taken, Ticket, TokenRecord, TokenStore, rules,
+    Authorizer, Claim, InboxEntry, InboxStore, NewClaim, OutboxStore, Outcome, RegistryStore,
+    Shelf, Standing, StateStore, StateSwap, StoreError, Taken, Ticket, TokenRecord, TokenStore,
+    rules,
 };
-use super::{Authorizer, RegistryStore, Standing};
 
 #[derive(Default)]
 pub struct ModelStore {

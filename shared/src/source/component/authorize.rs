@@ -24,6 +24,33 @@ use crate::wechat::platform::Authorization;
 const LOGIN_PAGE: &str = "https://mp.weixin.qq.com/cgi-bin/componentloginpage";
 /// The longest authorization code taken from a query (WeChat's are under 100 bytes).
 const MAX_CODE: usize = 512;
+/// Pages (each one `api_create_preauthcode` call, against the platform's daily quota)
+/// served per process and minute: anyone can open the page, so a loop opening it must
+/// not spend the platform's quota.
+const PAGES_PER_MINUTE: u32 = 60;
+
+/// A fixed-window count of pages served, per process.
+struct Window {
+    started_ms: i64,
+    served: u32,
+}
+
+static PAGES: std::sync::Mutex<Window> = std::sync::Mutex::new(Window {
+    started_ms: 0,
+    served: 0,
+});
+
+impl Window {
+    /// Whether one more page may be served at `now_ms`.
+    fn admit(&mut self, now_ms: i64, per_minute: u32) -> bool {
+        if now_ms - self.started_ms >= 60_000 {
+            self.started_ms = now_ms;
+            self.served = 0;
+        }
+        self.served += 1;
+        self.served <= per_minute
+    }
+}
 
 /// The page with the link to WeChat's authorization page, for `c`'s entry domain.
 pub(crate) async fn page(ctx: &Context, c: &ComponentConfig) -> Result<Response, Refusal> {
@@ -32,6 +59,17 @@ pub(crate) async fn page(ctx: &Context, c: &ComponentConfig) -> Result<Response,
         .public_base_url
         .as_deref()
         .ok_or_else(|| Refusal::no_such_route(component))?;
+    let admitted = PAGES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .admit(ctx.clock.unix_ms(), PAGES_PER_MINUTE);
+    if !admitted {
+        return Err(Refusal::new(
+            429,
+            component,
+            "too many authorization pages this minute",
+        ));
+    }
     let pre = ctx
         .platform
         .pre_auth_code(c)
@@ -138,4 +176,25 @@ fn html_attr(s: &str) -> String {
         .replace('"', "&quot;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_are_counted_per_minute() {
+        let mut w = Window {
+            started_ms: 0,
+            served: 0,
+        };
+        assert!((0..3).all(|i| w.admit(60_000 + i, 3)));
+        assert!(!w.admit(60_010, 3), "the fourth in the minute");
+        assert!(w.admit(120_000, 3), "a new minute");
+    }
+
+    #[test]
+    fn links_are_escaped_for_their_attribute() {
+        assert_eq!(html_attr("a?b=1&c=\"<x>"), "a?b=1&amp;c=&quot;&lt;x&gt;");
+    }
 }
