@@ -51,6 +51,7 @@ impl Context {
             });
         let tokens = Arc::new(TokenAuthority::new(
             stores.tokens,
+            stores.registry.clone(),
             wechat_client.clone(),
             &config.wechat,
             clock.clone(),

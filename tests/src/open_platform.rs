@@ -67,6 +67,9 @@ pub struct Platform {
     /// authorizer_access_tokens issued: token → authorizer appid.
     pub authorizer_tokens: HashMap<String, String>,
     pub query_auth_calls: usize,
+    pub authorizer_token_calls: usize,
+    /// The lifetime `api_authorizer_token` gives its tokens (7200 s unless a test says).
+    pub authorizer_expires_in: i64,
     serial: usize,
 }
 
@@ -85,6 +88,8 @@ impl Default for Platform {
             refresh_tokens: HashMap::new(),
             authorizer_tokens: HashMap::new(),
             query_auth_calls: 0,
+            authorizer_token_calls: 0,
+            authorizer_expires_in: 7200,
             serial: 0,
         }
     }
@@ -185,8 +190,34 @@ impl Platform {
                 Reply::json(json!({ "pre_auth_code": code, "expires_in": 1800 }))
             }
             "/cgi-bin/component/api_query_auth" => self.query_auth(&v),
+            "/cgi-bin/component/api_authorizer_token" => self.authorizer_token(&v),
             _ => crate::wechat::err(40066, "invalid url"),
         }
+    }
+
+    /// `api_authorizer_token`: only the authorizer's current refresh token (61023
+    /// "refresh_token is invalid" otherwise, binarywang/WxJava#1119); the refresh token
+    /// stays the same, the access token is new.
+    fn authorizer_token(&mut self, v: &Value) -> Reply {
+        self.authorizer_token_calls += 1;
+        let appid = v["authorizer_appid"].as_str().unwrap_or("").to_owned();
+        let presented = v["authorizer_refresh_token"].as_str().unwrap_or("");
+        if self.refresh_tokens.get(&appid).map(String::as_str) != Some(presented) {
+            return crate::wechat::err(61023, "refresh_token is invalid hint: [stand-in]");
+        }
+        let access = format!("AUTHORIZER_ACCESS_TOKEN_{}", self.next_serial());
+        self.authorizer_tokens.insert(access.clone(), appid);
+        Reply::json(json!({
+            "authorizer_access_token": access,
+            "expires_in": self.authorizer_expires_in,
+            "authorizer_refresh_token": presented,
+        }))
+    }
+
+    /// WeChat stops taking `appid`'s refresh token (it was lost, or the shop's
+    /// authorization was reset on WeChat's side).
+    pub fn revoke_refresh_token(&mut self, appid: &str) {
+        self.refresh_tokens.remove(appid);
     }
 
     fn query_auth(&mut self, v: &Value) -> Reply {

@@ -128,10 +128,11 @@ pub async fn run(svc: &Services, only: Option<&str>) -> Vec<Check> {
         out.push(access_token(svc, app).await);
         out.push(desk(svc, app).await);
     }
-    if only.is_none()
-        && let Some(c) = component(svc).await
-    {
-        out.push(c);
+    match only {
+        None => out.extend(component(svc).await),
+        // Not a configured account: perhaps a shop that authorized the platform.
+        Some(appid) if out.is_empty() => out.extend(authorizer(svc, appid).await),
+        Some(_) => {}
     }
     out
 }
@@ -147,6 +148,22 @@ pub async fn component(svc: &Services) -> Option<Check> {
     Some(Check {
         appid: c.appid.to_string(),
         name: "component_access_token",
+        result,
+    })
+}
+
+/// Whether WeChat issues `appid`, a shop that authorized the platform, its token (with the
+/// refresh token the registry holds): a refused refresh token closes the account, and
+/// this check says so.
+pub async fn authorizer(svc: &Services, appid: &str) -> Option<Check> {
+    let c = svc.config.component.as_ref()?;
+    let result = match svc.wechat.tokens.authorizer(c, appid).await {
+        Ok(_) => Ok("WeChat issued an authorizer_access_token".into()),
+        Err(e) => Err(with_hint(&e)),
+    };
+    Some(Check {
+        appid: appid.to_owned(),
+        name: "authorizer_access_token",
         result,
     })
 }

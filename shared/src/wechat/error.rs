@@ -71,6 +71,12 @@ pub(crate) fn operator_hint(e: &ApiError) -> Option<String> {
         (48001, _) => {
             "the account is not authorised for this API (verification or permission missing)".into()
         }
+        (61023, _) => {
+            "WeChat refused the shop's refresh token: the shop must authorize the platform again (give them the page `wxdesk-local authorize-url` prints)".into()
+        }
+        (61005, _) => {
+            "the stored component_verify_ticket has expired: check that the platform's authorization event URL is /component/{appid}/events here, and wait for the next ticket (every 10 minutes)".into()
+        }
         (61006, _) => {
             "WeChat no longer takes the stored component_verify_ticket: check that the platform's authorization event URL is /component/{appid}/events here, and wait for the next ticket (every 10 minutes)".into()
         }

@@ -316,3 +316,72 @@ async fn made_up_codes_store_nothing_and_expired_tokens_are_renewed() {
 fn urlencoding(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
+
+/// The shop `shop` authorizes through the page and WeChat's redirect.
+async fn authorize_shop(wx: &wechat::WechatStandIn, base: &str, shop: &str) {
+    let link = authorization_link(base).await;
+    let code = wx
+        .state
+        .lock()
+        .unwrap()
+        .platform
+        .authorize(&link, shop, &[1])
+        .unwrap();
+    let r = get(format!(
+        "{base}/component/{COMPONENT_APPID}/authorized?auth_code={code}"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// An authorized shop's token comes from api_authorizer_token with the refresh token the
+/// registry holds sealed; once WeChat refuses that refresh token, the account is marked,
+/// doctor says what to do, and WeChat is not asked again.
+#[tokio::test]
+async fn an_authorized_shop_gets_tokens_until_its_refresh_token_is_refused() {
+    let (wx, svc, base) = platform_server("component-authorizer-token").await;
+    with_ticket(&wx, &base).await;
+    let shop = "wxshop0000000003";
+    authorize_shop(&wx, &base, shop).await;
+    // Tokens that expire at once: every check fetches one.
+    wx.state.lock().unwrap().platform.authorizer_expires_in = 1;
+    let calls = || wx.state.lock().unwrap().platform.authorizer_token_calls;
+    for round in 1..=2 {
+        let check = wxdesk::app::doctor::authorizer(&svc, shop).await.unwrap();
+        assert!(check.result.is_ok(), "{check}");
+        assert_eq!(calls(), round);
+    }
+    assert_eq!(
+        wxdesk::app::doctor::run(&svc, Some(shop)).await.len(),
+        1,
+        "doctor --app takes an authorized shop"
+    );
+    let calls_before = calls();
+
+    wx.state.lock().unwrap().platform.revoke_refresh_token(shop);
+    let why = wxdesk::app::doctor::authorizer(&svc, shop)
+        .await
+        .unwrap()
+        .result
+        .unwrap_err();
+    assert!(
+        why.contains("61023") && why.contains("authorize the platform again"),
+        "{why}"
+    );
+    let rec = svc.registry.authorizer(shop).await.unwrap().unwrap();
+    assert_eq!(rec.standing, wxdesk::store::Standing::RefreshRejected);
+    assert_eq!(calls(), calls_before + 1);
+    let why = wxdesk::app::doctor::authorizer(&svc, shop)
+        .await
+        .unwrap()
+        .result
+        .unwrap_err();
+    assert!(why.contains("refresh_rejected"), "{why}");
+    assert_eq!(calls(), calls_before + 1, "not asked again");
+
+    // A new authorization brings the account back, with a new refresh token.
+    authorize_shop(&wx, &base, shop).await;
+    let check = wxdesk::app::doctor::authorizer(&svc, shop).await.unwrap();
+    assert!(check.result.is_ok(), "{check}");
+}

@@ -147,6 +147,12 @@ pub(crate) async fn take(
 
 async fn store(ctx: &Context, c: &ComponentConfig, granted: &Authorization) -> Result<(), String> {
     let appid = granted.authorizer.as_str();
+    // One appid, one source of credentials: a configured account stays the config's.
+    if ctx.config.app(appid).is_some() {
+        return Err(format!(
+            "{appid} is an [[apps]] account of the config: remove it there before the platform serves it"
+        ));
+    }
     let sealer = ctx.registry.sealer().await.map_err(|e| e.to_string())?;
     let record = Authorizer {
         appid: appid.to_owned(),
@@ -167,7 +173,11 @@ async fn store(ctx: &Context, c: &ComponentConfig, granted: &Authorization) -> R
             "a later change of this authorization is stored; kept it"
         );
     }
-    Ok(())
+    ctx.wechat
+        .tokens
+        .forget(appid)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// `s` for a double-quoted HTML attribute.

@@ -128,6 +128,9 @@ pub(crate) async fn handle(
                 .set_standing(authorizer.as_str(), Standing::Withdrawn, at_ms)
                 .await
                 .map_err(|e| Refusal::new(503, component, format!("store: {e}")))?;
+            if let Err(e) = ctx.wechat.tokens.forget(authorizer.as_str()).await {
+                warn!(component, authorizer = %authorizer.as_str(), error = %e, "could not expire the withdrawn account's token");
+            }
             warn!(
                 component,
                 authorizer = %authorizer.as_str(),

@@ -1,6 +1,7 @@
 //! The calls that get a token: an account's from `cgi-bin/token` or `cgi-bin/stable_token`
 //! with its AppSecret, a platform's from `api_component_token` with its secret and newest
-//! ticket. Each answers the token and its lifetime, or WeChat's refusal as an `ApiError`.
+//! ticket, an authorized shop's from `api_authorizer_token` with its refresh token. Each
+//! answers the token and its lifetime, or WeChat's refusal as an `ApiError`.
 
 use serde_json::Value;
 
@@ -20,6 +21,7 @@ impl TokenAuthority {
         match grant {
             Grant::Account(app) => self.account_token(app, force).await,
             Grant::Component(c) => self.component_token(c).await,
+            Grant::Authorizer { component, appid } => self.authorizer_token(component, appid).await,
         }
     }
 
@@ -87,6 +89,12 @@ impl TokenAuthority {
         req: reqwest::RequestBuilder,
         field: &str,
     ) -> Result<(String, i64), ApiError> {
+        let v = self.answer(req).await?;
+        token_of(&v, field)
+    }
+
+    /// A token endpoint's JSON answer, or its refusal.
+    pub(super) async fn answer(&self, req: reqwest::RequestBuilder) -> Result<Value, ApiError> {
         // The request carries a secret: `outbound::send` reports errors without it.
         let answer = outbound::send(req, self.timeout, outbound::MAX_ANSWER_BYTES)
             .await
@@ -99,15 +107,20 @@ impl TokenAuthority {
                 ApiError::Garbled(format!("token endpoint answered HTTP {status}, not JSON"))
             }
         })?;
-        if let Some(code) = errcode_of(&v) {
-            return Err(ApiError::from_body(code, v));
+        match errcode_of(&v) {
+            Some(code) => Err(ApiError::from_body(code, v)),
+            None => Ok(v),
         }
-        let token = v
-            .get(field)
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| ApiError::Garbled(format!("token answer without {field}")))?;
-        let expires_in = v.get("expires_in").and_then(Value::as_i64).unwrap_or(7200);
-        Ok((token.to_owned(), expires_in))
     }
+}
+
+/// The token named `field` in a token endpoint's answer, and its lifetime.
+pub(super) fn token_of(v: &Value, field: &str) -> Result<(String, i64), ApiError> {
+    let token = v
+        .get(field)
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::Garbled(format!("token answer without {field}")))?;
+    let expires_in = v.get("expires_in").and_then(Value::as_i64).unwrap_or(7200);
+    Ok((token.to_owned(), expires_in))
 }

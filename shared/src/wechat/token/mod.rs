@@ -4,6 +4,7 @@
 //! authority keeps a third-party platform's component_access_token (`Grant::Component`,
 //! fetched with its newest ticket); `fetch` holds the calls that get either.
 
+mod authorizer;
 mod fetch;
 
 use std::sync::Arc;
@@ -12,17 +13,23 @@ use std::time::Duration;
 use tracing::{error, info, warn};
 
 use crate::config::{AppConfig, ComponentConfig, WechatConfig};
-use crate::store::{StoreError, Ticket, TokenStore, component_token_key};
+use crate::store::{RegistryStore, StoreError, Ticket, TokenStore, component_token_key};
 use crate::support::clock::Clock;
 
 use super::error::{ApiError, operator_hint};
 use crate::support::retry::{backoff, retry};
 
-/// Whose token: an account's (its AppSecret) or a platform's (its secret and ticket).
+/// Whose token: an account's (its AppSecret), a platform's (its secret and ticket), or an
+/// account a shop authorized the platform to serve (the platform's token and the shop's
+/// refresh token).
 #[derive(Clone, Copy)]
 pub(crate) enum Grant<'a> {
     Account(&'a AppConfig),
     Component(&'a ComponentConfig),
+    Authorizer {
+        component: &'a ComponentConfig,
+        appid: &'a str,
+    },
 }
 
 impl Grant<'_> {
@@ -31,6 +38,9 @@ impl Grant<'_> {
         match self {
             Grant::Account(app) => app.appid.as_str().to_owned(),
             Grant::Component(c) => component_token_key(c.appid.as_str()),
+            // An account's token, whoever fetches it: an appid is in the config or in the
+            // registry, never both (`authorize` refuses a configured one).
+            Grant::Authorizer { appid, .. } => (*appid).to_owned(),
         }
     }
 
@@ -39,6 +49,7 @@ impl Grant<'_> {
         match self {
             Grant::Account(app) => app.appid.as_str(),
             Grant::Component(c) => c.appid.as_str(),
+            Grant::Authorizer { appid, .. } => appid,
         }
     }
 }
@@ -56,6 +67,8 @@ pub(crate) enum Refresh {
 
 pub struct TokenAuthority {
     store: Arc<dyn TokenStore>,
+    /// Authorized accounts' refresh tokens (sealed).
+    registry: Arc<dyn RegistryStore>,
     http: reqwest::Client,
     api_base: String,
     clock: Arc<dyn Clock>,
@@ -74,12 +87,14 @@ pub struct TokenAuthority {
 impl TokenAuthority {
     pub fn new(
         store: Arc<dyn TokenStore>,
+        registry: Arc<dyn RegistryStore>,
         http: reqwest::Client,
         cfg: &WechatConfig,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             store,
+            registry,
             http,
             api_base: cfg.api_base.trim_end_matches('/').to_owned(),
             clock,
@@ -100,7 +115,37 @@ impl TokenAuthority {
 
     /// A usable component_access_token for the platform `c`, by the same rules.
     pub(crate) async fn component(&self, c: &ComponentConfig) -> Result<String, ApiError> {
-        self.get_or_fetch(Grant::Component(c), false).await
+        // Boxed: an authorizer's fetch asks for the platform's token from inside a fetch.
+        Box::pin(self.get_or_fetch(Grant::Component(c), false)).await
+    }
+
+    /// A usable authorizer_access_token for `appid`, a shop that authorized `c`.
+    pub(crate) async fn authorizer(
+        &self,
+        c: &ComponentConfig,
+        appid: &str,
+    ) -> Result<String, ApiError> {
+        self.get_or_fetch(
+            Grant::Authorizer {
+                component: c,
+                appid,
+            },
+            false,
+        )
+        .await
+    }
+
+    /// Marks the token stored for `appid` expired, whatever it is: a shop's new
+    /// authorization (or its withdrawal) ends the token it had (WeixinCloud/
+    /// wxcloudrun-wxcomponent#10: a re-authorized account's old token is refused).
+    pub(crate) async fn forget(&self, appid: &str) -> Result<(), StoreError> {
+        self.refusals.clear(appid);
+        if let Some(r) = self.store.get(appid).await?
+            && !r.token.is_empty()
+        {
+            self.store.invalidate(appid, &r.token).await?;
+        }
+        Ok(())
     }
 
     /// Stores a platform's ticket unless a newer one is stored (rule `ticket_put`). A
@@ -173,7 +218,8 @@ impl TokenAuthority {
         c: &ComponentConfig,
         failed: &str,
     ) -> Result<String, ApiError> {
-        self.renew(Grant::Component(c), failed).await
+        // Boxed, as `component`: it runs inside an authorizer's fetch.
+        Box::pin(self.renew(Grant::Component(c), failed)).await
     }
 
     async fn renew(&self, grant: Grant<'_>, failed: &str) -> Result<String, ApiError> {
@@ -245,7 +291,11 @@ impl TokenAuthority {
                 t
             }
             Err(e) => {
-                self.refusals.record(&key, &e, self.clock.unix_ms());
+                // A refused refresh token is the registry's to remember (for good), not
+                // the few seconds' fail-fast's.
+                if e.errcode() != authorizer::REFRESH_REFUSED {
+                    self.refusals.record(&key, &e, self.clock.unix_ms());
+                }
                 if let Err(se) = self.store.release(&key, &self.owner).await {
                     warn!(appid, error = %se, "could not release the token lease; it lapses by itself");
                 }
