@@ -12,11 +12,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tracing::warn;
 
-use super::error::{ApiError, TOKEN_INVALID, errcode_of};
-use super::token::TokenAuthority;
+use super::error::{ApiError, TOKEN_INVALID};
+use super::token::{TokenAuthority, json_answer};
 use crate::config::{ComponentConfig, WechatConfig};
 use crate::support::ids::Appid;
-use crate::support::outbound;
 use crate::support::secret::Secret;
 use crate::support::url::with_query;
 
@@ -134,22 +133,7 @@ impl PlatformApi {
             .post(url)
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(body.to_string());
-        // The URL carries the token: `outbound::send` reports errors without it.
-        let answer = outbound::send(req, self.timeout, outbound::MAX_ANSWER_BYTES)
-            .await
-            .map_err(|e| ApiError::Transport(e.to_string()))?;
-        let status = answer.status;
-        let v = answer.json().ok_or_else(|| {
-            if status >= 500 {
-                ApiError::Status(status)
-            } else {
-                ApiError::Garbled(format!("{path} answered HTTP {status}, not JSON"))
-            }
-        })?;
-        match errcode_of(&v) {
-            Some(code) => Err(ApiError::from_body(code, v)),
-            None => Ok(v),
-        }
+        json_answer(req, self.timeout).await
     }
 }
 

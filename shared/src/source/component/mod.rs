@@ -17,7 +17,7 @@ use crate::store::{Standing, Ticket};
 use crate::wechat::component::AuthEvent;
 use crate::wechat::message::Format;
 use crate::wechat::reply::{SUCCESS, encrypt_field};
-use crate::wechat::signature::{matches, msg_signature, push_signature};
+use crate::wechat::signature::{matches, msg_signature};
 
 /// WeChat reads a refused event's status and a plain-text reason, as for pushes.
 pub(crate) struct ComponentEvents;
@@ -52,29 +52,7 @@ pub(crate) fn authenticate<'a>(
     if req.method != http::Method::POST {
         return Err(refuse(405, "method not allowed"));
     }
-    let (Some(signature), Some(timestamp), Some(nonce)) = (
-        req.query("signature"),
-        req.query("timestamp"),
-        req.query("nonce"),
-    ) else {
-        return Err(refuse(401, "missing signature, timestamp or nonce"));
-    };
-    let Ok(ts) = timestamp.parse::<i64>() else {
-        return Err(refuse(400, "timestamp is not a number"));
-    };
-    let skew = ctx.config.callback.max_timestamp_skew_secs;
-    if skew > 0 && ctx.clock.unix_secs().abs_diff(ts) > skew {
-        return Err(refuse(
-            403,
-            "timestamp too far from now (replayed or clock skew)",
-        ));
-    }
-    if !matches(
-        &push_signature(c.token.expose(), timestamp, nonce),
-        signature,
-    ) {
-        return Err(refuse(401, "signature mismatch"));
-    }
+    super::signed_query(ctx, &c.token, req).map_err(|(status, why)| refuse(status, why))?;
     // The plain signature does not cover the body: an unencrypted event is never WeChat's.
     if req.query("encrypt_type") != Some("aes") {
         return Err(refuse(403, "authorization events come encrypted"));

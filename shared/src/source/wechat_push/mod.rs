@@ -24,7 +24,7 @@ use crate::wechat::kf::{PassivePlan, plan_mini_program_reply};
 use crate::wechat::message::{Format, Message};
 use crate::wechat::quota;
 use crate::wechat::reply::{SUCCESS, encrypt_field, encrypt_reply};
-use crate::wechat::signature::{matches, msg_signature, push_signature};
+use crate::wechat::signature::{matches, msg_signature};
 use crate::wechat::xml::Doc;
 
 /// Time kept back from the desk call to record its outcome (or queue it) before the
@@ -59,29 +59,7 @@ pub(crate) fn authenticate<'a>(
         .config
         .app(appid)
         .ok_or_else(|| refuse(404, "unknown appid"))?;
-    let (Some(signature), Some(timestamp), Some(nonce)) = (
-        req.query("signature"),
-        req.query("timestamp"),
-        req.query("nonce"),
-    ) else {
-        return Err(refuse(401, "missing signature, timestamp or nonce"));
-    };
-    let Ok(ts) = timestamp.parse::<i64>() else {
-        return Err(refuse(400, "timestamp is not a number"));
-    };
-    let skew = svc.config.callback.max_timestamp_skew_secs;
-    if skew > 0 && svc.clock.unix_secs().abs_diff(ts) > skew {
-        return Err(refuse(
-            403,
-            "timestamp too far from now (replayed or clock skew)",
-        ));
-    }
-    if !matches(
-        &push_signature(app.token.expose(), timestamp, nonce),
-        signature,
-    ) {
-        return Err(refuse(401, "signature mismatch"));
-    }
+    super::signed_query(svc, &app.token, req).map_err(|(status, why)| refuse(status, why))?;
     // WeChat sends an account in compatible or safe mode only encrypted pushes; the plain
     // `signature` does not cover the body, so a captured query would carry any body.
     if req.method == http::Method::POST

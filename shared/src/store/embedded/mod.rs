@@ -7,6 +7,7 @@
 mod inbox;
 mod media;
 mod queue;
+mod records;
 mod registry;
 mod tokens;
 
@@ -33,7 +34,7 @@ const OUTBOX: TableDefinition<&str, ()> = TableDefinition::new("outbox_by_due");
 /// The index before it was sorted by due time (`{appid}\0{shelf}\0{key}`): rebuilt into
 /// `OUTBOX` and dropped when a store from before opens.
 const OUTBOX_BY_KEY: TableDefinition<&str, ()> = TableDefinition::new("outbox");
-const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
+const TOKENS: records::Records = TableDefinition::new("tokens");
 const MAX_BATCH: usize = 1024;
 const SWEEP_EVERY: Duration = Duration::from_secs(600);
 

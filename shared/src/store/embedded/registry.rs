@@ -1,72 +1,32 @@
 //! The account registry on the embedded store: authorizers in their own redb table, each
-//! method one rule of `store::rules` in one write transaction; and the data key in a key
+//! method one rule of `store::rules` applied to a record (`records`); and the data key in a key
 //! file beside the database (`seal.key`, 32 random bytes, 0600), made on first use.
 
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 
 use async_trait::async_trait;
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::TableDefinition;
 
 use super::EmbeddedStore;
-use crate::store::queue::unavailable;
 use crate::store::{Authorizer, RegistryStore, Standing, StoreError, rules};
 use crate::support::seal::Sealer;
 
 const REGISTRY: TableDefinition<&str, &[u8]> = TableDefinition::new("registry");
 const KEY_FILE: &str = "seal.key";
 
-fn read(
-    table: &impl ReadableTable<&'static str, &'static [u8]>,
-    appid: &str,
-) -> Result<Option<Authorizer>, StoreError> {
-    match table.get(appid).map_err(unavailable)? {
-        Some(v) => serde_json::from_slice(v.value())
-            .map(Some)
-            .map_err(|e| StoreError::Corrupt(format!("authorizer {appid}: {e}"))),
-        None => Ok(None),
-    }
-}
-
-impl EmbeddedStore {
-    /// `rule` applied to one authorizer in its own write transaction; true when it wrote.
-    async fn authorizer_txn(
-        &self,
-        appid: &str,
-        rule: impl FnOnce(Option<&Authorizer>) -> Option<Authorizer> + Send + 'static,
-    ) -> Result<bool, StoreError> {
-        let appid = appid.to_owned();
-        self.write_txn(move |txn| {
-            let mut table = txn.open_table(REGISTRY).map_err(unavailable)?;
-            let current = read(&table, &appid)?;
-            let Some(rec) = rule(current.as_ref()) else {
-                return Ok(false);
-            };
-            let bytes = serde_json::to_vec(&rec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            table
-                .insert(appid.as_str(), bytes.as_slice())
-                .map_err(unavailable)?;
-            Ok(true)
-        })
-        .await
-    }
-}
-
 #[async_trait]
 impl RegistryStore for EmbeddedStore {
     async fn put_authorizer(&self, a: &Authorizer) -> Result<bool, StoreError> {
         let a = a.clone();
-        self.authorizer_txn(&a.appid.clone(), move |cur| rules::authorizer_put(cur, &a))
-            .await
+        self.record_txn(REGISTRY, a.appid.clone(), move |cur| {
+            rules::authorizer_put(cur, &a)
+        })
+        .await
     }
 
     async fn authorizer(&self, appid: &str) -> Result<Option<Authorizer>, StoreError> {
-        let txn = self.db.begin_read().map_err(unavailable)?;
-        match txn.open_table(REGISTRY) {
-            Ok(table) => read(&table, appid),
-            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
-            Err(e) => Err(unavailable(e)),
-        }
+        self.record(REGISTRY, appid)
     }
 
     async fn set_standing(
@@ -75,7 +35,7 @@ impl RegistryStore for EmbeddedStore {
         standing: Standing,
         at_ms: i64,
     ) -> Result<bool, StoreError> {
-        self.authorizer_txn(appid, move |cur| {
+        self.record_txn(REGISTRY, appid.to_owned(), move |cur| {
             rules::authorizer_standing(cur, standing, at_ms)
         })
         .await

@@ -1,33 +1,9 @@
 //! The access_token authority on the embedded store: each method applies its rule of
-//! `store::rules` in one write transaction (redb serialises them, so a read-check-write
-//! inside one is atomic like a conditional write).
-
-use async_trait::async_trait;
-use redb::{ReadableDatabase, ReadableTable};
+//! `store::rules` to a record of the tokens table (`records`).
 
 use super::{EmbeddedStore, TOKENS};
-use crate::store::queue::unavailable;
 use crate::store::{StoreError, Ticket, TokenRecord, TokenStore, rules, ticket_key};
-
-fn read(
-    table: &impl ReadableTable<&'static str, &'static [u8]>,
-    appid: &str,
-) -> Result<Option<TokenRecord>, StoreError> {
-    read_json(table, appid)
-}
-
-/// The record under `key`, whichever kind this table holds there.
-fn read_json<T: serde::de::DeserializeOwned>(
-    table: &impl ReadableTable<&'static str, &'static [u8]>,
-    key: &str,
-) -> Result<Option<T>, StoreError> {
-    match table.get(key).map_err(unavailable)? {
-        Some(v) => serde_json::from_slice(v.value())
-            .map(Some)
-            .map_err(|e| StoreError::Corrupt(format!("token {key}: {e}"))),
-        None => Ok(None),
-    }
-}
+use async_trait::async_trait;
 
 impl EmbeddedStore {
     /// `rule` applied to one account's record in its own write transaction; true when it
@@ -37,29 +13,14 @@ impl EmbeddedStore {
         appid: &str,
         rule: impl FnOnce(Option<&TokenRecord>) -> Option<TokenRecord> + Send + 'static,
     ) -> Result<bool, StoreError> {
-        let appid = appid.to_owned();
-        self.write_txn(move |txn| {
-            let mut table = txn.open_table(TOKENS).map_err(unavailable)?;
-            let current = read(&table, &appid)?;
-            let Some(rec) = rule(current.as_ref()) else {
-                return Ok(false);
-            };
-            let bytes = serde_json::to_vec(&rec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            table
-                .insert(appid.as_str(), bytes.as_slice())
-                .map_err(unavailable)?;
-            Ok(true)
-        })
-        .await
+        self.record_txn(TOKENS, appid.to_owned(), rule).await
     }
 }
 
 #[async_trait]
 impl TokenStore for EmbeddedStore {
     async fn get(&self, appid: &str) -> Result<Option<TokenRecord>, StoreError> {
-        let txn = self.db.begin_read().map_err(unavailable)?;
-        let table = txn.open_table(TOKENS).map_err(unavailable)?;
-        read(&table, appid)
+        self.record(TOKENS, appid)
     }
 
     async fn try_lease(
@@ -106,26 +67,14 @@ impl TokenStore for EmbeddedStore {
     }
 
     async fn put_ticket(&self, component_appid: &str, ticket: &Ticket) -> Result<bool, StoreError> {
-        let key = ticket_key(component_appid);
         let ticket = ticket.clone();
-        self.write_txn(move |txn| {
-            let mut table = txn.open_table(TOKENS).map_err(unavailable)?;
-            let current = read_json::<Ticket>(&table, &key)?;
-            let Some(rec) = rules::ticket_put(current.as_ref(), &ticket) else {
-                return Ok(false);
-            };
-            let bytes = serde_json::to_vec(&rec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            table
-                .insert(key.as_str(), bytes.as_slice())
-                .map_err(unavailable)?;
-            Ok(true)
+        self.record_txn(TOKENS, ticket_key(component_appid), move |cur| {
+            rules::ticket_put(cur, &ticket)
         })
         .await
     }
 
     async fn ticket(&self, component_appid: &str) -> Result<Option<Ticket>, StoreError> {
-        let txn = self.db.begin_read().map_err(unavailable)?;
-        let table = txn.open_table(TOKENS).map_err(unavailable)?;
-        read_json(&table, &ticket_key(component_appid))
+        self.record(TOKENS, &ticket_key(component_appid))
     }
 }

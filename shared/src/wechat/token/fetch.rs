@@ -95,22 +95,31 @@ impl TokenAuthority {
 
     /// A token endpoint's JSON answer, or its refusal.
     pub(super) async fn answer(&self, req: reqwest::RequestBuilder) -> Result<Value, ApiError> {
-        // The request carries a secret: `outbound::send` reports errors without it.
-        let answer = outbound::send(req, self.timeout, outbound::MAX_ANSWER_BYTES)
-            .await
-            .map_err(|e| ApiError::Transport(e.to_string()))?;
-        let status = answer.status;
-        let v = answer.json().ok_or_else(|| {
-            if status >= 500 {
-                ApiError::Status(status)
-            } else {
-                ApiError::Garbled(format!("token endpoint answered HTTP {status}, not JSON"))
-            }
-        })?;
-        match errcode_of(&v) {
-            Some(code) => Err(ApiError::from_body(code, v)),
-            None => Ok(v),
+        json_answer(req, self.timeout).await
+    }
+}
+
+/// A JSON call's answer within `timeout`, or WeChat's refusal (its errcode, whatever the
+/// HTTP status): for the token endpoints and the platform's own calls alike.
+pub(crate) async fn json_answer(
+    req: reqwest::RequestBuilder,
+    timeout: std::time::Duration,
+) -> Result<Value, ApiError> {
+    // The request carries a secret: `outbound::send` reports errors without it.
+    let answer = outbound::send(req, timeout, outbound::MAX_ANSWER_BYTES)
+        .await
+        .map_err(|e| ApiError::Transport(e.to_string()))?;
+    let status = answer.status;
+    let v = answer.json().ok_or_else(|| {
+        if status >= 500 {
+            ApiError::Status(status)
+        } else {
+            ApiError::Garbled(format!("WeChat answered HTTP {status}, not JSON"))
         }
+    })?;
+    match errcode_of(&v) {
+        Some(code) => Err(ApiError::from_body(code, v)),
+        None => Ok(v),
     }
 }
 

@@ -7,6 +7,8 @@
 mod authorizer;
 mod fetch;
 
+pub(crate) use fetch::json_answer;
+
 use std::sync::Arc;
 use std::time::Duration;
 
