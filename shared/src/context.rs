@@ -32,6 +32,10 @@ pub struct Context {
     pub platform: Arc<PlatformApi>,
     /// The account registry (a platform's authorized accounts).
     pub registry: Arc<dyn RegistryStore>,
+    /// Counts this process's own registry changes: a cached account read before the
+    /// latest one is read again (other processes see a change within `[registry]
+    /// cache_secs`).
+    registry_epoch: std::sync::atomic::AtomicU64,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -84,8 +88,22 @@ impl Context {
             wechat,
             platform,
             registry: stores.registry,
+            registry_epoch: Default::default(),
             clock,
         }
+    }
+
+    /// This process changed the registry (an authorization, a withdrawal, an operator's
+    /// change): its cached accounts are read again.
+    pub(crate) fn registry_changed(&self) {
+        self.registry_epoch
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+
+    /// How many registry changes this process has made.
+    pub(crate) fn registry_epoch(&self) -> u64 {
+        self.registry_epoch
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub fn media(&self) -> Media<'_> {

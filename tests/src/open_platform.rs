@@ -145,6 +145,16 @@ impl Platform {
         Some(code)
     }
 
+    /// WeChat authorizes its release-test account `appid` to the platform by itself (no
+    /// page) and hands the platform the query_auth_code it will push in a text
+    /// `QUERY_AUTH_CODE:<code>` ("全网发布接入检测说明").
+    pub fn release_test_code(&mut self, appid: &str) -> String {
+        let code = format!("queryauthcode@@@release-{}", self.next_serial());
+        self.auth_codes
+            .insert(code.clone(), (appid.to_owned(), vec![1], Instant::now()));
+        code
+    }
+
     /// Every component_access_token issued so far expires (42001 from now on).
     pub fn expire_component_tokens(&mut self) {
         let all: Vec<String> = self.component_tokens.drain().collect();
@@ -220,6 +230,18 @@ impl Platform {
         self.refresh_tokens.remove(appid);
     }
 
+    /// The shop `appid` withdraws its authorization: WeChat takes none of its tokens any
+    /// more (the `unauthorized` event is the test's to push).
+    pub fn withdraw(&mut self, appid: &str) {
+        self.refresh_tokens.remove(appid);
+        self.authorizer_tokens.retain(|_, a| a != appid);
+    }
+
+    /// The authorizer an authorizer_access_token was issued to, while it is valid.
+    pub fn authorizer_of(&self, token: &str) -> Option<&str> {
+        self.authorizer_tokens.get(token).map(String::as_str)
+    }
+
     fn query_auth(&mut self, v: &Value) -> Reply {
         self.query_auth_calls += 1;
         let code = v["authorization_code"].as_str().unwrap_or("");
@@ -282,6 +304,24 @@ impl Platform {
         self.component_tokens.insert(t.clone());
         Reply::json(json!({ "component_access_token": t, "expires_in": 7200 }))
     }
+}
+
+/// `plaintext` as WeChat pushes an authorized account's message to the platform's message
+/// URL: (query, body), signed with the platform's token and encrypted with its key for
+/// the platform's appid (not the account's), the envelope naming the account's original
+/// ID ("消息加解密接入指引").
+pub fn authorizer_push(
+    to_user: &str,
+    plaintext: &str,
+    timestamp: i64,
+    nonce: &str,
+) -> (String, String) {
+    let (query, body) = platform_push(plaintext, timestamp, nonce);
+    let body = body.replace(
+        &format!("<AppId><![CDATA[{COMPONENT_APPID}]]></AppId>"),
+        &format!("<ToUserName><![CDATA[{to_user}]]></ToUserName>"),
+    );
+    (query, body)
 }
 
 /// A ticket push's plaintext, as the documentation shows it.

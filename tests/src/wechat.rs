@@ -52,6 +52,8 @@ pub struct State {
     pub inject: HashMap<String, VecDeque<i64>>,
     /// Every accepted custom-send body.
     pub sent: Vec<Value>,
+    /// The access token of each custom send that passed the token check, in order.
+    pub sent_with: Vec<String>,
     /// Every custom-send attempt, accepted or not.
     pub send_attempts: usize,
     pub media: HashMap<String, (Bytes, String, String)>,
@@ -519,13 +521,23 @@ pub async fn start() -> WechatStandIn {
                 if s.expired.contains(&token) {
                     return err(42001, "access_token expired");
                 }
-                if !s.valid.contains(&token) {
-                    return err(
-                        40001,
-                        "invalid credential, access_token is invalid or not latest",
-                    );
+                // An account's own token, or an authorizer_access_token the platform was
+                // issued for a shop that still authorizes it.
+                let appid = match s.platform.authorizer_of(&token) {
+                    Some(shop) => shop.to_owned(),
+                    None if s.valid.contains(&token) => {
+                        s.token_app.get(&token).cloned().unwrap_or_default()
+                    }
+                    None => {
+                        return err(
+                            40001,
+                            "invalid credential, access_token is invalid or not latest",
+                        );
+                    }
+                };
+                if path == "/cgi-bin/message/custom/send" {
+                    s.sent_with.push(token.clone());
                 }
-                let appid = s.token_app.get(&token).cloned().unwrap_or_default();
                 if !s.mini_programs.contains(&appid) && !s.allow_list.contains(&seen.peer) {
                     return not_allowed(seen.peer);
                 }

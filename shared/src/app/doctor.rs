@@ -114,8 +114,8 @@ fn with_hint(e: &crate::wechat::error::ApiError) -> String {
 }
 
 async fn desk_check(svc: &Services, app: &AppConfig) -> Result<String, String> {
-    match svc.desk(&app.appid) {
-        Some(desk) => desk.check().await,
+    match svc.account(app.appid.as_str()).await {
+        Some(account) => account.desk.check().await,
         None => Err("no desk is configured".into()),
     }
 }
@@ -130,8 +130,9 @@ pub async fn run(svc: &Services, only: Option<&str>) -> Vec<Check> {
     }
     match only {
         None => out.extend(component(svc).await),
-        // Not a configured account: perhaps a shop that authorized the platform.
-        Some(appid) if out.is_empty() => out.extend(authorizer(svc, appid).await),
+        // Not a configured account: a stored one (a shop that authorized the platform,
+        // or one `accounts add` added).
+        Some(appid) if out.is_empty() => out.extend(stored(svc, appid).await),
         Some(_) => {}
     }
     out
@@ -166,6 +167,32 @@ pub async fn authorizer(svc: &Services, appid: &str) -> Option<Check> {
         name: "authorizer_access_token",
         result,
     })
+}
+
+/// A stored account's checks: its standing, then (while it is served) its token and desk.
+/// A shop whose refresh token WeChat refused is closed, and the standing check says so.
+pub async fn stored(svc: &Services, appid: &str) -> Vec<Check> {
+    let Some(account) = svc.account(appid).await else {
+        // Not servable: a shop may still have a record, whose token is checked as before.
+        return authorizer(svc, appid).await.into_iter().collect();
+    };
+    let standing = account.standing.map_or("configured", |s| s.as_str());
+    let mut out = vec![Check {
+        appid: appid.to_owned(),
+        name: "standing",
+        result: if account.serves() {
+            Ok(format!("{standing}: its routes are open"))
+        } else {
+            Err(format!(
+                "{standing}: its routes answer 404 and its queued messages are told back to its desk"
+            ))
+        },
+    }];
+    if account.serves() {
+        out.push(access_token(svc, &account.app).await);
+        out.push(desk(svc, &account.app).await);
+    }
+    out
 }
 
 /// The accounts a run covers: all, or just `only`.

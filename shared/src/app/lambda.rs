@@ -92,12 +92,14 @@ pub async fn handle(svc: &Arc<Services>, kind: RouteKind, req: lambda_http::Requ
                 .map(|appid| crate::http::Route {
                     kind,
                     appid: appid.to_owned(),
+                    platform: p.first("platform").unwrap_or("").to_owned(),
                     key: key.clone(),
                 })
                 .or_else(|| {
                     key.map(|k| crate::http::Route {
                         kind,
                         appid: String::new(),
+                        platform: String::new(),
                         key: Some(k),
                     })
                 })

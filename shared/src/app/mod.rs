@@ -2,6 +2,7 @@
 //! handlers, and the ways to run them (Lambda, the local server, the doctor, the token
 //! refresher). Nothing below this module imports it.
 
+pub mod accounts;
 pub mod admin;
 pub mod beside;
 #[cfg(feature = "local")]
@@ -22,7 +23,6 @@ pub mod simulate;
 pub mod urls;
 pub mod worker;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::{Config, ConfigError, DeskConfig};
@@ -45,11 +45,12 @@ pub enum InitError {
     Secret(String),
 }
 
-/// The context and every account's desk, built once at start-up and shared by every
-/// request. Reads as its context (`svc.config`, `svc.inbox`, ...).
+/// The context and the accounts with their desks (the config's built once at start-up, the
+/// registry's on first use), shared by every request. Reads as its context (`svc.config`,
+/// `svc.inbox`, ...).
 pub struct Services {
     pub ctx: Context,
-    desks: HashMap<crate::config::Appid, Arc<dyn Desk>>,
+    accounts: accounts::Accounts,
     /// Kept to build the next services on the same connections (a config reload).
     stores: Stores,
 }
@@ -88,13 +89,12 @@ impl Services {
             );
         }
         let ctx = Context::new(config, stores.clone(), clock);
-        let desks = ctx
-            .config
-            .apps
-            .iter()
-            .map(|app| (app.appid.clone(), desk_for(&ctx, app)))
-            .collect();
-        Services { ctx, desks, stores }
+        let accounts = accounts::Accounts::new(&ctx, |app| desk_for(&ctx, app));
+        Services {
+            ctx,
+            accounts,
+            stores,
+        }
     }
 
     /// Services for a new config on this one's stores and clock.
@@ -102,8 +102,54 @@ impl Services {
         Self::with_parts(config, self.stores.clone(), self.ctx.clock.clone())
     }
 
-    pub fn desk(&self, appid: &str) -> Option<&Arc<dyn Desk>> {
-        self.desks.get(appid)
+    /// The account `appid` names, in whatever standing: the config's, or the registry's
+    /// through the cache.
+    pub async fn account(&self, appid: &str) -> Option<Arc<accounts::Account>> {
+        let desk = |app: &crate::config::AppConfig| desk_for(&self.ctx, app);
+        self.accounts.find(&self.ctx, appid, &desk).await
+    }
+
+    /// The account `appid` names while it is served (its routes open).
+    pub async fn serving(&self, appid: &str) -> Option<Arc<accounts::Account>> {
+        self.account(appid).await.filter(|a| a.serves())
+    }
+
+    /// One of WeChat's release-test accounts (`handlers::release`) that the registry does
+    /// not hold, served through `platform` while its `release_test` is on: its pushes are
+    /// answered by the test's rules and reach no desk (an echo desk stands in the account).
+    pub(crate) fn release_test_account(
+        &self,
+        platform: &str,
+        appid: &str,
+    ) -> Option<Arc<accounts::Account>> {
+        let c = self
+            .config
+            .component
+            .as_ref()
+            .filter(|c| c.release_test && c.appid.as_str() == platform)?;
+        if !handlers::release::TEST_ACCOUNTS.contains(&appid) {
+            return None;
+        }
+        let desk = DeskConfig::Echo(crate::config::EchoConfig {
+            prefix: String::new(),
+        });
+        let app = crate::config::authorized_account(c, appid, None, None, desk).ok()?;
+        Some(Arc::new(accounts::Account {
+            desk: desk_for(&self.ctx, &app),
+            app,
+            standing: None,
+        }))
+    }
+
+    /// The config's accounts.
+    pub fn configured(&self) -> impl Iterator<Item = &Arc<accounts::Account>> {
+        self.accounts.configured()
+    }
+
+    /// How many registry reads this process holds (the cache's bound is
+    /// `[registry] cache_entries`).
+    pub fn cached_accounts(&self) -> usize {
+        self.accounts.cached_len()
     }
 }
 

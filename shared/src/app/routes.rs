@@ -115,12 +115,39 @@ pub(crate) struct Lambda {
     pub method: &'static str,
 }
 
+/// The account a request names, read before its head check (a stored one through the
+/// registry cache): the path's `{appid}`, or Udesk's `?appid=`. None for routes that
+/// name none, and for an account whose routes are closed (withdrawn, disabled).
+async fn account_named(
+    svc: &Services,
+    route: &Route,
+    req: &Request,
+) -> Option<Arc<crate::app::accounts::Account>> {
+    match route.kind {
+        RouteKind::ComponentEvents
+        | RouteKind::ComponentAuthorize
+        | RouteKind::ComponentAuthorized
+        | RouteKind::StagedMedia => None,
+        _ if route.appid.is_empty() => {
+            let appid = handlers::udesk::named_in_query(route.kind, req)?;
+            svc.serving(&appid).await
+        }
+        RouteKind::ComponentPush => match svc.serving(&route.appid).await {
+            Some(a) => Some(a),
+            // WeChat's test accounts, during the platform's release test only.
+            None => svc.release_test_account(&route.platform, &route.appid),
+        },
+        _ => svc.serving(&route.appid).await,
+    }
+}
+
 /// A runner from a head check and the handler taking its proof.
 macro_rules! gated {
     ($check:path => $serve:path) => {
         |svc, route, mut req, body| {
             Box::pin(async move {
-                let proof = match $check(svc, route, &req) {
+                let account = account_named(svc, route, &req).await;
+                let proof = match $check(svc, account.as_deref(), route, &req) {
                     Ok(proof) => proof,
                     // A typed refusal becomes its protocol's answer (and its log line).
                     Err(refused) => return refused.into(),
@@ -137,7 +164,7 @@ macro_rules! gated {
 }
 
 /// Every route.
-pub(crate) static ROUTES: [RouteDecl; 12] = [
+pub(crate) static ROUTES: [RouteDecl; 13] = [
     RouteDecl {
         kind: RouteKind::WechatCallback,
         paths: &["/wechat/{appid}"],
@@ -145,6 +172,17 @@ pub(crate) static ROUTES: [RouteDecl; 12] = [
             function: "wechat-callback",
             path: "/wechat/{appid}",
             method: "ANY",
+        }),
+        body: BodyLimit::Push,
+        run: gated!(handlers::wechat::check => handlers::wechat::serve),
+    },
+    RouteDecl {
+        kind: RouteKind::ComponentPush,
+        paths: &["/wechat/component/{platform}/{appid}"],
+        lambda: Some(Lambda {
+            function: "component-push",
+            path: "/wechat/component/{platform}/{appid}",
+            method: "POST",
         }),
         body: BodyLimit::Push,
         run: gated!(handlers::wechat::check => handlers::wechat::serve),
@@ -314,22 +352,25 @@ fn matched(kind: RouteKind, pattern: &str, segs: &[&str]) -> Option<Route> {
     if !fits {
         return None;
     }
-    let (mut appid, mut key) = ("", None);
+    let (mut appid, mut platform, mut key) = ("", "", None);
     for (part, seg) in parts.iter().zip(segs) {
         match *part {
             "{appid}" => appid = *seg,
+            "{platform}" => platform = *seg,
             "{key}" => key = Some(crate::support::secret::Secret::new(*seg)),
             "{rest}" => {}
             literal if literal == *seg => {}
             _ => return None,
         }
     }
-    if !appid.is_empty() && crate::support::ids::Appid::parse(appid).is_err() {
+    let bad = |id: &str| !id.is_empty() && crate::support::ids::Appid::parse(id).is_err();
+    if bad(appid) || bad(platform) {
         return None;
     }
     Some(Route {
         kind,
         appid: appid.to_owned(),
+        platform: platform.to_owned(),
         key,
     })
 }
@@ -374,6 +415,12 @@ mod tests {
         assert!(find("/media").is_none());
         assert_eq!(find("/media/a/b").unwrap().kind, RouteKind::StagedMedia);
         assert!(find("/nowhere/wx1").is_none());
+        let r = find("/wechat/component/wxcomp/wxshop").unwrap();
+        assert_eq!(
+            (r.kind, r.platform.as_str(), r.appid.as_str()),
+            (RouteKind::ComponentPush, "wxcomp", "wxshop")
+        );
+        assert!(find("/wechat/component/wx%2F/wxshop").is_none());
     }
 
     /// template.yaml declares exactly the table's functions, each with its route's path
@@ -425,6 +472,7 @@ mod tests {
             for p in d.paths {
                 let sample = p
                     .replace("{appid}", "wx1234")
+                    .replace("{platform}", "wxcomp")
                     .replace("{key}", "k")
                     .replace("{rest}", "a/b");
                 let found = find(&sample).map(|r| r.kind);

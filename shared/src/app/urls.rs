@@ -41,6 +41,13 @@ pub fn urls(config: &Config, only: Option<&str>, base: &str) -> Vec<Url> {
             purpose: format!("{} third-party platform authorization event URL", c.appid),
             url: format!("{base}/component/{}/events", c.appid),
         });
+        out.push(Url::Paste {
+            purpose: format!(
+                "{} third-party platform message and event URL ($APPID$ as written)",
+                c.appid
+            ),
+            url: format!("{base}/wechat/component/{}/$APPID$", c.appid),
+        });
         out.push(match authorize_page(config) {
             Ok(url) => Url::Paste {
                 purpose: format!("{} page shops open to authorize the platform", c.appid),
@@ -69,12 +76,18 @@ pub fn authorize_page(config: &Config) -> Result<String, &'static str> {
     Ok(format!("{base}/component/{}/authorize", c.appid))
 }
 
-fn account_urls(app: &AppConfig, base: &str) -> Vec<Url> {
+/// One account's URLs under `base`: a stored account's as a configured one's (a shop's
+/// account served through the platform has the platform's message URL for its pushes).
+pub fn account_urls(app: &AppConfig, base: &str) -> Vec<Url> {
     let id = &app.appid;
     let desk_key = app.gateway_key.as_ref();
+    let push = match &app.platform {
+        Some(c) => format!("{base}/wechat/component/{}/{id}", c.appid),
+        None => format!("{base}/wechat/{id}"),
+    };
     let mut out = vec![Url::Paste {
         purpose: format!("{id} WeChat push URL"),
-        url: format!("{base}/wechat/{id}"),
+        url: push,
     }];
     let desk_route = match &app.desk {
         DeskConfig::UdeskWechat(_) => Some(("Udesk simulated WeChat domain", "udesk")),
@@ -186,6 +199,7 @@ callback_token = "cbtoken"
             shown,
             [
                 "wxcomp third-party platform authorization event URL: https://api/component/wxcomp/events",
+                "wxcomp third-party platform message and event URL ($APPID$ as written): https://api/wechat/component/wxcomp/$APPID$",
                 "wxcomp page shops open to authorize the platform: closed (no [component] public_base_url: set the platform's entry domain)",
             ]
         );

@@ -27,8 +27,13 @@ async fn run_group(svc: &Services, jobs: Vec<Leased>) -> Vec<(Leased, Settle)> {
         let settle = if blocked {
             Settle::Behind
         } else {
-            let desk = svc.desk(leased.job.appid()).map(|d| d.as_ref());
-            outbox::run(svc, desk, &leased.job).await
+            let account = svc.account(leased.job.appid()).await;
+            let target = account.as_deref().map(|a| outbox::Target {
+                app: &a.app,
+                desk: a.desk.as_ref(),
+                closed: a.standing.filter(|_| !a.serves()).map(|s| s.as_str()),
+            });
+            outbox::run(svc, target, &leased.job).await
         };
         blocked |= settle != Settle::Done;
         out.push((leased, settle));

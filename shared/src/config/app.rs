@@ -48,6 +48,12 @@ pub struct AppConfig {
     /// messages then go through its sendmsg API instead of custom send.
     #[serde(default)]
     pub chatbot: Option<ChatbotConfig>,
+    /// Set only for a shop's account served through the install's third-party platform
+    /// (built from the registry, never read from a document): its token and key are the
+    /// platform's, its receive-id the platform's appid, its access token
+    /// `api_authorizer_token`'s.
+    #[serde(skip)]
+    pub(crate) platform: Option<std::sync::Arc<super::ComponentConfig>>,
 }
 
 /// An account's decoded EncodingAESKeys: the current one and, during a rotation, the one
@@ -135,6 +141,13 @@ impl ChatbotConfig {
 }
 
 impl AppConfig {
+    /// The appid its encrypted messages carry (WeChat's receive-id): the platform's for a
+    /// shop's account served through it, its own otherwise ("消息加解密接入指引",
+    /// developers.weixin.qq.com/doc/oplatform/Third-party_Platforms/2.0/api/Before_Develop/Message_encryption_and_decryption.html).
+    pub(crate) fn receive_id(&self) -> &Appid {
+        self.platform.as_ref().map_or(&self.appid, |c| &c.appid)
+    }
+
     /// The account's ciphers; none in plain mode.
     pub(crate) fn ciphers(&self) -> Option<AppCiphers<'_>> {
         self.encoding_aes_key.as_ref().map(|current| AppCiphers {

@@ -6,7 +6,7 @@
 
 use serde::Deserialize;
 
-use super::{Appid, ConfigError, Secret, invalid};
+use super::{Appid, ConfigError, DeskConfig, Secret, invalid};
 use crate::wechat::crypto::MsgCrypt;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -26,6 +26,16 @@ pub struct ComponentConfig {
     /// Unset: those routes are closed (WeChat refuses any other domain).
     #[serde(default)]
     pub public_base_url: Option<String>,
+    /// The desk of every authorized shop that `wxdesk-local accounts add` gave none (the
+    /// same shape as `[apps.desk]`: for example one Udesk tenant or one Tencent IM app for
+    /// all shops, each shop's conversations labelled by its appid). Unset: a shop without
+    /// a desk of its own is not served (its pushes answer 404, and doctor says so).
+    #[serde(default)]
+    pub desk: Option<DeskConfig>,
+    /// Answers WeChat's release test (全网发布接入检测) for its test accounts: off except
+    /// while the platform is being released (docs/platform.md: The release test).
+    #[serde(default)]
+    pub release_test: bool,
 }
 
 impl ComponentConfig {
@@ -47,6 +57,9 @@ impl ComponentConfig {
                     "must be https://<the entry domain>, without a trailing /",
                 ));
             }
+        }
+        if let Some(desk) = &self.desk {
+            desk.check(&|k| format!("component.desk.{k}"))?;
         }
         // The platform's token record and an account's share one key space.
         if apps.iter().any(|a| a.appid == self.appid) {

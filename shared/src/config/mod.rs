@@ -21,8 +21,8 @@ pub use self::app::{AppCiphers, AppConfig, ChatbotConfig};
 pub use self::component::ComponentConfig;
 pub use self::desk::{DeskConfig, EchoConfig, TencentImConfig, UdeskImConfig, UdeskWechatConfig};
 pub use self::sections::{
-    CallbackConfig, DeliveryConfig, FetchConfig, MediaConfig, QuotaConfig, ServerConfig,
-    StoreConfig, WechatConfig,
+    CallbackConfig, DeliveryConfig, FetchConfig, MediaConfig, QuotaConfig, RegistryConfig,
+    ServerConfig, StoreConfig, WechatConfig,
 };
 pub use crate::support::ids::Appid;
 pub use crate::support::secret::Secret;
@@ -70,6 +70,8 @@ struct RawConfig {
     #[serde(default)]
     server: ServerConfig,
     #[serde(default)]
+    registry: RegistryConfig,
+    #[serde(default)]
     component: Option<ComponentConfig>,
     #[serde(default)]
     apps: Vec<AppConfig>,
@@ -84,6 +86,7 @@ pub struct Config {
     pub media: MediaConfig,
     pub fetch: FetchConfig,
     pub server: ServerConfig,
+    pub registry: RegistryConfig,
     /// Present: the install is also a third-party platform (`config::component`).
     pub component: Option<ComponentConfig>,
     pub apps: Vec<AppConfig>,
@@ -122,6 +125,7 @@ impl Config {
         raw.server.check()?;
         raw.callback.check()?;
         raw.delivery.check()?;
+        raw.registry.check()?;
         checks::check_windows(&raw.callback, &raw.apps)?;
         if let Some(c) = &raw.component {
             c.check(&raw.apps)?;
@@ -138,6 +142,7 @@ impl Config {
             media: raw.media,
             fetch: raw.fetch,
             server: raw.server,
+            registry: raw.registry,
             component: raw.component,
             apps: raw.apps,
             version: crate::support::hex::sha256_hex(text.as_bytes()),
@@ -174,6 +179,57 @@ impl Config {
     pub fn app(&self, appid: &str) -> Option<&AppConfig> {
         self.by_appid.get(appid).map(|&i| &self.apps[i])
     }
+}
+
+/// An account's `[[apps]]` entry kept in the registry (TOML, as `wxdesk-local accounts
+/// add` took it), checked as the config's are; `desk` replaces its desk.
+pub(crate) fn account_from_toml(
+    text: &str,
+    desk: Option<DeskConfig>,
+) -> Result<AppConfig, ConfigError> {
+    let mut app: AppConfig = toml::from_str(text).map_err(|e| syntax_error(text, &e))?;
+    if let Some(d) = desk {
+        app.desk = d;
+    }
+    app.check(&|k| format!("account.{k}"))?;
+    Ok(app)
+}
+
+/// A desk kept in the registry (`[apps.desk]`'s TOML), checked.
+pub(crate) fn desk_from_toml(text: &str) -> Result<DeskConfig, ConfigError> {
+    let desk: DeskConfig = toml::from_str(text).map_err(|e| syntax_error(text, &e))?;
+    desk.check(&|k| format!("desk.{k}"))?;
+    Ok(desk)
+}
+
+/// A shop's account served through the platform `c`: the platform's token and key (WeChat
+/// encrypts every authorized account's pushes with them), tokens from
+/// `api_authorizer_token`, no AppSecret.
+pub(crate) fn authorized_account(
+    c: &ComponentConfig,
+    appid: &str,
+    name: Option<String>,
+    kind: Option<AppKind>,
+    desk: DeskConfig,
+) -> Result<AppConfig, ConfigError> {
+    let appid = Appid::parse(appid).map_err(|e| invalid("appid", e.to_string()))?;
+    Ok(AppConfig {
+        appid,
+        name,
+        kind: kind.unwrap_or(AppKind::OfficialAccount),
+        token: c.token.clone(),
+        encoding_aes_key: Some(c.encoding_aes_key.clone()),
+        previous_encoding_aes_key: None,
+        allow_plaintext: false,
+        secret: Secret::new(String::new()),
+        stable_token: false,
+        gateway_key: None,
+        previous_gateway_key: None,
+        skip_events: None,
+        desk,
+        chatbot: None,
+        platform: Some(std::sync::Arc::new(c.clone())),
+    })
 }
 
 /// toml's own Display quotes the offending source line, which may hold a secret, and its

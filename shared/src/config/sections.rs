@@ -159,6 +159,39 @@ impl Default for FetchConfig {
     }
 }
 
+/// The accounts the store holds rather than the config (authorized shops, and those
+/// `wxdesk-local accounts add` adds): each process reads them through a cache, so that a
+/// push costs no store read per message and 10,000 accounts cost no start-up time.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// A stored account is read again after this: a change (added, disabled, withdrawn, a
+    /// new key) is in force in every process within it.
+    pub cache_secs: u64,
+    /// At most this many accounts (and unknown appids) are cached per process.
+    pub cache_entries: usize,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            cache_secs: 30,
+            cache_entries: 4096,
+        }
+    }
+}
+
+impl RegistryConfig {
+    pub(super) fn check(&self) -> Result<(), ConfigError> {
+        within("registry.cache_secs", self.cache_secs, 1..=3600)?;
+        within(
+            "registry.cache_entries",
+            self.cache_entries as u64,
+            16..=1_000_000,
+        )
+    }
+}
+
 /// The local server's connection limits (Lambda sits behind API Gateway, which has its own).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]

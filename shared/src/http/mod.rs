@@ -205,6 +205,9 @@ pub enum RouteKind {
     ComponentAuthorize,
     /// `GET /component/{component_appid}/authorized?auth_code=`: WeChat's redirect back.
     ComponentAuthorized,
+    /// `POST /wechat/component/{component_appid}/{appid}`: pushes for a shop's account
+    /// served through the platform (the platform's message URL, `$APPID$` replaced).
+    ComponentPush,
 }
 
 /// The largest body of a Udesk media upload: a 10 MB video plus the multipart framing.
@@ -227,6 +230,9 @@ pub struct Route {
     pub kind: RouteKind,
     /// From the path; empty when the request names it in `?appid=` instead.
     pub appid: String,
+    /// The third-party platform's appid in a path that names one besides the account's
+    /// (`/wechat/component/{platform}/{appid}`); empty otherwise.
+    pub platform: String,
     /// The secret path segment of routes that have one.
     pub key: Option<crate::support::secret::Secret>,
 }

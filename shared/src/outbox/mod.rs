@@ -226,9 +226,21 @@ enum Verdict {
     Dead(String),
 }
 
+/// The account a job is for, as the worker found it.
+#[derive(Clone, Copy)]
+pub struct Target<'a> {
+    pub app: &'a AppConfig,
+    pub desk: &'a dyn Desk,
+    /// Why its messages are not delivered any more (withdrawn, disabled): its queued
+    /// messages die, and an agent's is told back to the desk.
+    pub closed: Option<&'a str>,
+}
+
 /// Runs one job: takes its entry (one conditional write, so one worker of any number
-/// delivers it), delivers, and records what happened. `desk` is the entry's account's.
-pub async fn run(ctx: &Context, desk: Option<&dyn Desk>, job: &Job) -> Settle {
+/// delivers it), delivers, and records what happened. `target` is the entry's account
+/// (None: no account has its appid any more).
+pub async fn run(ctx: &Context, target: Option<Target<'_>>, job: &Job) -> Settle {
+    let desk = target.map(|t| t.desk);
     let cfg = &ctx.config.delivery;
     let now = ctx.clock.unix_ms();
     let found = entry_ref(&job.key);
@@ -262,10 +274,13 @@ pub async fn run(ctx: &Context, desk: Option<&dyn Desk>, job: &Job) -> Settle {
     };
     let claimed = Claimed::taken(&job.key, &claim_id);
     let started = Instant::now();
-    let verdict = match ctx.config.app(&entry.appid) {
+    let verdict = match target {
         None => Verdict::Dead("the account is no longer configured".into()),
-        Some(app) if is_agent_message(&entry) => agent_message(ctx, app, &entry.payload).await,
-        Some(app) => customer_message(ctx, desk, app, &entry).await,
+        Some(Target {
+            closed: Some(why), ..
+        }) => Verdict::Dead(format!("the account is closed ({why})")),
+        Some(t) if is_agent_message(&entry) => agent_message(ctx, t.app, &entry.payload).await,
+        Some(t) => customer_message(ctx, desk, t.app, &entry).await,
     };
     metric(
         "DeliveryLatency",

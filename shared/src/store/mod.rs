@@ -24,7 +24,7 @@ pub(crate) use media::{MEDIA_TTL, safe_segment};
 pub use media::{MediaStore, MediaSweep, OpenedMedia, StagedMedia};
 pub(crate) use not_configured::NotConfigured;
 pub(crate) use registry::authorizer_context;
-pub use registry::{Authorizer, RegistryStore, Standing};
+pub use registry::{AccountSettings, Authorizer, RegistryStore, Standing};
 pub use tokens::{Ticket, TokenRecord, TokenStore};
 pub(crate) use tokens::{component_token_key, ticket_key};
 

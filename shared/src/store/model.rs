@@ -205,6 +205,34 @@ impl RegistryStore for ModelStore {
         map.insert(appid.to_owned(), rec);
         Ok(true)
     }
+    async fn set_settings(
+        &self,
+        appid: &str,
+        sealed: &str,
+        at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut map = self.authorizers.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(rec) = rules::authorizer_settings(map.get(appid), sealed, at_ms) else {
+            return Ok(false);
+        };
+        map.insert(appid.to_owned(), rec);
+        Ok(true)
+    }
+    async fn authorizers(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Authorizer>, StoreError> {
+        let map = self.authorizers.lock().unwrap_or_else(|p| p.into_inner());
+        let from = after.map_or(std::ops::Bound::Unbounded, |a| {
+            std::ops::Bound::Excluded(a.to_owned())
+        });
+        Ok(map
+            .range((from, std::ops::Bound::Unbounded))
+            .take(limit)
+            .map(|(_, a)| a.clone())
+            .collect())
+    }
     /// A key of zeros: the model keeps nothing secret (it is never a store to run on).
     async fn sealer(&self) -> Result<crate::support::seal::Sealer, StoreError> {
         Ok(crate::support::seal::Sealer::new(&[0u8; 32]))

@@ -31,6 +31,12 @@ impl RegistryStore for NotConfigured {
     async fn set_standing(&self, _: &str, _: Standing, _: i64) -> Result<bool, StoreError> {
         Err(self.err())
     }
+    async fn set_settings(&self, _: &str, _: &str, _: i64) -> Result<bool, StoreError> {
+        Err(self.err())
+    }
+    async fn authorizers(&self, _: Option<&str>, _: usize) -> Result<Vec<Authorizer>, StoreError> {
+        Err(self.err())
+    }
     async fn sealer(&self) -> Result<crate::support::seal::Sealer, StoreError> {
         Err(self.err())
     }

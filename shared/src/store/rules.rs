@@ -337,11 +337,30 @@ pub(crate) fn token_invalidate(current: Option<&TokenRecord>, token: &str) -> Op
 
 /// Rule `authorizer_put`: an authorization is stored unless the stored one changed later
 /// (an `authorized` event and the redirect race; a late retry must not undo a withdrawal).
+/// The stored settings stay (a new authorization keeps the shop's gateway key and desk);
+/// only `authorizer_settings` replaces them.
 pub(crate) fn authorizer_put(current: Option<&Authorizer>, new: &Authorizer) -> Option<Authorizer> {
     match current {
         Some(c) if c.changed_at_ms > new.changed_at_ms => None,
+        Some(c) if c.sealed_settings.is_some() => Some(Authorizer {
+            sealed_settings: c.sealed_settings.clone(),
+            ..new.clone()
+        }),
         _ => Some(new.clone()),
     }
+}
+
+/// Rule `authorizer_settings`: a stored account's settings are replaced unless it changed
+/// later than `at_ms`.
+pub(crate) fn authorizer_settings(
+    current: Option<&Authorizer>,
+    sealed: &str,
+    at_ms: i64,
+) -> Option<Authorizer> {
+    let mut rec = current.filter(|c| c.changed_at_ms <= at_ms)?.clone();
+    rec.sealed_settings = Some(sealed.to_owned());
+    rec.changed_at_ms = at_ms;
+    Some(rec)
 }
 
 /// Rule `authorizer_standing`: a stored authorizer moves to `standing` unless it changed
@@ -424,7 +443,22 @@ mod tests {
             permissions: vec![1],
             standing,
             changed_at_ms,
+            sealed_settings: None,
         }
+    }
+
+    #[test]
+    fn settings_survive_a_new_authorization_and_change_only_by_their_rule() {
+        let mut first = authorizer(Standing::Authorized, 5);
+        first.sealed_settings = Some("v1:key".into());
+        let again = authorizer(Standing::Authorized, 9);
+        let kept = authorizer_put(Some(&first), &again).unwrap();
+        assert_eq!(kept.sealed_settings.as_deref(), Some("v1:key"));
+        assert_eq!(kept.changed_at_ms, 9);
+        let changed = authorizer_settings(Some(&kept), "v1:new", 10).unwrap();
+        assert_eq!(changed.sealed_settings.as_deref(), Some("v1:new"));
+        assert_eq!(authorizer_settings(Some(&changed), "v1:old", 9), None);
+        assert_eq!(authorizer_settings(None, "v1:x", 9), None);
     }
 
     #[test]

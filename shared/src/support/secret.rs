@@ -26,3 +26,10 @@ impl std::fmt::Debug for Secret {
         f.write_str("<redacted>")
     }
 }
+
+/// A new gateway key: 32 hex digits (128 random bits), a URL path segment and a password.
+pub(crate) fn new_gateway_key() -> Secret {
+    let mut b = [0u8; 16];
+    rand::fill(&mut b);
+    Secret::new(crate::support::hex::hex_lower(&b))
+}

@@ -17,7 +17,7 @@ pub(crate) mod token;
 pub mod xml;
 
 /// What kind of WeChat account an appid is; it decides which messages it can send and take.
-#[derive(Debug, Clone, Copy, serde::Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, serde::Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum AppKind {
     OfficialAccount,

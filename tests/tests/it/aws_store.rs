@@ -590,6 +590,7 @@ async fn registry_rules(
         permissions: vec![1, 15],
         standing,
         changed_at_ms,
+        sealed_settings: None,
     };
     assert_eq!(store.authorizer(&appid).await.unwrap(), None);
     assert!(
@@ -647,6 +648,44 @@ async fn registry_rules(
         again.authorizer(&appid).await.unwrap(),
         Some(a(Standing::Authorized, 30))
     );
+    // Settings: stored with the first authorization that has them, kept by a later one
+    // that brings others (a shop authorizing again keeps its gateway key), replaced only
+    // by `set_settings`, and not by an older change.
+    let with = |at, settings: &str| Authorizer {
+        sealed_settings: Some(settings.to_owned()),
+        ..a(Standing::Authorized, at)
+    };
+    assert!(store.put_authorizer(&with(40, "v1:first")).await.unwrap());
+    assert!(store.put_authorizer(&with(50, "v1:second")).await.unwrap());
+    let kept = again.authorizer(&appid).await.unwrap().unwrap();
+    assert_eq!(
+        (kept.sealed_settings.as_deref(), kept.changed_at_ms),
+        (Some("v1:first"), 50)
+    );
+    assert!(!store.set_settings(&appid, "v1:old", 45).await.unwrap());
+    assert!(store.set_settings(&appid, "v1:new", 60).await.unwrap());
+    assert!(!store.set_settings("wxnobody", "v1:x", 60).await.unwrap());
+    let changed = again.authorizer(&appid).await.unwrap().unwrap();
+    assert_eq!(changed.sealed_settings.as_deref(), Some("v1:new"));
+    // Paging: every stored account once, in pages, whatever the page size.
+    for i in 0..5 {
+        let other = Authorizer {
+            appid: format!("{appid}p{i}"),
+            ..a(Standing::Authorized, 1)
+        };
+        assert!(store.put_authorizer(&other).await.unwrap());
+    }
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.authorizers(after.as_deref(), 2).await.unwrap();
+        assert!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        after = Some(last.appid.clone());
+        seen.extend(page.into_iter().map(|a| a.appid));
+    }
+    let ours: Vec<_> = seen.iter().filter(|a| a.starts_with(&appid)).collect();
+    assert_eq!(ours.len(), 6, "{seen:?}");
     let secret = wxdesk::support::secret::Secret::new("refresh@@@value");
     let sealed = store
         .sealer()

@@ -385,3 +385,301 @@ async fn an_authorized_shop_gets_tokens_until_its_refresh_token_is_refused() {
     let check = wxdesk::app::doctor::authorizer(&svc, shop).await.unwrap();
     assert!(check.result.is_ok(), "{check}");
 }
+
+/// A platform whose authorized shops all go to one Udesk channel (`[component.desk]`).
+async fn platform_with_desk(
+    name: &str,
+) -> (
+    wechat::WechatStandIn,
+    StandIn,
+    Arc<wxdesk::Services>,
+    String,
+) {
+    platform_with(name, "").await
+}
+
+/// As `platform_with_desk`, with more `[component]` keys.
+async fn platform_with(
+    name: &str,
+    component_keys: &str,
+) -> (
+    wechat::WechatStandIn,
+    StandIn,
+    Arc<wxdesk::Services>,
+    String,
+) {
+    let wx = wechat::start().await;
+    let desk = udesk_wechat().await;
+    let extra = format!(
+        "[wechat]\napi_base = \"{}\"\n{}{component_keys}[component.desk]\nkind = \"udesk_wechat\"\nurl = \"{}\"\n",
+        wx.base(),
+        component_config(),
+        desk.url("/weixin/shops")
+    );
+    let text = config_text(&embedded_store(name), "http://127.0.0.1:9/none", &extra);
+    let svc = Arc::new(
+        wxdesk::Services::build(wxdesk::Config::parse(&text).unwrap())
+            .await
+            .unwrap(),
+    );
+    let base = start_local(svc.clone()).await;
+    (wx, desk, svc, base)
+}
+
+/// A customer's text to the shop, as WeChat pushes it to the platform's message URL.
+async fn shop_push(
+    base: &str,
+    path_platform: &str,
+    shop: &str,
+    content: &str,
+    id: u64,
+) -> (u16, String) {
+    let plain = format!(
+        "<xml><ToUserName><![CDATA[gh_shop]]></ToUserName><FromUserName><![CDATA[oShopCustomer1]]></FromUserName>\
+         <CreateTime>{}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[{content}]]></Content>\
+         <MsgId>{id}</MsgId></xml>",
+        now_secs()
+    );
+    push_plain(base, path_platform, shop, &plain, id).await
+}
+
+/// `plain` pushed for `shop` at the platform's message URL.
+async fn push_plain(
+    base: &str,
+    path_platform: &str,
+    shop: &str,
+    plain: &str,
+    id: u64,
+) -> (u16, String) {
+    let now = now_secs();
+    let (q, body) = authorizer_push("gh_shop", plain, now, &format!("np{id}"));
+    let r = http()
+        .post(format!(
+            "{base}/wechat/component/{path_platform}/{shop}?{q}"
+        ))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// The evidence the issue asks for, in one run: ticket → component token → a shop
+/// authorizes → its customer's push (encrypted for the platform) reaches the platform's
+/// desk and the passive reply goes back encrypted for the platform → the agent's message
+/// through the shop's own gateway key goes out with the shop's authorizer token →
+/// `unauthorized` closes every route of the account.
+#[tokio::test]
+async fn an_authorized_shop_is_served_until_it_withdraws() {
+    let (wx, desk, svc, base) = platform_with_desk("component-serve").await;
+    with_ticket(&wx, &base).await;
+    let shop = "wxshop0000000010";
+    // Before the shop authorizes, its URL is unknown like any other.
+    assert_eq!(
+        shop_push(&base, COMPONENT_APPID, shop, "hi", 1).await.0,
+        404
+    );
+    authorize_shop(&wx, &base, shop).await;
+
+    let (status, reply) = shop_push(&base, COMPONENT_APPID, shop, "hello", 2).await;
+    assert_eq!(status, 200, "{reply}");
+    let got = desk.requests.lock().unwrap().clone();
+    assert_eq!(got.len(), 1);
+    assert!(got[0].1.contains("hello") && got[0].1.contains("oShopCustomer1"));
+    // The passive reply is encrypted with the platform's key, for the platform's appid.
+    let opened = opened_reply(&reply);
+    assert!(opened.contains("echo: hello"), "{opened}");
+
+    // The same push at the account's direct URL, or under another platform: unknown.
+    assert_eq!(
+        shop_push(&base, "wxsomeoneelse001", shop, "x", 3).await.0,
+        404
+    );
+    let now = now_secs();
+    let r = http()
+        .post(format!(
+            "{base}/wechat/{shop}?{}",
+            platform_push("<xml/>", now, "nd").0
+        ))
+        .body("<xml/>")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    // The agent answers through the shop's own gateway key (made at its authorization).
+    // `wxdesk-local urls` lists its URLs like any account's.
+    let account = svc.account(shop).await.expect("served");
+    let listed: Vec<String> = wxdesk::app::urls::account_urls(&account.app, "https://api")
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        listed[0],
+        format!("{shop} WeChat push URL: https://api/wechat/component/{COMPONENT_APPID}/{shop}")
+    );
+    let key = listed[1]
+        .rsplit('/')
+        .next()
+        .expect("the Udesk domain has the shop's key")
+        .to_owned();
+    assert!(key.len() >= 32 && key != GATEWAY_KEY, "{listed:?}");
+    let send = |key: String| {
+        let url = format!("{base}/udesk/{shop}/{key}");
+        async move {
+            http()
+                .post(url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body("touser=oShopCustomer1&msgtype=text&text[content]=agent%20here")
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let r = send(key.clone()).await;
+    assert_eq!(r.status(), 200);
+    let answer: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(answer["errcode"], 0, "{answer}");
+    {
+        let s = wx.state.lock().unwrap();
+        let used = s.sent_with.last().expect("sent");
+        assert_eq!(
+            s.platform.authorizer_of(used),
+            Some(shop),
+            "the shop's token"
+        );
+        assert_eq!(s.sent.last().unwrap()["text"]["content"], "agent here");
+    }
+    // Another account's key opens nothing of the shop's.
+    assert_eq!(send(GATEWAY_KEY.to_owned()).await.status(), 401);
+
+    // The shop withdraws: WeChat takes none of its tokens, and the event closes it.
+    wx.state.lock().unwrap().platform.withdraw(shop);
+    let withdrawn = format!(
+        "<xml><AppId>{COMPONENT_APPID}</AppId><CreateTime>{}</CreateTime><InfoType>unauthorized</InfoType>\
+         <AuthorizerAppid>{shop}</AuthorizerAppid></xml>",
+        now_secs() + 1
+    );
+    let (q, body) = platform_push(&withdrawn, now_secs() + 1, "nw");
+    assert_eq!(post(&base, COMPONENT_APPID, &q, body).await.0, 200);
+    assert_eq!(
+        shop_push(&base, COMPONENT_APPID, shop, "again", 4).await.0,
+        404
+    );
+    assert_eq!(send(key.clone()).await.status(), 404);
+    assert_eq!(
+        desk.requests.lock().unwrap().len(),
+        1,
+        "nothing more reached the desk"
+    );
+    let checks = wxdesk::app::doctor::run(&svc, Some(shop)).await;
+    let shown: Vec<String> = checks.iter().map(ToString::to_string).collect();
+    assert!(
+        checks
+            .iter()
+            .any(|c| c.name == "standing"
+                && c.result.as_ref().is_err_and(|e| e.contains("withdrawn"))),
+        "{shown:?}"
+    );
+}
+
+/// The encrypted passive reply in `answer`, opened with the platform's key.
+fn opened_reply(answer: &str) -> String {
+    let enc = answer
+        .split("<Encrypt><![CDATA[")
+        .nth(1)
+        .and_then(|r| r.split("]]>").next())
+        .unwrap_or_else(|| panic!("not encrypted: {answer}"));
+    MsgCrypt::new(COMPONENT_AES_KEY)
+        .unwrap()
+        .decrypt(enc, COMPONENT_APPID)
+        .unwrap()
+}
+
+/// WeChat's release test (全网发布接入检测) with `release_test = true`: its test Official
+/// Account's text probe gets the passive `_callback` reply, its `QUERY_AUTH_CODE:` text an
+/// empty answer and `<code>_from_api` by custom send with the code's authorizer token, its
+/// event `<event>from_callback`; none reaches the desk. Switched off (the default), the
+/// test account is an unknown account like any other.
+#[tokio::test]
+async fn the_release_test_passes_with_its_switch_and_only_then() {
+    const TEST_OA: &str = "wx570bc396a51b8ff8";
+    let (wx, desk, _svc, base) = platform_with("component-release", "release_test = true\n").await;
+    with_ticket(&wx, &base).await;
+    let code = wx.state.lock().unwrap().platform.release_test_code(TEST_OA);
+    let text = |content: &str| {
+        format!(
+            "<xml><ToUserName><![CDATA[gh_3c884a361561]]></ToUserName><FromUserName><![CDATA[oTestFan001]]></FromUserName>\
+             <CreateTime>{}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[{content}]]></Content>\
+             <MsgId>{}</MsgId></xml>",
+            now_secs(),
+            content.len()
+        )
+    };
+    let (status, answer) = push_plain(
+        &base,
+        COMPONENT_APPID,
+        TEST_OA,
+        &text("TESTCOMPONENT_MSG_TYPE_TEXT"),
+        1,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let reply = opened_reply(&answer);
+    assert!(
+        reply.contains("<Content><![CDATA[TESTCOMPONENT_MSG_TYPE_TEXT_callback]]></Content>"),
+        "{reply}"
+    );
+    assert!(
+        reply.contains("<ToUserName><![CDATA[oTestFan001]]>"),
+        "{reply}"
+    );
+
+    let (status, answer) = push_plain(
+        &base,
+        COMPONENT_APPID,
+        TEST_OA,
+        &text(&format!("QUERY_AUTH_CODE:{code}")),
+        2,
+    )
+    .await;
+    assert_eq!((status, answer.as_str()), (200, "success"));
+    {
+        let s = wx.state.lock().unwrap();
+        let sent = s.sent.last().expect("the code's answer was sent");
+        assert_eq!(sent["touser"], "oTestFan001");
+        assert_eq!(sent["text"]["content"], format!("{code}_from_api"));
+        let token = s.sent_with.last().unwrap();
+        assert_eq!(
+            s.platform.authorizer_of(token),
+            Some(TEST_OA),
+            "the code's token"
+        );
+    }
+
+    let event = format!(
+        "<xml><ToUserName><![CDATA[gh_3c884a361561]]></ToUserName><FromUserName><![CDATA[oTestFan001]]></FromUserName>\
+         <CreateTime>{}</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[LOCATION]]></Event>\
+         <Latitude>23.1</Latitude><Longitude>113.3</Longitude><Precision>119.3</Precision></xml>",
+        now_secs()
+    );
+    let (status, answer) = push_plain(&base, COMPONENT_APPID, TEST_OA, &event, 3).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(opened_reply(&answer).contains("<Content><![CDATA[LOCATIONfrom_callback]]></Content>"));
+    assert!(
+        desk.requests.lock().unwrap().is_empty(),
+        "no test message reaches the desk"
+    );
+
+    // Off (the default): WeChat's test account is not served.
+    let (_wx, _desk, _svc, off) = platform_with_desk("component-release-off").await;
+    let (status, _) = push_plain(
+        &off,
+        COMPONENT_APPID,
+        TEST_OA,
+        &text("TESTCOMPONENT_MSG_TYPE_TEXT"),
+        4,
+    )
+    .await;
+    assert_eq!(status, 404);
+}

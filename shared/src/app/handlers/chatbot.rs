@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use super::gate::desk_gate;
 use crate::app::Services;
+use crate::app::accounts::Account;
 use crate::config::{AppConfig, ChatbotConfig};
 use crate::desk::Desk;
 use crate::http::{Request, Response, Route};
@@ -25,19 +26,16 @@ pub(crate) struct Chatbot<'a> {
 
 /// Both Dialogue Platform routes' head check.
 pub(crate) fn check<'a>(
-    svc: &'a Services,
+    _: &'a Services,
+    account: Option<&'a Account>,
     route: &Route,
     req: &Request,
 ) -> Result<Chatbot<'a>, Refusal> {
-    let (app, cb) = desk_gate(svc, route, req, |a| a.chatbot.as_ref())?;
-    let desk = svc
-        .desk(&app.appid)
+    let (app, cb) = desk_gate(account, route, req, |a| a.chatbot.as_ref())?;
+    let desk = account
+        .map(|a| a.desk.as_ref())
         .ok_or_else(|| Refusal::no_such_route(&route.appid))?;
-    Ok(Chatbot {
-        app,
-        cb,
-        desk: desk.as_ref(),
-    })
+    Ok(Chatbot { app, cb, desk })
 }
 
 /// The hand-off, for the account's desk.

@@ -4,6 +4,7 @@
 //! them is `source::component`.
 
 use crate::app::Services;
+use crate::app::accounts::Account;
 use crate::config::ComponentConfig;
 use crate::http::{Request, Response, Route};
 use crate::source::component::Refusal;
@@ -16,6 +17,7 @@ pub(crate) struct Event<'a> {
 
 pub(crate) fn check<'a>(
     svc: &'a Services,
+    _: Option<&'a Account>,
     route: &Route,
     req: &Request,
 ) -> Result<Event<'a>, Refusal> {
@@ -40,6 +42,7 @@ pub(crate) struct Page<'a> {
 
 pub(crate) fn check_page<'a>(
     svc: &'a Services,
+    _: Option<&'a Account>,
     route: &Route,
     req: &Request,
 ) -> Result<Page<'a>, Refusal> {

@@ -1,7 +1,7 @@
 //! The checks every desk-facing route shares: the route is open for the account (its desk
 //! calls it), and the path carries the account's key.
 
-use crate::app::Services;
+use crate::app::accounts::Account;
 use crate::config::{AppConfig, DeskConfig, Secret};
 use crate::http::{Protocol, Refused, Request, Route, RouteKind};
 
@@ -21,7 +21,8 @@ pub(crate) fn opens(kind: RouteKind, app: &AppConfig) -> bool {
         | RouteKind::StagedMedia
         | RouteKind::ComponentEvents
         | RouteKind::ComponentAuthorize
-        | RouteKind::ComponentAuthorized => true,
+        | RouteKind::ComponentAuthorized
+        | RouteKind::ComponentPush => true,
     }
 }
 
@@ -57,12 +58,12 @@ pub(crate) fn open_account<'a, P: Protocol>(
 /// for the path's appid, then that the request is a POST. Returns the account's part of
 /// the config that the route needs (`pick`), which an open route always has.
 pub(crate) fn desk_gate<'a, T: 'a, P: Protocol>(
-    svc: &'a Services,
+    account: Option<&'a Account>,
     route: &Route,
     req: &Request,
     pick: impl FnOnce(&'a AppConfig) -> Option<&'a T>,
 ) -> Result<(&'a AppConfig, &'a T), Refused<P>> {
-    let app = open_account(svc.config.app(&route.appid), route)?;
+    let app = open_account(account.map(|a| &a.app), route)?;
     if req.method != http::Method::POST {
         return Err(Refused::new(405, &route.appid, "use POST"));
     }

@@ -15,7 +15,12 @@ fn link_key(req: &Request) -> &str {
 pub(crate) struct Signed(());
 
 /// The link's signature and expiry, before anything else.
-pub(crate) fn check(svc: &Services, _: &Route, req: &Request) -> Result<Signed, Response> {
+pub(crate) fn check(
+    svc: &Services,
+    _: Option<&crate::app::accounts::Account>,
+    _: &Route,
+    req: &Request,
+) -> Result<Signed, Response> {
     let expires = req.query("expires").and_then(|e| e.parse::<i64>().ok());
     let sig = req.query("sig").unwrap_or("");
     let now_secs = svc.clock.unix_secs();

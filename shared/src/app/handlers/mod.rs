@@ -7,6 +7,7 @@ pub(crate) mod chatbot;
 pub(crate) mod component;
 mod gate;
 pub(crate) mod media;
+pub(crate) mod release;
 pub(crate) mod tim;
 pub(crate) mod udesk;
 pub(crate) mod udesk_im;

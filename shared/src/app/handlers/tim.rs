@@ -10,6 +10,7 @@
 //! written when they were imported. Online-only messages (TUIKit's typing states) are not
 //! queued: a typing state becomes WeChat's typing indicator at once, or nothing.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -17,7 +18,9 @@ use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
 use super::gate::desk_gate;
+
 use crate::app::Services;
+use crate::app::accounts::Account;
 use crate::config::{AppConfig, TencentImConfig};
 use crate::desk::tencent_im::tuikit::{self, Custom};
 use crate::http::{Protocol, Refused, Request, Response, Route};
@@ -67,11 +70,12 @@ pub(crate) struct Tim<'a> {
 /// token and a fresh `RequestTime`: all before the body is read.
 pub(crate) fn check<'a>(
     svc: &'a Services,
+    account: Option<&'a Account>,
     route: &Route,
     req: &Request,
 ) -> Result<Tim<'a>, Refusal> {
     let appid = route.appid.as_str();
-    let (app, cfg) = desk_gate(svc, route, req, |a| a.desk.tencent_im())?;
+    let (app, cfg) = desk_gate(account, route, req, |a| a.desk.tencent_im())?;
     let TencentImConfig {
         sdkappid,
         callback_token,
@@ -98,14 +102,14 @@ pub(crate) fn check<'a>(
     })
 }
 
-/// The account `user` (a customer's UserID) belongs to: the one recorded at their import
-/// when it is on the same IM app, else the callback's own.
-async fn owner<'a>(
-    svc: &'a Services,
-    path_app: &'a AppConfig,
+/// The account `user` (a customer's UserID) belongs to when it is not the callback's own:
+/// the one recorded at their import, served and on the same IM app.
+async fn owner(
+    svc: &Services,
+    path_app: &AppConfig,
     sdkappid: u64,
     user: &str,
-) -> &'a AppConfig {
+) -> Option<Arc<Account>> {
     let read = conversation::im_owner(svc.inbox.as_ref(), sdkappid, user, svc.clock.unix_ms());
     let recorded = match tokio::time::timeout(ANSWER_WITHIN / 4, read).await {
         Ok(Ok(r)) => r,
@@ -115,10 +119,13 @@ async fn owner<'a>(
         }
         Err(_) => None,
     };
-    recorded
-        .and_then(|a| svc.config.app(&a))
-        .filter(|a| a.desk.tencent_im().is_some_and(|c| c.sdkappid == sdkappid))
-        .unwrap_or(path_app)
+    let recorded = recorded.filter(|a| *a != path_app.appid.as_str())?;
+    svc.serving(&recorded).await.filter(|a| {
+        a.app
+            .desk
+            .tencent_im()
+            .is_some_and(|c| c.sdkappid == sdkappid)
+    })
 }
 
 /// An online-only message (TUIKit's typing state): the customer's typing indicator, or
@@ -187,7 +194,8 @@ pub(crate) async fn serve(
             "To_Account is not an IM UserID (1-32 letters, digits, '_', '-')",
         ));
     }
-    let app = owner(svc, path_app, sdkappid, to).await;
+    let recorded = owner(svc, path_app, sdkappid, to).await;
+    let app = recorded.as_ref().map_or(path_app, |a| &a.app);
     let appid = app.appid.as_str();
     let agents = app
         .desk

@@ -10,6 +10,7 @@ use tracing::{info, warn};
 
 use super::gate::open_account;
 use crate::app::Services;
+use crate::app::accounts::Account;
 use crate::config::AppConfig;
 use crate::http::{Protocol, Refused, Request, Response, Route, RouteKind, multipart_part};
 use crate::store::StagedMedia;
@@ -62,20 +63,20 @@ fn appid_from_query(kind: RouteKind, raw: &str) -> (RouteKind, &str) {
     }
 }
 
-/// The account a request names (in the path, or in `?appid=`) and which of its paths it
-/// calls.
-fn resolve<'a>(
-    svc: &'a Services,
-    route: &Route,
-    req: &Request,
-) -> Option<(&'a AppConfig, RouteKind)> {
-    let (kind, appid) = if route.appid.is_empty() {
-        appid_from_query(route.kind, req.query("appid").unwrap_or(""))
+/// The appid a path without one names in `?appid=` (checked), for the route runner.
+pub(crate) fn named_in_query(kind: RouteKind, req: &Request) -> Option<crate::config::Appid> {
+    let (_, appid) = appid_from_query(kind, req.query("appid").unwrap_or(""));
+    crate::config::Appid::parse(appid).ok()
+}
+
+/// Which of the account's paths a request calls (a path without an appid names it in
+/// `?appid=`, with the path's rest).
+fn called(route: &Route, req: &Request) -> RouteKind {
+    if route.appid.is_empty() {
+        appid_from_query(route.kind, req.query("appid").unwrap_or("")).0
     } else {
-        (route.kind, route.appid.as_str())
-    };
-    let appid = crate::config::Appid::parse(appid).ok()?;
-    svc.config.app(&appid).map(|app| (app, kind))
+        route.kind
+    }
 }
 
 /// What the head check proved: the account, whose simulated domain is open (a
@@ -89,14 +90,16 @@ pub(crate) struct Udesk<'a> {
 /// The account named, once the simulated domain is open for it and the path carries its
 /// gateway key.
 pub(crate) fn check<'a>(
-    svc: &'a Services,
+    _: &'a Services,
+    account: Option<&'a Account>,
     route: &Route,
     req: &Request,
 ) -> Result<Udesk<'a>, Refused<SimulatedDomain>> {
-    let found = resolve(svc, route, req);
-    let app = open_account(found.map(|(app, _)| app), route)?;
-    let kind = found.map_or(route.kind, |(_, kind)| kind);
-    Ok(Udesk { app, kind })
+    let app = open_account(account.map(|a| &a.app), route)?;
+    Ok(Udesk {
+        app,
+        kind: called(route, req),
+    })
 }
 
 /// Serves a request that `check` has passed.

@@ -10,6 +10,7 @@ use tracing::info;
 
 use super::gate::desk_gate;
 use crate::app::Services;
+use crate::app::accounts::Account;
 use crate::config::{AppConfig, UdeskImConfig};
 use crate::desk::udesk_im::sign;
 use crate::http::{Protocol, Refused, Request, Response, Route};
@@ -38,11 +39,12 @@ pub(crate) struct UdeskIm<'a> {
 /// the body is read.
 pub(crate) fn check<'a>(
     svc: &'a Services,
+    account: Option<&'a Account>,
     route: &Route,
     req: &Request,
 ) -> Result<UdeskIm<'a>, Refusal> {
     let appid = route.appid.as_str();
-    let (app, cfg) = desk_gate(svc, route, req, |a| a.desk.udesk_im())?;
+    let (app, cfg) = desk_gate(account, route, req, |a| a.desk.udesk_im())?;
     let UdeskImConfig {
         key,
         timezone,

@@ -2,9 +2,10 @@
 //! its message-push URL. The pipeline behind it is `source::wechat_push`.
 
 use crate::app::Services;
+use crate::app::accounts::Account;
 use crate::config::AppConfig;
 use crate::desk::Desk;
-use crate::http::{Request, Response, Route};
+use crate::http::{Request, Response, Route, RouteKind};
 use crate::source::wechat_push::Refusal;
 
 /// What the head check proved: a known account, a fresh timestamp and WeChat's signature
@@ -14,18 +15,27 @@ pub(crate) struct Push<'a> {
     desk: &'a dyn Desk,
 }
 
+/// `/wechat/{appid}` serves an account with its own token and key; a shop's account served
+/// through the platform is reached only at `/wechat/component/{platform}/{appid}`, the URL
+/// WeChat has for it, and only for the platform that serves it.
 pub(crate) fn check<'a>(
     svc: &'a Services,
+    account: Option<&'a Account>,
     route: &Route,
     req: &Request,
 ) -> Result<Push<'a>, Refusal> {
-    let app = crate::source::wechat_push::authenticate(svc, &route.appid, req)?;
-    let desk = svc
-        .desk(&app.appid)
-        .ok_or_else(|| Refusal::no_such_route(&route.appid))?;
+    let platform = account.and_then(|a| a.app.platform.as_ref());
+    let reached = match route.kind {
+        RouteKind::ComponentPush => platform.is_some_and(|c| c.appid.as_str() == route.platform),
+        _ => platform.is_none(),
+    };
+    let account = account
+        .filter(|_| reached)
+        .ok_or_else(|| Refusal::new(404, &route.appid, "unknown appid"))?;
+    let app = crate::source::wechat_push::authenticate(svc, &account.app, req)?;
     Ok(Push {
         app,
-        desk: desk.as_ref(),
+        desk: account.desk.as_ref(),
     })
 }
 
@@ -35,5 +45,8 @@ pub(crate) async fn serve(
     proof: Push<'_>,
     req: &Request,
 ) -> Result<Response, Refusal> {
+    if let Some(c) = super::release::applies(proof.app) {
+        return super::release::serve(svc, c, proof.app, req).await;
+    }
     crate::source::wechat_push::handle(svc, proof.desk, proof.app, req).await
 }

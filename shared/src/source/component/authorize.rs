@@ -16,7 +16,8 @@ use super::Refusal;
 use crate::config::ComponentConfig;
 use crate::context::Context;
 use crate::http::Response;
-use crate::store::{Authorizer, Standing, authorizer_context};
+use crate::store::{AccountSettings, Authorizer, Standing, authorizer_context};
+use crate::support::secret::new_gateway_key;
 use crate::support::url::with_query;
 use crate::wechat::platform::Authorization;
 
@@ -39,6 +40,20 @@ static PAGES: std::sync::Mutex<Window> = std::sync::Mutex::new(Window {
     started_ms: 0,
     served: 0,
 });
+/// The redirect's code exchanges (each one `api_query_auth` call), counted the same way:
+/// anyone can call the redirect with a made-up code.
+static EXCHANGES: std::sync::Mutex<Window> = std::sync::Mutex::new(Window {
+    started_ms: 0,
+    served: 0,
+});
+
+/// Whether `window` admits one more call at `now_ms`.
+fn admitted(window: &std::sync::Mutex<Window>, now_ms: i64) -> bool {
+    window
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .admit(now_ms, PAGES_PER_MINUTE)
+}
 
 impl Window {
     /// Whether one more page may be served at `now_ms`.
@@ -59,11 +74,7 @@ pub(crate) async fn page(ctx: &Context, c: &ComponentConfig) -> Result<Response,
         .public_base_url
         .as_deref()
         .ok_or_else(|| Refusal::no_such_route(component))?;
-    let admitted = PAGES
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .admit(ctx.clock.unix_ms(), PAGES_PER_MINUTE);
-    if !admitted {
+    if !admitted(&PAGES, ctx.clock.unix_ms()) {
         return Err(Refusal::new(
             429,
             component,
@@ -108,6 +119,13 @@ pub(crate) async fn redirected(
     let code = auth_code
         .filter(|code| !code.is_empty() && code.len() <= MAX_CODE)
         .ok_or_else(|| Refusal::new(400, component, "missing or oversized auth_code"))?;
+    if !admitted(&EXCHANGES, ctx.clock.unix_ms()) {
+        return Err(Refusal::new(
+            429,
+            component,
+            "too many authorization codes this minute",
+        ));
+    }
     let authorizer = take(ctx, c, code)
         .await
         .map_err(|why| Refusal::new(502, component, why))?;
@@ -161,12 +179,22 @@ async fn store(ctx: &Context, c: &ComponentConfig, granted: &Authorization) -> R
         permissions: granted.permissions.clone(),
         standing: Standing::Authorized,
         changed_at_ms: ctx.clock.unix_ms(),
+        // Its desk's routes get a key of its own; a new authorization keeps the stored
+        // one (rule `authorizer_put`), so a shop authorizing again breaks no desk's URL.
+        sealed_settings: Some(
+            AccountSettings {
+                gateway_key: Some(new_gateway_key().expose().to_owned()),
+                ..Default::default()
+            }
+            .seal(&sealer, appid),
+        ),
     };
     let stored = ctx
         .registry
         .put_authorizer(&record)
         .await
         .map_err(|e| e.to_string())?;
+    ctx.registry_changed();
     if !stored {
         warn!(
             authorizer = appid,

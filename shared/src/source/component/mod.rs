@@ -106,6 +106,7 @@ pub(crate) async fn handle(
                 .set_standing(authorizer.as_str(), Standing::Withdrawn, at_ms)
                 .await
                 .map_err(|e| Refusal::new(503, component, format!("store: {e}")))?;
+            ctx.registry_changed();
             if let Err(e) = ctx.wechat.tokens.forget(authorizer.as_str()).await {
                 warn!(component, authorizer = %authorizer.as_str(), error = %e, "could not expire the withdrawn account's token");
             }

@@ -48,17 +48,14 @@ impl Protocol for WechatPush {
 
 pub(crate) type Refusal = Refused<WechatPush>;
 
-/// The checks on the query alone: a known account, a fresh timestamp, WeChat's signature.
+/// The checks on the query alone, for the account the path named: a fresh timestamp and
+/// WeChat's signature.
 pub(crate) fn authenticate<'a>(
-    svc: &'a Context,
-    appid: &str,
+    svc: &Context,
+    app: &'a AppConfig,
     req: &Request,
 ) -> Result<&'a AppConfig, Refusal> {
-    let refuse = |status, why| Refusal::new(status, appid, why);
-    let app = svc
-        .config
-        .app(appid)
-        .ok_or_else(|| refuse(404, "unknown appid"))?;
+    let refuse = |status, why| Refusal::new(status, app.appid.as_str(), why);
     super::signed_query(svc, &app.token, req).map_err(|(status, why)| refuse(status, why))?;
     // WeChat sends an account in compatible or safe mode only encrypted pushes; the plain
     // `signature` does not cover the body, so a captured query would carry any body.
@@ -111,6 +108,28 @@ pub(crate) async fn handle(
         }
         _ => Err(Refusal::new(405, appid, "method not allowed")),
     }
+}
+
+/// Opens a POSTed push as `handle` does, and answers it with what `reply` makes of it
+/// (a passive reply, or empty for `success`) instead of the pipeline: no dedup, no desk.
+/// WeChat's release test of a third-party platform (`app::handlers::release`).
+pub(crate) async fn answer_with<F, Fut>(
+    svc: &Context,
+    app: &AppConfig,
+    req: &Request,
+    reply: F,
+) -> Result<Response, Refusal>
+where
+    F: FnOnce(Message) -> Fut,
+    Fut: std::future::Future<Output = String>,
+{
+    if req.method != http::Method::POST {
+        return Err(Refusal::new(405, app.appid.as_str(), "method not allowed"));
+    }
+    let nonce = req.query("nonce").unwrap_or("");
+    let (msg, env) = open(app, req, req.query("timestamp").unwrap_or(""), nonce)?;
+    let answer = reply(msg).await;
+    Ok(render(&answer, &env, app, svc, nonce))
 }
 
 /// How the push arrived, which decides how the answer is wrapped.
@@ -410,12 +429,14 @@ fn decrypt<'a>(
     ) {
         return Err(Refusal::new(401, appid, "msg_signature mismatch"));
     }
-    let first = crypto.current.decrypt(&encrypt, &app.appid);
+    // An account served through the platform: WeChat encrypts for the platform's appid.
+    let receive_id = app.receive_id();
+    let first = crypto.current.decrypt(&encrypt, receive_id);
     match (first, crypto.previous) {
         (Ok(plain), _) => Ok((plain, Some(crypto.current))),
         // During a key rotation, pushes already in flight were encrypted with the old key.
         (Err(e), Some(prev)) if e != CryptoError::ReceiveIdMismatch => {
-            match prev.decrypt(&encrypt, &app.appid) {
+            match prev.decrypt(&encrypt, receive_id) {
                 Ok(plain) => Ok((plain, Some(prev))),
                 Err(_) => Err(Refusal::unreadable(appid, format!("cannot decrypt: {e}"))),
             }
@@ -454,7 +475,7 @@ fn render(
                 env.format,
                 crypt,
                 app.token.expose(),
-                &app.appid,
+                app.receive_id(),
                 &ts,
                 nonce,
             )

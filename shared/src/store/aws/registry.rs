@@ -129,24 +129,22 @@ fn pk(appid: &str) -> String {
     format!("authorizer#{appid}")
 }
 
-fn to_item(a: &Authorizer) -> HashMap<String, AttributeValue> {
+/// The attributes an authorization writes (the settings are written only where there are
+/// none yet: rule `authorizer_put` keeps stored ones).
+fn put_values(a: &Authorizer) -> [(&'static str, AttributeValue); 6] {
     let perms = a
         .permissions
         .iter()
         .map(|p| p.to_string())
         .collect::<Vec<_>>();
-    HashMap::from([
-        ("pk".to_owned(), s(&pk(&a.appid))),
-        ("appid".to_owned(), s(&a.appid)),
-        ("component".to_owned(), s(&a.component)),
-        (
-            "sealed_refresh_token".to_owned(),
-            s(&a.sealed_refresh_token),
-        ),
-        ("permissions".to_owned(), s(&perms.join(","))),
-        ("standing".to_owned(), s(a.standing.as_str())),
-        ("changed_at".to_owned(), n(a.changed_at_ms)),
-    ])
+    [
+        (":appid", s(&a.appid)),
+        (":component", s(&a.component)),
+        (":refresh", s(&a.sealed_refresh_token)),
+        (":permissions", s(&perms.join(","))),
+        (":standing", s(a.standing.as_str())),
+        (":at", n(a.changed_at_ms)),
+    ]
 }
 
 fn from_item(item: &HashMap<String, AttributeValue>) -> Result<Authorizer, StoreError> {
@@ -169,6 +167,10 @@ fn from_item(item: &HashMap<String, AttributeValue>) -> Result<Authorizer, Store
         component: text("component")?,
         sealed_refresh_token: text("sealed_refresh_token")?,
         permissions,
+        sealed_settings: item
+            .get("sealed_settings")
+            .and_then(|v| v.as_s().ok())
+            .cloned(),
         standing: Standing::parse(&text("standing")?)
             .ok_or_else(|| StoreError::Corrupt("authorizer: standing".into()))?,
         changed_at_ms: item
@@ -181,21 +183,42 @@ fn from_item(item: &HashMap<String, AttributeValue>) -> Result<Authorizer, Store
 
 #[async_trait]
 impl RegistryStore for AwsRegistry {
-    /// Rule `authorizer_put`.
+    /// Rule `authorizer_put`: one conditional update, which keeps stored settings.
     async fn put_authorizer(&self, a: &Authorizer) -> Result<bool, StoreError> {
-        let out = self
+        // Every name aliased: several are DynamoDB reserved words (`permissions`).
+        let mut update = "SET #appid = :appid, #component = :component, \
+             #refresh = :refresh, #permissions = :permissions, \
+             #standing = :standing, #at = :at"
+            .to_owned();
+        let mut req = self
             .ddb
-            .put_item()
+            .update_item()
             .table_name(&self.table)
-            .set_item(Some(to_item(a)))
-            .condition_expression("attribute_not_exists(pk) OR changed_at <= :at")
-            .expression_attribute_values(":at", n(a.changed_at_ms))
-            .send()
-            .await;
-        match out {
+            .key("pk", s(&pk(&a.appid)))
+            .condition_expression("attribute_not_exists(pk) OR #at <= :at");
+        for (k, v) in put_values(a) {
+            req = req.expression_attribute_values(k, v);
+        }
+        for (alias, name) in [
+            ("#appid", "appid"),
+            ("#component", "component"),
+            ("#refresh", "sealed_refresh_token"),
+            ("#permissions", "permissions"),
+            ("#standing", "standing"),
+            ("#at", "changed_at"),
+        ] {
+            req = req.expression_attribute_names(alias, name);
+        }
+        if let Some(settings) = &a.sealed_settings {
+            update.push_str(", #settings = if_not_exists(#settings, :settings)");
+            req = req
+                .expression_attribute_names("#settings", "sealed_settings")
+                .expression_attribute_values(":settings", s(settings));
+        }
+        match req.update_expression(update).send().await {
             Ok(_) => Ok(true),
-            Err(e) if put_condition_failed(&e) => Ok(false),
-            Err(e) => Err(sdk_err("PutItem (authorizer)", e)),
+            Err(e) if is_condition_failed(&e) => Ok(false),
+            Err(e) => Err(sdk_err("UpdateItem (authorizer)", e)),
         }
     }
 
@@ -230,6 +253,63 @@ impl RegistryStore for AwsRegistry {
             Err(e) if is_condition_failed(&e) => Ok(false),
             Err(e) => Err(sdk_err("UpdateItem (authorizer standing)", e)),
         }
+    }
+
+    /// Rule `authorizer_settings`.
+    async fn set_settings(
+        &self,
+        appid: &str,
+        sealed: &str,
+        at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let out = self
+            .ddb
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(&pk(appid)))
+            .update_expression("SET sealed_settings = :settings, changed_at = :at")
+            .condition_expression("attribute_exists(pk) AND changed_at <= :at")
+            .expression_attribute_values(":settings", s(sealed))
+            .expression_attribute_values(":at", n(at_ms))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failed(&e) => Ok(false),
+            Err(e) => Err(sdk_err("UpdateItem (authorizer settings)", e)),
+        }
+    }
+
+    /// A Scan in the table's own order (not by appid): `after` is the last appid of the
+    /// previous page, where the scan goes on.
+    async fn authorizers(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Authorizer>, StoreError> {
+        let mut out = Vec::new();
+        let mut start = after.map(|a| HashMap::from([("pk".to_owned(), s(&pk(a)))]));
+        while out.len() < limit {
+            let page = self
+                .ddb
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("begins_with(pk, :prefix)")
+                .expression_attribute_values(":prefix", s("authorizer#"))
+                .limit((limit - out.len()).min(1000) as i32)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| sdk_err("Scan (registry)", e))?;
+            for item in page.items() {
+                out.push(from_item(item)?);
+            }
+            match page.last_evaluated_key() {
+                Some(k) => start = Some(k.clone()),
+                None => break,
+            }
+        }
+        Ok(out)
     }
 
     async fn sealer(&self) -> Result<Sealer, StoreError> {

@@ -40,6 +40,34 @@ impl EmbeddedStore {
         }
     }
 
+    /// Up to `limit` records of `table` in key order, from after `after` (a page).
+    pub(super) fn records_after<T: DeserializeOwned>(
+        &self,
+        table: Records,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<T>, StoreError> {
+        let txn = self.db.begin_read().map_err(unavailable)?;
+        let t = match txn.open_table(table) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(unavailable(e)),
+        };
+        let from = after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for row in t
+            .range::<&str>((from, std::ops::Bound::Unbounded))
+            .map_err(unavailable)?
+            .take(limit)
+        {
+            let (k, v) = row.map_err(unavailable)?;
+            let rec = serde_json::from_slice(v.value())
+                .map_err(|e| StoreError::Corrupt(format!("record {}: {e}", k.value())))?;
+            out.push(rec);
+        }
+        Ok(out)
+    }
+
     /// `rule` applied to the record under `key` of `table` in its own write transaction;
     /// true when it wrote.
     pub(super) async fn record_txn<T: Serialize + DeserializeOwned + Send + 'static>(

@@ -41,6 +41,27 @@ impl RegistryStore for EmbeddedStore {
         .await
     }
 
+    async fn set_settings(
+        &self,
+        appid: &str,
+        sealed: &str,
+        at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let sealed = sealed.to_owned();
+        self.record_txn(REGISTRY, appid.to_owned(), move |cur| {
+            rules::authorizer_settings(cur, &sealed, at_ms)
+        })
+        .await
+    }
+
+    async fn authorizers(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Authorizer>, StoreError> {
+        self.records_after(REGISTRY, after, limit)
+    }
+
     async fn sealer(&self) -> Result<Sealer, StoreError> {
         let path = self.dir.join(KEY_FILE);
         let fail = |e: std::io::Error| {

@@ -34,15 +34,28 @@ pub(crate) enum Grant<'a> {
     },
 }
 
-impl Grant<'_> {
-    /// The token record's key in the store.
-    fn key(&self) -> String {
+impl<'a> Grant<'a> {
+    /// An account's grant: a shop's account served through the platform gets its token
+    /// from `api_authorizer_token`, any other from its AppSecret.
+    pub(crate) fn of(app: &'a AppConfig) -> Grant<'a> {
+        match &app.platform {
+            Some(component) => Grant::Authorizer {
+                component,
+                appid: app.appid.as_str(),
+            },
+            None => Grant::Account(app),
+        }
+    }
+
+    /// The token record's key in the store (an account's appid as it is: every API call
+    /// reads its token, so no copy is made for it).
+    fn key(&self) -> std::borrow::Cow<'_, str> {
         match self {
-            Grant::Account(app) => app.appid.as_str().to_owned(),
-            Grant::Component(c) => component_token_key(c.appid.as_str()),
+            Grant::Account(app) => app.appid.as_str().into(),
+            Grant::Component(c) => component_token_key(c.appid.as_str()).into(),
             // An account's token, whoever fetches it: an appid is in the config or in the
             // registry, never both (`authorize` refuses a configured one).
-            Grant::Authorizer { appid, .. } => (*appid).to_owned(),
+            Grant::Authorizer { appid, .. } => (*appid).into(),
         }
     }
 
@@ -112,7 +125,7 @@ impl TokenAuthority {
     /// A usable token: the stored one while it has more than the safety margin left, else
     /// a new one fetched by exactly one caller while the others wait for it.
     pub async fn get(&self, app: &AppConfig) -> Result<String, ApiError> {
-        self.get_or_fetch(Grant::Account(app), false).await
+        self.get_or_fetch(Grant::of(app), false).await
     }
 
     /// A usable component_access_token for the platform `c`, by the same rules.
@@ -167,7 +180,7 @@ impl TokenAuthority {
     /// `force`: the fetch (if this caller makes it) asks stable_token for a new token.
     async fn get_or_fetch(&self, grant: Grant<'_>, force: bool) -> Result<String, ApiError> {
         let key = grant.key();
-        let appid = key.as_str();
+        let appid: &str = &key;
         let started = tokio::time::Instant::now();
         let mut round = 0u32;
         loop {
@@ -211,7 +224,7 @@ impl TokenAuthority {
         app: &AppConfig,
         failed: &str,
     ) -> Result<String, ApiError> {
-        self.renew(Grant::Account(app), failed).await
+        self.renew(Grant::of(app), failed).await
     }
 
     /// As `renew_after_rejection`, for a platform's component_access_token.
