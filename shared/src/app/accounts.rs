@@ -34,7 +34,12 @@ impl Account {
     /// Whether its routes are open and its outbox delivers: a config account always; a
     /// stored one while authorized (withdrawn, refused or disabled ones are closed).
     pub fn serves(&self) -> bool {
-        self.standing.is_none_or(|s| s == Standing::Authorized)
+        self.why_closed().is_none()
+    }
+
+    /// Why it is closed, in words an agent reads (None: it is served).
+    pub fn why_closed(&self) -> Option<&'static str> {
+        self.standing.and_then(Standing::why_closed)
     }
 }
 

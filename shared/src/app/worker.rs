@@ -31,7 +31,7 @@ async fn run_group(svc: &Services, jobs: Vec<Leased>) -> Vec<(Leased, Settle)> {
             let target = account.as_deref().map(|a| outbox::Target {
                 app: &a.app,
                 desk: a.desk.as_ref(),
-                closed: a.standing.filter(|_| !a.serves()).map(|s| s.as_str()),
+                closed: a.why_closed(),
             });
             outbox::run(svc, target, &leased.job).await
         };

@@ -278,7 +278,7 @@ pub async fn run(ctx: &Context, target: Option<Target<'_>>, job: &Job) -> Settle
         None => Verdict::Dead("the account is no longer configured".into()),
         Some(Target {
             closed: Some(why), ..
-        }) => Verdict::Dead(format!("the account is closed ({why})")),
+        }) => Verdict::Dead(format!("the account is closed: {why}")),
         Some(t) if is_agent_message(&entry) => agent_message(ctx, t.app, &entry.payload).await,
         Some(t) => customer_message(ctx, desk, t.app, &entry).await,
     };

@@ -34,6 +34,19 @@ impl Standing {
         }
     }
 
+    /// Why an account in this standing is closed, in words an agent reads; None while it
+    /// is served.
+    pub fn why_closed(self) -> Option<&'static str> {
+        match self {
+            Standing::Authorized => None,
+            Standing::Withdrawn => Some("the shop withdrew its authorization of the platform"),
+            Standing::RefreshRejected => {
+                Some("WeChat no longer takes the shop's authorization (it must authorize again)")
+            }
+            Standing::Disabled => Some("an operator disabled the account"),
+        }
+    }
+
     pub(crate) fn parse(s: &str) -> Option<Standing> {
         [
             Standing::Authorized,

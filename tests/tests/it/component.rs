@@ -683,3 +683,105 @@ async fn the_release_test_passes_with_its_switch_and_only_then() {
     .await;
     assert_eq!(status, 404);
 }
+
+/// When a shop withdraws, an agent message still queued for its customer is not delivered
+/// later and not dropped: the agent is told, in their conversation, that it did not go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawn_shops_queued_agent_message_is_told_back() {
+    use wxdesk_tests::tim::{self, ADMIN, CALLBACK_TOKEN, SDKAPPID, SECRET_KEY};
+    const CUSTOMER: &str = "oShopCustomer1";
+    let wx = wechat::start().await;
+    let im = tim::start().await;
+    let extra = format!(
+        "[wechat]\napi_base = \"{}\"\n[delivery]\nfirst_retry_secs = 1\nmax_retry_secs = 2\n{}\
+         [component.desk]\nkind = \"tencent_im\"\nsdkappid = {SDKAPPID}\nsecret_key = \"{SECRET_KEY}\"\n\
+         admin = \"{ADMIN}\"\nagents = [\"agent1\"]\napi_base = \"{}\"\ncallback_token = \"{CALLBACK_TOKEN}\"\n",
+        wx.base(),
+        component_config(),
+        im.server.url("")
+    );
+    let text = config_text(
+        &embedded_store("component-withdraw-queue"),
+        "http://127.0.0.1:9/none",
+        &extra,
+    );
+    let svc = Arc::new(
+        wxdesk::Services::build(wxdesk::Config::parse(&text).unwrap())
+            .await
+            .unwrap(),
+    );
+    let base = start_local(svc.clone()).await;
+    with_ticket(&wx, &base).await;
+    let shop = "wxshop0000000020";
+    authorize_shop(&wx, &base, shop).await;
+    // The customer writes: imported into IM, and WeChat lets the shop answer them.
+    assert_eq!(
+        shop_push(&base, COMPONENT_APPID, shop, "hello", 1).await.0,
+        200
+    );
+    wx.customer(shop, CUSTOMER, wechat::Action::Message);
+
+    // WeChat is failing for a moment, so the agent's answer waits in the outbox.
+    wx.inject("/cgi-bin/message/custom/send", &[-1, -1, -1]);
+    let account = svc.account(shop).await.unwrap();
+    let tim_url = wxdesk::app::urls::account_urls(&account.app, &base)
+        .iter()
+        .map(ToString::to_string)
+        .find(|u| u.contains("/tim/"))
+        .and_then(|u| u.split(": ").nth(1).map(str::to_owned))
+        .expect("the shop's Tencent IM callback URL");
+    let q = tim::callback_query(SDKAPPID, CALLBACK_TOKEN, now_secs());
+    let body = tim::after_send(
+        "agent1",
+        CUSTOMER,
+        "7001_1_1572870301",
+        serde_json::json!([{"MsgType": "TIMTextElem", "MsgContent": {"Text": "your order shipped"}}]),
+    );
+    let r = http()
+        .post(format!("{tim_url}?{q}"))
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // The shop withdraws before WeChat recovers.
+    wx.state.lock().unwrap().platform.withdraw(shop);
+    let withdrawn = format!(
+        "<xml><AppId>{COMPONENT_APPID}</AppId><CreateTime>{}</CreateTime><InfoType>unauthorized</InfoType>\
+         <AuthorizerAppid>{shop}</AuthorizerAppid></xml>",
+        now_secs() + 1
+    );
+    let (q, body) = platform_push(&withdrawn, now_secs() + 1, "nq");
+    assert_eq!(post(&base, COMPONENT_APPID, &q, body).await.0, 200);
+
+    let told = || {
+        im.state
+            .lock()
+            .unwrap()
+            .sends
+            .iter()
+            .filter(|s| s["CloudCustomData"] == r#"{"wxdesk":"undelivered"}"#)
+            .map(|s| {
+                (
+                    s["To_Account"].to_string(),
+                    s["MsgBody"][0]["MsgContent"]["Text"].to_string(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(12);
+    while told().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let told = told();
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(told[0].0.contains("agent1"), "{told:?}");
+    assert!(told[0].1.contains("withdrew its authorization"), "{told:?}");
+    assert!(
+        !wx.sent()
+            .iter()
+            .any(|s| s["text"]["content"] == "your order shipped"),
+        "never delivered after the withdrawal"
+    );
+}
