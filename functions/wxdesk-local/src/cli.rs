@@ -77,6 +77,14 @@ pub enum Command {
         #[command(subcommand)]
         command: OutboxCommand,
     },
+    /// The accounts the store holds (shops that authorized the platform, accounts added
+    /// with their own credentials): changed without a redeploy or restart, in force in
+    /// every process within `[registry] cache_secs`. On the aws store these use your own
+    /// AWS credentials; beside a running local server they ask it (`[server] admin_key`).
+    Accounts {
+        #[command(subcommand)]
+        command: AccountsCommand,
+    },
     /// Play WeChat: send one customer text to a running wxdesk and print what WeChat got.
     Simulate {
         #[command(flatten)]
@@ -124,6 +132,59 @@ pub enum OutboxCommand {
         /// With --dead: only this account.
         #[arg(long, value_name = "APPID", requires = "dead")]
         app: Option<String>,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountsCommand {
+    /// Add or update one: a file with an `[[apps]]` entry's keys (its own token and
+    /// secret, and a `[desk]`), or a shop's `appid` with any of `name`, `kind` and `[desk]`.
+    Add {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The account's TOML file (16 KiB at most).
+        #[arg(long, value_name = "FILE")]
+        file: String,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// List them: appid, standing, whose credentials, whose desk.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// Close one: its routes answer 404, its queued messages are told back to its desk.
+    Disable {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long, value_name = "APPID")]
+        app: String,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// Open a disabled one again.
+    Enable {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long, value_name = "APPID")]
+        app: String,
+        #[command(flatten)]
+        server: ServerArg,
+    },
+    /// Give one a new gateway key (the old one is still taken until the next rotation)
+    /// and print its URLs.
+    RotateKey {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long, value_name = "APPID")]
+        app: String,
+        /// The public base URL the printed URLs start with.
+        #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080")]
+        base: String,
         #[command(flatten)]
         server: ServerArg,
     },

@@ -155,3 +155,68 @@ pub(crate) fn print_admin_answer(v: &serde_json::Value) -> ExitCode {
     }
     ExitCode::SUCCESS
 }
+
+/// An `accounts` command (`wxdesk::app::registry_admin`).
+pub(crate) enum AccountsOp {
+    Add(String),
+    List,
+    Disable(String),
+    Enable(String),
+    RotateKey { app: String, base: String },
+}
+
+impl AccountsOp {
+    /// The admin request that runs it on the server holding the store.
+    pub(crate) fn admin_request(&self) -> (http::Method, String) {
+        let enc = |v: &str| form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
+        match self {
+            AccountsOp::Add(text) => (
+                http::Method::POST,
+                format!("/admin/accounts?file={}", enc(text)),
+            ),
+            AccountsOp::List => (http::Method::GET, "/admin/accounts".into()),
+            AccountsOp::Disable(app) => (
+                http::Method::POST,
+                format!("/admin/accounts/disable?app={}", enc(app)),
+            ),
+            AccountsOp::Enable(app) => (
+                http::Method::POST,
+                format!("/admin/accounts/enable?app={}", enc(app)),
+            ),
+            AccountsOp::RotateKey { app, base } => (
+                http::Method::POST,
+                format!(
+                    "/admin/accounts/rotate-key?app={}&base={}",
+                    enc(app),
+                    enc(base)
+                ),
+            ),
+        }
+    }
+}
+
+/// Runs an `accounts` command on the opened store.
+pub(crate) async fn accounts(svc: &wxdesk::Services, op: AccountsOp) -> ExitCode {
+    use wxdesk::app::registry_admin as registry;
+    use wxdesk::store::Standing;
+    let lines = match op {
+        AccountsOp::Add(text) => registry::add(svc, &text).await.map(|l| vec![l]),
+        AccountsOp::List => registry::list(svc).await,
+        AccountsOp::Disable(app) => registry::set_standing(svc, &app, Standing::Disabled)
+            .await
+            .map(|l| vec![l]),
+        AccountsOp::Enable(app) => registry::set_standing(svc, &app, Standing::Authorized)
+            .await
+            .map(|l| vec![l]),
+        AccountsOp::RotateKey { app, base } => registry::rotate_key(svc, &app, &base).await,
+    };
+    match lines {
+        Ok(lines) => {
+            for l in lines {
+                println!("{l}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{CommandFactory, Parser};
-use cli::{Cli, Command, OutboxCommand};
+use cli::{AccountsCommand, Cli, Command, OutboxCommand};
 use commands::{
     app_query, doctor, outbox_list, outbox_replay, print_admin_answer, print_urls, simulate,
 };
@@ -31,6 +31,7 @@ enum Op {
         key: Option<String>,
         app: Option<String>,
     },
+    Accounts(commands::AccountsOp),
 }
 
 #[tokio::main]
@@ -117,12 +118,55 @@ async fn main() -> ExitCode {
                     ..
                 },
         } => (config.config, Op::Replay { key, app }, server.server),
+        Command::Accounts { command } => match accounts_op(command) {
+            Ok(p) => p,
+            Err(code) => return code,
+        },
     };
     let (config, text) = match load(&path) {
         Ok(c) => c,
         Err(code) => return code,
     };
     run(op, config, path, text, server).await
+}
+
+/// An `accounts` command as the store operation it runs (the file read here).
+fn accounts_op(command: AccountsCommand) -> Result<(String, Op, Option<String>), ExitCode> {
+    use commands::AccountsOp as A;
+    Ok(match command {
+        AccountsCommand::Add {
+            config,
+            file,
+            server,
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| fail(format!("cannot read {file}: {e}")))?;
+            (config.config, Op::Accounts(A::Add(text)), server.server)
+        }
+        AccountsCommand::List { config, server } => {
+            (config.config, Op::Accounts(A::List), server.server)
+        }
+        AccountsCommand::Disable {
+            config,
+            app,
+            server,
+        } => (config.config, Op::Accounts(A::Disable(app)), server.server),
+        AccountsCommand::Enable {
+            config,
+            app,
+            server,
+        } => (config.config, Op::Accounts(A::Enable(app)), server.server),
+        AccountsCommand::RotateKey {
+            config,
+            app,
+            base,
+            server,
+        } => (
+            config.config,
+            Op::Accounts(A::RotateKey { app, base }),
+            server.server,
+        ),
+    })
 }
 
 /// The config file, or the exit code of a config that does not load (it names the key).
@@ -176,6 +220,7 @@ async fn run(
         Op::List { app, state } => outbox_list(&svc, app.as_deref(), &state).await,
         Op::Replay { key, app } => outbox_replay(&svc, key.as_deref(), app.as_deref()).await,
         Op::Doctor { app } => doctor(&svc, app.as_deref()).await,
+        Op::Accounts(a) => commands::accounts(&svc, a).await,
         Op::Serve { listen } => serve(svc, listen, path, &text).await,
     }
 }
@@ -222,6 +267,7 @@ async fn beside(
             http::Method::POST,
             format!("/admin/outbox/replay?dead=1{}", app_query(app, "&")),
         ),
+        Op::Accounts(a) => a.admin_request(),
         Op::Serve { .. } => return fail("the store is in use by a running wxdesk-local"),
     };
     match wxdesk::app::admin::call(server, admin, method, &path).await {

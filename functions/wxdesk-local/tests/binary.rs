@@ -712,6 +712,11 @@ fn every_command_has_its_help_and_the_binary_its_version() {
         (&["outbox", "list"], "--state <STATE>"),
         (&["outbox", "replay"], "--dead"),
         (&["simulate"], "--openid <OPENID>"),
+        (&["accounts", "add"], "--file <FILE>"),
+        (&["accounts", "list"], "--server <URL>"),
+        (&["accounts", "disable"], "--app <APPID>"),
+        (&["accounts", "enable"], "--app <APPID>"),
+        (&["accounts", "rotate-key"], "--base <URL>"),
     ] {
         let help = run(&[cmd, &["--help"]].concat());
         let text = String::from_utf8_lossy(&help.stdout);
@@ -782,4 +787,104 @@ fn authorize_url_prints_the_page_on_the_entry_domain() {
         "https://wx.example.com/component/wxplatform0000001/authorize"
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `accounts`: with no server the CLI writes the store itself; beside the running server
+/// it asks the server (its admin route), which serves the change at once. An account the
+/// config lists is refused, and the refusal says why.
+#[test]
+fn accounts_are_added_listed_and_disabled_with_or_without_the_server() {
+    const ADDED: &str = "wxadded000000002";
+    let desk = crash_desk();
+    let (dir, cfg, port) = crash_setup("accounts", desk.port);
+    let file = dir.join("added.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "appid = \"{ADDED}\"\nkind = \"official_account\"\ntoken = \"added-token\"\n\
+             secret = \"added-secret-value\"\n[desk]\nkind = \"echo\"\n"
+        ),
+    )
+    .unwrap();
+    let configured = dir.join("configured.toml");
+    std::fs::write(
+        &configured,
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .replace(ADDED, "wxcrash0000000001"),
+    )
+    .unwrap();
+    let run = |args: &[&str], server: Option<u16>| {
+        let mut all = args.to_vec();
+        let cfg = cfg.to_str().unwrap().to_owned();
+        let url = server.map(|p| format!("http://127.0.0.1:{p}"));
+        all.extend(["--config", cfg.as_str()]);
+        if let Some(u) = &url {
+            all.extend(["--server", u.as_str()]);
+        }
+        let o = Command::new(BIN).args(&all).output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        (o.status.code(), text)
+    };
+    let file = file.to_str().unwrap();
+    let added = run(&["accounts", "add", "--file", file], None);
+    let listed = run(&["accounts", "list"], None);
+    let refused = run(
+        &["accounts", "add", "--file", configured.to_str().unwrap()],
+        None,
+    );
+    let verify = |port| {
+        let ts = (wxdesk::support::clock::unix_ms() / 1000).to_string();
+        let sig = wxdesk::wechat::signature::push_signature("added-token", &ts, "n");
+        get(
+            port,
+            &format!("/wechat/{ADDED}?signature={sig}&timestamp={ts}&nonce=n&echostr=added42"),
+        )
+    };
+    let mut server = start_server(&cfg, port);
+    let served = verify(port);
+    let disabled = run(&["accounts", "disable", "--app", ADDED], Some(port));
+    let closed = verify(port);
+    let listed_after = run(&["accounts", "list"], Some(port));
+    server.kill().unwrap();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    assert_eq!(
+        added,
+        (
+            Some(0),
+            format!("{ADDED}: added with its own credentials\n")
+        )
+    );
+    assert_eq!(listed.0, Some(0), "{}", listed.1);
+    assert!(
+        listed
+            .1
+            .contains(&format!("{ADDED} authorized (own credentials")),
+        "{}",
+        listed.1
+    );
+    assert_eq!(refused.0, Some(1), "{}", refused.1);
+    assert!(
+        refused.1.contains("an [[apps]] account of the config"),
+        "{}",
+        refused.1
+    );
+    assert!(!format!("{added:?}{listed:?}{refused:?}").contains("added-secret-value"));
+    assert!(
+        served.starts_with("HTTP/1.1 200") && served.ends_with("added42"),
+        "{served}"
+    );
+    assert_eq!(disabled, (Some(0), format!("{ADDED}: disabled\n")));
+    assert!(closed.starts_with("HTTP/1.1 404"), "{closed}");
+    assert!(
+        listed_after.1.contains(&format!("{ADDED} disabled")),
+        "{}",
+        listed_after.1
+    );
 }

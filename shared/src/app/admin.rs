@@ -6,6 +6,11 @@
 //! - `GET  /admin/doctor[?app=A]` → `{"ok": bool, "lines": [...]}`
 //! - `GET  /admin/outbox[?state=pending|dead|in_flight|all][&app=A]` → `{"lines": [...]}`
 //! - `POST /admin/outbox/replay?key=K` or `?dead=1[&app=A]` → `{"queued": n}`
+//! - `GET  /admin/accounts` → `{"lines": [...]}`: the registry's accounts
+//! - `POST /admin/accounts?file=F` (the account file, URL-encoded, at most 16 KiB: admin
+//!   routes take no body), `POST /admin/accounts/{disable|enable}?app=A`,
+//!   `POST /admin/accounts/rotate-key?app=A&base=B` → `{"lines": [...]}`
+//!   (`app::registry_admin`)
 //! - `GET  /admin/metrics` → the counters and latencies the Lambda functions write as
 //!   EMF, in Prometheus' text format, for a scraper on the same host
 
@@ -79,9 +84,55 @@ pub async fn serve(svc: &Services, peer: IpAddr, req: &Request) -> Response {
                 Err(e) => return Response::text(503, e.to_string()),
             }
         }
+        (method, path) if path.starts_with("/admin/accounts") => {
+            match accounts(svc, method, path, req).await {
+                Ok(lines) => json!({ "lines": lines }),
+                Err(e) => return Response::text(400, e),
+            }
+        }
         _ => return not_found(),
     };
     Response::json(answer.to_string())
+}
+
+/// The largest account file `POST /admin/accounts` takes.
+const MAX_ACCOUNT_FILE: usize = 16 * 1024;
+
+/// `/admin/accounts...`: `app::registry_admin`'s operations.
+async fn accounts(
+    svc: &Services,
+    method: &str,
+    path: &str,
+    req: &Request,
+) -> Result<Vec<String>, String> {
+    use crate::app::registry_admin as registry;
+    use crate::store::Standing;
+    let app = || req.query("app").ok_or("give app=...");
+    match (method, path) {
+        ("GET", "/admin/accounts") => registry::list(svc).await,
+        ("POST", "/admin/accounts") => {
+            let file = req.query("file").ok_or("give file=...")?;
+            if file.len() > MAX_ACCOUNT_FILE {
+                return Err("the account file is over 16 KiB".into());
+            }
+            registry::add(svc, file).await.map(|l| vec![l])
+        }
+        ("POST", "/admin/accounts/disable") => {
+            registry::set_standing(svc, app()?, Standing::Disabled)
+                .await
+                .map(|l| vec![l])
+        }
+        ("POST", "/admin/accounts/enable") => {
+            registry::set_standing(svc, app()?, Standing::Authorized)
+                .await
+                .map(|l| vec![l])
+        }
+        ("POST", "/admin/accounts/rotate-key") => {
+            let base = req.query("base").unwrap_or("http://127.0.0.1:8080");
+            registry::rotate_key(svc, app()?, base).await
+        }
+        _ => Err("no such accounts operation".into()),
+    }
 }
 
 /// `GET /admin/doctor[?app=A][&checks=access_token]`: the checks (only those that need

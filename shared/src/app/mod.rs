@@ -18,6 +18,7 @@ pub mod outbox_admin;
 #[cfg(feature = "local")]
 mod outgoing;
 pub mod refresher;
+pub mod registry_admin;
 pub mod routes;
 pub mod simulate;
 pub mod urls;
@@ -144,6 +145,14 @@ impl Services {
     /// The config's accounts.
     pub fn configured(&self) -> impl Iterator<Item = &Arc<accounts::Account>> {
         self.accounts.configured()
+    }
+
+    /// A stored account's settings, opened with the data key (cached per process).
+    pub(crate) async fn settings_of(
+        &self,
+        rec: &crate::store::Authorizer,
+    ) -> Result<crate::store::AccountSettings, String> {
+        self.accounts.settings(&self.ctx, rec).await
     }
 
     /// How many registry reads this process holds (the cache's bound is

@@ -11,6 +11,7 @@ mod component;
 mod config_secret;
 mod events;
 mod faults;
+mod registry;
 mod security;
 mod store_contract;
 mod tencent_im;
