@@ -116,7 +116,7 @@ pub struct AccountSettings {
 
 impl AccountSettings {
     /// Sealed for `appid`'s record.
-    pub(crate) fn seal(&self, sealer: &Sealer, appid: &str) -> String {
+    pub fn seal(&self, sealer: &Sealer, appid: &str) -> String {
         let json = serde_json::to_string(self).unwrap_or_default();
         sealer.seal(
             &crate::support::secret::Secret::new(json),
@@ -125,7 +125,7 @@ impl AccountSettings {
     }
 
     /// `appid`'s record's sealed settings, opened.
-    pub(crate) fn open(sealer: &Sealer, appid: &str, sealed: &str) -> Result<Self, String> {
+    pub fn open(sealer: &Sealer, appid: &str, sealed: &str) -> Result<Self, String> {
         let plain = sealer
             .open(sealed, &settings_context(appid))
             .map_err(|_| "its settings do not open with this install's data key".to_owned())?;

@@ -372,7 +372,7 @@ async fn embedded_listing_rules() {
 /// them: under that load on a 2-core machine a claim can outlast the push's 1 s claim
 /// budget, and the push then delivers without dedup (as designed), which that test would
 /// read as a duplicate forwarded.
-static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dynamodb_exactly_one_of_many_racers_wins() {

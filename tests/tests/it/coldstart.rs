@@ -21,15 +21,15 @@ use wxdesk_tests::*;
 
 /// What the Runtime API saw, with when.
 #[derive(Default)]
-struct Seen {
+pub(crate) struct Seen {
     /// Each `GET /next`: the first is "ready".
-    nexts: Vec<Instant>,
-    responses: Vec<(Instant, String)>,
-    error: Option<String>,
+    pub(crate) nexts: Vec<Instant>,
+    pub(crate) responses: Vec<(Instant, String)>,
+    pub(crate) error: Option<String>,
 }
 
 /// A Runtime API that hands out `events` in turn and then holds every further `next`.
-async fn runtime_api(events: Vec<String>, seen: Arc<Mutex<Seen>>) -> String {
+pub(crate) async fn runtime_api(events: Vec<String>, seen: Arc<Mutex<Seen>>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     tokio::spawn(async move {
@@ -96,7 +96,7 @@ async fn runtime_api(events: Vec<String>, seen: Arc<Mutex<Seen>>) -> String {
 }
 
 /// The bootstrap to time: `WXDESK_BOOTSTRAP`, else the test build's `wxdesk-lambda`.
-fn bootstrap() -> std::path::PathBuf {
+pub(crate) fn bootstrap() -> std::path::PathBuf {
     if let Ok(p) = std::env::var("WXDESK_BOOTSTRAP") {
         return p.into();
     }

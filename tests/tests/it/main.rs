@@ -12,6 +12,7 @@ mod config_secret;
 mod events;
 mod faults;
 mod registry;
+mod scale;
 mod security;
 mod store_contract;
 mod tencent_im;
