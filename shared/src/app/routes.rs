@@ -132,11 +132,21 @@ async fn account_named(
             let appid = handlers::udesk::named_in_query(route.kind, req)?;
             svc.serving(&appid).await
         }
-        RouteKind::ComponentPush => match svc.serving(&route.appid).await {
-            Some(a) => Some(a),
-            // WeChat's test accounts, during the platform's release test only.
-            None => svc.release_test_account(&route.platform, &route.appid),
-        },
+        RouteKind::ComponentPush => {
+            // The platform's signature first: an unsigned push for a made-up appid costs
+            // no registry read and takes no cache slot (the head check refuses it).
+            let c = svc.config.component.as_ref()?;
+            if c.appid.as_str() != route.platform
+                || crate::source::signed_query(svc, &c.token, req).is_err()
+            {
+                return None;
+            }
+            match svc.serving(&route.appid).await {
+                Some(a) => Some(a),
+                // WeChat's test accounts, during the platform's release test only.
+                None => svc.release_test_account(&route.platform, &route.appid),
+            }
+        }
         _ => svc.serving(&route.appid).await,
     }
 }

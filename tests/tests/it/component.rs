@@ -785,3 +785,40 @@ async fn a_withdrawn_shops_queued_agent_message_is_told_back() {
         "never delivered after the withdrawal"
     );
 }
+
+/// Anyone can post to the platform's message URL with any appid: without the platform's
+/// signature nothing is read from the registry and nothing is cached (a flood of made-up
+/// appids costs no store reads); a signed push for an unknown appid is read once and then
+/// answered from the cache.
+#[tokio::test]
+async fn unsigned_pushes_for_made_up_shops_read_nothing() {
+    let (_wx, _desk, svc, base) = platform_with_desk("component-unsigned").await;
+    for i in 0..20 {
+        let r = http()
+            .post(format!(
+                "{base}/wechat/component/{COMPONENT_APPID}/wxmadeup{i:08}?signature=0&timestamp={}&nonce=n&encrypt_type=aes&msg_signature=0",
+                now_secs()
+            ))
+            .body("<xml><Encrypt>x</Encrypt></xml>")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+    }
+    assert_eq!(
+        svc.cached_accounts(),
+        0,
+        "no registry read for an unsigned push"
+    );
+    assert_eq!(
+        shop_push(&base, COMPONENT_APPID, "wxmadeup99999999", "hi", 1)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        svc.cached_accounts(),
+        1,
+        "a signed push for an unknown shop: read once"
+    );
+}
