@@ -52,6 +52,9 @@ pub enum InitError {
 pub struct Services {
     pub ctx: Context,
     accounts: accounts::Accounts,
+    /// The platform's own desk route's account (`[component] gateway_key` with a
+    /// `[component.desk]`): takes a shared Tencent IM app's callbacks for every shop.
+    platform: Option<Arc<accounts::Account>>,
     /// Kept to build the next services on the same connections (a config reload).
     stores: Stores,
 }
@@ -91,9 +94,11 @@ impl Services {
         }
         let ctx = Context::new(config, stores.clone(), clock);
         let accounts = accounts::Accounts::new(&ctx, |app| desk_for(&ctx, app));
+        let platform = platform_account(&ctx);
         Services {
             ctx,
             accounts,
+            platform,
             stores,
         }
     }
@@ -142,6 +147,14 @@ impl Services {
         }))
     }
 
+    /// The platform's own desk route's account, for a request to `/tim/{appid}/...` with
+    /// the platform's appid.
+    pub(crate) fn platform_account(&self, appid: &str) -> Option<Arc<accounts::Account>> {
+        self.platform
+            .clone()
+            .filter(|a| a.app.appid.as_str() == appid)
+    }
+
     /// The config's accounts.
     pub fn configured(&self) -> impl Iterator<Item = &Arc<accounts::Account>> {
         self.accounts.configured()
@@ -160,6 +173,21 @@ impl Services {
     pub fn cached_accounts(&self) -> usize {
         self.accounts.cached_len()
     }
+}
+
+/// The platform's own desk route's account: its desk `[component.desk]`, its key
+/// `[component] gateway_key`. It stands for no WeChat account: what comes through it is
+/// sent for the account each customer wrote to.
+fn platform_account(ctx: &Context) -> Option<Arc<accounts::Account>> {
+    let c = ctx.config.component.as_ref()?;
+    let (desk, key) = (c.desk.clone()?, c.gateway_key.clone()?);
+    let mut app = crate::config::authorized_account(c, c.appid.as_str(), None, None, desk).ok()?;
+    app.gateway_key = Some(key);
+    Some(Arc::new(accounts::Account {
+        desk: desk_for(ctx, &app),
+        app,
+        standing: None,
+    }))
 }
 
 /// The desk registry: the one place a desk kind becomes a connector.

@@ -128,6 +128,10 @@ async fn account_named(
         | RouteKind::ComponentAuthorize
         | RouteKind::ComponentAuthorized
         | RouteKind::StagedMedia => None,
+        RouteKind::TimCallback => match svc.platform_account(&route.appid) {
+            Some(platform) => Some(platform),
+            None => svc.serving(&route.appid).await,
+        },
         _ if route.appid.is_empty() => {
             let appid = handlers::udesk::named_in_query(route.kind, req)?;
             svc.serving(&appid).await

@@ -48,6 +48,13 @@ pub fn urls(config: &Config, only: Option<&str>, base: &str) -> Vec<Url> {
             ),
             url: format!("{base}/wechat/component/{}/$APPID$", c.appid),
         });
+        if matches!(c.desk, Some(DeskConfig::TencentIm(_))) {
+            out.push(keyed(
+                format!("{} Tencent IM callback URL (one for every shop)", c.appid),
+                c.gateway_key.as_ref(),
+                |k| format!("{base}/tim/{}/{k}", c.appid),
+            ));
+        }
         out.push(match authorize_page(config) {
             Ok(url) => Url::Paste {
                 purpose: format!("{} page shops open to authorize the platform", c.appid),

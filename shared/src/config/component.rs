@@ -36,6 +36,12 @@ pub struct ComponentConfig {
     /// while the platform is being released (docs/platform.md: The release test).
     #[serde(default)]
     pub release_test: bool,
+    /// The key of the platform's own desk route: with a Tencent IM `[component.desk]` (one
+    /// IM app, whose console takes one callback URL, for every shop),
+    /// `/tim/{platform appid}/{gateway_key}` takes every shop's agent messages, each sent
+    /// for the account its customer wrote to. Unset: that route is closed.
+    #[serde(default)]
+    pub gateway_key: Option<Secret>,
 }
 
 impl ComponentConfig {
@@ -57,6 +63,16 @@ impl ComponentConfig {
                     "must be https://<the entry domain>, without a trailing /",
                 ));
             }
+        }
+        if self
+            .gateway_key
+            .as_ref()
+            .is_some_and(|k| !super::checks::is_gateway_key(k.expose()))
+        {
+            return Err(invalid(
+                "component.gateway_key",
+                "must be at least 16 letters, digits, '-' or '_' (it is a URL path segment and a password)",
+            ));
         }
         if let Some(desk) = &self.desk {
             desk.check(&|k| format!("component.desk.{k}"))?;

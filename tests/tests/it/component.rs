@@ -684,33 +684,163 @@ async fn the_release_test_passes_with_its_switch_and_only_then() {
     assert_eq!(status, 404);
 }
 
-/// When a shop withdraws, an agent message still queued for its customer is not delivered
-/// later and not dropped: the agent is told, in their conversation, that it did not go.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_withdrawn_shops_queued_agent_message_is_told_back() {
+const PLATFORM_KEY: &str = "platform-gateway-key-0123456789";
+
+/// A platform whose shops share one Tencent IM app (`[component.desk]`), whose one
+/// callback URL is the platform's (`[component] gateway_key`); WeChat retries after 1 s.
+async fn shared_im_platform(
+    name: &str,
+) -> (
+    wechat::WechatStandIn,
+    wxdesk_tests::tim::TimStandIn,
+    Arc<wxdesk::Services>,
+    String,
+) {
     use wxdesk_tests::tim::{self, ADMIN, CALLBACK_TOKEN, SDKAPPID, SECRET_KEY};
-    const CUSTOMER: &str = "oShopCustomer1";
     let wx = wechat::start().await;
     let im = tim::start().await;
     let extra = format!(
         "[wechat]\napi_base = \"{}\"\n[delivery]\nfirst_retry_secs = 1\nmax_retry_secs = 2\n{}\
+         gateway_key = \"{PLATFORM_KEY}\"\n\
          [component.desk]\nkind = \"tencent_im\"\nsdkappid = {SDKAPPID}\nsecret_key = \"{SECRET_KEY}\"\n\
          admin = \"{ADMIN}\"\nagents = [\"agent1\"]\napi_base = \"{}\"\ncallback_token = \"{CALLBACK_TOKEN}\"\n",
         wx.base(),
         component_config(),
         im.server.url("")
     );
-    let text = config_text(
-        &embedded_store("component-withdraw-queue"),
-        "http://127.0.0.1:9/none",
-        &extra,
-    );
+    let text = config_text(&embedded_store(name), "http://127.0.0.1:9/none", &extra);
     let svc = Arc::new(
         wxdesk::Services::build(wxdesk::Config::parse(&text).unwrap())
             .await
             .unwrap(),
     );
     let base = start_local(svc.clone()).await;
+    (wx, im, svc, base)
+}
+
+/// The notices the agents got from wxdesk (undelivered), as (agent, text).
+fn im_notices(im: &wxdesk_tests::tim::TimStandIn) -> Vec<(String, String)> {
+    im.state
+        .lock()
+        .unwrap()
+        .sends
+        .iter()
+        .filter(|s| s["CloudCustomData"] == r#"{"wxdesk":"undelivered"}"#)
+        .map(|s| {
+            (
+                s["To_Account"].as_str().unwrap_or("").to_owned(),
+                s["MsgBody"][0]["MsgContent"]["Text"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// One Tencent IM app serves every shop and its console takes one callback URL: the
+/// platform's. Each agent message goes out for the shop its customer wrote to, with that
+/// shop's token; one for a customer no shop knows is not sent, and the agent is told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_im_app_answers_every_shop_through_the_platforms_callback() {
+    use wxdesk_tests::tim::{self, CALLBACK_TOKEN, SDKAPPID};
+    let (wx, im, _svc, base) = shared_im_platform("component-shared-im").await;
+    with_ticket(&wx, &base).await;
+    let (a, b) = ("wxshop0000000031", "wxshop0000000032");
+    authorize_shop(&wx, &base, a).await;
+    authorize_shop(&wx, &base, b).await;
+    let plain = |customer: &str, id: u64| {
+        format!(
+            "<xml><ToUserName><![CDATA[gh_shop]]></ToUserName><FromUserName><![CDATA[{customer}]]></FromUserName>\
+             <CreateTime>{}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[hi]]></Content>\
+             <MsgId>{id}</MsgId></xml>",
+            now_secs()
+        )
+    };
+    assert_eq!(
+        push_plain(&base, COMPONENT_APPID, a, &plain("oCustomerOfA", 1), 1)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        push_plain(&base, COMPONENT_APPID, b, &plain("oCustomerOfB", 2), 2)
+            .await
+            .0,
+        200
+    );
+    wx.customer(a, "oCustomerOfA", wechat::Action::Message);
+    wx.customer(b, "oCustomerOfB", wechat::Action::Message);
+
+    let callback = |to: &'static str, key: &'static str| {
+        let url = format!(
+            "{base}/tim/{COMPONENT_APPID}/{PLATFORM_KEY}?{}",
+            tim::callback_query(SDKAPPID, CALLBACK_TOKEN, now_secs())
+        );
+        async move {
+            let body = tim::after_send(
+                "agent1",
+                to,
+                key,
+                serde_json::json!([{"MsgType": "TIMTextElem", "MsgContent": {"Text": format!("for {to}")}}]),
+            );
+            http()
+                .post(url)
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // A customer imported long ago, whose account record has expired since.
+    im.state
+        .lock()
+        .unwrap()
+        .imported
+        .insert("oNobodysCustomer".into());
+    assert_eq!(callback("oCustomerOfB", "8001_1_1572870301").await, 200);
+    assert_eq!(callback("oNobodysCustomer", "8002_1_1572870301").await, 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(8);
+    while (wx.sent().is_empty() || im_notices(&im).is_empty())
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    {
+        let s = wx.state.lock().unwrap();
+        assert_eq!(s.sent.len(), 1, "{:?}", s.sent);
+        assert_eq!(s.sent[0]["touser"], "oCustomerOfB");
+        assert_eq!(
+            s.platform.authorizer_of(&s.sent_with[0]),
+            Some(b),
+            "B's own token"
+        );
+    }
+    let told = im_notices(&im);
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(told[0].1.contains("which shop"), "{told:?}");
+    // The platform's route takes only its own key.
+    let wrong = http()
+        .post(format!(
+            "{base}/tim/{COMPONENT_APPID}/not-the-platform-key-0000?{}",
+            tim::callback_query(SDKAPPID, CALLBACK_TOKEN, now_secs())
+        ))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+}
+
+/// When a shop withdraws, an agent message still queued for its customer is not delivered
+/// later and not dropped: the agent is told, in their conversation, that it did not go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawn_shops_queued_agent_message_is_told_back() {
+    use wxdesk_tests::tim::{self, CALLBACK_TOKEN, SDKAPPID};
+    const CUSTOMER: &str = "oShopCustomer1";
+    let (wx, im, svc, base) = shared_im_platform("component-withdraw-queue").await;
     with_ticket(&wx, &base).await;
     let shop = "wxshop0000000020";
     authorize_shop(&wx, &base, shop).await;

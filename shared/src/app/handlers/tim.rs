@@ -64,6 +64,7 @@ pub(crate) fn callback_sign(token: &str, request_time: &str) -> String {
 pub(crate) struct Tim<'a> {
     app: &'a AppConfig,
     sdkappid: u64,
+    desk: &'a dyn crate::desk::Desk,
 }
 
 /// The path's gateway key, the account's SdkAppid and Tencent's `Sign` over the callback
@@ -96,14 +97,19 @@ pub(crate) fn check<'a>(
     if !crate::config::Secret::new(callback_sign(callback_token.expose(), time)).matches(sign) {
         return Err(Refusal::new(401, appid, "Sign mismatch"));
     }
+    let desk = account
+        .map(|a| a.desk.as_ref())
+        .ok_or_else(|| Refusal::no_such_route(appid))?;
     Ok(Tim {
         app,
         sdkappid: *sdkappid,
+        desk,
     })
 }
 
 /// The account `user` (a customer's UserID) belongs to when it is not the callback's own:
-/// the one recorded at their import, served and on the same IM app.
+/// the one recorded at their import, on the same IM app, in whatever standing (a closed
+/// one's messages die in the outbox and are told back, never sent for another account).
 async fn owner(
     svc: &Services,
     path_app: &AppConfig,
@@ -120,12 +126,44 @@ async fn owner(
         Err(_) => None,
     };
     let recorded = recorded.filter(|a| *a != path_app.appid.as_str())?;
-    svc.serving(&recorded).await.filter(|a| {
+    svc.account(&recorded).await.filter(|a| {
         a.app
             .desk
             .tencent_im()
             .is_some_and(|c| c.sdkappid == sdkappid)
     })
+}
+
+/// An agent's message through the platform's route to a customer no shop recorded: not
+/// sent (wxdesk cannot tell for which account), and the agent told, in their conversation.
+async fn unknown_customer(
+    desk: &dyn crate::desk::Desk,
+    platform: &AppConfig,
+    from: &str,
+    to: &str,
+    body: &Value,
+) -> Response {
+    let agents = platform
+        .desk
+        .tencent_im()
+        .map(|c| c.agents.as_slice())
+        .unwrap_or_default();
+    let failed = body
+        .get("SendMsgResult")
+        .and_then(Value::as_i64)
+        .unwrap_or(0)
+        != 0;
+    let online_only = body.get("OnlineOnlyFlag").and_then(Value::as_i64) == Some(1);
+    if !agents.iter().any(|a| a == from) || agents.iter().any(|a| a == to) || failed || online_only
+    {
+        return ok();
+    }
+    warn!(platform = %platform.appid, "agent message for a customer no shop recorded: not sent, the agent is told");
+    let reason = "wxdesk does not know which shop this customer wrote to (no message from them was recorded)";
+    if let Err(e) = desk.undelivered(to, from, reason).await {
+        warn!(platform = %platform.appid, error = %e, "could not tell the agent their message was not delivered");
+    }
+    ok()
 }
 
 /// An online-only message (TUIKit's typing state): the customer's typing indicator, or
@@ -167,6 +205,7 @@ pub(crate) async fn serve(
     let Tim {
         app: path_app,
         sdkappid,
+        desk,
     } = proof;
     let appid = path_app.appid.as_str();
     let body = serde_json::from_slice::<Value>(&req.body)
@@ -195,6 +234,11 @@ pub(crate) async fn serve(
         ));
     }
     let recorded = owner(svc, path_app, sdkappid, to).await;
+    // The platform's route stands for no account: a customer no shop recorded cannot be
+    // answered, and the agent hears so.
+    if recorded.is_none() && svc.platform_account(path_app.appid.as_str()).is_some() {
+        return Ok(unknown_customer(desk, path_app, from, to, &body).await);
+    }
     let app = recorded.as_ref().map_or(path_app, |a| &a.app);
     let appid = app.appid.as_str();
     let agents = app
