@@ -25,6 +25,8 @@ AES_KEY = "eventsAESkey0000000000000000000000000000001"
 # The third-party platform ([component] in events/wxdesk.toml).
 COMPONENT, COMPONENT_TOKEN = "wxeventscomp0007", "events-component-token"
 COMPONENT_KEY = "eventsCOMPONENTkey0000000000000000000000001"
+# A shop that authorized the platform: its pushes come to the platform's message URL.
+SHOP = "wxeventsshop0008"
 TS, NONCE, OPENID = 1714112445, "1320562132", "oEventsUser0000000000000001"
 
 
@@ -242,6 +244,18 @@ def main():
         "encrypt_type": "aes", "msg_signature": sha1_sorted(COMPONENT_TOKEN, str(TS), NONCE, enc)},
         f"<xml><AppId><![CDATA[{COMPONENT}]]></AppId><Encrypt><![CDATA[{enc}]]></Encrypt></xml>",
         path=f"/component/{COMPONENT}/events", route_key="POST /component/{appid}/events")
+    # A shop's customer writes: WeChat pushes to the platform's message URL ($APPID$ = the
+    # shop), signed with the platform's token, encrypted with its key for the platform's appid.
+    text = (f"<xml><ToUserName><![CDATA[gh_eventsshop]]></ToUserName><FromUserName><![CDATA[{OPENID}]]></FromUserName>"
+            f"<CreateTime>{TS}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
+            f"<Content><![CDATA[Is my order shipped?]]></Content><MsgId>23800000000000008</MsgId></xml>")
+    enc = wx_encrypt(text, COMPONENT, COMPONENT_KEY)
+    out["component-push-text"] = event("POST", SHOP, {
+        "signature": sha1_sorted(COMPONENT_TOKEN, str(TS), NONCE), "timestamp": str(TS), "nonce": NONCE,
+        "encrypt_type": "aes", "msg_signature": sha1_sorted(COMPONENT_TOKEN, str(TS), NONCE, enc)},
+        f"<xml><ToUserName><![CDATA[gh_eventsshop]]></ToUserName><Encrypt><![CDATA[{enc}]]></Encrypt></xml>",
+        path=f"/wechat/component/{COMPONENT}/{SHOP}", route_key="POST /wechat/component/{platform}/{appid}",
+        path_parameters={"platform": COMPONENT, "appid": SHOP})
     # The token-refresher's EventBridge schedule.
     out["schedule-token-refresher"] = {
         "version": "0", "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa", "detail-type": "Scheduled Event", "source": "aws.events",

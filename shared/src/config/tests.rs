@@ -202,7 +202,8 @@ fn the_example_and_the_docs_give_the_defaults() {
                 &c.fetch,
                 &c.server,
                 &c.callback,
-                &c.delivery
+                &c.delivery,
+                &c.registry
             )
         )
     };

@@ -46,6 +46,9 @@ enum Expect {
     /// The third-party platform's ticket: `success`, and a component_access_token is then
     /// fetched with it (by the token-refresher sample, which comes later).
     ComponentTicket,
+    /// An authorized shop's push: the desk's passive reply, encrypted with the platform's
+    /// token and key for the platform's appid.
+    PlatformEncrypted(&'static str),
 }
 
 fn expectation(name: &str) -> Option<Expect> {
@@ -85,6 +88,7 @@ fn expectation(name: &str) -> Option<Expect> {
         "chatbot-handoff-needperson" => ChatbotHandoff,
         "chatbot-event-quit" => ChatbotEvent,
         "component-ticket" => ComponentTicket,
+        "component-push-text" => PlatformEncrypted("echo: Is my order shipped?"),
         _ => return None,
     })
 }
@@ -121,6 +125,20 @@ async fn every_sample_event_gets_its_answer() {
     // its RequestTime): replay them at that moment.
     let cfg = wxdesk::Config::parse(&text).unwrap();
     let stores = wxdesk::store::Stores::open(&cfg.store).await.unwrap();
+    // The shop of component-push-text.json authorized the platform.
+    stores
+        .registry
+        .put_authorizer(&wxdesk::store::Authorizer {
+            appid: "wxeventsshop0008".into(),
+            component: "wxeventscomp0007".into(),
+            sealed_refresh_token: String::new(),
+            permissions: vec![1],
+            standing: wxdesk::store::Standing::Authorized,
+            changed_at_ms: SIGNED_AT * 1000,
+            sealed_settings: None,
+        })
+        .await
+        .unwrap();
     let svc = Arc::new(wxdesk::Services::with_parts(
         cfg,
         stores,
@@ -206,6 +224,28 @@ async fn every_sample_event_gets_its_answer() {
                 let plain = MsgCrypt::new(EVENTS_AES_KEY)
                     .unwrap()
                     .decrypt(enc, appid)
+                    .unwrap();
+                assert_eq!(
+                    Doc::parse_xml(&plain).unwrap().get("Content"),
+                    Some(content),
+                    "{name}"
+                );
+            }
+            Expect::PlatformEncrypted(content) => {
+                let doc = Doc::parse_xml(&body).unwrap();
+                let enc = doc.get("Encrypt").unwrap();
+                assert_eq!(
+                    doc.get("MsgSignature").unwrap(),
+                    msg_signature(
+                        "events-component-token",
+                        doc.get("TimeStamp").unwrap(),
+                        doc.get("Nonce").unwrap(),
+                        enc
+                    )
+                );
+                let plain = MsgCrypt::new("eventsCOMPONENTkey0000000000000000000000001")
+                    .unwrap()
+                    .decrypt(enc, "wxeventscomp0007")
                     .unwrap();
                 assert_eq!(
                     Doc::parse_xml(&plain).unwrap().get("Content"),
