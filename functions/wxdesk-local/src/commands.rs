@@ -112,12 +112,6 @@ pub(crate) fn print_urls(
     base: Option<String>,
 ) -> ExitCode {
     use wxdesk::app::urls::{Url, urls};
-    if let Some(a) = app
-        && config.app(a).is_none()
-    {
-        eprintln!("wxdesk-local: no account {a} in the config");
-        return ExitCode::from(1);
-    }
     let base = base.unwrap_or_else(|| format!("http://{}", config.server.listen));
     for u in urls(config, app, &base) {
         match u {
@@ -163,6 +157,7 @@ pub(crate) enum AccountsOp {
     Disable(String),
     Enable(String),
     RotateKey { app: String, base: String },
+    Urls { app: String, base: String },
 }
 
 impl AccountsOp {
@@ -191,6 +186,10 @@ impl AccountsOp {
                     enc(base)
                 ),
             ),
+            AccountsOp::Urls { app, base } => (
+                http::Method::GET,
+                format!("/admin/accounts/urls?app={}&base={}", enc(app), enc(base)),
+            ),
         }
     }
 }
@@ -209,6 +208,7 @@ pub(crate) async fn accounts(svc: &wxdesk::Services, op: AccountsOp) -> ExitCode
             .await
             .map(|l| vec![l]),
         AccountsOp::RotateKey { app, base } => registry::rotate_key(svc, &app, &base).await,
+        AccountsOp::Urls { app, base } => registry::urls(svc, &app, &base).await,
     };
     match lines {
         Ok(lines) => {

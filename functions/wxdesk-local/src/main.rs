@@ -76,10 +76,20 @@ async fn main() -> ExitCode {
             };
         }
         Command::Urls { config, app, base } => {
-            return match load(&config.config) {
-                Ok((config, _)) => print_urls(&config, app.as_deref(), base),
-                Err(code) => code,
+            let loaded = match load(&config.config) {
+                Ok((loaded, _)) => loaded,
+                Err(code) => return code,
             };
+            match app {
+                // Not the config's: perhaps the registry's (the store is opened, or the
+                // running server asked).
+                Some(a) if loaded.app(&a).is_none() => {
+                    let base = base.unwrap_or_else(|| format!("http://{}", loaded.server.listen));
+                    let op = Op::Accounts(commands::AccountsOp::Urls { app: a, base });
+                    (config.config, op, None)
+                }
+                app => return print_urls(&loaded, app.as_deref(), base),
+            }
         }
         Command::Simulate {
             config,

@@ -837,6 +837,8 @@ fn accounts_are_added_listed_and_disabled_with_or_without_the_server() {
         &["accounts", "add", "--file", configured.to_str().unwrap()],
         None,
     );
+    let urls_alone = run(&["urls", "--app", ADDED, "--base", "https://api"], None);
+    let unknown = run(&["urls", "--app", "wxnobody00000001"], None);
     let verify = |port| {
         let ts = (wxdesk::support::clock::unix_ms() / 1000).to_string();
         let sig = wxdesk::wechat::signature::push_signature("added-token", &ts, "n");
@@ -850,6 +852,7 @@ fn accounts_are_added_listed_and_disabled_with_or_without_the_server() {
     let disabled = run(&["accounts", "disable", "--app", ADDED], Some(port));
     let closed = verify(port);
     let listed_after = run(&["accounts", "list"], Some(port));
+    let urls_beside = run(&["urls", "--app", ADDED, "--base", "https://api"], None);
     server.kill().unwrap();
     let _ = server.wait();
     let _ = std::fs::remove_dir_all(&dir);
@@ -886,5 +889,16 @@ fn accounts_are_added_listed_and_disabled_with_or_without_the_server() {
         listed_after.1.contains(&format!("{ADDED} disabled")),
         "{}",
         listed_after.1
+    );
+    // `urls --app` lists a stored account's URLs like a configured one's, from the store
+    // or from the server that holds it.
+    let push_url = format!("{ADDED} WeChat push URL: https://api/wechat/{ADDED}");
+    assert_eq!(urls_alone, (Some(0), format!("{push_url}\n")));
+    assert_eq!(urls_beside, (Some(0), format!("{push_url}\n")));
+    assert_eq!(unknown.0, Some(1), "{}", unknown.1);
+    assert!(
+        unknown.1.contains("no account wxnobody00000001"),
+        "{}",
+        unknown.1
     );
 }

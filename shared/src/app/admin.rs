@@ -9,7 +9,8 @@
 //! - `GET  /admin/accounts` → `{"lines": [...]}`: the registry's accounts
 //! - `POST /admin/accounts?file=F` (the account file, URL-encoded, at most 16 KiB: admin
 //!   routes take no body), `POST /admin/accounts/{disable|enable}?app=A`,
-//!   `POST /admin/accounts/rotate-key?app=A&base=B` → `{"lines": [...]}`
+//!   `POST /admin/accounts/rotate-key?app=A&base=B`, `GET /admin/accounts/urls?app=A&base=B`
+//!   → `{"lines": [...]}`
 //!   (`app::registry_admin`)
 //! - `GET  /admin/metrics` → the counters and latencies the Lambda functions write as
 //!   EMF, in Prometheus' text format, for a scraper on the same host
@@ -126,6 +127,10 @@ async fn accounts(
             registry::set_standing(svc, app()?, Standing::Authorized)
                 .await
                 .map(|l| vec![l])
+        }
+        ("GET", "/admin/accounts/urls") => {
+            let base = req.query("base").unwrap_or("http://127.0.0.1:8080");
+            registry::urls(svc, app()?, base).await
         }
         ("POST", "/admin/accounts/rotate-key") => {
             let base = req.query("base").unwrap_or("http://127.0.0.1:8080");

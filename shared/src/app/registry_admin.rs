@@ -173,6 +173,19 @@ pub async fn rotate_key(svc: &Services, appid: &str, base: &str) -> Result<Vec<S
         .collect())
 }
 
+/// A stored account's URLs under `base`, keys filled in (`wxdesk-local urls --app`).
+pub async fn urls(svc: &Services, appid: &str, base: &str) -> Result<Vec<String>, String> {
+    let account = svc.account(appid).await.ok_or_else(|| {
+        format!("no account {appid} in the config or the registry (doctor --app {appid} says more)")
+    })?;
+    Ok(
+        crate::app::urls::account_urls(&account.app, base.trim_end_matches('/'))
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+    )
+}
+
 /// One line per stored account: appid, standing, whose credentials, whose desk.
 pub async fn list(svc: &Services) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
