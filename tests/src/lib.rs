@@ -376,6 +376,21 @@ pub fn text_push(content: &str, msg_id: u64, create_time: i64) -> String {
 pub const FETCH_LOOPBACK: &str = "[fetch]\nallow_local_http = true\nim_hosts = [\"127.0.0.1\"]\nwechat_hosts = [\"127.0.0.1\"]\n";
 
 /// Starts the local server in-process on a free loopback port; returns its base URL.
+/// POSTs `body` to `url`: the answer's status and text.
+pub async fn post_text(url: String, body: String) -> (u16, String) {
+    let r = http().post(url).body(body).send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// Services built from the config `text` (on the store it names), served on a local port:
+/// (services, base URL).
+pub async fn serve_config(text: &str) -> (Arc<wxdesk::Services>, String) {
+    let config = wxdesk::Config::parse(text).unwrap_or_else(|e| panic!("{e}"));
+    let svc = Arc::new(wxdesk::Services::build(config).await.unwrap());
+    let base = start_local(svc.clone()).await;
+    (svc, base)
+}
+
 pub async fn start_local(svc: Arc<wxdesk::Services>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

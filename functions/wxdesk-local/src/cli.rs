@@ -137,6 +137,18 @@ pub enum OutboxCommand {
     },
 }
 
+/// The arguments of an `accounts` command on one account.
+#[derive(Debug, Args)]
+pub struct OneAccount {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// The account.
+    #[arg(long, value_name = "APPID")]
+    pub app: String,
+    #[command(flatten)]
+    pub server: ServerArg,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum AccountsCommand {
     /// Add or update one: a file with an `[[apps]]` entry's keys (its own token and
@@ -158,23 +170,9 @@ pub enum AccountsCommand {
         server: ServerArg,
     },
     /// Close one: its routes answer 404, its queued messages are told back to its desk.
-    Disable {
-        #[command(flatten)]
-        config: ConfigArg,
-        #[arg(long, value_name = "APPID")]
-        app: String,
-        #[command(flatten)]
-        server: ServerArg,
-    },
+    Disable(OneAccount),
     /// Open a disabled one again.
-    Enable {
-        #[command(flatten)]
-        config: ConfigArg,
-        #[arg(long, value_name = "APPID")]
-        app: String,
-        #[command(flatten)]
-        server: ServerArg,
-    },
+    Enable(OneAccount),
     /// Give one a new gateway key (the old one is still taken until the next rotation)
     /// and print its URLs.
     RotateKey {

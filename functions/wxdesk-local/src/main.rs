@@ -156,16 +156,16 @@ fn accounts_op(command: AccountsCommand) -> Result<(String, Op, Option<String>),
         AccountsCommand::List { config, server } => {
             (config.config, Op::Accounts(A::List), server.server)
         }
-        AccountsCommand::Disable {
-            config,
-            app,
-            server,
-        } => (config.config, Op::Accounts(A::Disable(app)), server.server),
-        AccountsCommand::Enable {
-            config,
-            app,
-            server,
-        } => (config.config, Op::Accounts(A::Enable(app)), server.server),
+        AccountsCommand::Disable(a) => (
+            a.config.config,
+            Op::Accounts(A::Disable(a.app)),
+            a.server.server,
+        ),
+        AccountsCommand::Enable(a) => (
+            a.config.config,
+            Op::Accounts(A::Enable(a.app)),
+            a.server.server,
+        ),
         AccountsCommand::RotateKey {
             config,
             app,

@@ -18,23 +18,12 @@ async fn platform_server(name: &str) -> (wechat::WechatStandIn, Arc<wxdesk::Serv
         component_config()
     );
     let text = config_text(&embedded_store(name), "http://127.0.0.1:9/none", &extra);
-    let svc = Arc::new(
-        wxdesk::Services::build(wxdesk::Config::parse(&text).unwrap())
-            .await
-            .unwrap(),
-    );
-    let base = start_local(svc.clone()).await;
+    let (svc, base) = serve_config(&text).await;
     (wx, svc, base)
 }
 
 async fn post(base: &str, appid: &str, query: &str, body: String) -> (u16, String) {
-    let r = http()
-        .post(format!("{base}/component/{appid}/events?{query}"))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
+    post_text(format!("{base}/component/{appid}/events?{query}"), body).await
 }
 
 #[tokio::test]
@@ -317,6 +306,22 @@ fn urlencoding(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
+/// The shop `shop` withdraws: WeChat takes none of its tokens any more, and pushes
+/// `unauthorized` to the platform (a second after now, so that it is the latest change).
+async fn withdraw(wx: &wechat::WechatStandIn, base: &str, shop: &str) {
+    wx.state.lock().unwrap().platform.withdraw(shop);
+    let at = now_secs() + 1;
+    let event = format!(
+        "<xml><AppId>{COMPONENT_APPID}</AppId><CreateTime>{at}</CreateTime><InfoType>unauthorized</InfoType>\
+         <AuthorizerAppid>{shop}</AuthorizerAppid></xml>"
+    );
+    let (q, body) = platform_push(&event, at, &format!("nw{shop}"));
+    assert_eq!(
+        post(base, COMPONENT_APPID, &q, body).await,
+        (200, "success".into())
+    );
+}
+
 /// The shop `shop` authorizes through the page and WeChat's redirect.
 async fn authorize_shop(wx: &wechat::WechatStandIn, base: &str, shop: &str) {
     let link = authorization_link(base).await;
@@ -417,12 +422,7 @@ async fn platform_with(
         desk.url("/weixin/shops")
     );
     let text = config_text(&embedded_store(name), "http://127.0.0.1:9/none", &extra);
-    let svc = Arc::new(
-        wxdesk::Services::build(wxdesk::Config::parse(&text).unwrap())
-            .await
-            .unwrap(),
-    );
-    let base = start_local(svc.clone()).await;
+    let (svc, base) = serve_config(&text).await;
     (wx, desk, svc, base)
 }
 
@@ -453,15 +453,11 @@ async fn push_plain(
 ) -> (u16, String) {
     let now = now_secs();
     let (q, body) = authorizer_push("gh_shop", plain, now, &format!("np{id}"));
-    let r = http()
-        .post(format!(
-            "{base}/wechat/component/{path_platform}/{shop}?{q}"
-        ))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
+    post_text(
+        format!("{base}/wechat/component/{path_platform}/{shop}?{q}"),
+        body,
+    )
+    .await
 }
 
 /// The evidence the issue asks for, in one run: ticket → component token → a shop
@@ -554,14 +550,7 @@ async fn an_authorized_shop_is_served_until_it_withdraws() {
     assert_eq!(send(GATEWAY_KEY.to_owned()).await.status(), 401);
 
     // The shop withdraws: WeChat takes none of its tokens, and the event closes it.
-    wx.state.lock().unwrap().platform.withdraw(shop);
-    let withdrawn = format!(
-        "<xml><AppId>{COMPONENT_APPID}</AppId><CreateTime>{}</CreateTime><InfoType>unauthorized</InfoType>\
-         <AuthorizerAppid>{shop}</AuthorizerAppid></xml>",
-        now_secs() + 1
-    );
-    let (q, body) = platform_push(&withdrawn, now_secs() + 1, "nw");
-    assert_eq!(post(&base, COMPONENT_APPID, &q, body).await.0, 200);
+    withdraw(&wx, &base, shop).await;
     assert_eq!(
         shop_push(&base, COMPONENT_APPID, shop, "again", 4).await.0,
         404
@@ -709,12 +698,7 @@ async fn shared_im_platform(
         im.server.url("")
     );
     let text = config_text(&embedded_store(name), "http://127.0.0.1:9/none", &extra);
-    let svc = Arc::new(
-        wxdesk::Services::build(wxdesk::Config::parse(&text).unwrap())
-            .await
-            .unwrap(),
-    );
-    let base = start_local(svc.clone()).await;
+    let (svc, base) = serve_config(&text).await;
     (wx, im, svc, base)
 }
 
@@ -876,14 +860,7 @@ async fn a_withdrawn_shops_queued_agent_message_is_told_back() {
     assert_eq!(r.status(), 200);
 
     // The shop withdraws before WeChat recovers.
-    wx.state.lock().unwrap().platform.withdraw(shop);
-    let withdrawn = format!(
-        "<xml><AppId>{COMPONENT_APPID}</AppId><CreateTime>{}</CreateTime><InfoType>unauthorized</InfoType>\
-         <AuthorizerAppid>{shop}</AuthorizerAppid></xml>",
-        now_secs() + 1
-    );
-    let (q, body) = platform_push(&withdrawn, now_secs() + 1, "nq");
-    assert_eq!(post(&base, COMPONENT_APPID, &q, body).await.0, 200);
+    withdraw(&wx, &base, shop).await;
 
     let told = || {
         im.state

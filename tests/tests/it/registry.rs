@@ -41,13 +41,7 @@ async fn push(base: &str, appid: &str, id: u64) -> (u16, String) {
         now_secs(),
         &format!("r{id}"),
     );
-    let r = http()
-        .post(format!("{base}/wechat/{appid}?{q}"))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
+    post_text(format!("{base}/wechat/{appid}?{q}"), body).await
 }
 
 #[tokio::test]

@@ -134,16 +134,10 @@ async fn owner(
     })
 }
 
-/// An agent's message through the platform's route to a customer no shop recorded: not
-/// sent (wxdesk cannot tell for which account), and the agent told, in their conversation.
-async fn unknown_customer(
-    desk: &dyn crate::desk::Desk,
-    platform: &AppConfig,
-    from: &str,
-    to: &str,
-    body: &Value,
-) -> Response {
-    let agents = platform
+/// Whether a callback is an agent's message to a customer that IM delivered: from one of
+/// `app`'s agents, to someone who is not one.
+fn agent_to_customer(app: &AppConfig, from: &str, to: &str, body: &Value) -> bool {
+    let agents = app
         .desk
         .tencent_im()
         .map(|c| c.agents.as_slice())
@@ -153,9 +147,20 @@ async fn unknown_customer(
         .and_then(Value::as_i64)
         .unwrap_or(0)
         != 0;
+    agents.iter().any(|a| a == from) && !agents.iter().any(|a| a == to) && !failed
+}
+
+/// An agent's message through the platform's route to a customer no shop recorded: not
+/// sent (wxdesk cannot tell for which account), and the agent told, in their conversation.
+async fn unknown_customer(
+    desk: &dyn crate::desk::Desk,
+    platform: &AppConfig,
+    from: &str,
+    to: &str,
+    body: &Value,
+) -> Response {
     let online_only = body.get("OnlineOnlyFlag").and_then(Value::as_i64) == Some(1);
-    if !agents.iter().any(|a| a == from) || agents.iter().any(|a| a == to) || failed || online_only
-    {
+    if !agent_to_customer(platform, from, to, body) || online_only {
         return ok();
     }
     warn!(platform = %platform.appid, "agent message for a customer no shop recorded: not sent, the agent is told");
@@ -241,17 +246,7 @@ pub(crate) async fn serve(
     }
     let app = recorded.as_ref().map_or(path_app, |a| &a.app);
     let appid = app.appid.as_str();
-    let agents = app
-        .desk
-        .tencent_im()
-        .map(|c| c.agents.as_slice())
-        .unwrap_or_default();
-    let failed = body
-        .get("SendMsgResult")
-        .and_then(Value::as_i64)
-        .unwrap_or(0)
-        != 0;
-    if !agents.iter().any(|a| a == from) || agents.iter().any(|a| a == to) || failed {
+    if !agent_to_customer(app, from, to, &body) {
         // Customers' own messages (sent by us) and agent-to-agent chat are not for WeChat.
         return Ok(ok());
     }

@@ -111,6 +111,37 @@ impl AwsRegistry {
     }
 }
 
+impl AwsRegistry {
+    /// A stored authorizer's `attribute` set to `value` at `at_ms`, unless it changed later
+    /// (the rules `authorizer_standing` and `authorizer_settings` as one conditional write);
+    /// false when there is none or it changed later.
+    async fn change(
+        &self,
+        appid: &str,
+        attribute: &str,
+        value: AttributeValue,
+        at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let out = self
+            .ddb
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(&pk(appid)))
+            .update_expression("SET #attr = :value, changed_at = :at")
+            .condition_expression("attribute_exists(pk) AND changed_at <= :at")
+            .expression_attribute_names("#attr", attribute)
+            .expression_attribute_values(":value", value)
+            .expression_attribute_values(":at", n(at_ms))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failed(&e) => Ok(false),
+            Err(e) => Err(sdk_err("UpdateItem (authorizer)", e)),
+        }
+    }
+}
+
 fn put_condition_failed(
     e: &aws_sdk_dynamodb::error::SdkError<PutItemError, impl std::fmt::Debug>,
 ) -> bool {
@@ -237,22 +268,8 @@ impl RegistryStore for AwsRegistry {
         standing: Standing,
         at_ms: i64,
     ) -> Result<bool, StoreError> {
-        let out = self
-            .ddb
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(&pk(appid)))
-            .update_expression("SET standing = :standing, changed_at = :at")
-            .condition_expression("attribute_exists(pk) AND changed_at <= :at")
-            .expression_attribute_values(":standing", s(standing.as_str()))
-            .expression_attribute_values(":at", n(at_ms))
-            .send()
-            .await;
-        match out {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failed(&e) => Ok(false),
-            Err(e) => Err(sdk_err("UpdateItem (authorizer standing)", e)),
-        }
+        self.change(appid, "standing", s(standing.as_str()), at_ms)
+            .await
     }
 
     /// Rule `authorizer_settings`.
@@ -262,22 +279,8 @@ impl RegistryStore for AwsRegistry {
         sealed: &str,
         at_ms: i64,
     ) -> Result<bool, StoreError> {
-        let out = self
-            .ddb
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(&pk(appid)))
-            .update_expression("SET sealed_settings = :settings, changed_at = :at")
-            .condition_expression("attribute_exists(pk) AND changed_at <= :at")
-            .expression_attribute_values(":settings", s(sealed))
-            .expression_attribute_values(":at", n(at_ms))
-            .send()
-            .await;
-        match out {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failed(&e) => Ok(false),
-            Err(e) => Err(sdk_err("UpdateItem (authorizer settings)", e)),
-        }
+        self.change(appid, "sealed_settings", s(sealed), at_ms)
+            .await
     }
 
     /// A Scan in the table's own order (not by appid): `after` is the last appid of the
