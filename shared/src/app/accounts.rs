@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::OnceCell;
 use tracing::warn;
 
-use crate::config::{AppConfig, Appid, ComponentConfig, Secret};
+use crate::config::{AppConfig, Appid, Secret};
 use crate::context::Context;
 use crate::desk::Desk;
 use crate::store::{AccountSettings, Authorizer, Standing};
@@ -173,7 +173,7 @@ impl Accounts {
         desk_for: &(dyn Fn(&AppConfig) -> Arc<dyn Desk> + Sync),
     ) -> Option<Account> {
         let built = match self.settings(ctx, rec).await {
-            Ok(settings) => stored_app(ctx.config.component.as_ref(), rec, &settings),
+            Ok(settings) => stored_app(&ctx.config, rec, &settings),
             Err(why) => Err(why),
         };
         match built {
@@ -213,10 +213,11 @@ impl Accounts {
 /// token, key and receive-id; its desk its own or `[component.desk]`), or one added with
 /// its own credentials (its `[[apps]]` entry, checked as the config's are).
 fn stored_app(
-    component: Option<&ComponentConfig>,
+    config: &crate::config::Config,
     rec: &Authorizer,
     settings: &AccountSettings,
 ) -> Result<AppConfig, String> {
+    let component = config.component.as_ref();
     let own_desk = settings
         .desk
         .as_deref()
@@ -228,7 +229,8 @@ fn stored_app(
             .app
             .as_deref()
             .ok_or("an account without a platform has no [[apps]] entry")?;
-        crate::config::account_from_toml(entry, own_desk).map_err(|e| e.to_string())?
+        crate::config::account_from_toml(entry, own_desk, &config.callback)
+            .map_err(|e| e.to_string())?
     } else {
         let c = component
             .filter(|c| rec.is_authorized_by(c.appid.as_str()))

@@ -139,7 +139,10 @@ impl Services {
         let desk = DeskConfig::Echo(crate::config::EchoConfig {
             prefix: String::new(),
         });
-        let app = crate::config::authorized_account(c, appid, None, None, desk).ok()?;
+        // WeChat's test Mini Program is one.
+        let kind = (appid == handlers::release::TEST_ACCOUNTS[1])
+            .then_some(crate::config::AppKind::MiniProgram);
+        let app = crate::config::authorized_account(c, appid, None, kind, desk).ok()?;
         Some(Arc::new(accounts::Account {
             desk: desk_for(&self.ctx, &app),
             app,

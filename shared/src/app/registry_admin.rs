@@ -44,7 +44,8 @@ pub async fn add(svc: &Services, text: &str) -> Result<String, String> {
 
 /// An account with its own credentials, stored whole (sealed).
 async fn add_own(svc: &Services, text: &str) -> Result<String, String> {
-    let app = crate::config::account_from_toml(text, None).map_err(|e| e.to_string())?;
+    let app = crate::config::account_from_toml(text, None, &svc.config.callback)
+        .map_err(|e| e.to_string())?;
     let appid = app.appid.as_str();
     refuse_configured(svc, appid)?;
     if let Some(rec) = svc

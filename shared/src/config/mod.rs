@@ -186,12 +186,16 @@ impl Config {
 pub(crate) fn account_from_toml(
     text: &str,
     desk: Option<DeskConfig>,
+    callback: &CallbackConfig,
 ) -> Result<AppConfig, ConfigError> {
     let mut app: AppConfig = toml::from_str(text).map_err(|e| syntax_error(text, &e))?;
     if let Some(d) = desk {
         app.desk = d;
     }
     app.check(&|k| format!("account.{k}"))?;
+    // What spans sections holds for a stored account as for a configured one: no token
+    // or window that only tests may use, no request window past its dedup entry.
+    checks::check_windows(callback, std::slice::from_ref(&app))?;
     Ok(app)
 }
 

@@ -22,7 +22,7 @@ use crate::source::wechat_push::Refusal;
 use crate::wechat::message::{Kind, Message};
 use crate::wechat::reply::passive_text;
 
-/// WeChat's test Official Account and test Mini Program (the page above).
+/// WeChat's test Official Account and test Mini Program (the page above), in that order.
 pub(crate) const TEST_ACCOUNTS: [&str; 2] = ["wx570bc396a51b8ff8", "wxd101a85aa106f53e"];
 
 const TEXT_PROBE: &str = "TESTCOMPONENT_MSG_TYPE_TEXT";
