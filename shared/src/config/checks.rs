@@ -31,6 +31,15 @@ const MIN_SECRET_LEN: usize = 3;
 /// window is at most half of `inbox_ttl_secs`. A window of 0 (no freshness check at all)
 /// and very short secrets are for tests only.
 pub(super) fn check_windows(cb: &CallbackConfig, apps: &[AppConfig]) -> Result<(), ConfigError> {
+    check_windows_named(cb, apps, &|i, k| format!("apps[{i}].{k}"))
+}
+
+/// `check_windows`, with `name(i, key)` naming a key of the `i`th account in errors.
+pub(super) fn check_windows_named(
+    cb: &CallbackConfig,
+    apps: &[AppConfig],
+    name: &dyn Fn(usize, &str) -> String,
+) -> Result<(), ConfigError> {
     let test_only = |key: String, what: &str| {
         Err(invalid(
             key,
@@ -50,7 +59,7 @@ pub(super) fn check_windows(cb: &CallbackConfig, apps: &[AppConfig]) -> Result<(
         cb.max_timestamp_skew_secs,
     )];
     for (i, app) in apps.iter().enumerate() {
-        let key = |k: &str| format!("apps[{i}].{k}");
+        let key = |k: &str| name(i, k);
         let secrets = [
             ("token", Some(&app.token)),
             ("chatbot.token", app.chatbot.as_ref().map(|c| &c.token)),

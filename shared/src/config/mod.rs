@@ -195,7 +195,9 @@ pub(crate) fn account_from_toml(
     app.check(&|k| format!("account.{k}"))?;
     // What spans sections holds for a stored account as for a configured one: no token
     // or window that only tests may use, no request window past its dedup entry.
-    checks::check_windows(callback, std::slice::from_ref(&app))?;
+    checks::check_windows_named(callback, std::slice::from_ref(&app), &|_, k| {
+        format!("account.{k}")
+    })?;
     Ok(app)
 }
 

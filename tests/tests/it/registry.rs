@@ -135,6 +135,13 @@ async fn the_registry_refuses_config_accounts_and_rotates_keys_on_the_embedded_s
         why.contains("kind") && !why.contains("added-secret"),
         "{why}"
     );
+    // The checks across sections hold too: a 2-character token is for tests only.
+    let short = added_account().replace(&format!("token = \"{TOKEN}\""), "token = \"ab\"");
+    let why = registry::add(&svc, &short).await.unwrap_err();
+    assert!(
+        why.contains("account.token") && why.contains("insecure_test_settings"),
+        "{why}"
+    );
 
     // Its desk is Udesk's simulated domain, so it has a desk route and a key to rotate.
     let with_udesk = added_account().replace(
