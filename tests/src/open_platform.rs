@@ -70,6 +70,8 @@ pub struct Platform {
     pub authorizer_token_calls: usize,
     /// The lifetime `api_authorizer_token` gives its tokens (7200 s unless a test says).
     pub authorizer_expires_in: i64,
+    /// Authorizers that are Mini Programs (`api_get_authorizer_info` says so).
+    pub mini_programs: HashSet<String>,
     serial: usize,
 }
 
@@ -90,6 +92,7 @@ impl Default for Platform {
             query_auth_calls: 0,
             authorizer_token_calls: 0,
             authorizer_expires_in: 7200,
+            mini_programs: HashSet::new(),
             serial: 0,
         }
     }
@@ -201,6 +204,7 @@ impl Platform {
             }
             "/cgi-bin/component/api_query_auth" => self.query_auth(&v),
             "/cgi-bin/component/api_authorizer_token" => self.authorizer_token(&v),
+            "/cgi-bin/component/api_get_authorizer_info" => self.authorizer_info(&v),
             _ => crate::wechat::err(40066, "invalid url"),
         }
     }
@@ -221,6 +225,28 @@ impl Platform {
             "authorizer_access_token": access,
             "expires_in": self.authorizer_expires_in,
             "authorizer_refresh_token": presented,
+        }))
+    }
+
+    /// `api_get_authorizer_info`: only for an account that authorized this platform (61003
+    /// "component is not authorized by this account"); `MiniProgramInfo` only for a Mini
+    /// Program ("获取授权账号详情").
+    fn authorizer_info(&self, v: &Value) -> Reply {
+        let appid = v["authorizer_appid"].as_str().unwrap_or("");
+        if !self.refresh_tokens.contains_key(appid) {
+            return crate::wechat::err(61003, "component is not authorized by this account");
+        }
+        let mut info = json!({
+            "nick_name": format!("Shop {appid}"),
+            "user_name": format!("gh_{appid}"),
+            "service_type_info": {"id": 2}, "verify_type_info": {"id": 0},
+        });
+        if self.mini_programs.contains(appid) {
+            info["MiniProgramInfo"] = json!({"network": {}, "categories": [], "visit_status": 0});
+        }
+        Reply::json(json!({
+            "authorizer_info": info,
+            "authorization_info": {"authorizer_appid": appid},
         }))
     }
 

@@ -231,11 +231,9 @@ impl WechatStandIn {
 
     /// `appid` is a Mini Program: only its AppSecret calls are held to the allow-list.
     pub fn mini_program(&self, appid: &str) {
-        self.state
-            .lock()
-            .unwrap()
-            .mini_programs
-            .insert(appid.to_owned());
+        let mut s = self.state.lock().unwrap();
+        s.mini_programs.insert(appid.to_owned());
+        s.platform.mini_programs.insert(appid.to_owned());
     }
 }
 

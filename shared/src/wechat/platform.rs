@@ -34,6 +34,15 @@ pub struct Authorization {
     pub permissions: Vec<u32>,
 }
 
+/// What WeChat says of a shop's account (`api_get_authorizer_info`, "获取授权账号详情",
+/// developers.weixin.qq.com/doc/oplatform/openApi/authorization-management/api_getauthorizerinfo.html).
+pub struct AuthorizerInfo {
+    /// A Mini Program (its answer has `MiniProgramInfo`), else an Official Account.
+    pub kind: crate::wechat::AppKind,
+    /// Its nickname, when WeChat gives one (it may be empty).
+    pub name: Option<String>,
+}
+
 pub struct PlatformApi {
     http: reqwest::Client,
     base: String,
@@ -108,6 +117,44 @@ impl PlatformApi {
             refresh_token,
             permissions,
         })
+    }
+
+    /// Which kind of account a shop is, and its name: an Official Account and a Mini
+    /// Program take different answers (a Mini Program takes no passive reply).
+    pub async fn authorizer_info(
+        &self,
+        c: &ComponentConfig,
+        authorizer: &str,
+    ) -> Result<AuthorizerInfo, ApiError> {
+        let v = self
+            .call(
+                c,
+                "/cgi-bin/component/api_get_authorizer_info",
+                json!({
+                    "component_appid": c.appid.as_str(),
+                    "authorizer_appid": authorizer,
+                }),
+            )
+            .await?;
+        let info = v.get("authorizer_info").ok_or_else(|| {
+            ApiError::Garbled("api_get_authorizer_info: no authorizer_info".into())
+        })?;
+        let kind = match info.get("MiniProgramInfo") {
+            Some(_) => crate::wechat::AppKind::MiniProgram,
+            None => crate::wechat::AppKind::OfficialAccount,
+        };
+        // A display name for agents: at most 32 characters, no control characters.
+        let name = info
+            .get("nick_name")
+            .and_then(Value::as_str)
+            .map(|n| {
+                n.chars()
+                    .filter(|c| !c.is_control())
+                    .take(32)
+                    .collect::<String>()
+            })
+            .filter(|n| !n.trim().is_empty());
+        Ok(AuthorizerInfo { kind, name })
     }
 
     /// One POST with the component token; a rejected token is renewed once.

@@ -929,3 +929,31 @@ async fn unsigned_pushes_for_made_up_shops_read_nothing() {
         "a signed push for an unknown shop: read once"
     );
 }
+
+/// A Mini Program shop is served as one: WeChat's `api_get_authorizer_info` says so at its
+/// authorization (with its name), and the desk's reply, which a Mini Program would drop as
+/// a passive reply, goes to the customer by custom send with the shop's token.
+#[tokio::test]
+async fn a_mini_program_shop_is_served_as_one() {
+    let (wx, desk, svc, base) = platform_with_desk("component-mini-program").await;
+    with_ticket(&wx, &base).await;
+    let shop = "wxshopmp00000041";
+    wx.mini_program(shop);
+    authorize_shop(&wx, &base, shop).await;
+    let account = svc.account(shop).await.expect("served");
+    assert_eq!(account.app.kind, wxdesk::config::AppKind::MiniProgram);
+    assert_eq!(account.app.name.as_deref(), Some("Shop wxshopmp00000041"));
+
+    wx.customer(shop, "oShopCustomer1", wechat::Action::Message);
+    let (status, answer) = shop_push(&base, COMPONENT_APPID, shop, "hello mp", 1).await;
+    assert_eq!((status, answer.as_str()), (200, "success"));
+    assert_eq!(desk.requests.lock().unwrap().len(), 1);
+    let s = wx.state.lock().unwrap();
+    let sent = s.sent.last().expect("the desk's reply by custom send");
+    assert_eq!(sent["touser"], "oShopCustomer1");
+    assert_eq!(sent["text"]["content"], "echo: hello mp");
+    assert_eq!(
+        s.platform.authorizer_of(s.sent_with.last().unwrap()),
+        Some(shop)
+    );
+}

@@ -172,6 +172,15 @@ async fn store(ctx: &Context, c: &ComponentConfig, granted: &Authorization) -> R
         ));
     }
     let sealer = ctx.registry.sealer().await.map_err(|e| e.to_string())?;
+    // Which kind of account it is (a Mini Program takes no passive reply) and its name;
+    // unknown, an Official Account is assumed and `accounts add` can say otherwise.
+    let (kind, name) = match ctx.platform.authorizer_info(c, appid).await {
+        Ok(info) => (Some(info.kind), info.name),
+        Err(e) => {
+            warn!(authorizer = appid, error = %e, "api_get_authorizer_info failed: served as an Official Account until `accounts add` gives its kind");
+            (None, None)
+        }
+    };
     let record = Authorizer {
         appid: appid.to_owned(),
         component: c.appid.as_str().to_owned(),
@@ -184,6 +193,8 @@ async fn store(ctx: &Context, c: &ComponentConfig, granted: &Authorization) -> R
         sealed_settings: Some(
             AccountSettings {
                 gateway_key: Some(new_gateway_key().expose().to_owned()),
+                kind,
+                name,
                 ..Default::default()
             }
             .seal(&sealer, appid),
