@@ -43,6 +43,10 @@ impl Account {
     }
 }
 
+/// The registry could not be read in time (logged where it happened).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unreadable;
+
 /// One cache slot: the account (None: none is stored under that appid) and when it was
 /// read.
 struct Cached {
@@ -91,21 +95,22 @@ impl Accounts {
     }
 
     /// The account `appid` names, in whatever standing (the outbox tells a closed
-    /// account's desk what it could not deliver); None when there is none, or the registry
-    /// cannot be read now.
+    /// account's desk what it could not deliver); None when there is none. An error when
+    /// the registry cannot be read now: not the same as no account (the caller tries
+    /// again later, and must not treat the account as gone).
     pub(crate) async fn find(
         &self,
         ctx: &Context,
         appid: &str,
         desk_for: &(dyn Fn(&AppConfig) -> Arc<dyn Desk> + Sync),
-    ) -> Option<Arc<Account>> {
+    ) -> Result<Option<Arc<Account>>, Unreadable> {
         if let Some(a) = self.configured.get(appid) {
-            return Some(a.clone());
+            return Ok(Some(a.clone()));
         }
         let now = ctx.clock.unix_ms();
         let epoch = ctx.registry_epoch();
         if let Some(hit) = self.cached(appid, now, epoch) {
-            return hit;
+            return Ok(hit);
         }
         let read = tokio::time::timeout(READ_WITHIN, ctx.registry.authorizer(appid)).await;
         let record = match read {
@@ -114,14 +119,14 @@ impl Accounts {
                 if let Some(suppressed) = log_refusal("registry", "unreadable") {
                     warn!(appid, error = %e, suppressed, "registry unreadable: the account is not served now");
                 }
-                return None;
+                return Err(Unreadable);
             }
             Err(_) => {
                 warn!(
                     appid,
                     "registry read timed out: the account is not served now"
                 );
-                return None;
+                return Err(Unreadable);
             }
         };
         let account = match record {
@@ -129,7 +134,7 @@ impl Accounts {
             None => None,
         };
         self.remember(appid, account.clone(), now, epoch);
-        account
+        Ok(account)
     }
 
     fn cached(&self, appid: &str, now_ms: i64, epoch: u64) -> Option<Option<Arc<Account>>> {

@@ -109,15 +109,28 @@ impl Services {
     }
 
     /// The account `appid` names, in whatever standing: the config's, or the registry's
-    /// through the cache.
-    pub async fn account(&self, appid: &str) -> Option<Arc<accounts::Account>> {
+    /// through the cache; an error while the registry cannot be read (then nothing may be
+    /// concluded about the account: try again later).
+    pub async fn lookup(
+        &self,
+        appid: &str,
+    ) -> Result<Option<Arc<accounts::Account>>, accounts::Unreadable> {
         let desk = |app: &crate::config::AppConfig| desk_for(&self.ctx, app);
         self.accounts.find(&self.ctx, appid, &desk).await
     }
 
+    /// The account `appid` names, in whatever standing, when it can be read now (for what
+    /// may answer "unknown" during a registry outage: doctor, urls, the commands).
+    pub async fn account(&self, appid: &str) -> Option<Arc<accounts::Account>> {
+        self.lookup(appid).await.ok().flatten()
+    }
+
     /// The account `appid` names while it is served (its routes open).
-    pub async fn serving(&self, appid: &str) -> Option<Arc<accounts::Account>> {
-        self.account(appid).await.filter(|a| a.serves())
+    pub async fn serving(
+        &self,
+        appid: &str,
+    ) -> Result<Option<Arc<accounts::Account>>, accounts::Unreadable> {
+        Ok(self.lookup(appid).await?.filter(|a| a.serves()))
     }
 
     /// One of WeChat's release-test accounts (`handlers::release`) that the registry does

@@ -117,39 +117,42 @@ pub(crate) struct Lambda {
 
 /// The account a request names, read before its head check (a stored one through the
 /// registry cache): the path's `{appid}`, or Udesk's `?appid=`. None for routes that
-/// name none, and for an account whose routes are closed (withdrawn, disabled).
+/// name none, and for an account whose routes are closed (withdrawn, disabled); an error
+/// while the registry cannot be read (answered 503, so that the sender tries again: a
+/// 404 would tell it the account is gone).
 async fn account_named(
     svc: &Services,
     route: &Route,
     req: &Request,
-) -> Option<Arc<crate::app::accounts::Account>> {
+) -> Result<Option<Arc<crate::app::accounts::Account>>, crate::app::accounts::Unreadable> {
     match route.kind {
         RouteKind::ComponentEvents
         | RouteKind::ComponentAuthorize
         | RouteKind::ComponentAuthorized
-        | RouteKind::StagedMedia => None,
+        | RouteKind::StagedMedia => Ok(None),
         RouteKind::TimCallback => match svc.platform_account(&route.appid) {
-            Some(platform) => Some(platform),
+            Some(platform) => Ok(Some(platform)),
             None => svc.serving(&route.appid).await,
         },
-        _ if route.appid.is_empty() => {
-            let appid = handlers::udesk::named_in_query(route.kind, req)?;
-            svc.serving(&appid).await
-        }
+        _ if route.appid.is_empty() => match handlers::udesk::named_in_query(route.kind, req) {
+            Some(appid) => svc.serving(&appid).await,
+            None => Ok(None),
+        },
         RouteKind::ComponentPush => {
             // The platform's signature first: an unsigned push for a made-up appid costs
             // no registry read and takes no cache slot (the head check refuses it).
-            let c = svc.config.component.as_ref()?;
-            if c.appid.as_str() != route.platform
-                || crate::source::signed_query(svc, &c.token, req).is_err()
-            {
-                return None;
+            let signed = svc.config.component.as_ref().is_some_and(|c| {
+                c.appid.as_str() == route.platform
+                    && crate::source::signed_query(svc, &c.token, req).is_ok()
+            });
+            if !signed {
+                return Ok(None);
             }
-            match svc.serving(&route.appid).await {
+            Ok(match svc.serving(&route.appid).await? {
                 Some(a) => Some(a),
                 // WeChat's test accounts, during the platform's release test only.
                 None => svc.release_test_account(&route.platform, &route.appid),
-            }
+            })
         }
         _ => svc.serving(&route.appid).await,
     }
@@ -160,7 +163,9 @@ macro_rules! gated {
     ($check:path => $serve:path) => {
         |svc, route, mut req, body| {
             Box::pin(async move {
-                let account = account_named(svc, route, &req).await;
+                let Ok(account) = account_named(svc, route, &req).await else {
+                    return Response::text(503, "accounts unavailable; try again");
+                };
                 let proof = match $check(svc, account.as_deref(), route, &req) {
                     Ok(proof) => proof,
                     // A typed refusal becomes its protocol's answer (and its log line).

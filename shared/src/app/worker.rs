@@ -27,13 +27,19 @@ async fn run_group(svc: &Services, jobs: Vec<Leased>) -> Vec<(Leased, Settle)> {
         let settle = if blocked {
             Settle::Behind
         } else {
-            let account = svc.account(leased.job.appid()).await;
-            let target = account.as_deref().map(|a| outbox::Target {
-                app: &a.app,
-                desk: a.desk.as_ref(),
-                closed: a.why_closed(),
-            });
-            outbox::run(svc, target, &leased.job).await
+            match svc.lookup(leased.job.appid()).await {
+                Ok(account) => {
+                    let target = account.as_deref().map(|a| outbox::Target {
+                        app: &a.app,
+                        desk: a.desk.as_ref(),
+                        closed: a.why_closed(),
+                    });
+                    outbox::run(svc, target, &leased.job).await
+                }
+                // Not knowing the account is not its absence: the job waits (its entry
+                // untouched), and the group behind it.
+                Err(_) => Settle::Later(Duration::from_secs(svc.config.delivery.first_retry_secs)),
+            }
         };
         blocked |= settle != Settle::Done;
         out.push((leased, settle));

@@ -60,11 +60,11 @@ async fn an_added_account_is_served_in_a_second_process_within_the_cache_age() {
             .contains("added")
     );
     assert!(
-        one.serving(ADDED).await.is_some(),
+        one.serving(ADDED).await.unwrap().is_some(),
         "at once where it was made"
     );
     assert!(
-        two.serving(ADDED).await.is_none(),
+        two.serving(ADDED).await.unwrap().is_none(),
         "the second process's cache answers"
     );
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -92,7 +92,7 @@ async fn an_added_account_is_served_in_a_second_process_within_the_cache_age() {
             .await
             .is_ok()
     );
-    assert!(one.serving(ADDED).await.is_none());
+    assert!(one.serving(ADDED).await.unwrap().is_none());
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(
         push(&base_two, ADDED, 3).await.0,
@@ -104,7 +104,7 @@ async fn an_added_account_is_served_in_a_second_process_within_the_cache_age() {
             .await
             .is_ok()
     );
-    assert!(one.serving(ADDED).await.is_some(), "enabled again");
+    assert!(one.serving(ADDED).await.unwrap().is_some(), "enabled again");
 }
 
 #[tokio::test]
@@ -185,4 +185,123 @@ async fn the_registry_refuses_config_accounts_and_rotates_keys_on_the_embedded_s
         "two rotations on, the first key is gone"
     );
     assert_ne!(send(new_key).await, 401);
+}
+
+/// The registry, with its account reads failing while `down` is set (DynamoDB throttled,
+/// unreachable): every other call goes through.
+struct FlakyRegistry {
+    inner: Arc<dyn wxdesk::store::RegistryStore>,
+    down: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl wxdesk::store::RegistryStore for FlakyRegistry {
+    async fn put_authorizer(
+        &self,
+        a: &wxdesk::store::Authorizer,
+    ) -> Result<bool, wxdesk::store::StoreError> {
+        self.inner.put_authorizer(a).await
+    }
+    async fn authorizer(
+        &self,
+        appid: &str,
+    ) -> Result<Option<wxdesk::store::Authorizer>, wxdesk::store::StoreError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(wxdesk::store::StoreError::Unavailable(
+                "registry down (test)".into(),
+            ));
+        }
+        self.inner.authorizer(appid).await
+    }
+    async fn set_standing(
+        &self,
+        appid: &str,
+        s: Standing,
+        at: i64,
+    ) -> Result<bool, wxdesk::store::StoreError> {
+        self.inner.set_standing(appid, s, at).await
+    }
+    async fn set_settings(
+        &self,
+        appid: &str,
+        sealed: &str,
+        at: i64,
+    ) -> Result<bool, wxdesk::store::StoreError> {
+        self.inner.set_settings(appid, sealed, at).await
+    }
+    async fn authorizers(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<wxdesk::store::Authorizer>, wxdesk::store::StoreError> {
+        self.inner.authorizers(after, limit).await
+    }
+    async fn sealer(&self) -> Result<wxdesk::support::seal::Sealer, wxdesk::store::StoreError> {
+        self.inner.sealer().await
+    }
+}
+
+/// A registry that cannot be read is not an account that is gone: a stored account's
+/// queued message waits through the outage (not dead), is delivered once the registry
+/// answers, and a push meanwhile gets 503 (WeChat tries again), not 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_outage_kills_no_queued_message() {
+    let store = embedded_store("registry-outage");
+    let desk = udesk_wechat().await;
+    let extra = "[wechat]\napi_base = \"http://127.0.0.1:9\"\n[registry]\ncache_secs = 1\n\
+                 [delivery]\nfirst_retry_secs = 1\nmax_retry_secs = 2\n";
+    let text = config_text(&store, "http://127.0.0.1:9/none", extra);
+    let cfg = wxdesk::Config::parse(&text).unwrap();
+    let mut stores = Stores::open(&cfg.store).await.unwrap();
+    let flaky = Arc::new(FlakyRegistry {
+        inner: stores.registry.clone(),
+        down: Default::default(),
+    });
+    stores.registry = flaky.clone();
+    let svc = Arc::new(wxdesk::Services::with_parts(
+        cfg,
+        stores,
+        Arc::new(SystemClock),
+    ));
+    let base = start_local(svc.clone()).await;
+    // Its desk is down at first: the customer's message waits in the outbox.
+    let down_desk = added_account().replace(
+        "[desk]\nkind = \"echo\"\nprefix = \"added: \"\n",
+        "[desk]\nkind = \"udesk_wechat\"\nurl = \"http://127.0.0.1:9/none\"\n",
+    );
+    registry::add(&svc, &down_desk).await.unwrap();
+    assert_eq!(push(&base, ADDED, 1).await, (200, "success".into()));
+
+    flaky.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(push(&base, ADDED, 2).await.0, 200, "still cached");
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(
+        push(&base, ADDED, 3).await.0,
+        503,
+        "not known now: not unknown"
+    );
+    let dead = wxdesk::app::outbox_admin::shelves("dead").unwrap();
+    let died = wxdesk::app::outbox_admin::list(&svc, Some(ADDED), dead)
+        .await
+        .unwrap();
+    assert!(
+        died.is_empty(),
+        "the outage killed {} queued messages",
+        died.len()
+    );
+
+    // The registry answers again, with a desk that works: the message arrives.
+    flaky.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    let up_desk = down_desk.replace("http://127.0.0.1:9/none", &desk.url("/weixin/added"));
+    registry::add(&svc, &up_desk).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while desk.requests.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = desk.requests.lock().unwrap().clone();
+    assert!(
+        !got.is_empty(),
+        "the queued message was delivered after the outage"
+    );
+    assert!(got[0].1.contains("<MsgId>1</MsgId>"), "{got:?}");
 }
