@@ -382,6 +382,74 @@ pub async fn post_text(url: String, body: String) -> (u16, String) {
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
+/// The registry, with its account reads failing while `down` is set (DynamoDB throttled,
+/// unreachable): every other call goes through.
+pub struct FlakyRegistry {
+    inner: Arc<dyn wxdesk::store::RegistryStore>,
+    down: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl wxdesk::store::RegistryStore for FlakyRegistry {
+    async fn put_authorizer(
+        &self,
+        a: &wxdesk::store::Authorizer,
+    ) -> Result<bool, wxdesk::store::StoreError> {
+        self.inner.put_authorizer(a).await
+    }
+    async fn authorizer(
+        &self,
+        appid: &str,
+    ) -> Result<Option<wxdesk::store::Authorizer>, wxdesk::store::StoreError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(wxdesk::store::StoreError::Unavailable(
+                "registry down (test)".into(),
+            ));
+        }
+        self.inner.authorizer(appid).await
+    }
+    async fn set_standing(
+        &self,
+        appid: &str,
+        s: wxdesk::store::Standing,
+        at: i64,
+    ) -> Result<bool, wxdesk::store::StoreError> {
+        self.inner.set_standing(appid, s, at).await
+    }
+    async fn set_settings(
+        &self,
+        appid: &str,
+        sealed: &str,
+        at: i64,
+    ) -> Result<bool, wxdesk::store::StoreError> {
+        self.inner.set_settings(appid, sealed, at).await
+    }
+    async fn authorizers(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<wxdesk::store::Authorizer>, wxdesk::store::StoreError> {
+        self.inner.authorizers(after, limit).await
+    }
+    async fn sealer(&self) -> Result<wxdesk::support::seal::Sealer, wxdesk::store::StoreError> {
+        self.inner.sealer().await
+    }
+}
+
+impl FlakyRegistry {
+    /// `inner`, answering until `set_down(true)`.
+    pub fn over(inner: Arc<dyn wxdesk::store::RegistryStore>) -> Arc<FlakyRegistry> {
+        Arc::new(FlakyRegistry {
+            inner,
+            down: Default::default(),
+        })
+    }
+
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// Services built from the config `text` (on the store it names), served on a local port:
 /// (services, base URL).
 pub async fn serve_config(text: &str) -> (Arc<wxdesk::Services>, String) {

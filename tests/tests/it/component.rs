@@ -685,6 +685,21 @@ async fn shared_im_platform(
     Arc<wxdesk::Services>,
     String,
 ) {
+    let (wx, im, svc, base, _) = shared_im_platform_flaky(name).await;
+    (wx, im, svc, base)
+}
+
+/// As `shared_im_platform`, with a registry whose account reads a test can make fail,
+/// and stored accounts read again after a second.
+async fn shared_im_platform_flaky(
+    name: &str,
+) -> (
+    wechat::WechatStandIn,
+    wxdesk_tests::tim::TimStandIn,
+    Arc<wxdesk::Services>,
+    String,
+    Arc<FlakyRegistry>,
+) {
     use wxdesk_tests::tim::{self, ADMIN, CALLBACK_TOKEN, SDKAPPID, SECRET_KEY};
     let wx = wechat::start().await;
     let im = tim::start().await;
@@ -692,14 +707,24 @@ async fn shared_im_platform(
         "[wechat]\napi_base = \"{}\"\n[delivery]\nfirst_retry_secs = 1\nmax_retry_secs = 2\n{}\
          gateway_key = \"{PLATFORM_KEY}\"\n\
          [component.desk]\nkind = \"tencent_im\"\nsdkappid = {SDKAPPID}\nsecret_key = \"{SECRET_KEY}\"\n\
-         admin = \"{ADMIN}\"\nagents = [\"agent1\"]\napi_base = \"{}\"\ncallback_token = \"{CALLBACK_TOKEN}\"\n",
+         admin = \"{ADMIN}\"\nagents = [\"agent1\"]\napi_base = \"{}\"\ncallback_token = \"{CALLBACK_TOKEN}\"\n\
+         [registry]\ncache_secs = 1\n",
         wx.base(),
         component_config(),
         im.server.url("")
     );
     let text = config_text(&embedded_store(name), "http://127.0.0.1:9/none", &extra);
-    let (svc, base) = serve_config(&text).await;
-    (wx, im, svc, base)
+    let config = wxdesk::Config::parse(&text).unwrap();
+    let mut stores = wxdesk::store::Stores::open(&config.store).await.unwrap();
+    let flaky = FlakyRegistry::over(stores.registry.clone());
+    stores.registry = flaky.clone();
+    let svc = Arc::new(wxdesk::Services::with_parts(
+        config,
+        stores,
+        Arc::new(wxdesk::support::clock::SystemClock),
+    ));
+    let base = start_local(svc.clone()).await;
+    (wx, im, svc, base, flaky)
 }
 
 /// The notices the agents got from wxdesk (undelivered), as (agent, text).
@@ -728,7 +753,7 @@ fn im_notices(im: &wxdesk_tests::tim::TimStandIn) -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_im_app_answers_every_shop_through_the_platforms_callback() {
     use wxdesk_tests::tim::{self, CALLBACK_TOKEN, SDKAPPID};
-    let (wx, im, _svc, base) = shared_im_platform("component-shared-im").await;
+    let (wx, im, _svc, base, flaky) = shared_im_platform_flaky("component-shared-im").await;
     with_ticket(&wx, &base).await;
     let (a, b) = ("wxshop0000000031", "wxshop0000000032");
     authorize_shop(&wx, &base, a).await;
@@ -805,6 +830,24 @@ async fn one_im_app_answers_every_shop_through_the_platforms_callback() {
     let told = im_notices(&im);
     assert_eq!(told.len(), 1, "{told:?}");
     assert!(told[0].1.contains("which shop"), "{told:?}");
+
+    // While the registry cannot be read, B's account is not known: the message is sent
+    // for no other account, and the agent is told to send it again.
+    flaky.set_down(true);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(callback("oCustomerOfB", "8003_1_1572870301").await, 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(8);
+    while im_notices(&im).len() < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let told = im_notices(&im);
+    assert_eq!(told.len(), 2, "{told:?}");
+    assert!(
+        told[1].1.contains("could not read its accounts"),
+        "{told:?}"
+    );
+    assert_eq!(wx.state.lock().unwrap().sent.len(), 1, "nothing more sent");
+    flaky.set_down(false);
     // The platform's route takes only its own key.
     let wrong = http()
         .post(format!(

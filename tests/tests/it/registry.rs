@@ -187,60 +187,6 @@ async fn the_registry_refuses_config_accounts_and_rotates_keys_on_the_embedded_s
     assert_ne!(send(new_key).await, 401);
 }
 
-/// The registry, with its account reads failing while `down` is set (DynamoDB throttled,
-/// unreachable): every other call goes through.
-struct FlakyRegistry {
-    inner: Arc<dyn wxdesk::store::RegistryStore>,
-    down: std::sync::atomic::AtomicBool,
-}
-
-#[async_trait::async_trait]
-impl wxdesk::store::RegistryStore for FlakyRegistry {
-    async fn put_authorizer(
-        &self,
-        a: &wxdesk::store::Authorizer,
-    ) -> Result<bool, wxdesk::store::StoreError> {
-        self.inner.put_authorizer(a).await
-    }
-    async fn authorizer(
-        &self,
-        appid: &str,
-    ) -> Result<Option<wxdesk::store::Authorizer>, wxdesk::store::StoreError> {
-        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(wxdesk::store::StoreError::Unavailable(
-                "registry down (test)".into(),
-            ));
-        }
-        self.inner.authorizer(appid).await
-    }
-    async fn set_standing(
-        &self,
-        appid: &str,
-        s: Standing,
-        at: i64,
-    ) -> Result<bool, wxdesk::store::StoreError> {
-        self.inner.set_standing(appid, s, at).await
-    }
-    async fn set_settings(
-        &self,
-        appid: &str,
-        sealed: &str,
-        at: i64,
-    ) -> Result<bool, wxdesk::store::StoreError> {
-        self.inner.set_settings(appid, sealed, at).await
-    }
-    async fn authorizers(
-        &self,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<wxdesk::store::Authorizer>, wxdesk::store::StoreError> {
-        self.inner.authorizers(after, limit).await
-    }
-    async fn sealer(&self) -> Result<wxdesk::support::seal::Sealer, wxdesk::store::StoreError> {
-        self.inner.sealer().await
-    }
-}
-
 /// A registry that cannot be read is not an account that is gone: a stored account's
 /// queued message waits through the outage (not dead), is delivered once the registry
 /// answers, and a push meanwhile gets 503 (WeChat tries again), not 404.
@@ -253,10 +199,7 @@ async fn a_registry_outage_kills_no_queued_message() {
     let text = config_text(&store, "http://127.0.0.1:9/none", extra);
     let cfg = wxdesk::Config::parse(&text).unwrap();
     let mut stores = Stores::open(&cfg.store).await.unwrap();
-    let flaky = Arc::new(FlakyRegistry {
-        inner: stores.registry.clone(),
-        down: Default::default(),
-    });
+    let flaky = FlakyRegistry::over(stores.registry.clone());
     stores.registry = flaky.clone();
     let svc = Arc::new(wxdesk::Services::with_parts(
         cfg,
@@ -272,7 +215,7 @@ async fn a_registry_outage_kills_no_queued_message() {
     registry::add(&svc, &down_desk).await.unwrap();
     assert_eq!(push(&base, ADDED, 1).await, (200, "success".into()));
 
-    flaky.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    flaky.set_down(true);
     assert_eq!(push(&base, ADDED, 2).await.0, 200, "still cached");
     tokio::time::sleep(Duration::from_millis(3500)).await;
     assert_eq!(
@@ -291,7 +234,7 @@ async fn a_registry_outage_kills_no_queued_message() {
     );
 
     // The registry answers again, with a desk that works: the message arrives.
-    flaky.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    flaky.set_down(false);
     let up_desk = down_desk.replace("http://127.0.0.1:9/none", &desk.url("/weixin/added"));
     registry::add(&svc, &up_desk).await.unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -110,12 +110,13 @@ pub(crate) fn check<'a>(
 /// The account `user` (a customer's UserID) belongs to when it is not the callback's own:
 /// the one recorded at their import, on the same IM app, in whatever standing (a closed
 /// one's messages die in the outbox and are told back, never sent for another account).
+/// An error while that account cannot be read (it must not be sent for another).
 async fn owner(
     svc: &Services,
     path_app: &AppConfig,
     sdkappid: u64,
     user: &str,
-) -> Option<Arc<Account>> {
+) -> Result<Option<Arc<Account>>, crate::app::accounts::Unreadable> {
     let read = conversation::im_owner(svc.inbox.as_ref(), sdkappid, user, svc.clock.unix_ms());
     let recorded = match tokio::time::timeout(ANSWER_WITHIN / 4, read).await {
         Ok(Ok(r)) => r,
@@ -125,13 +126,15 @@ async fn owner(
         }
         Err(_) => None,
     };
-    let recorded = recorded.filter(|a| *a != path_app.appid.as_str())?;
-    svc.account(&recorded).await.filter(|a| {
+    let Some(recorded) = recorded.filter(|a| *a != path_app.appid.as_str()) else {
+        return Ok(None);
+    };
+    Ok(svc.lookup(&recorded).await?.filter(|a| {
         a.app
             .desk
             .tencent_im()
             .is_some_and(|c| c.sdkappid == sdkappid)
-    })
+    }))
 }
 
 /// Whether a callback is an agent's message to a customer that IM delivered: from one of
@@ -150,23 +153,30 @@ fn agent_to_customer(app: &AppConfig, from: &str, to: &str, body: &Value) -> boo
     agents.iter().any(|a| a == from) && !agents.iter().any(|a| a == to) && !failed
 }
 
-/// An agent's message through the platform's route to a customer no shop recorded: not
-/// sent (wxdesk cannot tell for which account), and the agent told, in their conversation.
-async fn unknown_customer(
+/// Why an agent's message was not sent when wxdesk cannot tell for which account.
+const NO_SHOP: &str =
+    "wxdesk does not know which shop this customer wrote to (no message from them was recorded)";
+const ACCOUNTS_UNREADABLE: &str =
+    "wxdesk could not read its accounts just now; send the message again in a moment";
+
+/// An agent's message wxdesk cannot send for any account (a customer no shop recorded, or
+/// accounts that cannot be read now): not sent, and the agent told why, in their
+/// conversation.
+async fn not_sent(
     desk: &dyn crate::desk::Desk,
-    platform: &AppConfig,
+    path_app: &AppConfig,
     from: &str,
     to: &str,
     body: &Value,
+    reason: &str,
 ) -> Response {
     let online_only = body.get("OnlineOnlyFlag").and_then(Value::as_i64) == Some(1);
-    if !agent_to_customer(platform, from, to, body) || online_only {
+    if !agent_to_customer(path_app, from, to, body) || online_only {
         return ok();
     }
-    warn!(platform = %platform.appid, "agent message for a customer no shop recorded: not sent, the agent is told");
-    let reason = "wxdesk does not know which shop this customer wrote to (no message from them was recorded)";
+    warn!(appid = %path_app.appid, reason, "agent message not sent; the agent is told");
     if let Err(e) = desk.undelivered(to, from, reason).await {
-        warn!(platform = %platform.appid, error = %e, "could not tell the agent their message was not delivered");
+        warn!(appid = %path_app.appid, error = %e, "could not tell the agent their message was not delivered");
     }
     ok()
 }
@@ -238,11 +248,13 @@ pub(crate) async fn serve(
             "To_Account is not an IM UserID (1-32 letters, digits, '_', '-')",
         ));
     }
-    let recorded = owner(svc, path_app, sdkappid, to).await;
+    let Ok(recorded) = owner(svc, path_app, sdkappid, to).await else {
+        return Ok(not_sent(desk, path_app, from, to, &body, ACCOUNTS_UNREADABLE).await);
+    };
     // The platform's route stands for no account: a customer no shop recorded cannot be
     // answered, and the agent hears so.
     if recorded.is_none() && svc.platform_account(path_app.appid.as_str()).is_some() {
-        return Ok(unknown_customer(desk, path_app, from, to, &body).await);
+        return Ok(not_sent(desk, path_app, from, to, &body, NO_SHOP).await);
     }
     let app = recorded.as_ref().map_or(path_app, |a| &a.app);
     let appid = app.appid.as_str();
