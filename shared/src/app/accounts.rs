@@ -9,14 +9,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::OnceCell;
 use tracing::warn;
 
 use crate::config::{AppConfig, Appid, Secret};
 use crate::context::Context;
 use crate::desk::Desk;
 use crate::store::{AccountSettings, Authorizer, Standing};
-use crate::support::seal::Sealer;
 use crate::support::throttle::log_refusal;
 
 /// How long a registry read may take on a request's path (a push has 5 s in all).
@@ -61,8 +59,6 @@ pub(crate) struct Accounts {
     cache: Mutex<HashMap<String, Cached>>,
     max_age_ms: i64,
     capacity: usize,
-    /// The data key, opened once per process (a KMS call on AWS).
-    sealer: OnceCell<Sealer>,
 }
 
 impl Accounts {
@@ -85,13 +81,7 @@ impl Accounts {
             cache: Mutex::new(HashMap::new()),
             max_age_ms: ctx.config.registry.cache_secs as i64 * 1000,
             capacity: ctx.config.registry.cache_entries,
-            sealer: OnceCell::new(),
         }
-    }
-
-    /// The config's accounts.
-    pub(crate) fn configured(&self) -> impl Iterator<Item = &Arc<Account>> {
-        self.configured.values()
     }
 
     /// The account `appid` names, in whatever standing (the outbox tells a closed
@@ -165,7 +155,7 @@ impl Accounts {
         );
     }
 
-    /// How many reads are cached (for the scale measurements and doctor).
+    /// How many reads are cached (tests hold the cache to its bound with it).
     pub(crate) fn cached_len(&self) -> usize {
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
@@ -196,7 +186,8 @@ impl Accounts {
         }
     }
 
-    /// A stored account's settings, opened (none stored: the defaults).
+    /// A stored account's settings, opened (none stored: the defaults). The store opens
+    /// the data key once per process (one KMS call on AWS, one file read locally).
     pub(crate) async fn settings(
         &self,
         ctx: &Context,
@@ -205,12 +196,12 @@ impl Accounts {
         let Some(sealed) = &rec.sealed_settings else {
             return Ok(AccountSettings::default());
         };
-        let sealer = self
-            .sealer
-            .get_or_try_init(|| ctx.registry.sealer())
+        let sealer = ctx
+            .registry
+            .sealer()
             .await
             .map_err(|e| format!("data key: {e}"))?;
-        AccountSettings::open(sealer, &rec.appid, sealed)
+        AccountSettings::open(&sealer, &rec.appid, sealed)
     }
 }
 
@@ -256,6 +247,7 @@ fn stored_app(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::support::seal::Sealer;
 
     #[test]
     fn settings_open_only_on_their_own_record() {

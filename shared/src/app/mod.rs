@@ -171,11 +171,6 @@ impl Services {
             .filter(|a| a.app.appid.as_str() == appid)
     }
 
-    /// The config's accounts.
-    pub fn configured(&self) -> impl Iterator<Item = &Arc<accounts::Account>> {
-        self.accounts.configured()
-    }
-
     /// A stored account's settings, opened with the data key (cached per process).
     pub(crate) async fn settings_of(
         &self,

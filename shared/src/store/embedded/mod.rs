@@ -123,6 +123,8 @@ pub struct EmbeddedStore {
     db: Arc<Database>,
     writer: mpsc::Sender<Op>,
     dir: PathBuf,
+    /// The data key (`registry.rs`), read from its file once.
+    sealer: tokio::sync::OnceCell<crate::support::seal::Sealer>,
 }
 
 impl EmbeddedStore {
@@ -159,6 +161,7 @@ impl EmbeddedStore {
             db,
             writer: tx,
             dir: dir.to_owned(),
+            sealer: tokio::sync::OnceCell::new(),
         })
     }
 

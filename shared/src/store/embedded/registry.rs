@@ -62,7 +62,17 @@ impl RegistryStore for EmbeddedStore {
         self.records_after(REGISTRY, after, limit)
     }
 
+    /// Read (or made) once per process, then cached.
     async fn sealer(&self) -> Result<Sealer, StoreError> {
+        self.sealer
+            .get_or_try_init(|| async { self.load_sealer() })
+            .await
+            .cloned()
+    }
+}
+
+impl EmbeddedStore {
+    fn load_sealer(&self) -> Result<Sealer, StoreError> {
         let path = self.dir.join(KEY_FILE);
         let fail = |e: std::io::Error| {
             StoreError::Unavailable(format!("data key {}: {e}", path.display()))
