@@ -87,8 +87,9 @@ pub struct Config {
     pub fetch: FetchConfig,
     pub server: ServerConfig,
     pub registry: RegistryConfig,
-    /// Present: the install is also a third-party platform (`config::component`).
-    pub component: Option<ComponentConfig>,
+    /// Present: the install is also a third-party platform (`config::component`). Shared:
+    /// every shop's account served through it holds this one.
+    pub component: Option<std::sync::Arc<ComponentConfig>>,
     pub apps: Vec<AppConfig>,
     /// The document's version: the SHA-256 of its text (what a reload compares, and what
     /// `doctor` compares with a running server's).
@@ -143,7 +144,7 @@ impl Config {
             fetch: raw.fetch,
             server: raw.server,
             registry: raw.registry,
-            component: raw.component,
+            component: raw.component.map(std::sync::Arc::new),
             apps: raw.apps,
             version: crate::support::hex::sha256_hex(text.as_bytes()),
             by_appid,
@@ -212,7 +213,7 @@ pub(crate) fn desk_from_toml(text: &str) -> Result<DeskConfig, ConfigError> {
 /// encrypts every authorized account's pushes with them), tokens from
 /// `api_authorizer_token`, no AppSecret.
 pub(crate) fn authorized_account(
-    c: &ComponentConfig,
+    c: &std::sync::Arc<ComponentConfig>,
     appid: &str,
     name: Option<String>,
     kind: Option<AppKind>,
@@ -234,7 +235,7 @@ pub(crate) fn authorized_account(
         skip_events: None,
         desk,
         chatbot: None,
-        platform: Some(std::sync::Arc::new(c.clone())),
+        platform: Some(c.clone()),
     })
 }
 
